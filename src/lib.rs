@@ -1,0 +1,20 @@
+//! `gpt`: a GPT you can read, train, fine-tune and run.
+//!
+//! The modules follow the pipeline, in order:
+//! - [`tokenizer`]: text <-> token ids (character-level; GPT-2's byte-level BPE)
+//! - [`data`]: documents datasets and batching
+//! - [`tensor`]: f32 tensors and the kernels (matmul, layernorm, attention, ...)
+//! - [`autograd`]: the tape that runs kernels forward and backward
+//! - [`model`]: the GPT definition, its config, parameters and checkpoints
+//! - [`train`]: loss, optimizer, schedule, training loop, checkpoint writing
+//! - [`sample`]: generation with a KV cache, temperature and top-k
+//! - [`cli`]: the `gpt` command line
+
+pub mod autograd;
+pub mod cli;
+pub mod data;
+pub mod model;
+pub mod sample;
+pub mod tensor;
+pub mod tokenizer;
+pub mod train;

@@ -1,0 +1,3 @@
+//! Training: loss, optimizer, learning-rate schedule, the loop, checkpoints.
+
+pub mod checkpoint;
