@@ -1,1 +1,10 @@
-//! TODO
+//! The GPT model: config, definition, KV cache, and checkpoint files.
+
+mod config;
+mod gpt;
+mod io;
+mod kv_cache;
+
+pub use config::GptConfig;
+pub use gpt::{Gpt, Init};
+pub use kv_cache::KvCache;

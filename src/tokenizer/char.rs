@@ -97,10 +97,10 @@ mod tests {
     #[test]
     fn vocab_is_sorted_chars_plus_bos() {
         let tok = CharTokenizer::from_docs(&["emma", "ava"]);
-        assert_eq!(tok.vocab_size(), 4); // a e m + BOS
-        assert_eq!(tok.bos(), 3);
-        assert_eq!(tok.encode_doc("ava").unwrap(), vec![3, 0, 3, 0, 3]);
-        assert_eq!(tok.decode(&[3, 1, 2, 2, 0, 3]).unwrap(), "emma");
+        assert_eq!(tok.vocab_size(), 5); // a e m v + BOS
+        assert_eq!(tok.bos(), 4);
+        assert_eq!(tok.encode_doc("ava").unwrap(), vec![4, 0, 3, 0, 4]);
+        assert_eq!(tok.decode(&[4, 1, 2, 2, 0, 4]).unwrap(), "emma");
     }
 
     #[test]

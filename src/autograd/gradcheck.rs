@@ -1,0 +1,159 @@
+//! Gradient checks: every op's backward against central finite differences.
+//!
+//! The objective is `sum(out * r)` for a fixed random `r`, evaluated in f64
+//! from the f32 forward. Each checked element must pass numpy's `allclose`
+//! test, `|numeric - analytic| <= atol + rtol * max(|numeric|, |analytic|)`,
+//! with `rtol = 1e-2` and `atol` = the resolution of the finite difference
+//! itself (two f32 ulps of the objective over `2 eps`): f32 cannot measure
+//! finer, and a missing term, a wrong sign or a wrong index is off by far more.
+
+use super::{Graph, Params, Var, Workspace};
+use crate::tensor::{rng, Tensor};
+
+/// Checks the gradient of every parameter of `params` through `build`.
+pub(crate) fn check(params: &Params, eps: f32, build: impl Fn(&mut Graph) -> Var) {
+    let eval = |p: &Params| -> Vec<f32> {
+        let mut g = Graph::new(p, Workspace::default());
+        let out = build(&mut g);
+        g.value(out).to_vec()
+    };
+    let out = eval(params);
+    let r = Tensor::randn(&[out.len()], 1.0, &mut rng(99)).data;
+    let objective = |p: &Params| -> f64 { eval(p).iter().zip(&r).map(|(&o, &r)| o as f64 * r as f64).sum() };
+    let magnitude: f64 = out.iter().zip(&r).map(|(&o, &r)| (o as f64 * r as f64).abs()).sum();
+    let atol = 2.0 * f32::EPSILON as f64 * magnitude / (2.0 * eps as f64);
+
+    let mut grads = params.zero_grads();
+    let mut g = Graph::new(params, Workspace::default());
+    let out = build(&mut g);
+    g.backward_from(out, r.clone(), &mut grads);
+
+    let mut p = params.clone();
+    for (pi, name) in params.names.iter().enumerate() {
+        let n = p.tensors[pi].numel();
+        // Up to 40 elements per tensor, spread over it.
+        let step = (n / 40).max(1);
+        for i in (0..n).step_by(step) {
+            let orig = p.tensors[pi].data[i];
+            p.tensors[pi].data[i] = orig + eps;
+            let plus = objective(&p);
+            p.tensors[pi].data[i] = orig - eps;
+            let minus = objective(&p);
+            p.tensors[pi].data[i] = orig;
+            let numeric = (plus - minus) / (2.0 * eps as f64);
+            let analytic = grads.0[pi][i] as f64;
+            let tol = atol + 1e-2 * numeric.abs().max(analytic.abs());
+            let diff = (numeric - analytic).abs();
+            assert!(diff <= tol, "{name}[{i}]: analytic {analytic:.6} vs numeric {numeric:.6} (diff {diff:.2e} > tol {tol:.2e})");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::cross_entropy::IGNORE;
+    use crate::tensor::elementwise::Activation;
+    use crate::tensor::norm::NormKind;
+
+    fn randn(params: &mut Params, name: &str, shape: &[usize], seed: u64) -> crate::autograd::ParamId {
+        params.add(name, Tensor::randn(shape, 1.0, &mut rng(seed)))
+    }
+
+    #[test]
+    fn linear_both_weight_layouts_with_bias() {
+        for w_t in [false, true] {
+            let mut p = Params::default();
+            let x = randn(&mut p, "x", &[2, 3, 5], 1);
+            let w = randn(&mut p, "w", if w_t { &[4, 5] } else { &[5, 4] }, 2);
+            let b = randn(&mut p, "b", &[4], 3);
+            check(&p, 1e-2, |g| {
+                let (x, w, b) = (g.param(x), g.param(w), g.param(b));
+                g.linear(x, w, Some(b), w_t)
+            });
+        }
+    }
+
+    #[test]
+    fn layernorm_and_rmsnorm() {
+        let mut p = Params::default();
+        let x = randn(&mut p, "x", &[4, 6], 4);
+        let w = randn(&mut p, "w", &[6], 5);
+        let b = randn(&mut p, "b", &[6], 6);
+        check(&p, 1e-2, |g| {
+            let (x, w, b) = (g.param(x), g.param(w), g.param(b));
+            g.norm(x, Some(w), Some(b), NormKind::LayerNorm, 1e-5)
+        });
+        check(&p, 1e-2, |g| {
+            let (x, w) = (g.param(x), g.param(w));
+            g.norm(x, Some(w), None, NormKind::RmsNorm, 1e-5)
+        });
+        let mut q = Params::default();
+        let x = randn(&mut q, "x", &[4, 6], 7);
+        check(&q, 1e-2, |g| {
+            let x = g.param(x);
+            g.norm(x, None, None, NormKind::RmsNorm, 1e-5)
+        });
+    }
+
+    #[test]
+    fn activations() {
+        let mut p = Params::default();
+        let mut x = Tensor::randn(&[40], 1.0, &mut rng(8));
+        // Keep ReLU's inputs away from its kink, where finite differences are meaningless.
+        x.data.iter_mut().for_each(|v| *v += 0.1f32.copysign(*v));
+        let x = p.add("x", x);
+        for f in [Activation::Gelu, Activation::Relu] {
+            check(&p, 1e-2, |g| {
+                let x = g.param(x);
+                g.activation(x, f)
+            });
+        }
+    }
+
+    #[test]
+    fn add_uses_both_inputs_and_a_repeated_one() {
+        let mut p = Params::default();
+        let a = randn(&mut p, "a", &[3, 4], 9);
+        let b = randn(&mut p, "b", &[3, 4], 10);
+        check(&p, 1e-2, |g| {
+            let (a, b) = (g.param(a), g.param(b));
+            let s = g.add(a, b);
+            g.add(s, a)
+        });
+    }
+
+    #[test]
+    fn embedding_with_repeated_tokens() {
+        let mut p = Params::default();
+        let wte = randn(&mut p, "wte", &[5, 3], 11);
+        let wpe = randn(&mut p, "wpe", &[4, 3], 12);
+        check(&p, 1e-2, |g| {
+            let (wte, wpe) = (g.param(wte), g.param(wpe));
+            g.embedding(wte, wpe, &[1, 4, 1, 0, 2, 2], &[0, 1, 2, 0, 1, 3])
+        });
+    }
+
+    #[test]
+    fn attention_causal_and_packed_documents() {
+        let (b, t, c, n_head) = (2, 5, 8, 2);
+        let mut p = Params::default();
+        let qkv = randn(&mut p, "qkv", &[b * t, 3 * c], 13);
+        // First sequence holds two documents (positions restart), the second one.
+        let pos = [0, 1, 2, 0, 1, 0, 1, 2, 3, 4];
+        check(&p, 1e-2, |g| {
+            let qkv = g.param(qkv);
+            g.attention(qkv, n_head, b, &pos, None)
+        });
+    }
+
+    #[test]
+    fn cross_entropy_with_ignored_targets() {
+        let mut p = Params::default();
+        let logits = randn(&mut p, "logits", &[4, 7], 14);
+        check(&p, 1e-2, |g| {
+            let l = g.param(logits);
+            g.cross_entropy(l, &[3, IGNORE, 0, 6])
+        });
+    }
+}

@@ -1,0 +1,375 @@
+//! The tape: ops run forward as they are recorded, and backward in reverse.
+
+use super::{Grads, ParamId, Params, Workspace};
+use crate::tensor::attention::{attention_backward, attention_forward, AttnShape, KeysValues};
+use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use crate::tensor::elementwise::{add_forward, Activation};
+use crate::tensor::embedding::{embedding_backward, embedding_forward};
+use crate::tensor::linear::{linear_backward, linear_forward, LinearShape};
+use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
+use crate::tensor::{accumulate, Tensor};
+use std::mem;
+
+/// A value recorded on a [`Graph`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var(usize);
+
+/// One layer's slot in a KV cache: `k` and `v` hold `[B, capacity, C]`, of
+/// which the first `past` rows of each sequence are filled.
+pub struct KvSlot<'a> {
+    pub k: &'a mut [f32],
+    pub v: &'a mut [f32],
+    pub past: usize,
+    pub capacity: usize,
+}
+
+enum Value {
+    Param(ParamId),
+    Owned(Vec<f32>),
+}
+
+/// How a node was computed, and what its backward needs.
+enum Op {
+    Leaf,
+    Embedding { wte: Var, wpe: Var, tokens: Vec<u32>, pos: Vec<u32> },
+    Linear { x: Var, w: Var, b: Option<Var>, shape: LinearShape },
+    Norm { x: Var, w: Option<Var>, b: Option<Var>, kind: NormKind, mean: Vec<f32>, rstd: Vec<f32> },
+    Activation { x: Var, f: Activation },
+    Add { a: Var, b: Var },
+    Attention { qkv: Var, shape: AttnShape, pos: Vec<u32>, att: Vec<f32> },
+    CrossEntropy { logits: Var, targets: Vec<u32>, lse: Vec<f32>, count: usize },
+}
+
+struct Node {
+    shape: Vec<usize>,
+    value: Value,
+    op: Op,
+}
+
+/// A tape of tensor ops over a set of parameters.
+pub struct Graph<'p> {
+    params: &'p Params,
+    nodes: Vec<Node>,
+    param_vars: Vec<Option<Var>>,
+    ws: Workspace,
+    /// Keep what backward needs; off for inference.
+    grad_enabled: bool,
+}
+
+impl<'p> Graph<'p> {
+    /// A graph for training: ops keep what their backward needs.
+    pub fn new(params: &'p Params, ws: Workspace) -> Self {
+        Graph {
+            params,
+            nodes: Vec::new(),
+            param_vars: vec![None; params.tensors.len()],
+            ws,
+            grad_enabled: true,
+        }
+    }
+
+    /// A graph for inference: no backward, scratch buffers go straight back to the pool.
+    pub fn inference(params: &'p Params, ws: Workspace) -> Self {
+        Graph {
+            grad_enabled: false,
+            ..Graph::new(params, ws)
+        }
+    }
+
+    /// Ends the graph and returns every buffer to the workspace.
+    pub fn finish(mut self) -> Workspace {
+        for node in mem::take(&mut self.nodes) {
+            self.recycle(node);
+        }
+        self.ws
+    }
+
+    fn recycle(&mut self, node: Node) {
+        if let Value::Owned(buf) = node.value {
+            self.ws.give(buf);
+        }
+        match node.op {
+            Op::Norm { mean, rstd, .. } => {
+                self.ws.give(mean);
+                self.ws.give(rstd);
+            }
+            Op::Attention { att, .. } => self.ws.give(att),
+            Op::CrossEntropy { lse, .. } => self.ws.give(lse),
+            _ => {}
+        }
+    }
+
+    /// The node for a parameter (one per parameter, so tied uses share a gradient).
+    pub fn param(&mut self, id: ParamId) -> Var {
+        if let Some(v) = self.param_vars[id.0] {
+            return v;
+        }
+        let shape = self.params.get(id).shape.clone();
+        let v = self.push(shape, Value::Param(id), Op::Leaf);
+        self.param_vars[id.0] = Some(v);
+        v
+    }
+
+    /// A constant input (no gradient).
+    pub fn constant(&mut self, t: &Tensor) -> Var {
+        let mut buf = self.ws.take(t.numel());
+        buf.copy_from_slice(&t.data);
+        self.push(t.shape.clone(), Value::Owned(buf), Op::Leaf)
+    }
+
+    pub fn value(&self, v: Var) -> &[f32] {
+        match &self.nodes[v.0].value {
+            Value::Param(id) => &self.params.get(*id).data,
+            Value::Owned(buf) => buf,
+        }
+    }
+
+    pub fn shape(&self, v: Var) -> &[usize] {
+        &self.nodes[v.0].shape
+    }
+
+    /// Rows and last dimension of a value seen as a matrix.
+    fn rows_cols(&self, v: Var) -> (usize, usize) {
+        let shape = self.shape(v);
+        let cols = *shape.last().expect("scalar has no rows");
+        (shape.iter().product::<usize>() / cols.max(1), cols)
+    }
+
+    fn push(&mut self, shape: Vec<usize>, value: Value, op: Op) -> Var {
+        self.nodes.push(Node { shape, value, op });
+        Var(self.nodes.len() - 1)
+    }
+
+    /// A scratch buffer that backward needs, or that goes back to the pool at once in inference.
+    fn keep(&mut self, buf: Vec<f32>) -> Vec<f32> {
+        if self.grad_enabled {
+            buf
+        } else {
+            self.ws.give(buf);
+            Vec::new()
+        }
+    }
+
+    /// `tokens[N], pos[N] -> [N, C]`: `wte[token] + wpe[pos]`.
+    pub fn embedding(&mut self, wte: Var, wpe: Var, tokens: &[u32], pos: &[u32]) -> Var {
+        let c = self.shape(wte)[1];
+        let (vocab, n_ctx) = (self.shape(wte)[0], self.shape(wpe)[0]);
+        assert_eq!(tokens.len(), pos.len());
+        assert!(tokens.iter().all(|&t| (t as usize) < vocab), "token id outside the vocabulary");
+        assert!(pos.iter().all(|&p| (p as usize) < n_ctx), "position beyond n_ctx");
+        let mut out = self.ws.take(tokens.len() * c);
+        embedding_forward(&mut out, tokens, pos, self.value(wte), self.value(wpe), c);
+        let (tokens, pos) = if self.grad_enabled { (tokens.to_vec(), pos.to_vec()) } else { (Vec::new(), Vec::new()) };
+        self.push(vec![tokens.len().max(pos.len()).max(out.len() / c), c], Value::Owned(out), Op::Embedding { wte, wpe, tokens, pos })
+    }
+
+    /// `x[.., in] @ w + b -> [.., out]`; `w` is `[in, out]`, or `[out, in]` with `w_t`.
+    pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>, w_t: bool) -> Var {
+        let (n, d_in) = self.rows_cols(x);
+        let ws = self.shape(w);
+        let (w_in, d_out) = if w_t { (ws[1], ws[0]) } else { (ws[0], ws[1]) };
+        assert_eq!(w_in, d_in, "linear: input has {d_in} features, weight expects {w_in}");
+        let shape = LinearShape { n, d_in, d_out, w_t };
+        let mut out = self.ws.take(n * d_out);
+        linear_forward(&mut out, self.value(x), self.value(w), b.map(|b| self.value(b)), shape);
+        let mut out_shape = self.shape(x).to_vec();
+        *out_shape.last_mut().unwrap() = d_out;
+        self.push(out_shape, Value::Owned(out), Op::Linear { x, w, b, shape })
+    }
+
+    /// LayerNorm or RMSNorm over the last dimension, with optional weight and bias.
+    pub fn norm(&mut self, x: Var, w: Option<Var>, b: Option<Var>, kind: NormKind, eps: f32) -> Var {
+        let (n, c) = self.rows_cols(x);
+        let mut out = self.ws.take(n * c);
+        let (mut mean, mut rstd) = (self.ws.take(n), self.ws.take(n));
+        norm_forward(&mut out, &mut mean, &mut rstd, self.value(x), w.map(|w| self.value(w)), b.map(|b| self.value(b)), c, eps, kind);
+        let (mean, rstd) = (self.keep(mean), self.keep(rstd));
+        let shape = self.shape(x).to_vec();
+        self.push(shape, Value::Owned(out), Op::Norm { x, w, b, kind, mean, rstd })
+    }
+
+    pub fn activation(&mut self, x: Var, f: Activation) -> Var {
+        let mut out = self.ws.take(self.value(x).len());
+        f.forward(&mut out, self.value(x));
+        let shape = self.shape(x).to_vec();
+        self.push(shape, Value::Owned(out), Op::Activation { x, f })
+    }
+
+    pub fn add(&mut self, a: Var, b: Var) -> Var {
+        assert_eq!(self.shape(a), self.shape(b), "add: shapes differ");
+        let mut out = self.ws.take(self.value(a).len());
+        add_forward(&mut out, self.value(a), self.value(b));
+        let shape = self.shape(a).to_vec();
+        self.push(shape, Value::Owned(out), Op::Add { a, b })
+    }
+
+    /// Causal self-attention: `qkv[B·T, 3C] -> [B·T, C]`, each token attending
+    /// to the `pos + 1` tokens of its document that end at itself. With a KV
+    /// cache slot, this call's keys and values are appended after `past`
+    /// cached ones and the queries attend over all of them (inference only).
+    pub fn attention(&mut self, qkv: Var, n_head: usize, b: usize, pos: &[u32], cache: Option<KvSlot>) -> Var {
+        let (n, c3) = self.rows_cols(qkv);
+        let c = c3 / 3;
+        let shape = AttnShape { b, t: n / b, c, n_head };
+        assert_eq!(pos.len(), n);
+        let mut out = self.ws.take(n * c);
+        let att = match cache {
+            None => {
+                let mut att = self.ws.take(n * n_head * shape.t);
+                let v = self.value(qkv);
+                attention_forward(&mut out, &mut att, v, KeysValues::from_qkv(v, shape), pos, shape);
+                att
+            }
+            Some(slot) => {
+                assert!(!self.grad_enabled, "the KV cache is for inference only");
+                assert!(slot.past + shape.t <= slot.capacity, "KV cache is full");
+                let len = slot.past + shape.t;
+                let mut att = self.ws.take(n * n_head * len);
+                let v = self.value(qkv);
+                for (row, src) in v.chunks(3 * c).enumerate() {
+                    let dst = ((row / shape.t) * slot.capacity + slot.past + row % shape.t) * c;
+                    slot.k[dst..dst + c].copy_from_slice(&src[c..2 * c]);
+                    slot.v[dst..dst + c].copy_from_slice(&src[2 * c..]);
+                }
+                let kv = KeysValues { k: slot.k, v: slot.v, stride: c, seq_rows: slot.capacity, len };
+                attention_forward(&mut out, &mut att, v, kv, pos, shape);
+                att
+            }
+        };
+        let att = self.keep(att);
+        let pos = if self.grad_enabled { pos.to_vec() } else { Vec::new() };
+        let mut out_shape = self.shape(qkv).to_vec();
+        *out_shape.last_mut().unwrap() = c;
+        self.push(out_shape, Value::Owned(out), Op::Attention { qkv, shape, pos, att })
+    }
+
+    /// Mean cross-entropy of `logits[N, V]` against `targets[N]` (`IGNORE` = no target). A scalar.
+    pub fn cross_entropy(&mut self, logits: Var, targets: &[u32]) -> Var {
+        let (n, v) = self.rows_cols(logits);
+        assert_eq!(targets.len(), n);
+        let mut lse = self.ws.take(n);
+        let (sum, count) = cross_entropy_forward(&mut lse, self.value(logits), targets, v);
+        let mut out = self.ws.take(1);
+        out[0] = if count == 0 { 0.0 } else { (sum / count as f64) as f32 };
+        let lse = self.keep(lse);
+        let targets = if self.grad_enabled { targets.to_vec() } else { Vec::new() };
+        self.push(vec![], Value::Owned(out), Op::CrossEntropy { logits, targets, lse, count })
+    }
+
+    /// Back-propagates from the scalar `loss` and adds every parameter's gradient into `grads`.
+    pub fn backward(&mut self, loss: Var, grads: &mut Grads) {
+        assert_eq!(self.value(loss).len(), 1, "backward starts from a scalar");
+        self.backward_from(loss, vec![1.0], grads);
+    }
+
+    /// Back-propagates `seed` = d(objective)/d(`out`) and adds into `grads`.
+    pub fn backward_from(&mut self, out: Var, seed: Vec<f32>, grads: &mut Grads) {
+        assert!(self.grad_enabled, "backward on an inference graph");
+        assert_eq!(grads.0.len(), self.params.tensors.len());
+        let mut g: Vec<Vec<f32>> = (0..self.nodes.len()).map(|_| Vec::new()).collect();
+        // Parameters accumulate straight into their gradient buffers.
+        for (pid, var) in self.param_vars.iter().enumerate() {
+            if let Some(v) = var {
+                g[v.0] = mem::take(&mut grads.0[pid]);
+            }
+        }
+        g[out.0] = seed;
+        for i in (0..=out.0).rev() {
+            if g[i].is_empty() || matches!(self.nodes[i].op, Op::Leaf) {
+                continue;
+            }
+            let dout = mem::take(&mut g[i]);
+            self.backward_node(i, &dout, &mut g);
+            self.ws.give(dout);
+        }
+        for (pid, var) in self.param_vars.iter().enumerate() {
+            if let Some(v) = var {
+                grads.0[pid] = mem::take(&mut g[v.0]);
+            }
+        }
+        g.into_iter().for_each(|buf| self.ws.give(buf));
+    }
+
+    /// Takes the gradient buffer of `v` out of `g`, zero-filled on first use.
+    fn grad_buf(&mut self, g: &mut [Vec<f32>], v: Var) -> Vec<f32> {
+        let buf = mem::take(&mut g[v.0]);
+        if buf.is_empty() {
+            self.ws.take_zeroed(self.value(v).len())
+        } else {
+            buf
+        }
+    }
+
+    fn backward_node(&mut self, i: usize, dout: &[f32], g: &mut [Vec<f32>]) {
+        // Inputs' gradient buffers are taken out of `g`, filled by the kernel, and put back.
+        macro_rules! with_grad {
+            ($v:expr, |$d:ident| $body:expr) => {{
+                let v: Var = $v;
+                let mut $d = self.grad_buf(g, v);
+                $body;
+                g[v.0] = $d;
+            }};
+        }
+        let node = &self.nodes[i];
+        match &node.op {
+            Op::Leaf => {}
+            Op::Embedding { wte, wpe, .. } => {
+                let (wte, wpe, c) = (*wte, *wpe, node.shape[1]);
+                let mut dwte = self.grad_buf(g, wte);
+                let mut dwpe = self.grad_buf(g, wpe);
+                let Op::Embedding { tokens, pos, .. } = &self.nodes[i].op else { unreachable!() };
+                embedding_backward(&mut dwte, &mut dwpe, dout, tokens, pos, c);
+                g[wte.0] = dwte;
+                g[wpe.0] = dwpe;
+            }
+            &Op::Linear { x, w, b, shape } => {
+                if !self.is_constant(x) {
+                    with_grad!(x, |dx| linear_backward(Some(&mut dx), None, None, dout, self.value(x), self.value(w), shape));
+                }
+                with_grad!(w, |dw| linear_backward(None, Some(&mut dw), None, dout, self.value(x), self.value(w), shape));
+                if let Some(b) = b {
+                    with_grad!(b, |db| linear_backward(None, None, Some(&mut db), dout, self.value(x), self.value(w), shape));
+                }
+            }
+            Op::Norm { x, w, b, kind, .. } => {
+                let (x, w, b, kind, c) = (*x, *w, *b, *kind, *node.shape.last().unwrap());
+                let mut dx = self.grad_buf(g, x);
+                let mut dw = w.map(|w| self.grad_buf(g, w));
+                let mut db = b.map(|b| self.grad_buf(g, b));
+                let Op::Norm { mean, rstd, .. } = &self.nodes[i].op else { unreachable!() };
+                norm_backward(&mut dx, dw.as_deref_mut(), db.as_deref_mut(), dout, self.value(x), w.map(|w| self.value(w)), mean, rstd, c, kind);
+                g[x.0] = dx;
+                if let (Some(w), Some(dw)) = (w, dw) {
+                    g[w.0] = dw;
+                }
+                if let (Some(b), Some(db)) = (b, db) {
+                    g[b.0] = db;
+                }
+            }
+            &Op::Activation { x, f } => with_grad!(x, |dx| f.backward(&mut dx, self.value(x), dout)),
+            &Op::Add { a, b } => {
+                with_grad!(a, |da| accumulate(&mut da, dout));
+                with_grad!(b, |db| accumulate(&mut db, dout));
+            }
+            Op::Attention { qkv, shape, .. } => {
+                let (qkv, shape) = (*qkv, *shape);
+                let mut dqkv = self.grad_buf(g, qkv);
+                let Op::Attention { pos, att, .. } = &self.nodes[i].op else { unreachable!() };
+                attention_backward(&mut dqkv, dout, self.value(qkv), att, pos, shape);
+                g[qkv.0] = dqkv;
+            }
+            Op::CrossEntropy { logits, count, .. } => {
+                let (logits, count, v) = (*logits, *count, *self.shape(*logits).last().unwrap());
+                let mut dl = self.grad_buf(g, logits);
+                let Op::CrossEntropy { targets, lse, .. } = &self.nodes[i].op else { unreachable!() };
+                cross_entropy_backward(&mut dl, self.value(logits), lse, targets, v, dout[0], count);
+                g[logits.0] = dl;
+            }
+        }
+    }
+
+    /// A leaf that is not a parameter: nothing to differentiate.
+    fn is_constant(&self, v: Var) -> bool {
+        matches!((&self.nodes[v.0].op, &self.nodes[v.0].value), (Op::Leaf, Value::Owned(_)))
+    }
+}

@@ -1,0 +1,55 @@
+//! Named parameter tensors and their gradients.
+
+use crate::tensor::Tensor;
+
+/// The trainable tensors of a model, in a fixed order, with their names.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Params {
+    pub names: Vec<String>,
+    pub tensors: Vec<Tensor>,
+}
+
+/// Index of a parameter in its [`Params`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ParamId(pub usize);
+
+impl Params {
+    pub fn add(&mut self, name: impl Into<String>, tensor: Tensor) -> ParamId {
+        self.names.push(name.into());
+        self.tensors.push(tensor);
+        ParamId(self.tensors.len() - 1)
+    }
+
+    pub fn get(&self, id: ParamId) -> &Tensor {
+        &self.tensors[id.0]
+    }
+
+    pub fn find(&self, name: &str) -> Option<ParamId> {
+        self.names.iter().position(|n| n == name).map(ParamId)
+    }
+
+    /// Total number of scalars.
+    pub fn count(&self) -> usize {
+        self.tensors.iter().map(Tensor::numel).sum()
+    }
+
+    /// Zeroed gradient buffers shaped like these parameters.
+    pub fn zero_grads(&self) -> Grads {
+        Grads(self.tensors.iter().map(|t| vec![0.0; t.numel()]).collect())
+    }
+}
+
+/// One gradient buffer per parameter, in the order of [`Params`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Grads(pub Vec<Vec<f32>>);
+
+impl Grads {
+    pub fn zero(&mut self) {
+        self.0.iter_mut().for_each(|g| g.fill(0.0));
+    }
+
+    /// Global L2 norm over all gradients.
+    pub fn norm(&self) -> f32 {
+        self.0.iter().flatten().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt() as f32
+    }
+}

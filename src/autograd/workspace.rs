@@ -1,0 +1,32 @@
+//! A pool of f32 buffers keyed by length, reused from one step to the next.
+
+use std::collections::HashMap;
+
+#[derive(Default, Debug)]
+pub struct Workspace {
+    free: HashMap<usize, Vec<Vec<f32>>>,
+}
+
+impl Workspace {
+    /// A buffer of `len` floats with unspecified contents.
+    pub fn take(&mut self, len: usize) -> Vec<f32> {
+        match self.free.get_mut(&len).and_then(Vec::pop) {
+            Some(buf) => buf,
+            None => vec![0.0; len],
+        }
+    }
+
+    /// A buffer of `len` zeros.
+    pub fn take_zeroed(&mut self, len: usize) -> Vec<f32> {
+        let mut buf = self.take(len);
+        buf.fill(0.0);
+        buf
+    }
+
+    /// Returns a buffer to the pool.
+    pub fn give(&mut self, buf: Vec<f32>) {
+        if !buf.is_empty() {
+            self.free.entry(buf.len()).or_default().push(buf);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The GPT: token + position embeddings, `n_layer` pre-norm blocks of causal
+//! self-attention and an MLP, a final norm, and logits over the vocabulary.
+//! One definition for training (autograd) and inference (KV cache).
+
+use super::config::GptConfig;
+use super::kv_cache::KvCache;
+use crate::autograd::{Graph, ParamId, Params, Var};
+use crate::tensor::norm::NormKind;
+use crate::tensor::{Rng, Tensor};
+
+/// How to draw the initial weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer), biases 0, norm weights 1.
+    Gpt2,
+    /// Every matrix N(0, std²) (microgpt uses 0.08), biases 0, norm weights 1.
+    Normal(f32),
+}
+
+/// Parameters of one LayerNorm/RMSNorm (both absent for parameter-free RMSNorm).
+#[derive(Clone, Copy, Debug)]
+struct NormIds {
+    w: Option<ParamId>,
+    b: Option<ParamId>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct LinearIds {
+    w: ParamId,
+    b: Option<ParamId>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Block {
+    ln_1: NormIds,
+    c_attn: LinearIds,
+    attn_c_proj: LinearIds,
+    ln_2: NormIds,
+    c_fc: LinearIds,
+    mlp_c_proj: LinearIds,
+}
+
+/// A GPT model: its config, its parameters (Hugging Face GPT-2 names) and where each one is.
+pub struct Gpt {
+    pub config: GptConfig,
+    pub params: Params,
+    wte: ParamId,
+    wpe: ParamId,
+    ln_emb: NormIds,
+    blocks: Vec<Block>,
+    ln_f: NormIds,
+    lm_head: Option<ParamId>,
+}
+
+/// What a tensor is, for initialisation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Matrix,
+    /// A projection into the residual stream (GPT-2 scales its init).
+    ResidualMatrix,
+    Bias,
+    NormWeight,
+}
+
+/// Every parameter tensor of a config: name (Hugging Face GPT-2 style), shape, kind.
+fn param_specs(c: &GptConfig) -> Vec<(String, Vec<usize>, Kind)> {
+    let e = c.n_embd;
+    let mut specs = vec![("wte.weight".to_string(), vec![c.vocab_size, e], Kind::Matrix), ("wpe.weight".to_string(), vec![c.n_ctx, e], Kind::Matrix)];
+    let norm = |specs: &mut Vec<_>, name: &str| {
+        if c.norm == NormKind::LayerNorm {
+            specs.push((format!("{name}.weight"), vec![e], Kind::NormWeight));
+            if c.bias {
+                specs.push((format!("{name}.bias"), vec![e], Kind::Bias));
+            }
+        }
+    };
+    let linear = |specs: &mut Vec<_>, name: &str, d_in: usize, d_out: usize, kind: Kind| {
+        specs.push((format!("{name}.weight"), vec![d_in, d_out], kind));
+        if c.bias {
+            specs.push((format!("{name}.bias"), vec![d_out], Kind::Bias));
+        }
+    };
+    if c.embd_norm {
+        norm(&mut specs, "ln_emb");
+    }
+    for i in 0..c.n_layer {
+        let h = format!("h.{i}");
+        norm(&mut specs, &format!("{h}.ln_1"));
+        linear(&mut specs, &format!("{h}.attn.c_attn"), e, 3 * e, Kind::Matrix);
+        linear(&mut specs, &format!("{h}.attn.c_proj"), e, e, Kind::ResidualMatrix);
+        norm(&mut specs, &format!("{h}.ln_2"));
+        linear(&mut specs, &format!("{h}.mlp.c_fc"), e, 4 * e, Kind::Matrix);
+        linear(&mut specs, &format!("{h}.mlp.c_proj"), 4 * e, e, Kind::ResidualMatrix);
+    }
+    if c.final_norm {
+        norm(&mut specs, "ln_f");
+    }
+    if !c.tie_word_embeddings {
+        // nn.Linear layout: [vocab, n_embd].
+        specs.push(("lm_head.weight".to_string(), vec![c.vocab_size, e], Kind::Matrix));
+    }
+    specs
+}
+
+impl Gpt {
+    /// A freshly initialised model.
+    pub fn new(config: GptConfig, init: Init, rng: &mut Rng) -> Self {
+        let mut params = Params::default();
+        for (name, shape, kind) in param_specs(&config) {
+            let std = match init {
+                Init::Gpt2 => 0.02,
+                Init::Normal(std) => std,
+            };
+            let t = match kind {
+                Kind::Matrix => Tensor::randn(&shape, std, rng),
+                Kind::ResidualMatrix if init == Init::Gpt2 => Tensor::randn(&shape, std / (2.0 * config.n_layer as f32).sqrt(), rng),
+                Kind::ResidualMatrix => Tensor::randn(&shape, std, rng),
+                Kind::Bias => Tensor::zeros(&shape),
+                Kind::NormWeight => Tensor::from_vec(&shape, vec![1.0; shape[0]]),
+            };
+            params.add(name, t);
+        }
+        Self::from_params(config, params)
+    }
+
+    /// The names and shapes a checkpoint of this config must hold, in order.
+    pub fn expected_tensors(config: &GptConfig) -> Vec<(String, Vec<usize>)> {
+        param_specs(config).into_iter().map(|(n, s, _)| (n, s)).collect()
+    }
+
+    /// Wraps parameters that match [`Gpt::expected_tensors`] (checked by the caller).
+    pub fn from_params(config: GptConfig, params: Params) -> Self {
+        let id = |name: String| params.find(&name).unwrap_or_else(|| panic!("missing parameter {name}"));
+        let norm = |name: &str| NormIds {
+            w: params.find(&format!("{name}.weight")),
+            b: params.find(&format!("{name}.bias")),
+        };
+        let linear = |name: &str| LinearIds {
+            w: id(format!("{name}.weight")),
+            b: params.find(&format!("{name}.bias")),
+        };
+        let blocks = (0..config.n_layer)
+            .map(|i| Block {
+                ln_1: norm(&format!("h.{i}.ln_1")),
+                c_attn: linear(&format!("h.{i}.attn.c_attn")),
+                attn_c_proj: linear(&format!("h.{i}.attn.c_proj")),
+                ln_2: norm(&format!("h.{i}.ln_2")),
+                c_fc: linear(&format!("h.{i}.mlp.c_fc")),
+                mlp_c_proj: linear(&format!("h.{i}.mlp.c_proj")),
+            })
+            .collect();
+        Gpt {
+            wte: id("wte.weight".into()),
+            wpe: id("wpe.weight".into()),
+            ln_emb: norm("ln_emb"),
+            blocks,
+            ln_f: norm("ln_f"),
+            lm_head: params.find("lm_head.weight"),
+            config,
+            params,
+        }
+    }
+
+    fn norm(&self, g: &mut Graph, x: Var, ids: NormIds) -> Var {
+        let w = ids.w.map(|w| g.param(w));
+        let b = ids.b.map(|b| g.param(b));
+        g.norm(x, w, b, self.config.norm, self.config.layer_norm_epsilon)
+    }
+
+    fn linear(&self, g: &mut Graph, x: Var, ids: LinearIds) -> Var {
+        let w = g.param(ids.w);
+        let b = ids.b.map(|b| g.param(b));
+        g.linear(x, w, b, false)
+    }
+
+    /// `tokens[B·T]` at positions `pos[B·T]` (each token's position in its
+    /// document) -> logits `[B·T, vocab_size]`. With a KV cache, the tokens
+    /// continue the cached sequences and the cache grows by `T`.
+    pub fn forward(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, mut cache: Option<&mut KvCache>) -> Var {
+        let c = &self.config;
+        let (wte, wpe) = (g.param(self.wte), g.param(self.wpe));
+        let mut x = g.embedding(wte, wpe, tokens, pos); // [B·T, C]
+        if c.embd_norm {
+            x = self.norm(g, x, self.ln_emb);
+        }
+        for (l, blk) in self.blocks.iter().enumerate() {
+            let h = self.norm(g, x, blk.ln_1);
+            let qkv = self.linear(g, h, blk.c_attn); // [B·T, 3C]
+            let slot = cache.as_deref_mut().map(|kv| kv.slot(l));
+            let a = g.attention(qkv, c.n_head, b, pos, slot); // [B·T, C]
+            let a = self.linear(g, a, blk.attn_c_proj);
+            x = g.add(x, a);
+            let h = self.norm(g, x, blk.ln_2);
+            let h = self.linear(g, h, blk.c_fc); // [B·T, 4C]
+            let h = g.activation(h, c.activation_function);
+            let h = self.linear(g, h, blk.mlp_c_proj); // [B·T, C]
+            x = g.add(x, h);
+        }
+        if let Some(kv) = cache {
+            kv.advance(tokens.len() / b);
+        }
+        if c.final_norm {
+            x = self.norm(g, x, self.ln_f);
+        }
+        // Logits through wte (tied) or lm_head, both stored [vocab, C].
+        let head = g.param(self.lm_head.unwrap_or(self.wte));
+        g.linear(x, head, None, true) // [B·T, V]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::{gradcheck, Workspace};
+    use crate::tensor::rng;
+
+    fn tiny(config: GptConfig) -> Gpt {
+        // Larger-than-usual init so every path carries a visible gradient.
+        Gpt::new(config, Init::Normal(0.3), &mut rng(5))
+    }
+
+    #[test]
+    fn whole_model_gradients_gpt2_and_microgpt() {
+        let gpt2 = GptConfig::gpt2(7, 6, 8, 2, 2);
+        let mut micro = GptConfig::microgpt(7);
+        (micro.n_ctx, micro.n_embd, micro.n_head) = (6, 8, 2);
+        for config in [gpt2, micro] {
+            let model = tiny(config);
+            // Two sequences; the first packs two documents.
+            let tokens = [6, 1, 2, 6, 3, 4, 6, 5, 5, 0, 1, 2];
+            let pos = [0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 4, 5];
+            let targets = [1, 2, 6, 3, 4, crate::tensor::cross_entropy::IGNORE, 5, 5, 0, 1, 2, 6];
+            gradcheck::check(&model.params, 1e-3, |g| {
+                let logits = model.forward(g, &tokens, &pos, 2, None);
+                g.cross_entropy(logits, &targets)
+            });
+        }
+    }
+
+    #[test]
+    fn kv_cache_decoding_matches_full_forward() {
+        for config in [GptConfig::gpt2(9, 8, 12, 3, 2), GptConfig::microgpt(9)] {
+            let model = tiny(config.clone());
+            let tokens: Vec<u32> = vec![8, 3, 1, 4, 1, 5, 0, 2, 6, 7, 3, 3]; // two sequences of 6
+            let pos: Vec<u32> = (0..12).map(|i| i % 6).collect();
+            let g_full = {
+                let mut g = Graph::inference(&model.params, Workspace::default());
+                let logits = model.forward(&mut g, &tokens, &pos, 2, None);
+                g.value(logits).to_vec()
+            };
+            // Prefill 2 tokens per sequence, then one at a time.
+            let mut cache = KvCache::new(&config, 2, 6);
+            let mut ws = Workspace::default();
+            let mut t = 0;
+            for step in [2, 1, 1, 1, 1] {
+                let (tok, p): (Vec<u32>, Vec<u32>) = (0..2).flat_map(|b| (t..t + step).map(move |i| (b, i))).map(|(b, i)| (tokens[b * 6 + i], i as u32)).unzip();
+                let mut g = Graph::inference(&model.params, ws);
+                let logits = model.forward(&mut g, &tok, &p, 2, Some(&mut cache));
+                let got = g.value(logits);
+                let v = config.vocab_size;
+                for (r, (b, i)) in (0..2).flat_map(|b| (t..t + step).map(move |i| (b, i))).enumerate() {
+                    let want = &g_full[(b * 6 + i) * v..][..v];
+                    for (x, y) in got[r * v..][..v].iter().zip(want) {
+                        assert!((x - y).abs() < 1e-5, "seq {b} pos {i}: {x} vs {y}");
+                    }
+                }
+                ws = g.finish();
+                t += step;
+            }
+            assert_eq!(cache.len(), 6);
+        }
+    }
+}

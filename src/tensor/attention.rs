@@ -1,0 +1,116 @@
+//! Causal multi-head self-attention, fused: scores, softmax and the weighted
+//! sum of values in one pass per query row.
+//!
+//! Every query token carries its position `pos` inside its own document, and
+//! attends to the `pos + 1` keys that end at itself. With one document per
+//! sequence that is plain causal attention; with several documents packed into
+//! one sequence it keeps them apart, so packing wastes no compute on padding.
+
+use super::{axpy, dot};
+use rayon::prelude::*;
+
+/// Sizes of one attention call: `b` sequences of `t` query tokens, `c` channels in `n_head` heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnShape {
+    pub b: usize,
+    pub t: usize,
+    pub c: usize,
+    pub n_head: usize,
+}
+
+/// Where the keys and values live. Key `s` of sequence `b` starts at
+/// `k[(b * seq_rows + s) * stride]`, its head `h` at `+ h * head_size`.
+/// The `t` queries of a call are the last `t` of the `len` keys.
+#[derive(Clone, Copy)]
+pub struct KeysValues<'a> {
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub stride: usize,
+    pub seq_rows: usize,
+    pub len: usize,
+}
+
+impl<'a> KeysValues<'a> {
+    /// Keys and values inside a packed `qkv[B, T, 3C]` (training, prefill without cache).
+    pub fn from_qkv(qkv: &'a [f32], s: AttnShape) -> Self {
+        KeysValues {
+            k: &qkv[s.c..],
+            v: &qkv[2 * s.c..],
+            stride: 3 * s.c,
+            seq_rows: s.t,
+            len: s.t,
+        }
+    }
+}
+
+/// `q` rows of stride `3C` (from `qkv[B, T, 3C]`) -> `out[B, T, C]`.
+/// Saves the softmax probabilities `att[B, T, n_head, kv.len]` for the backward pass.
+pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: KeysValues, pos: &[u32], s: AttnShape) {
+    let (c, hs, tk) = (s.c, s.c / s.n_head, kv.len);
+    let scale = 1.0 / (hs as f32).sqrt();
+    assert!(tk >= s.t && out.len() == s.b * s.t * c && att.len() == s.b * s.t * s.n_head * tk);
+    out.par_chunks_mut(c)
+        .zip(att.par_chunks_mut(s.n_head * tk))
+        .enumerate()
+        .for_each(|(row, (out, att))| {
+            let (b, t) = (row / s.t, row % s.t);
+            let last = tk - s.t + t; // this query's own key
+            let first = last.checked_sub(pos[row] as usize).expect("token position beyond its sequence");
+            let q = &qkv[row * 3 * c..];
+            for h in 0..s.n_head {
+                let qh = &q[h * hs..(h + 1) * hs];
+                let a = &mut att[h * tk..(h + 1) * tk];
+                let mut max = f32::NEG_INFINITY;
+                for j in first..=last {
+                    let k = &kv.k[(b * kv.seq_rows + j) * kv.stride + h * hs..][..hs];
+                    a[j] = dot(qh, k) * scale;
+                    max = max.max(a[j]);
+                }
+                let mut sum = 0.0;
+                for aj in &mut a[first..=last] {
+                    *aj = (*aj - max).exp();
+                    sum += *aj;
+                }
+                let o = &mut out[h * hs..(h + 1) * hs];
+                o.fill(0.0);
+                for j in first..=last {
+                    a[j] /= sum;
+                    axpy(o, a[j], &kv.v[(b * kv.seq_rows + j) * kv.stride + h * hs..][..hs]);
+                }
+            }
+        });
+}
+
+/// Backward of [`attention_forward`] for self-attention inside `qkv[B, T, 3C]`:
+/// accumulates into `dqkv[B, T, 3C]`. Sequences run in parallel (keys of one
+/// sequence receive gradient from many queries, so a sequence is one task).
+pub fn attention_backward(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], pos: &[u32], s: AttnShape) {
+    let (c, hs, t_len) = (s.c, s.c / s.n_head, s.t);
+    let scale = 1.0 / (hs as f32).sqrt();
+    dqkv.par_chunks_mut(t_len * 3 * c).enumerate().for_each(|(b, dqkv)| {
+        let qkv = &qkv[b * t_len * 3 * c..(b + 1) * t_len * 3 * c];
+        let mut datt = vec![0.0f32; t_len];
+        for t in 0..t_len {
+            let row = b * t_len + t;
+            let first = t - pos[row] as usize;
+            for h in 0..s.n_head {
+                let a = &att[(row * s.n_head + h) * t_len..][..t_len];
+                let dout = &dout[row * c + h * hs..][..hs];
+                // out = sum_j a[j] v[j]  =>  da[j] = dout·v[j],  dv[j] += a[j] dout
+                let mut weighted = 0.0;
+                for j in first..=t {
+                    datt[j] = dot(dout, &qkv[j * 3 * c + 2 * c + h * hs..][..hs]);
+                    weighted += a[j] * datt[j];
+                    axpy(&mut dqkv[j * 3 * c + 2 * c + h * hs..][..hs], a[j], dout);
+                }
+                // softmax: dscore[j] = a[j] (da[j] - sum_i a[i] da[i]); score = scale q·k[j]
+                for j in first..=t {
+                    let dscore = a[j] * (datt[j] - weighted) * scale;
+                    let (qo, ko) = (t * 3 * c + h * hs, j * 3 * c + c + h * hs);
+                    axpy(&mut dqkv[qo..qo + hs], dscore, &qkv[ko..ko + hs]);
+                    axpy(&mut dqkv[ko..ko + hs], dscore, &qkv[qo..qo + hs]);
+                }
+            }
+        }
+    });
+}

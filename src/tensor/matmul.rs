@@ -1,0 +1,110 @@
+//! Matrix multiply through the `gemm` crate (AVX-512 with its `x86-v4` feature).
+
+use gemm::{gemm, Parallelism};
+
+/// Below this many flops a single thread is faster than splitting the work.
+const MIN_PARALLEL_FLOPS: usize = 1 << 21;
+
+/// `out[m, n] (+)= a[m, k] @ b[k, n]`.
+///
+/// `a_t`: `a` is stored transposed, as `[k, m]`; `b_t`: `b` is stored as `[n, k]`.
+/// With `accumulate` the product is added to `out`, otherwise `out` is overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(out: &mut [f32], a: &[f32], a_t: bool, b: &[f32], b_t: bool, m: usize, k: usize, n: usize, accumulate: bool) {
+    assert_eq!(out.len(), m * n, "matmul: out is not [{m}, {n}]");
+    assert_eq!(a.len(), m * k, "matmul: a is not [{m}, {k}]");
+    assert_eq!(b.len(), k * n, "matmul: b is not [{k}, {n}]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            out.fill(0.0);
+        }
+        return;
+    }
+    // (row stride, column stride) of each operand as stored.
+    let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && 2 * m * n * k >= MIN_PARALLEL_FLOPS {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts above guarantee that every index gemm forms from
+    // these sizes and strides lies inside the three slices, and `out` is a
+    // unique borrow that does not alias `a` or `b`.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        out
+    }
+
+    fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let mut t = vec![0.0; x.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = x[r * cols + c];
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn all_transpose_combinations_match_naive() {
+        let (m, k, n) = (37, 19, 23);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 5.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 4.0).collect();
+        let want = naive(&a, &b, m, k, n);
+        let at = transpose(&a, m, k);
+        let bt = transpose(&b, k, n);
+        for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+            let aa = if a_t { &at } else { &a };
+            let bb = if b_t { &bt } else { &b };
+            let mut out = vec![1.0; m * n];
+            matmul(&mut out, aa, a_t, bb, b_t, m, k, n, false);
+            for (x, y) in out.iter().zip(&want) {
+                assert!((x - y).abs() < 1e-4, "a_t={a_t} b_t={b_t}: {x} vs {y}");
+            }
+            // accumulate adds on top of what is there
+            matmul(&mut out, aa, a_t, bb, b_t, m, k, n, true);
+            for (x, y) in out.iter().zip(&want) {
+                assert!((x - 2.0 * y).abs() < 1e-4);
+            }
+        }
+    }
+}

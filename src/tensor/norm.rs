@@ -1,0 +1,113 @@
+//! LayerNorm (GPT-2) and RMSNorm (microgpt), one kernel with a switch:
+//! RMSNorm is LayerNorm without the mean subtraction.
+
+use super::min_rows_per_task;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NormKind {
+    /// `(x - mean) / sqrt(var + eps)`, then `* weight + bias`.
+    LayerNorm,
+    /// `x / sqrt(mean(x²) + eps)`, then `* weight` if there is one.
+    RmsNorm,
+}
+
+/// `[N, C] -> [N, C]`: `out = (x - mean) * rstd * w + b`, row by row.
+/// Saves `mean[N]` (0 for RMSNorm) and `rstd[N]` for the backward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_forward(
+    out: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    x: &[f32],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    c: usize,
+    eps: f32,
+    kind: NormKind,
+) {
+    out.par_chunks_mut(c)
+        .zip(x.par_chunks(c))
+        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+        .with_min_len(min_rows_per_task(c))
+        .for_each(|((o, x), (m, r))| {
+            let mu = match kind {
+                NormKind::LayerNorm => x.iter().sum::<f32>() / c as f32,
+                NormKind::RmsNorm => 0.0,
+            };
+            let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
+            let rs = 1.0 / (var + eps).sqrt();
+            for i in 0..c {
+                let n = (x[i] - mu) * rs;
+                o[i] = n * w.map_or(1.0, |w| w[i]) + b.map_or(0.0, |b| b[i]);
+            }
+            *m = mu;
+            *r = rs;
+        });
+}
+
+/// Backward of [`norm_forward`]: accumulates into `dx[N, C]`, `dw[C]`, `db[C]`.
+///
+/// With `xhat = (x - mean) * rstd` and `g = dout * w`:
+/// `dx = rstd * (g - mean(g) - xhat * mean(g * xhat))`, where RMSNorm drops `mean(g)`.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_backward(
+    dx: &mut [f32],
+    dw: Option<&mut [f32]>,
+    db: Option<&mut [f32]>,
+    dout: &[f32],
+    x: &[f32],
+    w: Option<&[f32]>,
+    mean: &[f32],
+    rstd: &[f32],
+    c: usize,
+    kind: NormKind,
+) {
+    let want_dw = dw.is_some();
+    let want_db = db.is_some();
+    // Each task handles a run of rows and returns its partial dw, db.
+    let rows_per_task = min_rows_per_task(c);
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(rows_per_task * c)
+        .enumerate()
+        .map(|(task, dx)| {
+            let mut pdw = vec![0.0; if want_dw { c } else { 0 }];
+            let mut pdb = vec![0.0; if want_db { c } else { 0 }];
+            for (i, dx) in dx.chunks_mut(c).enumerate() {
+                let r = task * rows_per_task + i;
+                let (x, dout) = (&x[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
+                let (mu, rs) = (mean[r], rstd[r]);
+                let mut g_mean = 0.0;
+                let mut g_xhat_mean = 0.0;
+                for j in 0..c {
+                    let xhat = (x[j] - mu) * rs;
+                    let g = dout[j] * w.map_or(1.0, |w| w[j]);
+                    g_mean += g;
+                    g_xhat_mean += g * xhat;
+                    if want_dw {
+                        pdw[j] += dout[j] * xhat;
+                    }
+                    if want_db {
+                        pdb[j] += dout[j];
+                    }
+                }
+                g_mean = if kind == NormKind::LayerNorm { g_mean / c as f32 } else { 0.0 };
+                g_xhat_mean /= c as f32;
+                for j in 0..c {
+                    let xhat = (x[j] - mu) * rs;
+                    let g = dout[j] * w.map_or(1.0, |w| w[j]);
+                    dx[j] += rs * (g - g_mean - xhat * g_xhat_mean);
+                }
+            }
+            (pdw, pdb)
+        })
+        .collect();
+    if let Some(dw) = dw {
+        partials.iter().for_each(|(p, _)| super::accumulate(dw, p));
+    }
+    if let Some(db) = db {
+        partials.iter().for_each(|(_, p)| super::accumulate(db, p));
+    }
+}
