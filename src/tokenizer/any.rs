@@ -1,0 +1,95 @@
+//! [`Tokenizer`]: the character tokenizer or byte-level BPE, chosen by what a
+//! model directory holds.
+
+use super::bpe::hash::Fnv64;
+use super::bpe::Bpe;
+use super::char::{CharTokenizer, CHAR_TOKENIZER_FILE};
+use anyhow::Result;
+use std::path::Path;
+
+/// Either tokenizer, behind one API.
+#[derive(Clone, Debug)]
+pub enum Tokenizer {
+    Char(CharTokenizer),
+    Bpe(Bpe),
+}
+
+impl Tokenizer {
+    /// GPT-2's built-in byte-level BPE.
+    pub fn gpt2() -> Tokenizer {
+        Tokenizer::Bpe(Bpe::gpt2())
+    }
+
+    /// The tokenizer of a model directory: `char_tokenizer.json` if present,
+    /// else `vocab.json` + `merges.txt` if present, else GPT-2's built-in one.
+    pub fn load(dir: &Path) -> Result<Tokenizer> {
+        if dir.join(CHAR_TOKENIZER_FILE).is_file() {
+            Ok(Tokenizer::Char(CharTokenizer::load(dir)?))
+        } else if Bpe::exists_in(dir) {
+            Ok(Tokenizer::Bpe(Bpe::load(dir)?))
+        } else {
+            Ok(Tokenizer::gpt2())
+        }
+    }
+
+    /// Short name for file headers: "char", "gpt2" or "bpe".
+    pub fn name(&self) -> &str {
+        match self {
+            Tokenizer::Char(_) => "char",
+            Tokenizer::Bpe(bpe) => bpe.name(),
+        }
+    }
+
+    /// Number of ids, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Char(t) => t.vocab_size(),
+            Tokenizer::Bpe(t) => t.vocab_size(),
+        }
+    }
+
+    /// The id that separates documents: BOS for characters, `<|endoftext|>`
+    /// for BPE (if the vocabulary has it).
+    pub fn document_separator(&self) -> Option<u32> {
+        match self {
+            Tokenizer::Char(t) => Some(t.bos()),
+            Tokenizer::Bpe(t) => t.endoftext(),
+        }
+    }
+
+    /// Encodes text as plain text (no BOS, special token text stays text).
+    /// Characters outside a character vocabulary are an error.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Char(t) => text.chars().map(|c| t.id(c)).collect(),
+            Tokenizer::Bpe(t) => Ok(t.encode_parallel(text, false)),
+        }
+    }
+
+    /// Decodes ids to text; an id outside the vocabulary is an error.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        match self {
+            Tokenizer::Char(t) => t.decode(ids),
+            Tokenizer::Bpe(t) => t.decode(ids),
+        }
+    }
+
+    /// A stable hash identifying the vocabulary, for token file headers.
+    pub fn fingerprint(&self) -> u64 {
+        match self {
+            Tokenizer::Char(t) => {
+                // The characters in id order (BOS, the last id, decodes to nothing).
+                let ids: Vec<u32> = (0..t.bos()).collect();
+                let mut h = Fnv64::default();
+                h.update(b"char\0");
+                h.update(
+                    t.decode(&ids)
+                        .expect("ids below BOS are characters")
+                        .as_bytes(),
+                );
+                h.finish()
+            }
+            Tokenizer::Bpe(t) => t.fingerprint(),
+        }
+    }
+}

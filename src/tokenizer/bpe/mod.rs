@@ -1,0 +1,213 @@
+//! Byte-level BPE, identical to OpenAI's GPT-2 tokenizer (and `tiktoken`'s
+//! `gpt2` encoding).
+//!
+//! Encoding runs in three steps:
+//! 1. [`pretokenize`] splits the text into pieces (words with their leading
+//!    space, numbers, punctuation runs, white space) with GPT-2's pattern;
+//! 2. each piece's UTF-8 bytes become one id per byte;
+//! 3. adjacent ids are merged by rank ([`vocab.bpe`](Bpe::gpt2)'s order) until
+//!    no merge applies. A piece that is itself a token is looked up directly.
+//!
+//! Decoding concatenates the tokens' bytes. `<|endoftext|>` is a token of its
+//! own only where the caller allows special tokens; elsewhere it is text.
+
+mod bytes;
+pub(crate) mod hash;
+mod merge;
+mod parallel;
+pub mod pretokenize;
+pub mod train;
+mod unicode_tables;
+mod vocab;
+
+use self::hash::FastMap;
+use self::merge::{MergeTable, Scratch};
+use anyhow::{anyhow, Result};
+
+pub use self::vocab::{MERGES_FILE, VOCAB_FILE};
+
+/// GPT-2's end-of-text token, id 50256 in its vocabulary.
+pub const ENDOFTEXT: &str = "<|endoftext|>";
+
+/// A byte-level BPE tokenizer: a vocabulary of byte strings and its merges.
+#[derive(Clone, Debug)]
+pub struct Bpe {
+    /// Short name for file headers: "gpt2" for the built-in vocabulary.
+    name: String,
+    /// Bytes of token `id` are `bytes[offsets[id]..offsets[id + 1]]`.
+    bytes: Vec<u8>,
+    offsets: Vec<u32>,
+    /// The id of each single-byte token.
+    byte_ids: Box<[u32; 256]>,
+    merges: MergeTable,
+    /// Tokens whose own bytes merge back to them: a piece equal to one of
+    /// these encodes to it without running the merge loop.
+    whole: FastMap<Box<[u8]>, u32>,
+    /// Id of `<|endoftext|>`, when the vocabulary has it.
+    endoftext: Option<u32>,
+    fingerprint: u64,
+}
+
+/// Per-thread buffers for encoding.
+#[derive(Default)]
+struct Work {
+    ids: Vec<u32>,
+    scratch: Scratch,
+}
+
+impl Bpe {
+    /// Short name of the vocabulary ("gpt2" for the built-in one).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of ids, special tokens included (50,257 for GPT-2).
+    pub fn vocab_size(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// The id of `<|endoftext|>`, if the vocabulary has it.
+    pub fn endoftext(&self) -> Option<u32> {
+        self.endoftext
+    }
+
+    /// A stable 64-bit hash of the vocabulary and merges: equal fingerprints
+    /// mean the same token ids for any text.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// The bytes of one token, `None` for an id outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        let id = id as usize;
+        let (start, end) = (*self.offsets.get(id)?, *self.offsets.get(id + 1)?);
+        Some(&self.bytes[start as usize..end as usize])
+    }
+
+    /// Encodes text; `<|endoftext|>` in it is plain text (like `tiktoken`'s
+    /// `encode_ordinary`).
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        self.encode_ordinary_into(text, &mut out, &mut Work::default());
+        out
+    }
+
+    /// Encodes text, turning each `<|endoftext|>` in it into its token.
+    pub fn encode_allowing_special(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 4 + 1);
+        self.encode_into(text, true, &mut out, &mut Work::default());
+        out
+    }
+
+    /// Same ids as [`encode`](Self::encode) (or
+    /// [`encode_allowing_special`](Self::encode_allowing_special)), computed
+    /// on all of rayon's threads for large texts.
+    pub fn encode_parallel(&self, text: &str, allow_special: bool) -> Vec<u32> {
+        self.encode_parallel_with(text, allow_special, |_| {})
+    }
+
+    /// Decodes ids to bytes; an id outside the vocabulary is an error.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(ids.len() * 4);
+        for &id in ids {
+            let bytes = self.token_bytes(id).ok_or_else(|| {
+                anyhow!(
+                    "token id {id} is outside the vocabulary ({} ids)",
+                    self.vocab_size()
+                )
+            })?;
+            out.extend_from_slice(bytes);
+        }
+        Ok(out)
+    }
+
+    /// Decodes ids to text. Exact for ids from `encode`; bytes that are not
+    /// valid UTF-8 (possible for arbitrary ids) become U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
+    }
+
+    fn encode_into(&self, text: &str, allow_special: bool, out: &mut Vec<u32>, work: &mut Work) {
+        let special = self.endoftext.filter(|_| allow_special);
+        let Some(special) = special else {
+            return self.encode_ordinary_into(text, out, work);
+        };
+        let mut rest = text;
+        while let Some(at) = rest.find(ENDOFTEXT) {
+            self.encode_ordinary_into(&rest[..at], out, work);
+            out.push(special);
+            rest = &rest[at + ENDOFTEXT.len()..];
+        }
+        self.encode_ordinary_into(rest, out, work);
+    }
+
+    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>, work: &mut Work) {
+        for piece in pretokenize::pieces(text) {
+            self.encode_piece(piece.as_bytes(), out, work);
+        }
+    }
+
+    #[inline]
+    fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>, work: &mut Work) {
+        if let [byte] = piece {
+            out.push(self.byte_ids[*byte as usize]);
+            return;
+        }
+        if let Some(&id) = self.whole.get(piece) {
+            out.push(id);
+            return;
+        }
+        work.ids.clear();
+        work.ids
+            .extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
+        self.merges.apply(&mut work.ids, &mut work.scratch);
+        out.extend_from_slice(&work.ids);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readme_example_and_round_trip() {
+        let bpe = Bpe::gpt2();
+        let text = "Not all heroes wear capes.";
+        let ids = bpe.encode(text);
+        assert_eq!(ids, [3673, 477, 10281, 5806, 1451, 274, 13]);
+        assert_eq!(bpe.decode(&ids).unwrap(), text);
+        assert_eq!(bpe.vocab_size(), 50257);
+        assert_eq!(bpe.endoftext(), Some(50256));
+    }
+
+    #[test]
+    fn special_token_only_when_allowed() {
+        let bpe = Bpe::gpt2();
+        let text = "a<|endoftext|>b";
+        assert_eq!(bpe.encode_allowing_special(text), [64, 50256, 65]);
+        let plain = bpe.encode(text);
+        assert!(!plain.contains(&50256));
+        assert_eq!(bpe.decode(&plain).unwrap(), text);
+        assert_eq!(bpe.decode(&[50256]).unwrap(), ENDOFTEXT);
+    }
+
+    #[test]
+    fn decode_errors_and_lossy_utf8() {
+        let bpe = Bpe::gpt2();
+        let err = bpe.decode(&[50257]).unwrap_err().to_string();
+        assert!(err.contains("50257") && err.contains("50257 ids"), "{err}");
+        // Byte 0xF0 alone (id 187 in GPT-2's byte order) is not UTF-8.
+        let id = bpe.byte_ids[0xF0];
+        assert_eq!(bpe.decode_bytes(&[id]).unwrap(), [0xF0]);
+        assert_eq!(bpe.decode(&[id]).unwrap(), "\u{FFFD}");
+    }
+
+    #[test]
+    fn long_pieces_round_trip() {
+        let bpe = Bpe::gpt2();
+        let word = "abcdefghij".repeat(40);
+        let ids = bpe.encode(&word);
+        assert!(ids.len() < 200, "{}", ids.len());
+        assert_eq!(bpe.decode(&ids).unwrap(), word);
+    }
+}

@@ -1,0 +1,98 @@
+//! Parallel encoding: the text is cut into chunks where a cut leaves the
+//! pre-tokenizer pieces unchanged (see [`is_piece_boundary`]), the chunks are
+//! encoded on rayon's threads and their ids concatenated. Each piece is merged
+//! on its own, so the ids equal the serial ones.
+
+use super::pretokenize::is_piece_boundary;
+use super::{Bpe, Work};
+use rayon::prelude::*;
+
+/// Smallest chunk worth a task of its own.
+const MIN_CHUNK: usize = 64 * 1024;
+
+impl Bpe {
+    /// [`encode_parallel`](Bpe::encode_parallel), calling `progress` with the
+    /// byte length of each chunk as it is done (for progress bars).
+    pub fn encode_parallel_with(
+        &self,
+        text: &str,
+        allow_special: bool,
+        progress: impl Fn(usize) + Sync,
+    ) -> Vec<u32> {
+        let target = (text.len() / (rayon::current_num_threads() * 8)).max(MIN_CHUNK);
+        let chunks = split_chunks(text, target);
+        let parts: Vec<Vec<u32>> = chunks
+            .par_iter()
+            .map_init(Work::default, |work, chunk| {
+                let mut ids = Vec::with_capacity(chunk.len() / 4 + 1);
+                self.encode_into(chunk, allow_special, &mut ids, work);
+                progress(chunk.len());
+                ids
+            })
+            .collect();
+        parts.concat()
+    }
+}
+
+/// Cuts `text` into chunks of at least `target` bytes (except the last), each
+/// ending at a piece boundary. Text without boundaries stays one chunk.
+pub(super) fn split_chunks(text: &str, target: usize) -> Vec<&str> {
+    let mut chunks = Vec::new();
+    let mut rest = text;
+    while rest.len() > target {
+        match next_boundary(rest, target) {
+            Some(at) => {
+                chunks.push(&rest[..at]);
+                rest = &rest[at..];
+            }
+            None => break,
+        }
+    }
+    chunks.push(rest);
+    chunks
+}
+
+/// The first piece boundary at or after byte `from`, looking before ASCII
+/// white space other than U+0020 (line ends, tabs).
+fn next_boundary(text: &str, from: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (from.max(1)..bytes.len())
+        .filter(|&i| matches!(bytes[i], b'\t' | b'\n' | 0x0B | 0x0C | b'\r'))
+        .find(|&i| is_piece_boundary(text, i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_the_text_and_end_at_boundaries() {
+        let text = "one two\nthree\n\n  four\tfive\n".repeat(50);
+        for target in [1, 7, 40, 1000] {
+            let chunks = split_chunks(&text, target);
+            assert_eq!(chunks.concat(), text);
+            let mut at = 0;
+            for c in &chunks[..chunks.len() - 1] {
+                assert!(c.len() >= target);
+                at += c.len();
+                assert!(is_piece_boundary(&text, at), "cut at {at}");
+            }
+        }
+        assert_eq!(split_chunks("no boundary at all", 3).len(), 1);
+    }
+
+    #[test]
+    fn parallel_equals_serial() {
+        let bpe = Bpe::gpt2();
+        let text = "The quick brown fox.\n  Jumps<|endoftext|>over\r\n\tthe lazy dog's 42 dens!\n"
+            .repeat(5000);
+        for allow in [false, true] {
+            let serial = if allow {
+                bpe.encode_allowing_special(&text)
+            } else {
+                bpe.encode(&text)
+            };
+            assert_eq!(bpe.encode_parallel(&text, allow), serial);
+        }
+    }
+}
