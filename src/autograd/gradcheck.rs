@@ -44,7 +44,10 @@ pub(crate) fn check(params: &Params, eps: f32, build: impl Fn(&mut Graph) -> Var
             let analytic = grads.0[pi][i] as f64;
             let tol = atol + 1e-2 * numeric.abs().max(analytic.abs());
             let diff = (numeric - analytic).abs();
-            assert!(diff <= tol, "{name}[{i}]: analytic {analytic:.6} vs numeric {numeric:.6} (diff {diff:.2e} > tol {tol:.2e})");
+            assert!(
+                diff <= tol,
+                "{name}[{i}]: analytic {analytic:.6} vs numeric {numeric:.6} (diff {diff:.2e} > tol {tol:.2e})"
+            );
         }
     }
 }

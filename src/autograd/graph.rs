@@ -31,13 +31,46 @@ enum Value {
 /// How a node was computed, and what its backward needs.
 enum Op {
     Leaf,
-    Embedding { wte: Var, wpe: Var, tokens: Vec<u32>, pos: Vec<u32> },
-    Linear { x: Var, w: Var, b: Option<Var>, shape: LinearShape },
-    Norm { x: Var, w: Option<Var>, b: Option<Var>, kind: NormKind, mean: Vec<f32>, rstd: Vec<f32> },
-    Activation { x: Var, f: Activation },
-    Add { a: Var, b: Var },
-    Attention { qkv: Var, shape: AttnShape, pos: Vec<u32>, att: Vec<f32> },
-    CrossEntropy { logits: Var, targets: Vec<u32>, lse: Vec<f32>, count: usize },
+    Embedding {
+        wte: Var,
+        wpe: Var,
+        tokens: Vec<u32>,
+        pos: Vec<u32>,
+    },
+    Linear {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        shape: LinearShape,
+    },
+    Norm {
+        x: Var,
+        w: Option<Var>,
+        b: Option<Var>,
+        kind: NormKind,
+        mean: Vec<f32>,
+        rstd: Vec<f32>,
+    },
+    Activation {
+        x: Var,
+        f: Activation,
+    },
+    Add {
+        a: Var,
+        b: Var,
+    },
+    Attention {
+        qkv: Var,
+        shape: AttnShape,
+        pos: Vec<u32>,
+        att: Vec<f32>,
+    },
+    CrossEntropy {
+        logits: Var,
+        targets: Vec<u32>,
+        lse: Vec<f32>,
+        count: usize,
+    },
 }
 
 struct Node {
@@ -155,12 +188,23 @@ impl<'p> Graph<'p> {
         let c = self.shape(wte)[1];
         let (vocab, n_ctx) = (self.shape(wte)[0], self.shape(wpe)[0]);
         assert_eq!(tokens.len(), pos.len());
-        assert!(tokens.iter().all(|&t| (t as usize) < vocab), "token id outside the vocabulary");
+        assert!(
+            tokens.iter().all(|&t| (t as usize) < vocab),
+            "token id outside the vocabulary"
+        );
         assert!(pos.iter().all(|&p| (p as usize) < n_ctx), "position beyond n_ctx");
         let mut out = self.ws.take(tokens.len() * c);
         embedding_forward(&mut out, tokens, pos, self.value(wte), self.value(wpe), c);
-        let (tokens, pos) = if self.grad_enabled { (tokens.to_vec(), pos.to_vec()) } else { (Vec::new(), Vec::new()) };
-        self.push(vec![tokens.len().max(pos.len()).max(out.len() / c), c], Value::Owned(out), Op::Embedding { wte, wpe, tokens, pos })
+        let (tokens, pos) = if self.grad_enabled {
+            (tokens.to_vec(), pos.to_vec())
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        self.push(
+            vec![tokens.len().max(pos.len()).max(out.len() / c), c],
+            Value::Owned(out),
+            Op::Embedding { wte, wpe, tokens, pos },
+        )
     }
 
     /// `x[.., in] @ w + b -> [.., out]`; `w` is `[in, out]`, or `[out, in]` with `w_t`.
@@ -182,10 +226,31 @@ impl<'p> Graph<'p> {
         let (n, c) = self.rows_cols(x);
         let mut out = self.ws.take(n * c);
         let (mut mean, mut rstd) = (self.ws.take(n), self.ws.take(n));
-        norm_forward(&mut out, &mut mean, &mut rstd, self.value(x), w.map(|w| self.value(w)), b.map(|b| self.value(b)), c, eps, kind);
+        norm_forward(
+            &mut out,
+            &mut mean,
+            &mut rstd,
+            self.value(x),
+            w.map(|w| self.value(w)),
+            b.map(|b| self.value(b)),
+            c,
+            eps,
+            kind,
+        );
         let (mean, rstd) = (self.keep(mean), self.keep(rstd));
         let shape = self.shape(x).to_vec();
-        self.push(shape, Value::Owned(out), Op::Norm { x, w, b, kind, mean, rstd })
+        self.push(
+            shape,
+            Value::Owned(out),
+            Op::Norm {
+                x,
+                w,
+                b,
+                kind,
+                mean,
+                rstd,
+            },
+        )
     }
 
     pub fn activation(&mut self, x: Var, f: Activation) -> Var {
@@ -231,7 +296,13 @@ impl<'p> Graph<'p> {
                     slot.k[dst..dst + c].copy_from_slice(&src[c..2 * c]);
                     slot.v[dst..dst + c].copy_from_slice(&src[2 * c..]);
                 }
-                let kv = KeysValues { k: slot.k, v: slot.v, stride: c, seq_rows: slot.capacity, len };
+                let kv = KeysValues {
+                    k: slot.k,
+                    v: slot.v,
+                    stride: c,
+                    seq_rows: slot.capacity,
+                    len,
+                };
                 attention_forward(&mut out, &mut att, v, kv, pos, shape);
                 att
             }
@@ -252,8 +323,21 @@ impl<'p> Graph<'p> {
         let mut out = self.ws.take(1);
         out[0] = if count == 0 { 0.0 } else { (sum / count as f64) as f32 };
         let lse = self.keep(lse);
-        let targets = if self.grad_enabled { targets.to_vec() } else { Vec::new() };
-        self.push(vec![], Value::Owned(out), Op::CrossEntropy { logits, targets, lse, count })
+        let targets = if self.grad_enabled {
+            targets.to_vec()
+        } else {
+            Vec::new()
+        };
+        self.push(
+            vec![],
+            Value::Owned(out),
+            Op::CrossEntropy {
+                logits,
+                targets,
+                lse,
+                count,
+            },
+        )
     }
 
     /// Back-propagates from the scalar `loss` and adds every parameter's gradient into `grads`.
@@ -317,18 +401,44 @@ impl<'p> Graph<'p> {
                 let (wte, wpe, c) = (*wte, *wpe, node.shape[1]);
                 let mut dwte = self.grad_buf(g, wte);
                 let mut dwpe = self.grad_buf(g, wpe);
-                let Op::Embedding { tokens, pos, .. } = &self.nodes[i].op else { unreachable!() };
+                let Op::Embedding { tokens, pos, .. } = &self.nodes[i].op else {
+                    unreachable!()
+                };
                 embedding_backward(&mut dwte, &mut dwpe, dout, tokens, pos, c);
                 g[wte.0] = dwte;
                 g[wpe.0] = dwpe;
             }
             &Op::Linear { x, w, b, shape } => {
                 if !self.is_constant(x) {
-                    with_grad!(x, |dx| linear_backward(Some(&mut dx), None, None, dout, self.value(x), self.value(w), shape));
+                    with_grad!(x, |dx| linear_backward(
+                        Some(&mut dx),
+                        None,
+                        None,
+                        dout,
+                        self.value(x),
+                        self.value(w),
+                        shape
+                    ));
                 }
-                with_grad!(w, |dw| linear_backward(None, Some(&mut dw), None, dout, self.value(x), self.value(w), shape));
+                with_grad!(w, |dw| linear_backward(
+                    None,
+                    Some(&mut dw),
+                    None,
+                    dout,
+                    self.value(x),
+                    self.value(w),
+                    shape
+                ));
                 if let Some(b) = b {
-                    with_grad!(b, |db| linear_backward(None, None, Some(&mut db), dout, self.value(x), self.value(w), shape));
+                    with_grad!(b, |db| linear_backward(
+                        None,
+                        None,
+                        Some(&mut db),
+                        dout,
+                        self.value(x),
+                        self.value(w),
+                        shape
+                    ));
                 }
             }
             Op::Norm { x, w, b, kind, .. } => {
@@ -336,8 +446,21 @@ impl<'p> Graph<'p> {
                 let mut dx = self.grad_buf(g, x);
                 let mut dw = w.map(|w| self.grad_buf(g, w));
                 let mut db = b.map(|b| self.grad_buf(g, b));
-                let Op::Norm { mean, rstd, .. } = &self.nodes[i].op else { unreachable!() };
-                norm_backward(&mut dx, dw.as_deref_mut(), db.as_deref_mut(), dout, self.value(x), w.map(|w| self.value(w)), mean, rstd, c, kind);
+                let Op::Norm { mean, rstd, .. } = &self.nodes[i].op else {
+                    unreachable!()
+                };
+                norm_backward(
+                    &mut dx,
+                    dw.as_deref_mut(),
+                    db.as_deref_mut(),
+                    dout,
+                    self.value(x),
+                    w.map(|w| self.value(w)),
+                    mean,
+                    rstd,
+                    c,
+                    kind,
+                );
                 g[x.0] = dx;
                 if let (Some(w), Some(dw)) = (w, dw) {
                     g[w.0] = dw;
@@ -354,14 +477,18 @@ impl<'p> Graph<'p> {
             Op::Attention { qkv, shape, .. } => {
                 let (qkv, shape) = (*qkv, *shape);
                 let mut dqkv = self.grad_buf(g, qkv);
-                let Op::Attention { pos, att, .. } = &self.nodes[i].op else { unreachable!() };
+                let Op::Attention { pos, att, .. } = &self.nodes[i].op else {
+                    unreachable!()
+                };
                 attention_backward(&mut dqkv, dout, self.value(qkv), att, pos, shape);
                 g[qkv.0] = dqkv;
             }
             Op::CrossEntropy { logits, count, .. } => {
                 let (logits, count, v) = (*logits, *count, *self.shape(*logits).last().unwrap());
                 let mut dl = self.grad_buf(g, logits);
-                let Op::CrossEntropy { targets, lse, .. } = &self.nodes[i].op else { unreachable!() };
+                let Op::CrossEntropy { targets, lse, .. } = &self.nodes[i].op else {
+                    unreachable!()
+                };
                 cross_entropy_backward(&mut dl, self.value(logits), lse, targets, v, dout[0], count);
                 g[logits.0] = dl;
             }
@@ -370,6 +497,9 @@ impl<'p> Graph<'p> {
 
     /// A leaf that is not a parameter: nothing to differentiate.
     fn is_constant(&self, v: Var) -> bool {
-        matches!((&self.nodes[v.0].op, &self.nodes[v.0].value), (Op::Leaf, Value::Owned(_)))
+        matches!(
+            (&self.nodes[v.0].op, &self.nodes[v.0].value),
+            (Op::Leaf, Value::Owned(_))
+        )
     }
 }

@@ -50,6 +50,11 @@ impl Grads {
 
     /// Global L2 norm over all gradients.
     pub fn norm(&self) -> f32 {
-        self.0.iter().flatten().map(|&g| (g as f64) * (g as f64)).sum::<f64>().sqrt() as f32
+        self.0
+            .iter()
+            .flatten()
+            .map(|&g| (g as f64) * (g as f64))
+            .sum::<f64>()
+            .sqrt() as f32
     }
 }

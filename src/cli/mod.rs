@@ -1,6 +1,10 @@
 //! The `gpt` command line: one subcommand per job.
 
-use anyhow::Result;
+mod sample;
+mod tokenize;
+mod train;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
@@ -8,12 +12,39 @@ use clap::{Parser, Subcommand};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Worker threads [default: one per core]
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Train a character-level GPT on a documents file (default: the built-in names)
+    Train(train::TrainArgs),
+    /// Generate documents from a model trained with `gpt train`
+    Sample(sample::SampleArgs),
+    /// Print the token ids of a text as one JSON array (GPT-2's BPE by default)
+    Tokenize(tokenize::TokenizeArgs),
+    /// Tokenize a text corpus into train.bin / val.bin token files
+    Prepare(tokenize::PrepareArgs),
+    /// Tokenizer tools: learn a byte-level BPE vocabulary
+    #[command(subcommand)]
+    Tokenizer(tokenize::TokenizerCommand),
+}
 
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = cli.threads {
+        pool = pool.num_threads(n);
+    }
+    let pool = pool.build().context("starting the thread pool")?;
+    // Run inside the pool so kernels' parallel loops start without a hand-off.
+    pool.install(|| match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Sample(a) => sample::run(a),
+        Command::Tokenize(a) => tokenize::run_tokenize(a),
+        Command::Prepare(a) => tokenize::run_prepare(a),
+        Command::Tokenizer(c) => tokenize::run_tokenizer(c),
+    })
 }

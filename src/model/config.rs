@@ -67,7 +67,13 @@ impl GptConfig {
 
     /// Checks the sizes make a model; the message says which flag to change.
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("vocab_size", self.vocab_size), ("n_ctx", self.n_ctx), ("n_embd", self.n_embd), ("n_head", self.n_head), ("n_layer", self.n_layer)] {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_ctx", self.n_ctx),
+            ("n_embd", self.n_embd),
+            ("n_head", self.n_head),
+            ("n_layer", self.n_layer),
+        ] {
             ensure!(v > 0, "{name} must be at least 1");
         }
         ensure!(
@@ -107,10 +113,20 @@ impl GptConfig {
 
     pub fn from_json(text: &str) -> Result<Self> {
         let f: ConfigFile = serde_json::from_str(text)?;
-        ensure!(f.model_type == "gpt2", "model_type is {:?}; only GPT-2 models (\"gpt2\") are supported", f.model_type);
-        let n_ctx = f.n_positions.or(f.n_ctx).context("config has neither n_positions nor n_ctx")?;
+        ensure!(
+            f.model_type == "gpt2",
+            "model_type is {:?}; only GPT-2 models (\"gpt2\") are supported",
+            f.model_type
+        );
+        let n_ctx = f
+            .n_positions
+            .or(f.n_ctx)
+            .context("config has neither n_positions nor n_ctx")?;
         if let Some(n_inner) = f.n_inner {
-            ensure!(n_inner == 4 * f.n_embd, "n_inner = {n_inner}: only the standard 4 * n_embd MLP is supported");
+            ensure!(
+                n_inner == 4 * f.n_embd,
+                "n_inner = {n_inner}: only the standard 4 * n_embd MLP is supported"
+            );
         }
         let c = GptConfig {
             vocab_size: f.vocab_size,
@@ -203,7 +219,10 @@ mod tests {
             "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02,
             "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
             "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1, "vocab_size": 50257}"#;
-        assert_eq!(GptConfig::from_json(hub).unwrap(), GptConfig::gpt2(50257, 1024, 768, 12, 12));
+        assert_eq!(
+            GptConfig::from_json(hub).unwrap(),
+            GptConfig::gpt2(50257, 1024, 768, 12, 12)
+        );
     }
 
     #[test]
@@ -212,7 +231,9 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("divisible"));
         c.n_head = 2;
         c.validate().unwrap();
-        let err = GptConfig::from_json(r#"{"model_type":"llama","vocab_size":1,"n_embd":1,"n_head":1,"n_layer":1,"n_positions":1}"#);
+        let err = GptConfig::from_json(
+            r#"{"model_type":"llama","vocab_size":1,"n_embd":1,"n_head":1,"n_layer":1,"n_positions":1}"#,
+        );
         assert!(err.unwrap_err().to_string().contains("llama"));
     }
 }

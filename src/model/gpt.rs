@@ -65,7 +65,10 @@ enum Kind {
 /// Every parameter tensor of a config: name (Hugging Face GPT-2 style), shape, kind.
 fn param_specs(c: &GptConfig) -> Vec<(String, Vec<usize>, Kind)> {
     let e = c.n_embd;
-    let mut specs = vec![("wte.weight".to_string(), vec![c.vocab_size, e], Kind::Matrix), ("wpe.weight".to_string(), vec![c.n_ctx, e], Kind::Matrix)];
+    let mut specs = vec![
+        ("wte.weight".to_string(), vec![c.vocab_size, e], Kind::Matrix),
+        ("wpe.weight".to_string(), vec![c.n_ctx, e], Kind::Matrix),
+    ];
     let norm = |specs: &mut Vec<_>, name: &str| {
         if c.norm == NormKind::LayerNorm {
             specs.push((format!("{name}.weight"), vec![e], Kind::NormWeight));
@@ -113,7 +116,9 @@ impl Gpt {
             };
             let t = match kind {
                 Kind::Matrix => Tensor::randn(&shape, std, rng),
-                Kind::ResidualMatrix if init == Init::Gpt2 => Tensor::randn(&shape, std / (2.0 * config.n_layer as f32).sqrt(), rng),
+                Kind::ResidualMatrix if init == Init::Gpt2 => {
+                    Tensor::randn(&shape, std / (2.0 * config.n_layer as f32).sqrt(), rng)
+                }
                 Kind::ResidualMatrix => Tensor::randn(&shape, std, rng),
                 Kind::Bias => Tensor::zeros(&shape),
                 Kind::NormWeight => Tensor::from_vec(&shape, vec![1.0; shape[0]]),
@@ -176,7 +181,14 @@ impl Gpt {
     /// `tokens[B·T]` at positions `pos[B·T]` (each token's position in its
     /// document) -> logits `[B·T, vocab_size]`. With a KV cache, the tokens
     /// continue the cached sequences and the cache grows by `T`.
-    pub fn forward(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, mut cache: Option<&mut KvCache>) -> Var {
+    pub fn forward(
+        &self,
+        g: &mut Graph,
+        tokens: &[u32],
+        pos: &[u32],
+        b: usize,
+        mut cache: Option<&mut KvCache>,
+    ) -> Var {
         let c = &self.config;
         let (wte, wpe) = (g.param(self.wte), g.param(self.wpe));
         let mut x = g.embedding(wte, wpe, tokens, pos); // [B·T, C]
@@ -253,7 +265,10 @@ mod tests {
             let mut ws = Workspace::default();
             let mut t = 0;
             for step in [2, 1, 1, 1, 1] {
-                let (tok, p): (Vec<u32>, Vec<u32>) = (0..2).flat_map(|b| (t..t + step).map(move |i| (b, i))).map(|(b, i)| (tokens[b * 6 + i], i as u32)).unzip();
+                let (tok, p): (Vec<u32>, Vec<u32>) = (0..2)
+                    .flat_map(|b| (t..t + step).map(move |i| (b, i)))
+                    .map(|(b, i)| (tokens[b * 6 + i], i as u32))
+                    .unzip();
                 let mut g = Graph::inference(&model.params, ws);
                 let logits = model.forward(&mut g, &tok, &p, 2, Some(&mut cache));
                 let got = g.value(logits);

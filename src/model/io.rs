@@ -24,7 +24,12 @@ fn is_buffer(name: &str) -> bool {
 impl Gpt {
     /// Writes `dir/model.safetensors` and `dir/config.json`, each atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let bytes: Vec<Vec<u8>> = self.params.tensors.iter().map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+        let bytes: Vec<Vec<u8>> = self
+            .params
+            .tensors
+            .iter()
+            .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
         let views = self
             .params
             .names
@@ -42,7 +47,11 @@ impl Gpt {
     /// Loads a model directory (`config.json` + `model.safetensors`).
     pub fn load(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            bail!("model directory {} does not exist (train one with `gpt train --out {}`)", dir.display(), dir.display());
+            bail!(
+                "model directory {} does not exist (train one with `gpt train --out {}`)",
+                dir.display(),
+                dir.display()
+            );
         }
         let config = GptConfig::load(dir)?;
         let path = dir.join(WEIGHTS_FILE);
@@ -57,9 +66,14 @@ impl Gpt {
 
 /// Reads and checks every tensor the config needs from a safetensors buffer.
 fn read_params(buffer: &[u8], config: &GptConfig) -> Result<Params> {
-    let st = SafeTensors::deserialize(buffer).map_err(|e| anyhow::anyhow!("the file is truncated or corrupt ({e}); re-save or re-download it"))?;
+    let st = SafeTensors::deserialize(buffer)
+        .map_err(|e| anyhow::anyhow!("the file is truncated or corrupt ({e}); re-save or re-download it"))?;
     // Files saved by `transformers` prefix every name with `transformer.`.
-    let prefix = if st.names().iter().any(|n| n.starts_with("transformer.")) { "transformer." } else { "" };
+    let prefix = if st.names().iter().any(|n| n.starts_with("transformer.")) {
+        "transformer."
+    } else {
+        ""
+    };
     let expected = Gpt::expected_tensors(config);
     let mut params = Params::default();
     for (name, shape) in &expected {
@@ -68,12 +82,19 @@ fn read_params(buffer: &[u8], config: &GptConfig) -> Result<Params> {
             .or_else(|_| st.tensor(name))
             .map_err(|_| anyhow::anyhow!("tensor {name} is missing: the weights do not match config.json"))?;
         if view.shape() != shape.as_slice() {
-            bail!("tensor {name} has shape {:?}, config.json implies {shape:?}", view.shape());
+            bail!(
+                "tensor {name} has shape {:?}, config.json implies {shape:?}",
+                view.shape()
+            );
         }
         if view.dtype() != Dtype::F32 {
             bail!("tensor {name} is {:?}; only F32 weights are supported", view.dtype());
         }
-        let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         params.add(name.clone(), Tensor::from_vec(shape, data));
     }
     // A tensor the config does not account for means config and weights disagree.

@@ -55,7 +55,9 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: Keys
         .for_each(|(row, (out, att))| {
             let (b, t) = (row / s.t, row % s.t);
             let last = tk - s.t + t; // this query's own key
-            let first = last.checked_sub(pos[row] as usize).expect("token position beyond its sequence");
+            let first = last
+                .checked_sub(pos[row] as usize)
+                .expect("token position beyond its sequence");
             let q = &qkv[row * 3 * c..];
             for h in 0..s.n_head {
                 let qh = &q[h * hs..(h + 1) * hs];

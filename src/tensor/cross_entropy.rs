@@ -28,7 +28,15 @@ pub fn cross_entropy_forward(lse: &mut [f32], logits: &[f32], targets: &[u32], v
 
 /// Backward of the mean loss scaled by `dloss`: for each row with a target,
 /// `dlogits += (softmax(logits) - onehot(target)) * dloss / count`.
-pub fn cross_entropy_backward(dlogits: &mut [f32], logits: &[f32], lse: &[f32], targets: &[u32], v: usize, dloss: f32, count: usize) {
+pub fn cross_entropy_backward(
+    dlogits: &mut [f32],
+    logits: &[f32],
+    lse: &[f32],
+    targets: &[u32],
+    v: usize,
+    dloss: f32,
+    count: usize,
+) {
     let scale = dloss / count.max(1) as f32;
     dlogits
         .par_chunks_mut(v)

@@ -17,6 +17,34 @@ pub enum Activation {
 
 const GELU_SCALE: f32 = 0.797_884_6; // sqrt(2 / pi)
 
+/// tanh as a rational function of degree 13/6 on [-7.9, 7.9] (Eigen's
+/// `ptanh_float`) and ±1 beyond: at most 4.3e-7 from the exact value (a few
+/// f32 ulps) and branch-free, so the GELU loops vectorise; libm's scalar
+/// `tanhf` was over a third of a training step.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    const A: [f32; 7] = [
+        4.893_524_6e-3,
+        6.372_619_3e-4,
+        1.485_722_4e-5,
+        5.122_297e-8,
+        -8.604_672e-11,
+        2.000_188e-13,
+        -2.760_768_5e-16,
+    ];
+    const B: [f32; 4] = [4.893_525e-3, 2.268_434_6e-3, 1.185_347e-4, 1.198_258_4e-6];
+    let big = x.abs() > 7.905_311;
+    let xs = x.clamp(-7.905_311, 7.905_311);
+    let x2 = xs * xs;
+    let p = xs * (A[0] + x2 * (A[1] + x2 * (A[2] + x2 * (A[3] + x2 * (A[4] + x2 * (A[5] + x2 * A[6]))))));
+    let q = B[0] + x2 * (B[1] + x2 * (B[2] + x2 * B[3]));
+    if big {
+        x.signum()
+    } else {
+        p / q
+    }
+}
+
 impl Activation {
     /// `[N] -> [N]`: `out = f(x)`.
     pub fn forward(self, out: &mut [f32], x: &[f32]) {
@@ -25,7 +53,7 @@ impl Activation {
             .for_each(|(o, x)| match self {
                 Activation::Gelu => o.iter_mut().zip(x).for_each(|(o, &x)| {
                     let inner = GELU_SCALE * (x + 0.044715 * x * x * x);
-                    *o = 0.5 * x * (1.0 + inner.tanh());
+                    *o = 0.5 * x * (1.0 + tanh(inner));
                 }),
                 Activation::Relu => o.iter_mut().zip(x).for_each(|(o, &x)| *o = x.max(0.0)),
             });
@@ -40,7 +68,7 @@ impl Activation {
                 for ((dx, &x), &d) in dx.iter_mut().zip(x).zip(dout) {
                     let local = match self {
                         Activation::Gelu => {
-                            let t = (GELU_SCALE * (x + 0.044715 * x * x * x)).tanh();
+                            let t = tanh(GELU_SCALE * (x + 0.044715 * x * x * x));
                             let sech2 = 1.0 - t * t;
                             0.5 * (1.0 + t) + 0.5 * x * sech2 * GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x)
                         }
@@ -63,4 +91,17 @@ pub fn add_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
     out.par_chunks_mut(MIN_ELEMS_PER_TASK)
         .zip(a.par_chunks(MIN_ELEMS_PER_TASK).zip(b.par_chunks(MIN_ELEMS_PER_TASK)))
         .for_each(|(o, (a, b))| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = a + b));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fast_tanh_matches_f64_tanh() {
+        let mut worst = 0.0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4; // [-20, 20]
+            worst = worst.max((super::tanh(x) as f64 - (x as f64).tanh()).abs());
+        }
+        assert!(worst < 4.5e-7, "max abs error {worst:e}");
+    }
 }

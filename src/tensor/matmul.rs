@@ -10,7 +10,17 @@ const MIN_PARALLEL_FLOPS: usize = 1 << 21;
 /// `a_t`: `a` is stored transposed, as `[k, m]`; `b_t`: `b` is stored as `[n, k]`.
 /// With `accumulate` the product is added to `out`, otherwise `out` is overwritten.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(out: &mut [f32], a: &[f32], a_t: bool, b: &[f32], b_t: bool, m: usize, k: usize, n: usize, accumulate: bool) {
+pub fn matmul(
+    out: &mut [f32],
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
     assert_eq!(out.len(), m * n, "matmul: out is not [{m}, {n}]");
     assert_eq!(a.len(), m * k, "matmul: a is not [{m}, {k}]");
     assert_eq!(b.len(), k * n, "matmul: b is not [{k}, {n}]");

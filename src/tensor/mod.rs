@@ -35,7 +35,9 @@ impl Tensor {
     pub fn randn(shape: &[usize], std: f32, rng: &mut Rng) -> Self {
         use rand::RngExt;
         let n = shape.iter().product();
-        let data = (0..n).map(|_| std * rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
+        let data = (0..n)
+            .map(|_| std * rng.sample::<f32, _>(rand_distr::StandardNormal))
+            .collect();
         Tensor::from_vec(shape, data)
     }
 
@@ -47,7 +49,12 @@ impl Tensor {
     }
 
     pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Self {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} does not match {} values", data.len());
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "shape {shape:?} does not match {} values",
+            data.len()
+        );
         Tensor {
             shape: shape.to_vec(),
             data,
@@ -60,7 +67,7 @@ impl Tensor {
 }
 
 /// Below this many elements a rayon task costs more than it saves.
-pub(crate) const MIN_ELEMS_PER_TASK: usize = 1 << 14;
+pub const MIN_ELEMS_PER_TASK: usize = 1 << 14;
 
 /// Rows of `c` elements per rayon task (at least one).
 pub(crate) fn min_rows_per_task(c: usize) -> usize {

@@ -28,6 +28,9 @@ pub fn norm_forward(
     eps: f32,
     kind: NormKind,
 ) {
+    // Absent weight/bias act as ones/zeros, so the inner loop has no branches.
+    let (ones, zeros) = (vec![1.0; c], vec![0.0; c]);
+    let (w, b) = (w.unwrap_or(&ones), b.unwrap_or(&zeros));
     out.par_chunks_mut(c)
         .zip(x.par_chunks(c))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
@@ -39,9 +42,8 @@ pub fn norm_forward(
             };
             let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
             let rs = 1.0 / (var + eps).sqrt();
-            for i in 0..c {
-                let n = (x[i] - mu) * rs;
-                o[i] = n * w.map_or(1.0, |w| w[i]) + b.map_or(0.0, |b| b[i]);
+            for (((o, x), w), b) in o.iter_mut().zip(x).zip(w).zip(b) {
+                *o = (x - mu) * rs * w + b;
             }
             *m = mu;
             *r = rs;
@@ -65,40 +67,38 @@ pub fn norm_backward(
     c: usize,
     kind: NormKind,
 ) {
-    let want_dw = dw.is_some();
-    let want_db = db.is_some();
+    let ones = vec![1.0; c];
+    let w = w.unwrap_or(&ones);
     // Each task handles a run of rows and returns its partial dw, db.
     let rows_per_task = min_rows_per_task(c);
     let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
         .par_chunks_mut(rows_per_task * c)
         .enumerate()
         .map(|(task, dx)| {
-            let mut pdw = vec![0.0; if want_dw { c } else { 0 }];
-            let mut pdb = vec![0.0; if want_db { c } else { 0 }];
+            // Partial sums for dw and db (computed even when unused: cheaper than branching).
+            let (mut pdw, mut pdb) = (vec![0.0; c], vec![0.0; c]);
+            let mut xhat = vec![0.0; c];
             for (i, dx) in dx.chunks_mut(c).enumerate() {
                 let r = task * rows_per_task + i;
                 let (x, dout) = (&x[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
                 let (mu, rs) = (mean[r], rstd[r]);
-                let mut g_mean = 0.0;
-                let mut g_xhat_mean = 0.0;
+                let (mut g_mean, mut g_xhat_mean) = (0.0, 0.0);
                 for j in 0..c {
-                    let xhat = (x[j] - mu) * rs;
-                    let g = dout[j] * w.map_or(1.0, |w| w[j]);
+                    xhat[j] = (x[j] - mu) * rs;
+                    let g = dout[j] * w[j];
                     g_mean += g;
-                    g_xhat_mean += g * xhat;
-                    if want_dw {
-                        pdw[j] += dout[j] * xhat;
-                    }
-                    if want_db {
-                        pdb[j] += dout[j];
-                    }
+                    g_xhat_mean += g * xhat[j];
+                    pdw[j] += dout[j] * xhat[j];
+                    pdb[j] += dout[j];
                 }
-                g_mean = if kind == NormKind::LayerNorm { g_mean / c as f32 } else { 0.0 };
+                g_mean = if kind == NormKind::LayerNorm {
+                    g_mean / c as f32
+                } else {
+                    0.0
+                };
                 g_xhat_mean /= c as f32;
                 for j in 0..c {
-                    let xhat = (x[j] - mu) * rs;
-                    let g = dout[j] * w.map_or(1.0, |w| w[j]);
-                    dx[j] += rs * (g - g_mean - xhat * g_xhat_mean);
+                    dx[j] += rs * (dout[j] * w[j] - g_mean - xhat[j] * g_xhat_mean);
                 }
             }
             (pdw, pdb)

@@ -1,3 +1,13 @@
 //! Training: loss, optimizer, learning-rate schedule, the loop, checkpoints.
+//!
+//! - [`optim`]: AdamW and gradient clipping
+//! - [`schedule`]: warmup then linear or cosine decay
+//! - [`trainer`]: the loop and the evaluation of a loss over documents
+//! - [`checkpoint`]: atomic file writes
 
 pub mod checkpoint;
+pub mod optim;
+pub mod schedule;
+pub mod trainer;
+
+pub use trainer::{evaluate, train, TrainOptions, TrainReport};
