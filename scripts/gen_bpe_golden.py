@@ -237,7 +237,7 @@ def main():
         ordinary.append({"text": t, "ids": ids})
         if EOT in t:
             special.append({"text": t, "ids": enc.encode(t, allowed_special={EOT})})
-    corpus = CORPUS.read_text(encoding="utf-8")
+    corpus = CORPUS.read_bytes().decode("utf-8")  # read_text would translate \r\n
     corpus_ids = enc.encode_ordinary(corpus)
     golden = {
         "about": "GPT-2 ids from tiktoken " + tiktoken.__version__ + " (ranks built from data/gpt2); "

@@ -58,10 +58,7 @@ fn ordinary_cases_match_tiktoken() {
     for c in cases {
         let ids = bpe.encode(&c.text);
         if ids != c.ids {
-            failures.push(format!(
-                "{:?}\n  ours:     {ids:?}\n  tiktoken: {:?}",
-                c.text, c.ids
-            ));
+            failures.push(format!("{:?}\n  ours:     {ids:?}\n  tiktoken: {:?}", c.text, c.ids));
         }
         assert_eq!(bpe.decode(&c.ids).unwrap(), c.text);
         assert_eq!(bpe.encode_parallel(&c.text, false), ids);
@@ -80,12 +77,7 @@ fn special_cases_match_tiktoken() {
     let cases = &golden().special;
     assert!(cases.len() >= 20);
     for c in cases {
-        assert_eq!(
-            gpt2().encode_allowing_special(&c.text),
-            c.ids,
-            "{:?}",
-            c.text
-        );
+        assert_eq!(gpt2().encode_allowing_special(&c.text), c.ids, "{:?}", c.text);
         assert_eq!(gpt2().decode(&c.ids).unwrap(), c.text);
     }
 }

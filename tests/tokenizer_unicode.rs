@@ -68,10 +68,7 @@ fn tables_source(classes: &[CharClass]) -> String {
 fn classes_match_the_regex_crate() {
     let classes = regex_classes();
     if std::env::var_os("GPT_REGEN_UNICODE_TABLES").is_some() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/src/tokenizer/bpe/unicode_tables.rs"
-        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tokenizer/bpe/unicode_tables.rs");
         std::fs::write(path, tables_source(&classes)).unwrap();
         eprintln!("wrote {path}; rebuild and run again to check");
         return;

@@ -4,7 +4,7 @@
 use super::bpe::hash::Fnv64;
 use super::bpe::Bpe;
 use super::char::{CharTokenizer, CHAR_TOKENIZER_FILE};
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use std::path::Path;
 
 /// Either tokenizer, behind one API.
@@ -22,7 +22,9 @@ impl Tokenizer {
 
     /// The tokenizer of a model directory: `char_tokenizer.json` if present,
     /// else `vocab.json` + `merges.txt` if present, else GPT-2's built-in one.
+    /// A missing directory is an error.
     pub fn load(dir: &Path) -> Result<Tokenizer> {
+        ensure!(dir.is_dir(), "model directory {} does not exist", dir.display());
         if dir.join(CHAR_TOKENIZER_FILE).is_file() {
             Ok(Tokenizer::Char(CharTokenizer::load(dir)?))
         } else if Bpe::exists_in(dir) {
@@ -82,11 +84,7 @@ impl Tokenizer {
                 let ids: Vec<u32> = (0..t.bos()).collect();
                 let mut h = Fnv64::default();
                 h.update(b"char\0");
-                h.update(
-                    t.decode(&ids)
-                        .expect("ids below BOS are characters")
-                        .as_bytes(),
-                );
+                h.update(t.decode(&ids).expect("ids below BOS are characters").as_bytes());
                 h.finish()
             }
             Tokenizer::Bpe(t) => t.fingerprint(),

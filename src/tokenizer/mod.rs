@@ -10,4 +10,4 @@ mod char;
 
 pub use self::any::Tokenizer;
 pub use self::bpe::Bpe;
-pub use self::char::CharTokenizer;
+pub use self::char::{CharTokenizer, CHAR_TOKENIZER_FILE};

@@ -74,10 +74,7 @@ mod tests {
         assert_eq!(char_to_byte('\u{0144}'), None);
         assert_eq!(char_to_byte(' '), None);
         let order = bytes_in_gpt2_order();
-        assert_eq!(
-            (order[0], order[93], order[188], order[255]),
-            (b'!', b'~', 0, 0xAD)
-        );
+        assert_eq!((order[0], order[93], order[188], order[255]), (b'!', b'~', 0, 0xAD));
     }
 
     #[test]

@@ -91,9 +91,7 @@ mod tests {
         use std::hash::BuildHasher;
         let b = BuildHasherDefault::<FastHasher>::default();
         // Pairs differing only in the high word must land in different buckets.
-        let low_bits: std::collections::HashSet<u64> = (0..64u64)
-            .map(|a| b.hash_one((a << 32) | 7) & 0xFFF)
-            .collect();
+        let low_bits: std::collections::HashSet<u64> = (0..64u64).map(|a| b.hash_one((a << 32) | 7) & 0xFFF).collect();
         assert!(low_bits.len() > 50, "{}", low_bits.len());
     }
 }

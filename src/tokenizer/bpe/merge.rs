@@ -53,10 +53,7 @@ impl MergeTable {
 
     #[inline]
     fn rank(&self, left: u32, right: u32) -> u32 {
-        self.ranks
-            .get(&key(left, right))
-            .copied()
-            .unwrap_or(NO_RANK)
+        self.ranks.get(&key(left, right)).copied().unwrap_or(NO_RANK)
     }
 
     /// Merges `ids` (initially one id per byte) in place.

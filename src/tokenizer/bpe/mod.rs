@@ -110,12 +110,9 @@ impl Bpe {
     pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(ids.len() * 4);
         for &id in ids {
-            let bytes = self.token_bytes(id).ok_or_else(|| {
-                anyhow!(
-                    "token id {id} is outside the vocabulary ({} ids)",
-                    self.vocab_size()
-                )
-            })?;
+            let bytes = self
+                .token_bytes(id)
+                .ok_or_else(|| anyhow!("token id {id} is outside the vocabulary ({} ids)", self.vocab_size()))?;
             out.extend_from_slice(bytes);
         }
         Ok(out)
@@ -158,8 +155,7 @@ impl Bpe {
             return;
         }
         work.ids.clear();
-        work.ids
-            .extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
+        work.ids.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
         self.merges.apply(&mut work.ids, &mut work.scratch);
         out.extend_from_slice(&work.ids);
     }

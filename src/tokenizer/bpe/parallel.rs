@@ -13,12 +13,7 @@ const MIN_CHUNK: usize = 64 * 1024;
 impl Bpe {
     /// [`encode_parallel`](Bpe::encode_parallel), calling `progress` with the
     /// byte length of each chunk as it is done (for progress bars).
-    pub fn encode_parallel_with(
-        &self,
-        text: &str,
-        allow_special: bool,
-        progress: impl Fn(usize) + Sync,
-    ) -> Vec<u32> {
+    pub fn encode_parallel_with(&self, text: &str, allow_special: bool, progress: impl Fn(usize) + Sync) -> Vec<u32> {
         let target = (text.len() / (rayon::current_num_threads() * 8)).max(MIN_CHUNK);
         let chunks = split_chunks(text, target);
         let parts: Vec<Vec<u32>> = chunks
@@ -84,8 +79,7 @@ mod tests {
     #[test]
     fn parallel_equals_serial() {
         let bpe = Bpe::gpt2();
-        let text = "The quick brown fox.\n  Jumps<|endoftext|>over\r\n\tthe lazy dog's 42 dens!\n"
-            .repeat(5000);
+        let text = "The quick brown fox.\n  Jumps<|endoftext|>over\r\n\tthe lazy dog's 42 dens!\n".repeat(5000);
         for allow in [false, true] {
             let serial = if allow {
                 bpe.encode_allowing_special(&text)

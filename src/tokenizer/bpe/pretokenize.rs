@@ -71,8 +71,7 @@ pub fn is_piece_boundary(text: &str, at: usize) -> bool {
     if !text.is_char_boundary(at) {
         return false;
     }
-    let (Some(before), Some(after)) = (text[..at].chars().next_back(), text[at..].chars().next())
-    else {
+    let (Some(before), Some(after)) = (text[..at].chars().next_back(), text[at..].chars().next()) else {
         return false;
     };
     char_class(before) != Space && char_class(after) == Space && after != ' '
@@ -155,10 +154,7 @@ fn decode(b: &[u8], i: usize) -> (u32, usize) {
         0x00..=0x7F => (b0, 1),
         0xC0..=0xDF => (((b0 & 0x1F) << 6) | cont(1), 2),
         0xE0..=0xEF => (((b0 & 0x0F) << 12) | (cont(1) << 6) | cont(2), 3),
-        _ => (
-            ((b0 & 0x07) << 18) | (cont(1) << 12) | (cont(2) << 6) | cont(3),
-            4,
-        ),
+        _ => (((b0 & 0x07) << 18) | (cont(1) << 12) | (cont(2) << 6) | cont(3), 4),
     }
 }
 
@@ -232,14 +228,8 @@ mod tests {
             split("Not all heroes wear capes."),
             ["Not", " all", " heroes", " wear", " capes", "."]
         );
-        assert_eq!(
-            split("I'm 42, don't!"),
-            ["I", "'m", " 42", ",", " don", "'t", "!"]
-        );
-        assert_eq!(
-            split("DON'T 'S 'sup"),
-            ["DON", "'", "T", " '", "S", " '", "sup"]
-        );
+        assert_eq!(split("I'm 42, don't!"), ["I", "'m", " 42", ",", " don", "'t", "!"]);
+        assert_eq!(split("DON'T 'S 'sup"), ["DON", "'", "T", " '", "S", " '", "sup"]);
         assert_eq!(split("it'll we've"), ["it", "'ll", " we", "'ve"]);
         assert_eq!(split("!'s"), ["!'", "s"]);
     }
@@ -270,18 +260,10 @@ mod tests {
         let t = "ab\ncd \nef\n\ngh";
         let ok: Vec<usize> = (1..t.len()).filter(|&i| is_piece_boundary(t, i)).collect();
         assert_eq!(ok, [2, 9]);
-        for t in [
-            t,
-            "x!\n\n\tA 'S  \r\ny\u{3000}\u{85}z  \n",
-            "a\n b\t\tc'\nd",
-        ] {
+        for t in [t, "x!\n\n\tA 'S  \r\ny\u{3000}\u{85}z  \n", "a\n b\t\tc'\nd"] {
             let all = split(t);
             for at in (1..t.len()).filter(|&i| is_piece_boundary(t, i)) {
-                assert_eq!(
-                    [split(&t[..at]), split(&t[at..])].concat(),
-                    all,
-                    "cut at {at} of {t:?}"
-                );
+                assert_eq!([split(&t[..at]), split(&t[at..])].concat(), all, "cut at {at} of {t:?}");
             }
         }
     }

@@ -22,11 +22,7 @@ pub const MIN_VOCAB_SIZE: usize = 257;
 /// Learns a vocabulary of `vocab_size` ids (256 bytes, merges,
 /// `<|endoftext|>`) from `texts`. Stops early when no pair is left to merge.
 /// `progress(done, total)` is called after each merge.
-pub fn train(
-    texts: &[&str],
-    vocab_size: usize,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<Bpe> {
+pub fn train(texts: &[&str], vocab_size: usize, mut progress: impl FnMut(usize, usize)) -> Result<Bpe> {
     if vocab_size < MIN_VOCAB_SIZE {
         bail!("vocabulary size {vocab_size} is too small: it needs at least {MIN_VOCAB_SIZE} ids (256 bytes and {ENDOFTEXT})");
     }
@@ -43,11 +39,7 @@ pub fn train(
             .filter(|(w, _)| w.len() > 1)
             .map(|(w, n)| (w.bytes().map(|b| byte_id[b as usize]).collect(), n)),
     );
-    let mut by_bytes: FastMap<Vec<u8>, u32> = tokens
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.clone(), i as u32))
-        .collect();
+    let mut by_bytes: FastMap<Vec<u8>, u32> = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let mut merges = Vec::new();
     let total = vocab_size - MIN_VOCAB_SIZE;
     while tokens.len() + 1 < vocab_size {
@@ -71,10 +63,7 @@ pub fn train(
 
 /// Counts of each distinct pre-tokenizer piece, counted in parallel.
 fn count_words<'a>(texts: &[&'a str]) -> FastMap<&'a str, u64> {
-    let chunks: Vec<&str> = texts
-        .iter()
-        .flat_map(|t| split_chunks(t, 1 << 20))
-        .collect();
+    let chunks: Vec<&str> = texts.iter().flat_map(|t| split_chunks(t, 1 << 20)).collect();
     chunks
         .par_iter()
         .map(|chunk| {
@@ -127,11 +116,7 @@ impl Words {
         for i in 0..w.symbols.len() {
             w.add_pairs(i);
         }
-        w.heap = w
-            .pair_counts
-            .iter()
-            .map(|(&p, &n)| (n, Reverse(p)))
-            .collect();
+        w.heap = w.pair_counts.iter().map(|(&p, &n)| (n, Reverse(p))).collect();
         w
     }
 
@@ -156,9 +141,7 @@ impl Words {
         let affected = self.pair_words.remove(&pair).unwrap_or_default();
         for &w in &affected {
             let w = w as usize;
-            if self.visited[w] == self.step
-                || !self.symbols[w].windows(2).any(|p| p == [left, right])
-            {
+            if self.visited[w] == self.step || !self.symbols[w].windows(2).any(|p| p == [left, right]) {
                 continue;
             }
             self.visited[w] = self.step;
@@ -197,10 +180,7 @@ impl Words {
 
     fn remove_pairs(&mut self, w: usize) {
         for p in self.symbols[w].windows(2) {
-            let n = self
-                .pair_counts
-                .get_mut(&key(p[0], p[1]))
-                .expect("counted pair");
+            let n = self.pair_counts.get_mut(&key(p[0], p[1])).expect("counted pair");
             *n -= self.counts[w];
         }
     }

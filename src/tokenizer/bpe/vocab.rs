@@ -22,8 +22,7 @@ impl Bpe {
     /// OpenAI's GPT-2 vocabulary (50,257 tokens, 50,000 merges), built into
     /// the binary. Parsing it takes a few milliseconds.
     pub fn gpt2() -> Bpe {
-        Bpe::from_text("gpt2", GPT2_ENCODER, GPT2_MERGES)
-            .expect("the built-in GPT-2 vocabulary is valid")
+        Bpe::from_text("gpt2", GPT2_ENCODER, GPT2_MERGES).expect("the built-in GPT-2 vocabulary is valid")
     }
 
     /// Loads `vocab.json` + `merges.txt` from a directory.
@@ -45,8 +44,8 @@ impl Bpe {
     /// Parses the text forms: `vocab_json` maps token text to id, `merges`
     /// lists one merge per line as `left right` (an optional `#version` first line).
     pub fn from_text(name: &str, vocab_json: &str, merges: &str) -> Result<Bpe> {
-        let vocab: HashMap<String, u32> = serde_json::from_str(vocab_json)
-            .context("vocabulary is not a JSON object of token -> id")?;
+        let vocab: HashMap<String, u32> =
+            serde_json::from_str(vocab_json).context("vocabulary is not a JSON object of token -> id")?;
         let mut tokens = vec![None; vocab.len()];
         for (text, &id) in &vocab {
             let slot = tokens.get_mut(id as usize).with_context(|| {
@@ -58,14 +57,12 @@ impl Bpe {
             if slot.is_some() {
                 bail!("id {id} is given to two tokens");
             }
-            *slot = Some(text_to_bytes(text).with_context(|| {
-                format!("token {text:?} is not in GPT-2's byte-level text form")
-            })?);
+            *slot = Some(
+                text_to_bytes(text)
+                    .with_context(|| format!("token {text:?} is not in GPT-2's byte-level text form"))?,
+            );
         }
-        let tokens: Vec<Vec<u8>> = tokens
-            .into_iter()
-            .map(|t| t.expect("ids are dense"))
-            .collect();
+        let tokens: Vec<Vec<u8>> = tokens.into_iter().map(|t| t.expect("ids are dense")).collect();
         let mut pairs = Vec::new();
         for (n, line) in merges.lines().enumerate() {
             if line.is_empty() || (n == 0 && line.starts_with("#version")) {
@@ -78,9 +75,10 @@ impl Bpe {
                 );
             };
             let id = |t: &str| {
-                vocab.get(t).copied().with_context(|| {
-                    format!("merges line {}: {t:?} is not in the vocabulary", n + 1)
-                })
+                vocab
+                    .get(t)
+                    .copied()
+                    .with_context(|| format!("merges line {}: {t:?} is not in the vocabulary", n + 1))
             };
             pairs.push((id(left)?, id(right)?));
         }
@@ -91,12 +89,7 @@ impl Bpe {
     /// Builds a tokenizer from token bytes (index = id), merges in rank order
     /// as pairs of ids (each merged token must be in the vocabulary) and the
     /// id of `<|endoftext|>`, if any.
-    pub fn new(
-        name: &str,
-        tokens: Vec<Vec<u8>>,
-        merges: &[(u32, u32)],
-        endoftext: Option<u32>,
-    ) -> Result<Bpe> {
+    pub fn new(name: &str, tokens: Vec<Vec<u8>>, merges: &[(u32, u32)], endoftext: Option<u32>) -> Result<Bpe> {
         let mut by_bytes: FastMap<&[u8], u32> = FastMap::default();
         for (id, t) in tokens.iter().enumerate().rev() {
             by_bytes.insert(t, id as u32);
@@ -238,12 +231,8 @@ mod tests {
 
     #[test]
     fn bad_files_give_clear_errors() {
-        let err = |vocab: &str, merges: &str| {
-            format!("{:#}", Bpe::from_text("t", vocab, merges).unwrap_err())
-        };
-        let bytes: Vec<String> = (0..=255u8)
-            .map(|b| bytes_to_text(&[b], &byte_to_char()))
-            .collect();
+        let err = |vocab: &str, merges: &str| format!("{:#}", Bpe::from_text("t", vocab, merges).unwrap_err());
+        let bytes: Vec<String> = (0..=255u8).map(|b| bytes_to_text(&[b], &byte_to_char())).collect();
         let vocab = |extra: &str| {
             let items: Vec<String> = bytes
                 .iter()
