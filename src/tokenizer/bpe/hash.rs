@@ -42,6 +42,11 @@ impl Hasher for FastHasher {
     }
 
     #[inline]
+    fn write_u128(&mut self, x: u128) {
+        self.0 = fold_mul(self.0 ^ x as u64 ^ ((x >> 64) as u64).rotate_left(32), K);
+    }
+
+    #[inline]
     fn write_usize(&mut self, x: usize) {
         self.write_u64(x as u64);
     }

@@ -27,7 +27,8 @@ pub struct MergeTable {
 #[derive(Default)]
 pub struct Scratch {
     ranks: Vec<u32>,
-    heap: BinaryHeap<Reverse<(u32, u32)>>,
+    /// Candidate pairs as `rank << 32 | position`, lowest first.
+    heap: BinaryHeap<Reverse<u64>>,
     next: Vec<u32>,
     prev: Vec<u32>,
 }
@@ -103,16 +104,17 @@ impl MergeTable {
             .extend((1..=n as u32).map(|i| if i as usize == n { END } else { i }));
         s.prev.clear();
         s.prev.extend((0..n as u32).map(|i| i.wrapping_sub(1)));
-        s.heap.clear();
-        for i in 0..n - 1 {
+        let candidate = |rank: u32, pos: u32| Reverse(((rank as u64) << 32) | pos as u64);
+        let mut heap = std::mem::take(&mut s.heap).into_vec();
+        heap.clear();
+        heap.extend((0..n - 1).filter_map(|i| {
             let r = self.rank(ids[i], ids[i + 1]);
-            if r != NO_RANK {
-                s.heap.push(Reverse((r, i as u32)));
-            }
-        }
+            (r != NO_RANK).then(|| candidate(r, i as u32))
+        }));
+        s.heap = BinaryHeap::from(heap); // O(n) heapify
         const DEAD: u32 = u32::MAX;
-        while let Some(Reverse((rank, pos))) = s.heap.pop() {
-            let pos = pos as usize;
+        while let Some(Reverse(top)) = s.heap.pop() {
+            let (rank, pos) = ((top >> 32) as u32, top as u32 as usize);
             let next = s.next[pos];
             // Stale entry: the symbol was merged away or its pair changed.
             if ids[pos] == DEAD || next == END || self.rank(ids[pos], ids[next as usize]) != rank {
@@ -127,14 +129,14 @@ impl MergeTable {
                 s.prev[after as usize] = pos as u32;
                 let r = self.rank(ids[pos], ids[after as usize]);
                 if r != NO_RANK {
-                    s.heap.push(Reverse((r, pos as u32)));
+                    s.heap.push(candidate(r, pos as u32));
                 }
             }
             let before = s.prev[pos];
             if before != u32::MAX {
                 let r = self.rank(ids[before as usize], ids[pos]);
                 if r != NO_RANK {
-                    s.heap.push(Reverse((r, before)));
+                    s.heap.push(candidate(r, before));
                 }
             }
         }

@@ -15,13 +15,14 @@ mod bytes;
 pub(crate) mod hash;
 mod merge;
 mod parallel;
+mod piece_map;
 pub mod pretokenize;
 pub mod train;
 mod unicode_tables;
 mod vocab;
 
-use self::hash::FastMap;
 use self::merge::{MergeTable, Scratch};
+use self::piece_map::PieceMap;
 use anyhow::{anyhow, Result};
 
 pub use self::vocab::{MERGES_FILE, VOCAB_FILE};
@@ -42,18 +43,24 @@ pub struct Bpe {
     merges: MergeTable,
     /// Tokens whose own bytes merge back to them: a piece equal to one of
     /// these encodes to it without running the merge loop.
-    whole: FastMap<Box<[u8]>, u32>,
+    whole: PieceMap<u32>,
     /// Id of `<|endoftext|>`, when the vocabulary has it.
     endoftext: Option<u32>,
     fingerprint: u64,
 }
 
-/// Per-thread buffers for encoding.
+/// Per-thread buffers for encoding, and a cache of the merged pieces seen.
 #[derive(Default)]
 struct Work {
     ids: Vec<u32>,
     scratch: Scratch,
+    /// Piece -> range of its ids in `cached_ids`.
+    cache: PieceMap<(u32, u32)>,
+    cached_ids: Vec<u32>,
 }
+
+/// The cache starts over when it holds this many pieces.
+const CACHE_PIECES: usize = 1 << 15;
 
 impl Bpe {
     /// Short name of the vocabulary ("gpt2" for the built-in one).
@@ -154,10 +161,21 @@ impl Bpe {
             out.push(id);
             return;
         }
+        if let Some(&(start, end)) = work.cache.get(piece) {
+            out.extend_from_slice(&work.cached_ids[start as usize..end as usize]);
+            return;
+        }
         work.ids.clear();
         work.ids.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
         self.merges.apply(&mut work.ids, &mut work.scratch);
         out.extend_from_slice(&work.ids);
+        if work.cache.len() >= CACHE_PIECES {
+            work.cache.clear();
+            work.cached_ids.clear();
+        }
+        let start = work.cached_ids.len() as u32;
+        work.cached_ids.extend_from_slice(&work.ids);
+        work.cache.insert(piece, (start, work.cached_ids.len() as u32));
     }
 }
 

@@ -7,14 +7,26 @@ use super::pretokenize::is_piece_boundary;
 use super::{Bpe, Work};
 use rayon::prelude::*;
 
-/// Smallest chunk worth a task of its own.
-const MIN_CHUNK: usize = 64 * 1024;
+/// Chunk sizes: small enough for a few chunks per thread (load balance,
+/// progress updates), large enough that each chunk's piece cache pays off.
+const MIN_CHUNK: usize = 256 * 1024;
+const MAX_CHUNK: usize = 8 * 1024 * 1024;
 
 impl Bpe {
     /// [`encode_parallel`](Bpe::encode_parallel), calling `progress` with the
     /// byte length of each chunk as it is done (for progress bars).
     pub fn encode_parallel_with(&self, text: &str, allow_special: bool, progress: impl Fn(usize) + Sync) -> Vec<u32> {
-        let target = (text.len() / (rayon::current_num_threads() * 8)).max(MIN_CHUNK);
+        let target = (text.len() / (rayon::current_num_threads() * 4)).clamp(MIN_CHUNK, MAX_CHUNK);
+        self.encode_chunks(text, target, allow_special, progress)
+    }
+
+    fn encode_chunks(
+        &self,
+        text: &str,
+        target: usize,
+        allow_special: bool,
+        progress: impl Fn(usize) + Sync,
+    ) -> Vec<u32> {
         let chunks = split_chunks(text, target);
         let parts: Vec<Vec<u32>> = chunks
             .par_iter()
@@ -79,14 +91,21 @@ mod tests {
     #[test]
     fn parallel_equals_serial() {
         let bpe = Bpe::gpt2();
-        let text = "The quick brown fox.\n  Jumps<|endoftext|>over\r\n\tthe lazy dog's 42 dens!\n".repeat(5000);
+        let text = "The quick brown fox.\n  Jumps<|endoftext|>over\r\n\tthe lazy dog's 42 dens!\n\n".repeat(500);
         for allow in [false, true] {
             let serial = if allow {
                 bpe.encode_allowing_special(&text)
             } else {
                 bpe.encode(&text)
             };
-            assert_eq!(bpe.encode_parallel(&text, allow), serial);
+            for target in [1, 100, 5000, 1 << 20] {
+                let done = std::sync::atomic::AtomicUsize::new(0);
+                let ids = bpe.encode_chunks(&text, target, allow, |n| {
+                    done.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                });
+                assert_eq!(ids, serial, "chunks of {target}");
+                assert_eq!(done.into_inner(), text.len());
+            }
         }
     }
 }

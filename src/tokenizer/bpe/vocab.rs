@@ -5,8 +5,10 @@
 use super::bytes::{byte_to_char, bytes_to_text, text_to_bytes};
 use super::hash::{FastMap, Fnv64};
 use super::merge::{MergeTable, Scratch};
+use super::piece_map::PieceMap;
 use super::{Bpe, ENDOFTEXT};
 use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -131,7 +133,7 @@ impl Bpe {
                 .collect(),
             byte_ids: Box::new(byte_ids),
             merges: table,
-            whole: FastMap::default(),
+            whole: PieceMap::default(),
             endoftext,
             fingerprint: 0,
         };
@@ -142,20 +144,24 @@ impl Bpe {
 
     /// Tokens that the merge loop turns their own bytes into: for those, a
     /// piece lookup gives the same id as merging (all of GPT-2's tokens).
-    fn reachable_tokens(&self, tokens: &[Vec<u8>]) -> FastMap<Box<[u8]>, u32> {
-        let mut scratch = Scratch::default();
-        let mut ids = Vec::new();
-        let mut whole = FastMap::default();
-        for (id, t) in tokens.iter().enumerate() {
-            if t.len() < 2 || Some(id as u32) == self.endoftext {
-                continue;
-            }
-            ids.clear();
-            ids.extend(t.iter().map(|&b| self.byte_ids[b as usize]));
-            self.merges.apply(&mut ids, &mut scratch);
-            if ids == [id as u32] {
-                whole.insert(t.clone().into_boxed_slice(), id as u32);
-            }
+    fn reachable_tokens(&self, tokens: &[Vec<u8>]) -> PieceMap<u32> {
+        let reachable: Vec<u32> = (0..tokens.len() as u32)
+            .into_par_iter()
+            .filter(|&id| tokens[id as usize].len() > 1 && Some(id) != self.endoftext)
+            .map_init(
+                || (Vec::new(), Scratch::default()),
+                |(ids, scratch), id| {
+                    ids.clear();
+                    ids.extend(tokens[id as usize].iter().map(|&b| self.byte_ids[b as usize]));
+                    self.merges.apply(ids, scratch);
+                    (ids[..] == [id]).then_some(id)
+                },
+            )
+            .flatten()
+            .collect();
+        let mut whole = PieceMap::default();
+        for id in reachable {
+            whole.insert(&tokens[id as usize], id);
         }
         whole
     }
