@@ -115,6 +115,17 @@ mod tests {
     }
 
     #[test]
+    fn dropout_with_a_fixed_mask() {
+        let mut p = Params::default();
+        let x = randn(&mut p, "x", &[6, 5], 15);
+        check(&p, 1e-2, |g| {
+            g.enable_dropout(0.3, rng(3)); // the same mask at every evaluation
+            let x = g.param(x);
+            g.dropout(x)
+        });
+    }
+
+    #[test]
     fn add_uses_both_inputs_and_a_repeated_one() {
         let mut p = Params::default();
         let a = randn(&mut p, "a", &[3, 4], 9);

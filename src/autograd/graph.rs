@@ -3,11 +3,11 @@
 use super::{Grads, ParamId, Params, Workspace};
 use crate::tensor::attention::{attention_backward, attention_forward, AttnShape, KeysValues};
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
-use crate::tensor::elementwise::{add_forward, Activation};
+use crate::tensor::elementwise::{add_forward, dropout_forward, mul_accumulate, Activation};
 use crate::tensor::embedding::{embedding_backward, embedding_forward};
 use crate::tensor::linear::{linear_backward, linear_forward, LinearShape};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
-use crate::tensor::{accumulate, Tensor};
+use crate::tensor::{accumulate, Rng, Tensor};
 use std::mem;
 
 /// A value recorded on a [`Graph`].
@@ -59,6 +59,10 @@ enum Op {
         a: Var,
         b: Var,
     },
+    Dropout {
+        x: Var,
+        mask: Vec<f32>,
+    },
     Attention {
         qkv: Var,
         shape: AttnShape,
@@ -87,6 +91,8 @@ pub struct Graph<'p> {
     ws: Workspace,
     /// Keep what backward needs; off for inference.
     grad_enabled: bool,
+    /// Dropout probability and the generator for its masks (training only).
+    dropout: Option<(f32, Rng)>,
 }
 
 impl<'p> Graph<'p> {
@@ -98,7 +104,14 @@ impl<'p> Graph<'p> {
             param_vars: vec![None; params.tensors.len()],
             ws,
             grad_enabled: true,
+            dropout: None,
         }
+    }
+
+    /// Turns on dropout with probability `p` for [`Graph::dropout`], with masks from `rng`.
+    pub fn enable_dropout(&mut self, p: f32, rng: Rng) {
+        assert!((0.0..1.0).contains(&p), "dropout must be in [0, 1)");
+        self.dropout = (p > 0.0 && self.grad_enabled).then_some((p, rng));
     }
 
     /// A graph for inference: no backward, scratch buffers go straight back to the pool.
@@ -127,6 +140,7 @@ impl<'p> Graph<'p> {
                 self.ws.give(rstd);
             }
             Op::Attention { att, .. } => self.ws.give(att),
+            Op::Dropout { mask, .. } => self.ws.give(mask),
             Op::CrossEntropy { lse, .. } => self.ws.give(lse),
             _ => {}
         }
@@ -266,6 +280,19 @@ impl<'p> Graph<'p> {
         add_forward(&mut out, self.value(a), self.value(b));
         let shape = self.shape(a).to_vec();
         self.push(shape, Value::Owned(out), Op::Add { a, b })
+    }
+
+    /// Dropout when enabled ([`Graph::enable_dropout`]); otherwise `x` itself.
+    pub fn dropout(&mut self, x: Var) -> Var {
+        let Some((p, mut rng)) = self.dropout.take() else {
+            return x;
+        };
+        let n = self.value(x).len();
+        let (mut out, mut mask) = (self.ws.take(n), self.ws.take(n));
+        dropout_forward(&mut out, &mut mask, self.value(x), p, &mut rng);
+        self.dropout = Some((p, rng));
+        let shape = self.shape(x).to_vec();
+        self.push(shape, Value::Owned(out), Op::Dropout { x, mask })
     }
 
     /// Causal self-attention: `qkv[B·T, 3C] -> [B·T, C]`, each token attending
@@ -473,6 +500,15 @@ impl<'p> Graph<'p> {
             &Op::Add { a, b } => {
                 with_grad!(a, |da| accumulate(&mut da, dout));
                 with_grad!(b, |db| accumulate(&mut db, dout));
+            }
+            Op::Dropout { x, .. } => {
+                let x = *x;
+                let mut dx = self.grad_buf(g, x);
+                let Op::Dropout { mask, .. } = &self.nodes[i].op else {
+                    unreachable!()
+                };
+                mul_accumulate(&mut dx, dout, mask);
+                g[x.0] = dx;
             }
             Op::Attention { qkv, shape, .. } => {
                 let (qkv, shape) = (*qkv, *shape);

@@ -18,8 +18,10 @@ impl Workspace {
 
     /// A buffer of `len` zeros.
     pub fn take_zeroed(&mut self, len: usize) -> Vec<f32> {
+        use rayon::prelude::*;
         let mut buf = self.take(len);
-        buf.fill(0.0);
+        buf.par_chunks_mut(crate::tensor::MIN_ELEMS_PER_TASK)
+            .for_each(|c| c.fill(0.0));
         buf
     }
 

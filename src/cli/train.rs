@@ -82,6 +82,9 @@ pub struct TrainArgs {
     /// Clip the global gradient norm to this (0 = off)
     #[arg(long)]
     pub grad_clip: Option<f32>,
+    /// Dropout probability on embeddings and residual branches
+    #[arg(long)]
+    pub dropout: Option<f32>,
     /// Validation loss every N steps (0 = only at the end)
     #[arg(long)]
     pub eval_every: Option<usize>,
@@ -99,53 +102,123 @@ pub struct TrainArgs {
     pub temperature: Option<f32>,
 }
 
-/// Every setting of a run, after the preset and the flags.
+/// Every setting of a run: the preset's values, then the flags on top.
 struct Settings {
+    microgpt: bool,
     n_layer: usize,
     n_embd: usize,
     n_head: usize,
+    /// `None`: the longest document + 1, at most 256.
+    n_ctx: Option<usize>,
     init: Init,
-    opts: TrainOptions,
+    steps: usize,
+    batch_size: usize,
+    pack: bool,
+    lr: f32,
+    /// `None`: a tenth of `lr`.
+    min_lr: Option<f32>,
+    warmup: usize,
+    decay: Decay,
+    beta1: f32,
+    beta2: f32,
+    adam_eps: f32,
+    weight_decay: f32,
+    grad_clip: Option<f32>,
+    dropout: f32,
+    eval_every: usize,
     num_samples: usize,
     temperature: f32,
 }
 
+impl Preset {
+    fn settings(self) -> Settings {
+        let default = Settings {
+            microgpt: false,
+            n_layer: 4,
+            n_embd: 64,
+            n_head: 4,
+            n_ctx: None,
+            init: Init::Gpt2,
+            steps: 3000,
+            batch_size: 64,
+            pack: true,
+            lr: 4e-3,
+            min_lr: None,
+            warmup: 100,
+            decay: Decay::Cosine,
+            beta1: 0.9,
+            beta2: 0.99,
+            adam_eps: 1e-8,
+            weight_decay: 0.1,
+            grad_clip: Some(1.0),
+            dropout: 0.0,
+            eval_every: 500,
+            num_samples: 20,
+            temperature: 0.8,
+        };
+        match self {
+            Preset::Default => default,
+            Preset::Microgpt => Settings {
+                microgpt: true,
+                n_layer: 1,
+                n_embd: 16,
+                n_ctx: Some(16),
+                init: Init::Normal(0.08),
+                steps: 1000,
+                batch_size: 1,
+                pack: false,
+                lr: 0.01,
+                min_lr: Some(0.0),
+                warmup: 0,
+                decay: Decay::Linear,
+                beta1: 0.85,
+                weight_decay: 0.0,
+                grad_clip: None,
+                eval_every: 0,
+                temperature: 0.5,
+                ..default
+            },
+        }
+    }
+}
+
 fn settings(a: &TrainArgs) -> Settings {
-    let micro = a.preset == Preset::Microgpt;
-    let steps = a.steps.unwrap_or(if micro { 1000 } else { 6000 });
-    let lr = a.lr.unwrap_or(if micro { 0.01 } else { 2e-3 });
-    Settings {
-        n_layer: a.n_layer.unwrap_or(if micro { 1 } else { 4 }),
-        n_embd: a.n_embd.unwrap_or(if micro { 16 } else { 64 }),
-        n_head: a.n_head.unwrap_or(4),
-        init: if micro { Init::Normal(0.08) } else { Init::Gpt2 },
-        opts: TrainOptions {
-            steps,
-            batch_size: a.batch_size.unwrap_or(if micro { 1 } else { 32 }),
-            pack: !a.no_pack && !micro,
-            schedule: Schedule {
-                lr,
-                min_lr: a.min_lr.unwrap_or(if micro { 0.0 } else { lr / 10.0 }),
-                warmup: a.warmup.unwrap_or(if micro { 0 } else { 100 }),
-                steps,
-                decay: a.decay.unwrap_or(if micro { Decay::Linear } else { Decay::Cosine }),
-            },
-            adamw: AdamWConfig {
-                beta1: a.beta1.unwrap_or(if micro { 0.85 } else { 0.9 }),
-                beta2: a.beta2.unwrap_or(0.99),
-                eps: a.adam_eps.unwrap_or(1e-8),
-                weight_decay: a.weight_decay.unwrap_or(if micro { 0.0 } else { 0.1 }),
-            },
-            grad_clip: a
-                .grad_clip
-                .or(if micro { None } else { Some(1.0) })
-                .filter(|&c| c > 0.0),
-            eval_every: a.eval_every.unwrap_or(if micro { 0 } else { 500 }),
-            seed: a.seed,
-            progress: true,
+    let mut s = a.preset.settings();
+    macro_rules! flags_override {
+        ($($field:ident),*) => { $( if let Some(v) = a.$field { s.$field = v; } )* };
+    }
+    flags_override!(steps, batch_size, n_layer, n_embd, n_head, lr, warmup, decay, beta1, beta2, adam_eps);
+    flags_override!(weight_decay, dropout, eval_every, num_samples, temperature);
+    s.n_ctx = a.n_ctx.or(s.n_ctx);
+    s.min_lr = a.min_lr.or(s.min_lr);
+    s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
+    s.pack &= !a.no_pack;
+    s
+}
+
+fn train_options(s: &Settings, seed: u64) -> TrainOptions {
+    TrainOptions {
+        steps: s.steps,
+        batch_size: s.batch_size,
+        pack: s.pack,
+        schedule: Schedule {
+            lr: s.lr,
+            min_lr: s.min_lr.unwrap_or(s.lr / 10.0),
+            warmup: s.warmup,
+            steps: s.steps,
+            decay: s.decay,
         },
-        num_samples: a.num_samples.unwrap_or(20),
-        temperature: a.temperature.unwrap_or(if micro { 0.5 } else { 0.8 }),
+        adamw: AdamWConfig {
+            beta1: s.beta1,
+            beta2: s.beta2,
+            eps: s.adam_eps,
+            weight_decay: s.weight_decay,
+        },
+        grad_clip: s.grad_clip,
+        dropout: s.dropout,
+        eval_every: s.eval_every,
+        seed,
+        progress: true,
     }
 }
 
@@ -166,11 +239,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
 
     let longest = train_ids.iter().chain(&val_ids).map(|d| d.len() - 1).max().unwrap_or(1);
-    let n_ctx = a.n_ctx.unwrap_or(if a.preset == Preset::Microgpt {
-        16
-    } else {
-        longest.min(256)
-    });
+    let n_ctx = s.n_ctx.unwrap_or(longest.min(256));
     let cut = truncated(&train_ids, n_ctx) + truncated(&val_ids, n_ctx);
     if cut > 0 {
         eprintln!("warning: {cut} documents are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx} (raise --n-ctx to keep them whole)");
@@ -180,7 +249,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         n_embd: s.n_embd,
         n_head: s.n_head,
         n_layer: s.n_layer,
-        ..if a.preset == Preset::Microgpt {
+        ..if s.microgpt {
             GptConfig::microgpt(tok.vocab_size())
         } else {
             GptConfig::gpt2(tok.vocab_size(), n_ctx, s.n_embd, s.n_head, s.n_layer)
@@ -197,22 +266,22 @@ pub fn run(a: TrainArgs) -> Result<()> {
         n_ctx,
         train_ids.len(),
         val_ids.len(),
-        s.opts.steps
+        s.steps
     );
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating output directory {}", a.out.display()))?;
     let log_path = a.out.join("log.jsonl");
     let mut log = BufWriter::new(File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?);
-    let report = train(&mut model, &train_ids, &val_ids, &s.opts, &mut log)?;
+    let report = train(&mut model, &train_ids, &val_ids, &train_options(&s, a.seed), &mut log)?;
     model.save(&a.out)?;
     tok.save(&a.out)?;
 
     let fmt = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
     println!(
         "done: {} steps in {:.2}s ({:.2} ms/step, {:.0} tokens/s) | train loss {} | val loss {}",
-        s.opts.steps,
+        s.steps,
         report.seconds,
-        1e3 * report.seconds / s.opts.steps.max(1) as f64,
+        1e3 * report.seconds / s.steps.max(1) as f64,
         report.tokens as f64 / report.seconds,
         fmt(report.train_loss),
         fmt(report.val_loss)

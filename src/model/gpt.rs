@@ -192,6 +192,7 @@ impl Gpt {
         let c = &self.config;
         let (wte, wpe) = (g.param(self.wte), g.param(self.wpe));
         let mut x = g.embedding(wte, wpe, tokens, pos); // [B·T, C]
+        x = g.dropout(x);
         if c.embd_norm {
             x = self.norm(g, x, self.ln_emb);
         }
@@ -201,11 +202,13 @@ impl Gpt {
             let slot = cache.as_deref_mut().map(|kv| kv.slot(l));
             let a = g.attention(qkv, c.n_head, b, pos, slot); // [B·T, C]
             let a = self.linear(g, a, blk.attn_c_proj);
+            let a = g.dropout(a);
             x = g.add(x, a);
             let h = self.norm(g, x, blk.ln_2);
             let h = self.linear(g, h, blk.c_fc); // [B·T, 4C]
             let h = g.activation(h, c.activation_function);
             let h = self.linear(g, h, blk.mlp_c_proj); // [B·T, C]
+            let h = g.dropout(h);
             x = g.add(x, h);
         }
         if let Some(kv) = cache {

@@ -58,6 +58,9 @@ pub fn sample_token(logits: &[f32], opts: SampleOptions, probs: &mut Vec<f32>, r
 /// Generates `n` documents from BOS, all in one batch with a KV cache; each
 /// stops at the next BOS or after `n_ctx` tokens. Returns their ids without BOS.
 pub fn generate_documents(model: &Gpt, bos: u32, n: usize, opts: SampleOptions, rng: &mut Rng) -> Vec<Vec<u32>> {
+    if n == 0 {
+        return Vec::new();
+    }
     let n_ctx = model.config.n_ctx;
     let mut cache = KvCache::new(&model.config, n, n_ctx);
     let mut ws = Workspace::default();

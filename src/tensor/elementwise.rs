@@ -86,6 +86,25 @@ impl Activation {
     }
 }
 
+/// Inverted dropout: `out = x * mask` where `mask` is drawn here, each
+/// element `0` with probability `p`, else `1 / (1 - p)`. Its backward is
+/// `dx += dout * mask` ([`mul_accumulate`]).
+pub fn dropout_forward(out: &mut [f32], mask: &mut [f32], x: &[f32], p: f32, rng: &mut super::Rng) {
+    use rand::RngExt;
+    let keep = 1.0 / (1.0 - p);
+    for ((o, m), &x) in out.iter_mut().zip(mask.iter_mut()).zip(x) {
+        *m = if rng.random::<f32>() < p { 0.0 } else { keep };
+        *o = x * *m;
+    }
+}
+
+/// `dst += a * b`, element-wise.
+pub fn mul_accumulate(dst: &mut [f32], a: &[f32], b: &[f32]) {
+    dst.par_chunks_mut(MIN_ELEMS_PER_TASK)
+        .zip(a.par_chunks(MIN_ELEMS_PER_TASK).zip(b.par_chunks(MIN_ELEMS_PER_TASK)))
+        .for_each(|(d, (a, b))| d.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (a, b))| *d += a * b));
+}
+
 /// `[N] + [N] -> [N]`. Its backward is `da += dout; db += dout` ([`super::accumulate`]).
 pub fn add_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
     out.par_chunks_mut(MIN_ELEMS_PER_TASK)

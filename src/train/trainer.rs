@@ -6,6 +6,7 @@ use super::schedule::Schedule;
 use crate::autograd::{Graph, Workspace};
 use crate::data::batch::DocBatcher;
 use crate::model::Gpt;
+use crate::tensor::rng;
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
@@ -21,6 +22,8 @@ pub struct TrainOptions {
     pub schedule: Schedule,
     pub adamw: AdamWConfig,
     pub grad_clip: Option<f32>,
+    /// Dropout probability on the embeddings and each residual branch (0 = off).
+    pub dropout: f32,
     /// Validate every this many steps (and always at the end); 0 = only at the end.
     pub eval_every: usize,
     pub seed: u64,
@@ -94,6 +97,11 @@ pub fn train(
     for step in 0..opts.steps {
         let batch = batches.next_batch().expect("training batches never end");
         let mut g = Graph::new(&model.params, ws);
+        // One mask stream per step, so a run can be replayed or resumed exactly.
+        g.enable_dropout(
+            opts.dropout,
+            rng(opts.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+        );
         let logits = model.forward(&mut g, &batch.tokens, &batch.pos, batch.b, None);
         let loss_var = g.cross_entropy(logits, &batch.targets);
         let loss = g.value(loss_var)[0];
@@ -153,7 +161,6 @@ pub fn train(
 mod tests {
     use super::*;
     use crate::model::{GptConfig, Init};
-    use crate::tensor::rng;
     use crate::train::schedule::Decay;
 
     #[test]
@@ -183,6 +190,7 @@ mod tests {
                 weight_decay: 0.0,
             },
             grad_clip: Some(1.0),
+            dropout: 0.0,
             eval_every: 50,
             seed: 1,
             progress: false,
@@ -225,6 +233,7 @@ mod tests {
                 weight_decay: 0.0,
             },
             grad_clip: None,
+            dropout: 0.0,
             eval_every: 0,
             seed: 1,
             progress: false,

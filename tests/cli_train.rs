@@ -1,0 +1,115 @@
+//! The `gpt train` / `gpt sample` commands end to end, and their errors on bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gpt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(args)
+        .output()
+        .expect("gpt runs")
+}
+
+/// Asserts the command failed with a message containing `want`, and did not panic.
+fn fails_with(out: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    assert!(err.contains(want), "error should mention {want:?}: {err}");
+}
+
+fn tiny_train(dir: &Path, data: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend([
+        "--steps",
+        "30",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "16",
+        "--batch-size",
+        "4",
+        "--num-samples",
+        "5",
+    ]);
+    args.extend(extra);
+    gpt(&args)
+}
+
+#[test]
+fn train_then_sample_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("words.txt");
+    std::fs::write(&data, "alpha\nbeta\n\ngamma\ndelta\nepsilon\nzeta\neta\ntheta\n").unwrap();
+    let run = tmp.path().join("run");
+    let out = tiny_train(&run, &data, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("val loss") && stdout.contains("samples are not in the training set"),
+        "{stdout}"
+    );
+    for f in ["model.safetensors", "config.json", "char_tokenizer.json", "log.jsonl"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 30);
+    let out = gpt(&["sample", "--model", run.to_str().unwrap(), "-n", "7", "--seed", "3"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 7);
+    // Same seed, same samples.
+    let again = gpt(&["sample", "--model", run.to_str().unwrap(), "-n", "7", "--seed", "3"]);
+    assert_eq!(out.stdout, again.stdout);
+}
+
+#[test]
+fn bad_data_files_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    fails_with(&tiny_train(&run, &tmp.path().join("missing.txt"), &[]), "missing.txt");
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    fails_with(&tiny_train(&run, &empty, &[]), "is empty");
+    let blank = tmp.path().join("blank.txt");
+    std::fs::write(&blank, "\n  \n\t\n").unwrap();
+    fails_with(&tiny_train(&run, &blank, &[]), "every line is blank");
+    let binary = tmp.path().join("latin1.txt");
+    std::fs::write(&binary, b"caf\xe9\nna\xefve\n").unwrap();
+    fails_with(&tiny_train(&run, &binary, &[]), "not valid UTF-8");
+}
+
+#[test]
+fn bad_model_shapes_and_long_documents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d.txt");
+    std::fs::write(&data, "a fairly long line of text\nshort\nanother one\n").unwrap();
+    let run = tmp.path().join("run");
+    fails_with(&tiny_train(&run, &data, &["--n-head", "3"]), "divisible");
+    let out = tiny_train(&run, &data, &["--n-ctx", "8"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("longer than n_ctx = 8") && err.contains("cut"), "{err}");
+}
+
+#[test]
+fn missing_or_truncated_checkpoints_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    fails_with(
+        &gpt(&["sample", "--model", tmp.path().join("nope").to_str().unwrap()]),
+        "does not exist",
+    );
+    let data = tmp.path().join("d.txt");
+    std::fs::write(&data, "abc\nbcd\ncde\n").unwrap();
+    let run = tmp.path().join("run");
+    assert!(tiny_train(&run, &data, &[]).status.success());
+    let weights = run.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    fails_with(&gpt(&["sample", "--model", run.to_str().unwrap()]), "truncated");
+}
