@@ -6,7 +6,8 @@
 //!    space, numbers, punctuation runs, white space) with GPT-2's pattern;
 //! 2. each piece's UTF-8 bytes become one id per byte;
 //! 3. adjacent ids are merged by rank ([`vocab.bpe`](Bpe::gpt2)'s order) until
-//!    no merge applies. A piece that is itself a token is looked up directly.
+//!    no merge applies. A piece that is itself a token is looked up directly,
+//!    and a piece already merged earlier in the same call comes from a cache.
 //!
 //! Decoding concatenates the tokens' bytes. `<|endoftext|>` is a token of its
 //! own only where the caller allows special tokens; elsewhere it is text.
