@@ -8,11 +8,13 @@
 //! - [`model`]: the GPT definition, its config, parameters and checkpoints
 //! - [`train`]: loss, optimizer, schedule, training loop, checkpoint writing
 //! - [`sample`]: generation with a KV cache, temperature and top-k
+//! - [`hub`]: download models from the Hugging Face Hub into its cache; find them by name
 //! - [`cli`]: the `gpt` command line
 
 pub mod autograd;
 pub mod cli;
 pub mod data;
+pub mod hub;
 pub mod model;
 pub mod sample;
 pub mod tensor;

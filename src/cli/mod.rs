@@ -1,5 +1,6 @@
 //! The `gpt` command line: one subcommand per job.
 
+mod download;
 mod sample;
 mod tokenize;
 mod train;
@@ -23,6 +24,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Generate documents from a model trained with `gpt train`
     Sample(sample::SampleArgs),
+    /// Download a GPT-2 model from the Hugging Face Hub into its cache (gpt2, gpt2-medium, …, org/name)
+    Download(download::DownloadArgs),
     /// Print the token ids of a text as one JSON array (GPT-2's BPE by default)
     Tokenize(tokenize::TokenizeArgs),
     /// Tokenize a text corpus into train.bin / val.bin token files
@@ -43,6 +46,7 @@ pub fn run() -> Result<()> {
     pool.install(|| match cli.command {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
+        Command::Download(a) => download::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Prepare(a) => tokenize::run_prepare(a),
         Command::Tokenizer(c) => tokenize::run_tokenizer(c),

@@ -1,0 +1,35 @@
+//! `gpt download`: fetch a GPT-2 model from the Hugging Face Hub into the cache.
+
+use crate::hub::{Hub, RepoId};
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct DownloadArgs {
+    /// gpt2, gpt2-medium, gpt2-large, gpt2-xl, or a Hub repo id (org/name)
+    pub model: String,
+    /// Branch, tag or commit to download
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+}
+
+/// Downloads, says what happened on stderr, and prints the snapshot directory on stdout.
+pub fn run(a: DownloadArgs) -> Result<()> {
+    let repo = RepoId::parse(&a.model)?;
+    let hub = Hub::from_env()?;
+    let done = hub.download(&repo, &a.revision)?;
+    for file in &done.missing {
+        eprintln!("note: {repo} has no {file} (optional); skipped it");
+    }
+    let how = match done.fetched.len() {
+        0 => "already in the cache".to_string(),
+        n => format!("{n} file(s) downloaded"),
+    };
+    let model = match a.revision.as_str() {
+        "main" => a.model.clone(),
+        rev => format!("{}@{rev}", a.model),
+    };
+    eprintln!("{repo} at commit {}: {how}; use it with --model {model}", done.commit);
+    println!("{}", done.snapshot.display());
+    Ok(())
+}

@@ -1,0 +1,448 @@
+//! `gpt download` end to end against a small Hub served by the test on
+//! 127.0.0.1: the cache layout, loading by name, a token, a resumed partial
+//! file, an interrupted transfer, corrupt downloads and missing files.
+
+use gpt::hub::{resolve_model_in, Cache, Hub, RepoId};
+use gpt::model::{Gpt, GptConfig, Init};
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const REPO: &str = "org/tiny";
+const COMMIT: &str = "a9b8c7d6e5f40312a9b8c7d6e5f40312a9b8c7d6";
+const TOKEN: &str = "hf_secret";
+
+/// One file as the Hub serves it.
+#[derive(Clone)]
+struct File {
+    /// The bytes sent (differ from the true content in corruption tests).
+    body: Vec<u8>,
+    /// `X-Linked-Etag` (LFS, the true sha256) or `ETag` (the true git blob sha1).
+    etag: String,
+    lfs: bool,
+    /// Send only this many bytes of the next full GET, then hang up.
+    cut: Option<usize>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn lfs(content: &[u8]) -> File {
+    let etag = hex(&Sha256::digest(content));
+    File {
+        body: content.to_vec(),
+        etag,
+        lfs: true,
+        cut: None,
+    }
+}
+
+fn git(content: &[u8]) -> File {
+    let mut h = Sha1::new();
+    h.update(format!("blob {}\0", content.len()).as_bytes());
+    h.update(content);
+    File {
+        body: content.to_vec(),
+        etag: hex(&h.finalize()),
+        lfs: false,
+        cut: None,
+    }
+}
+
+/// A tiny GPT-2 checkpoint plus tokenizer files, as the Hub would hold them.
+fn tiny_model() -> (Gpt, HashMap<&'static str, File>) {
+    let model = Gpt::new(GptConfig::gpt2(11, 8, 12, 3, 2), Init::Gpt2, &mut gpt::tensor::rng(0));
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path()).unwrap();
+    let files = HashMap::from([
+        ("config.json", git(&fs::read(dir.path().join("config.json")).unwrap())),
+        (
+            "model.safetensors",
+            lfs(&fs::read(dir.path().join("model.safetensors")).unwrap()),
+        ),
+        ("vocab.json", git(br#"{"a": 0, "b": 1}"#)),
+        ("merges.txt", git(b"#version: 0.2\na b\n")),
+    ]);
+    (model, files)
+}
+
+/// A request the server saw: method, path, lowercase header names.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+}
+
+/// A Hub with one repo, `REPO`, answering on 127.0.0.1 until dropped (or 60 s).
+struct Server {
+    url: String,
+    files: Arc<Mutex<HashMap<&'static str, File>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(files: HashMap<&'static str, File>, token: Option<&'static str>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let files = Arc::new(Mutex::new(files));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (f, s, st) = (files.clone(), seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => serve(stream, &f, &s, token),
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Server {
+            url,
+            files,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn gets(&self, file: &str) -> Vec<Seen> {
+        self.seen()
+            .into_iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with(file))
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Answers one request (each connection carries one: `Connection: close`).
+fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &Mutex<Vec<Seen>>, token: Option<&str>) {
+    stream.set_nonblocking(false).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (
+        parts.next().unwrap_or("").to_string(),
+        parts.next().unwrap_or("").to_string(),
+    );
+    let mut headers = HashMap::new();
+    for _ in 0..100 {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        path: path.clone(),
+        headers: headers.clone(),
+    });
+    let mut out = stream;
+    let mut reply = |status: &str, extra: &[(&str, String)], body: &[u8]| {
+        let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\n");
+        for (k, v) in extra {
+            head += &format!("{k}: {v}\r\n");
+        }
+        let _ = out.write_all(format!("{head}\r\n").as_bytes());
+        let _ = out.write_all(body);
+    };
+    let error = |code: &str| [("X-Error-Code", code.to_string()), ("Content-Length", "0".to_string())];
+    let authorized = token.is_none_or(|t| headers.get("authorization") == Some(&format!("Bearer {t}")));
+    let Some(rest) = path.strip_prefix(&format!("/{REPO}/resolve/")).filter(|_| authorized) else {
+        return reply("401 Unauthorized", &error("RepoNotFound"), b"");
+    };
+    let (revision, name) = rest.split_once('/').unwrap_or((rest, ""));
+    if revision != "main" && revision != COMMIT {
+        return reply("404 Not Found", &error("RevisionNotFound"), b"");
+    }
+    let range_from = headers
+        .get("range")
+        .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<usize>().ok());
+    let mut files = files.lock().unwrap();
+    let Some(file) = files.get_mut(name) else {
+        return reply("404 Not Found", &error("EntryNotFound"), b"");
+    };
+    let cut = if method == "GET" && range_from.is_none() {
+        file.cut.take()
+    } else {
+        None
+    };
+    let (file, len) = (file.clone(), file.body.len());
+    let mut h = vec![
+        ("X-Repo-Commit", COMMIT.to_string()),
+        ("Accept-Ranges", "bytes".to_string()),
+        (
+            "ETag",
+            format!("\"{}\"", if file.lfs { "not-the-sha256" } else { &file.etag }),
+        ),
+    ];
+    if file.lfs {
+        h.push(("X-Linked-Etag", format!("\"{}\"", file.etag)));
+        h.push(("X-Linked-Size", len.to_string()));
+    }
+    match (method.as_str(), range_from) {
+        ("HEAD", _) => {
+            h.push(("Content-Length", len.to_string()));
+            reply("200 OK", &h, b"")
+        }
+        ("GET", Some(from)) if from < len => {
+            h.push(("Content-Length", (len - from).to_string()));
+            h.push(("Content-Range", format!("bytes {from}-{}/{len}", len - 1)));
+            reply("206 Partial Content", &h, &file.body[from..])
+        }
+        ("GET", _) => {
+            h.push(("Content-Length", len.to_string()));
+            reply("200 OK", &h, &file.body[..cut.unwrap_or(len)])
+        }
+        _ => reply("405 Method Not Allowed", &[("Content-Length", "0".to_string())], b""),
+    }
+}
+
+fn hub(server: &Server, cache: &Path, token: Option<&str>) -> Hub {
+    Hub {
+        endpoint: server.url.clone(),
+        cache: Cache::new(cache),
+        token: token.map(String::from),
+        progress: false,
+    }
+}
+
+fn repo() -> RepoId {
+    RepoId::parse(REPO).unwrap()
+}
+
+fn repo_dir(cache: &Path) -> PathBuf {
+    cache.join("models--org--tiny")
+}
+
+/// `gpt download` with a clean environment pointing at the test server.
+fn gpt_download(server: &Server, hf_home: &Path, token: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpt"));
+    cmd.args(["download", REPO])
+        .env("HF_HOME", hf_home)
+        .env("HF_ENDPOINT", &server.url)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN");
+    if let Some(t) = token {
+        cmd.env("HF_TOKEN", t);
+    }
+    cmd.output().expect("gpt runs")
+}
+
+#[test]
+fn downloads_into_the_hub_cache_and_loads_by_name() {
+    let (model, files) = tiny_model();
+    let sha = files["model.safetensors"].etag.clone();
+    let server = Server::start(files, Some(TOKEN));
+    let home = tempfile::tempdir().unwrap();
+
+    // Without the token the private repo is refused, with a hint.
+    let out = gpt_download(&server, home.path(), None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("org/tiny was not found") && err.contains("HF_TOKEN"),
+        "{err}"
+    );
+
+    let out = gpt_download(&server, home.path(), Some(TOKEN));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cache = home.path().join("hub");
+    let snapshot = repo_dir(&cache).join("snapshots").join(COMMIT);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        snapshot.to_str().unwrap()
+    );
+    assert_eq!(fs::read_to_string(repo_dir(&cache).join("refs/main")).unwrap(), COMMIT);
+    let link = fs::read_link(snapshot.join("model.safetensors")).unwrap();
+    assert_eq!(link, Path::new("../../blobs").join(&sha));
+    assert_eq!(
+        fs::read_link(snapshot.join("merges.txt")).unwrap().parent(),
+        Some(Path::new("../../blobs"))
+    );
+    // Every file after the first is asked for at the pinned commit, with the token.
+    let seen = server.seen();
+    assert!(seen
+        .iter()
+        .any(|r| r.path == format!("/{REPO}/resolve/{COMMIT}/model.safetensors")));
+    let authorized = |r: &Seen| r.headers.get("authorization").map(String::as_str) == Some("Bearer hf_secret");
+    assert_eq!(seen.iter().filter(|r| authorized(r)).count(), 8, "{seen:?}"); // 4 HEAD + 4 GET
+
+    let dir = resolve_model_in(&Cache::new(&cache), REPO).unwrap();
+    assert_eq!(dir, snapshot);
+    assert_eq!(Gpt::load(&dir).unwrap().params, model.params);
+
+    // A second download finds everything cached: metadata only, no transfer.
+    let out = gpt_download(&server, home.path(), Some(TOKEN));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already in the cache"));
+    assert_eq!(server.seen().iter().filter(|r| r.method == "GET").count(), 4);
+}
+
+#[test]
+fn resumes_a_partial_file_with_a_range_request() {
+    let (model, files) = tiny_model();
+    let content = files["model.safetensors"].body.clone();
+    let blob = repo_dir(Path::new(""))
+        .join("blobs")
+        .join(&files["model.safetensors"].etag);
+    let server = Server::start(files, None);
+    let cache = tempfile::tempdir().unwrap();
+    let partial = cache.path().join(format!("{}.incomplete", blob.display()));
+    fs::create_dir_all(partial.parent().unwrap()).unwrap();
+    let half = content.len() / 2;
+    fs::write(&partial, &content[..half]).unwrap();
+
+    let done = hub(&server, cache.path(), None).download(&repo(), "main").unwrap();
+    let gets = server.gets("model.safetensors");
+    assert_eq!(gets.len(), 1);
+    assert_eq!(gets[0].headers.get("range"), Some(&format!("bytes={half}-")));
+    assert!(!partial.exists());
+    assert_eq!(fs::read(cache.path().join(&blob)).unwrap(), content);
+    assert_eq!(Gpt::load(&done.snapshot).unwrap().params, model.params);
+}
+
+#[test]
+fn an_interrupted_transfer_resumes_on_the_next_run() {
+    let (_, mut files) = tiny_model();
+    let len = files["model.safetensors"].body.len();
+    files.get_mut("model.safetensors").unwrap().cut = Some(len / 3);
+    let server = Server::start(files, None);
+    let cache = tempfile::tempdir().unwrap();
+    let hub = hub(&server, cache.path(), None);
+
+    let err = format!("{:#}", hub.download(&repo(), "main").unwrap_err());
+    assert!(err.contains("run the same command again to resume"), "{err}");
+    assert!(!repo_dir(cache.path()).join("snapshots").exists());
+    hub.download(&repo(), "main").unwrap();
+    let gets = server.gets("model.safetensors");
+    assert_eq!(gets.len(), 2);
+    let from: usize = gets[1].headers["range"]
+        .trim_start_matches("bytes=")
+        .trim_end_matches('-')
+        .parse()
+        .unwrap();
+    assert!(from > 0 && from <= len / 3, "resumed from {from}");
+}
+
+#[test]
+fn corrupt_downloads_are_detected_and_deleted() {
+    for (file, hash) in [("model.safetensors", "sha256"), ("config.json", "git blob sha1")] {
+        let (_, mut files) = tiny_model();
+        let served = files.get_mut(file).unwrap();
+        served.body[7] ^= 1; // same length, one bit wrong
+        let etag = served.etag.clone();
+        let server = Server::start(files, None);
+        let cache = tempfile::tempdir().unwrap();
+
+        let err = format!(
+            "{:#}",
+            hub(&server, cache.path(), None).download(&repo(), "main").unwrap_err()
+        );
+        assert!(
+            err.contains(&format!("corrupt download of org/tiny/{file}")) && err.contains(hash),
+            "{err}"
+        );
+        assert!(err.contains("retry"), "{err}");
+        let dir = repo_dir(cache.path());
+        assert!(!dir.join("snapshots").exists() && !dir.join("refs").exists());
+        assert!(!dir.join("blobs").join(&etag).exists());
+        assert!(!dir.join("blobs").join(format!("{etag}.incomplete")).exists());
+    }
+}
+
+#[test]
+fn missing_files_repos_and_revisions() {
+    let (_, mut files) = tiny_model();
+    files.remove("merges.txt");
+    let server = Server::start(files, None);
+    let cache = tempfile::tempdir().unwrap();
+    let hub = hub(&server, cache.path(), None);
+
+    // An optional file may be missing.
+    let done = hub.download(&repo(), "main").unwrap();
+    assert_eq!(done.missing, ["merges.txt"]);
+    assert!(done.snapshot.join("vocab.json").is_file() && !done.snapshot.join("merges.txt").exists());
+
+    // A required one may not: the error names the file and the repo.
+    server.files.lock().unwrap().remove("model.safetensors");
+    let cache = tempfile::tempdir().unwrap();
+    let hub = Hub {
+        cache: Cache::new(cache.path()),
+        ..hub
+    };
+    let err = format!("{:#}", hub.download(&repo(), "main").unwrap_err());
+    assert!(
+        err.contains("model.safetensors was not found in org/tiny at revision main"),
+        "{err}"
+    );
+    assert!(!cache.path().join("models--org--tiny/snapshots").exists());
+
+    let err = format!(
+        "{:#}",
+        hub.download(&RepoId::parse("org/nope").unwrap(), "main").unwrap_err()
+    );
+    assert!(err.contains("repository org/nope was not found"), "{err}");
+    let err = format!("{:#}", hub.download(&repo(), "v9").unwrap_err());
+    assert!(err.contains("revision v9 was not found in org/tiny"), "{err}");
+}
+
+#[test]
+fn unknown_names_and_unreachable_hubs_are_clear_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(["download", "gpt3"])
+        .env("HF_HOME", home.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"gpt3\" is not a model name"),
+        "{err}"
+    );
+
+    // A port nothing listens on (bound, then released).
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let hub = Hub {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        cache: Cache::new(home.path()),
+        token: None,
+        progress: false,
+    };
+    let err = format!("{:#}", hub.download(&repo(), "main").unwrap_err());
+    assert!(
+        err.contains("cannot reach http://127.0.0.1") && err.contains("HF_ENDPOINT"),
+        "{err}"
+    );
+}
