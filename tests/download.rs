@@ -84,7 +84,17 @@ struct Seen {
     headers: HashMap<String, String>,
 }
 
-/// A Hub with one repo, `REPO`, answering on 127.0.0.1 until dropped (or 60 s).
+/// How the server behaves beyond serving `REPO`.
+#[derive(Clone, Default)]
+struct Rules {
+    /// Refuse requests without `Authorization: Bearer {token}` (the CDN never asks).
+    token: Option<&'static str>,
+    /// Redirect LFS files to `{cdn}/cdn/{sha256}`, as the Hub does to its CDN.
+    cdn: Option<String>,
+}
+
+/// A Hub with one repo, `REPO`, that also serves `/cdn/{sha256}`, answering on
+/// 127.0.0.1 until dropped (or 60 s).
 struct Server {
     url: String,
     files: Arc<Mutex<HashMap<&'static str, File>>>,
@@ -94,7 +104,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(files: HashMap<&'static str, File>, token: Option<&'static str>) -> Server {
+    fn start(files: HashMap<&'static str, File>, rules: Rules) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -106,7 +116,7 @@ impl Server {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
-                    Ok((stream, _)) => serve(stream, &f, &s, token),
+                    Ok((stream, _)) => serve(stream, &f, &s, &rules),
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
@@ -142,7 +152,7 @@ impl Drop for Server {
 }
 
 /// Answers one request (each connection carries one: `Connection: close`).
-fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &Mutex<Vec<Seen>>, token: Option<&str>) {
+fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &Mutex<Vec<Seen>>, rules: &Rules) {
     stream.set_nonblocking(false).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -180,21 +190,28 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
         let _ = out.write_all(body);
     };
     let error = |code: &str| [("X-Error-Code", code.to_string()), ("Content-Length", "0".to_string())];
-    let authorized = token.is_none_or(|t| headers.get("authorization") == Some(&format!("Bearer {t}")));
-    let Some(rest) = path.strip_prefix(&format!("/{REPO}/resolve/")).filter(|_| authorized) else {
-        return reply("401 Unauthorized", &error("RepoNotFound"), b"");
+    let mut files = files.lock().unwrap();
+    let file = if let Some(sha) = path.strip_prefix("/cdn/") {
+        files.values_mut().find(|f| f.etag == sha)
+    } else {
+        let authorized = rules
+            .token
+            .is_none_or(|t| headers.get("authorization") == Some(&format!("Bearer {t}")));
+        let Some(rest) = path.strip_prefix(&format!("/{REPO}/resolve/")).filter(|_| authorized) else {
+            return reply("401 Unauthorized", &error("RepoNotFound"), b"");
+        };
+        let (revision, name) = rest.split_once('/').unwrap_or((rest, ""));
+        if revision != "main" && revision != COMMIT {
+            return reply("404 Not Found", &error("RevisionNotFound"), b"");
+        }
+        files.get_mut(name)
     };
-    let (revision, name) = rest.split_once('/').unwrap_or((rest, ""));
-    if revision != "main" && revision != COMMIT {
-        return reply("404 Not Found", &error("RevisionNotFound"), b"");
-    }
+    let Some(file) = file else {
+        return reply("404 Not Found", &error("EntryNotFound"), b"");
+    };
     let range_from = headers
         .get("range")
         .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse::<usize>().ok());
-    let mut files = files.lock().unwrap();
-    let Some(file) = files.get_mut(name) else {
-        return reply("404 Not Found", &error("EntryNotFound"), b"");
-    };
     let cut = if method == "GET" && range_from.is_none() {
         file.cut.take()
     } else {
@@ -214,6 +231,11 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
         h.push(("X-Linked-Size", len.to_string()));
     }
     match (method.as_str(), range_from) {
+        ("HEAD", _) if file.lfs && rules.cdn.is_some() => {
+            h.push(("Location", format!("{}/cdn/{}", rules.cdn.as_ref().unwrap(), file.etag)));
+            h.push(("Content-Length", "0".to_string()));
+            reply("302 Found", &h, b"")
+        }
         ("HEAD", _) => {
             h.push(("Content-Length", len.to_string()));
             reply("200 OK", &h, b"")
@@ -266,7 +288,13 @@ fn gpt_download(server: &Server, hf_home: &Path, token: Option<&str>) -> Output 
 fn downloads_into_the_hub_cache_and_loads_by_name() {
     let (model, files) = tiny_model();
     let sha = files["model.safetensors"].etag.clone();
-    let server = Server::start(files, Some(TOKEN));
+    let server = Server::start(
+        files,
+        Rules {
+            token: Some(TOKEN),
+            cdn: None,
+        },
+    );
     let home = tempfile::tempdir().unwrap();
 
     // Without the token the private repo is refused, with a hint.
@@ -311,13 +339,42 @@ fn downloads_into_the_hub_cache_and_loads_by_name() {
 }
 
 #[test]
+fn lfs_files_come_from_the_cdn_the_hub_redirects_to_without_the_token() {
+    let (model, files) = tiny_model();
+    let cdn = Server::start(files.clone(), Rules::default());
+    let server = Server::start(
+        files,
+        Rules {
+            token: Some(TOKEN),
+            cdn: Some(cdn.url.clone()),
+        },
+    );
+    let cache = tempfile::tempdir().unwrap();
+
+    let done = hub(&server, cache.path(), Some(TOKEN))
+        .download(&repo(), "main")
+        .unwrap();
+    assert_eq!(Gpt::load(&done.snapshot).unwrap().params, model.params);
+    assert!(
+        server.gets("model.safetensors").is_empty(),
+        "the HEAD's redirect was not followed"
+    );
+    let from_cdn = cdn.seen();
+    assert_eq!(from_cdn.len(), 1, "{from_cdn:?}");
+    assert_eq!(
+        (from_cdn[0].method.as_str(), from_cdn[0].headers.get("authorization")),
+        ("GET", None)
+    );
+}
+
+#[test]
 fn resumes_a_partial_file_with_a_range_request() {
     let (model, files) = tiny_model();
     let content = files["model.safetensors"].body.clone();
     let blob = repo_dir(Path::new(""))
         .join("blobs")
         .join(&files["model.safetensors"].etag);
-    let server = Server::start(files, None);
+    let server = Server::start(files, Rules::default());
     let cache = tempfile::tempdir().unwrap();
     let partial = cache.path().join(format!("{}.incomplete", blob.display()));
     fs::create_dir_all(partial.parent().unwrap()).unwrap();
@@ -335,17 +392,22 @@ fn resumes_a_partial_file_with_a_range_request() {
 
 #[test]
 fn an_interrupted_transfer_resumes_on_the_next_run() {
-    let (_, mut files) = tiny_model();
+    let (model, mut files) = tiny_model();
     let len = files["model.safetensors"].body.len();
     files.get_mut("model.safetensors").unwrap().cut = Some(len / 3);
-    let server = Server::start(files, None);
+    let server = Server::start(files, Rules::default());
     let cache = tempfile::tempdir().unwrap();
     let hub = hub(&server, cache.path(), None);
 
     let err = format!("{:#}", hub.download(&repo(), "main").unwrap_err());
-    assert!(err.contains("run the same command again to resume"), "{err}");
+    let stopped = format!("org/tiny/model.safetensors stopped after {} of {len} bytes", len / 3);
+    assert!(
+        err.contains(&stopped) && err.contains("run the same command again to resume"),
+        "{err}"
+    );
     assert!(!repo_dir(cache.path()).join("snapshots").exists());
-    hub.download(&repo(), "main").unwrap();
+    let done = hub.download(&repo(), "main").unwrap();
+    assert_eq!(Gpt::load(&done.snapshot).unwrap().params, model.params);
     let gets = server.gets("model.safetensors");
     assert_eq!(gets.len(), 2);
     let from: usize = gets[1].headers["range"]
@@ -353,7 +415,7 @@ fn an_interrupted_transfer_resumes_on_the_next_run() {
         .trim_end_matches('-')
         .parse()
         .unwrap();
-    assert!(from > 0 && from <= len / 3, "resumed from {from}");
+    assert_eq!(from, len / 3);
 }
 
 #[test]
@@ -363,7 +425,7 @@ fn corrupt_downloads_are_detected_and_deleted() {
         let served = files.get_mut(file).unwrap();
         served.body[7] ^= 1; // same length, one bit wrong
         let etag = served.etag.clone();
-        let server = Server::start(files, None);
+        let server = Server::start(files, Rules::default());
         let cache = tempfile::tempdir().unwrap();
 
         let err = format!(
@@ -386,7 +448,7 @@ fn corrupt_downloads_are_detected_and_deleted() {
 fn missing_files_repos_and_revisions() {
     let (_, mut files) = tiny_model();
     files.remove("merges.txt");
-    let server = Server::start(files, None);
+    let server = Server::start(files, Rules::default());
     let cache = tempfile::tempdir().unwrap();
     let hub = hub(&server, cache.path(), None);
 

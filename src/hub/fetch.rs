@@ -98,22 +98,22 @@ fn append(mut body: impl Read, file: &mut File, verifier: &mut Verifier, bar: &P
 }
 
 fn progress_bar(show: bool, size: Option<u64>, start: u64, label: &str) -> ProgressBar {
-    if !show {
-        return ProgressBar::hidden();
-    }
-    let bar = match size {
-        Some(size) => ProgressBar::new(size).with_style(
+    let bar = match (show, size) {
+        (false, _) => ProgressBar::hidden(),
+        (true, Some(size)) => ProgressBar::new(size).with_style(
             ProgressStyle::with_template(
-                "{msg:24!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta}",
+                "{msg:18!} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} eta {eta}",
             )
             .expect("a valid template")
             .progress_chars("=> "),
         ),
-        None => ProgressBar::no_length().with_style(
-            ProgressStyle::with_template("{msg:24!} {bytes:>10} {binary_bytes_per_sec:>12}").expect("valid"),
+        (true, None) => ProgressBar::no_length().with_style(
+            ProgressStyle::with_template("{msg:18!} {bytes:>10} {binary_bytes_per_sec:>12}").expect("valid"),
         ),
     };
+    // The bar names the file only: `{repo}/` would not fit.
+    bar.set_message(label.rsplit('/').next().unwrap_or(label).to_string());
     bar.set_position(start);
     bar.reset_eta();
-    bar.with_message(label.to_string())
+    bar
 }
