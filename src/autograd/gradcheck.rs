@@ -126,6 +126,16 @@ mod tests {
     }
 
     #[test]
+    fn selected_rows_including_a_repeat() {
+        let mut p = Params::default();
+        let x = randn(&mut p, "x", &[5, 3], 16);
+        check(&p, 1e-2, |g| {
+            let x = g.param(x);
+            g.rows(x, &[4, 0, 4])
+        });
+    }
+
+    #[test]
     fn add_uses_both_inputs_and_a_repeated_one() {
         let mut p = Params::default();
         let a = randn(&mut p, "a", &[3, 4], 9);

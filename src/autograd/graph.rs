@@ -5,9 +5,9 @@ use crate::tensor::attention::{attention_backward, attention_forward, AttnShape,
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::tensor::elementwise::{add_forward, dropout_forward, mul_accumulate, Activation};
 use crate::tensor::embedding::{embedding_backward, embedding_forward};
-use crate::tensor::linear::{linear_backward, linear_forward, LinearShape};
+use crate::tensor::linear::{linear_backward, linear_forward, linear_forward_bf16, LinearShape};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
-use crate::tensor::{accumulate, Rng, Tensor};
+use crate::tensor::{accumulate, Bf16, Rng, Tensor};
 use std::mem;
 
 /// A value recorded on a [`Graph`].
@@ -62,6 +62,10 @@ enum Op {
     Dropout {
         x: Var,
         mask: Vec<f32>,
+    },
+    Rows {
+        x: Var,
+        rows: Vec<usize>,
     },
     Attention {
         qkv: Var,
@@ -166,8 +170,24 @@ impl<'p> Graph<'p> {
 
     pub fn value(&self, v: Var) -> &[f32] {
         match &self.nodes[v.0].value {
-            Value::Param(id) => &self.params.get(*id).data,
+            Value::Param(id) => {
+                assert!(
+                    self.params.get_bf16(*id).is_none(),
+                    "{} is held as bf16: only linear and embedding read it",
+                    self.params.names[id.0]
+                );
+                &self.params.get(*id).data
+            }
             Value::Owned(buf) => buf,
+        }
+    }
+
+    /// The bf16 weights behind `v`, if it is a parameter held that way.
+    fn bf16(&self, v: Var) -> Option<&'p [Bf16]> {
+        let params: &'p Params = self.params;
+        match self.nodes[v.0].value {
+            Value::Param(id) => params.get_bf16(id),
+            Value::Owned(_) => None,
         }
     }
 
@@ -208,7 +228,10 @@ impl<'p> Graph<'p> {
         );
         assert!(pos.iter().all(|&p| (p as usize) < n_ctx), "position beyond n_ctx");
         let mut out = self.ws.take(tokens.len() * c);
-        embedding_forward(&mut out, tokens, pos, self.value(wte), self.value(wpe), c);
+        match self.bf16(wte) {
+            Some(w) => embedding_forward(&mut out, tokens, pos, w, self.value(wpe), c),
+            None => embedding_forward(&mut out, tokens, pos, self.value(wte), self.value(wpe), c),
+        }
         let (tokens, pos) = if self.grad_enabled {
             (tokens.to_vec(), pos.to_vec())
         } else {
@@ -229,7 +252,21 @@ impl<'p> Graph<'p> {
         assert_eq!(w_in, d_in, "linear: input has {d_in} features, weight expects {w_in}");
         let shape = LinearShape { n, d_in, d_out, w_t };
         let mut out = self.ws.take(n * d_out);
-        linear_forward(&mut out, self.value(x), self.value(w), b.map(|b| self.value(b)), shape);
+        if let Some(w16) = self.bf16(w) {
+            assert!(!self.grad_enabled, "bf16 weights are for inference only");
+            let mut scratch = self.ws.take(if n > 8 { w16.len() } else { 0 });
+            linear_forward_bf16(
+                &mut out,
+                self.value(x),
+                w16,
+                b.map(|b| self.value(b)),
+                shape,
+                &mut scratch,
+            );
+            self.ws.give(scratch);
+        } else {
+            linear_forward(&mut out, self.value(x), self.value(w), b.map(|b| self.value(b)), shape);
+        }
         let mut out_shape = self.shape(x).to_vec();
         *out_shape.last_mut().unwrap() = d_out;
         self.push(out_shape, Value::Owned(out), Op::Linear { x, w, b, shape })
@@ -293,6 +330,18 @@ impl<'p> Graph<'p> {
         self.dropout = Some((p, rng));
         let shape = self.shape(x).to_vec();
         self.push(shape, Value::Owned(out), Op::Dropout { x, mask })
+    }
+
+    /// `x[N, C] -> [rows.len(), C]`: the listed rows (e.g. each sequence's last token).
+    pub fn rows(&mut self, x: Var, rows: &[usize]) -> Var {
+        let (n, c) = self.rows_cols(x);
+        assert!(rows.iter().all(|&r| r < n), "row index out of range");
+        let mut out = self.ws.take(rows.len() * c);
+        for (o, &r) in out.chunks_mut(c).zip(rows) {
+            o.copy_from_slice(&self.value(x)[r * c..(r + 1) * c]);
+        }
+        let rows = if self.grad_enabled { rows.to_vec() } else { Vec::new() };
+        self.push(vec![out.len() / c.max(1), c], Value::Owned(out), Op::Rows { x, rows })
     }
 
     /// Causal self-attention: `qkv[B·T, 3C] -> [B·T, C]`, each token attending
@@ -509,6 +558,13 @@ impl<'p> Graph<'p> {
                 };
                 mul_accumulate(&mut dx, dout, mask);
                 g[x.0] = dx;
+            }
+            Op::Rows { x, rows } => {
+                let (x, c) = (*x, node.shape[1]);
+                let rows = rows.clone();
+                with_grad!(x, |dx| for (d, &r) in dout.chunks(c).zip(&rows) {
+                    accumulate(&mut dx[r * c..(r + 1) * c], d);
+                });
             }
             Op::Attention { qkv, shape, .. } => {
                 let (qkv, shape) = (*qkv, *shape);

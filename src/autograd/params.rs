@@ -1,12 +1,14 @@
 //! Named parameter tensors and their gradients.
 
-use crate::tensor::Tensor;
+use crate::tensor::{Bf16, Tensor};
 
 /// The trainable tensors of a model, in a fixed order, with their names.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Params {
     pub names: Vec<String>,
     pub tensors: Vec<Tensor>,
+    /// Matrices held as bf16 for inference ([`Params::to_bf16`]); their f32 data is then empty.
+    pub bf16: Vec<Option<Vec<Bf16>>>,
 }
 
 /// Index of a parameter in its [`Params`].
@@ -17,6 +19,7 @@ impl Params {
     pub fn add(&mut self, name: impl Into<String>, tensor: Tensor) -> ParamId {
         self.names.push(name.into());
         self.tensors.push(tensor);
+        self.bf16.push(None);
         ParamId(self.tensors.len() - 1)
     }
 
@@ -26,6 +29,22 @@ impl Params {
 
     pub fn find(&self, name: &str) -> Option<ParamId> {
         self.names.iter().position(|n| n == name).map(ParamId)
+    }
+
+    /// Holds every matrix except `wpe` as bf16 (half the bytes), freeing its
+    /// f32 copy: for inference, where reading the weights is the cost.
+    pub fn to_bf16(&mut self) {
+        for ((name, t), half) in self.names.iter().zip(&mut self.tensors).zip(&mut self.bf16) {
+            if t.shape.len() == 2 && !name.ends_with("wpe.weight") && half.is_none() {
+                *half = Some(t.data.iter().map(|&x| Bf16::from_f32(x)).collect());
+                t.data = Vec::new();
+            }
+        }
+    }
+
+    /// The bf16 copy of a parameter, if it is held that way.
+    pub fn get_bf16(&self, id: ParamId) -> Option<&[Bf16]> {
+        self.bf16[id.0].as_deref()
     }
 
     /// Total number of scalars.

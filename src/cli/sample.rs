@@ -22,6 +22,9 @@ pub struct SampleArgs {
     /// Sample only among the K most likely tokens
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Sample only among the most likely tokens holding probability P
+    #[arg(long)]
+    pub top_p: Option<f32>,
     /// Random seed
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -44,13 +47,10 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let opts = SampleOptions {
         temperature: a.temperature,
         top_k: a.top_k,
+        top_p: a.top_p,
     };
-    let mut r = rng(a.seed);
-    // Batches of at most 256 sequences keep the KV cache small.
-    for chunk in (0..a.num_samples).collect::<Vec<_>>().chunks(256) {
-        for ids in generate_documents(&model, tok.bos(), chunk.len(), opts, &mut r) {
-            println!("{}", tok.decode(&ids)?);
-        }
+    for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.seed)) {
+        println!("{}", tok.decode(&ids)?);
     }
     Ok(())
 }

@@ -295,6 +295,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let opts = SampleOptions {
         temperature: s.temperature,
         top_k: None,
+        top_p: None,
     };
     let samples = generate_documents(&model, tok.bos(), s.num_samples, opts, &mut rng(a.seed));
     let seen: HashSet<&str> = train_docs.iter().map(String::as_str).collect();

@@ -181,14 +181,13 @@ impl Gpt {
     /// `tokens[B·T]` at positions `pos[B·T]` (each token's position in its
     /// document) -> logits `[B·T, vocab_size]`. With a KV cache, the tokens
     /// continue the cached sequences and the cache grows by `T`.
-    pub fn forward(
-        &self,
-        g: &mut Graph,
-        tokens: &[u32],
-        pos: &[u32],
-        b: usize,
-        mut cache: Option<&mut KvCache>,
-    ) -> Var {
+    pub fn forward(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, cache: Option<&mut KvCache>) -> Var {
+        let h = self.hidden(g, tokens, pos, b, cache);
+        self.logits(g, h)
+    }
+
+    /// The blocks and the final norm: the hidden state `[B·T, C]` that [`Gpt::logits`] reads.
+    pub fn hidden(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, mut cache: Option<&mut KvCache>) -> Var {
         let c = &self.config;
         let (wte, wpe) = (g.param(self.wte), g.param(self.wpe));
         let mut x = g.embedding(wte, wpe, tokens, pos); // [B·T, C]
@@ -217,9 +216,13 @@ impl Gpt {
         if c.final_norm {
             x = self.norm(g, x, self.ln_f);
         }
-        // Logits through wte (tied) or lm_head, both stored [vocab, C].
+        x
+    }
+
+    /// `[N, C] -> [N, vocab_size]` through `wte` (tied) or `lm_head`, both stored `[vocab, C]`.
+    pub fn logits(&self, g: &mut Graph, h: Var) -> Var {
         let head = g.param(self.lm_head.unwrap_or(self.wte));
-        g.linear(x, head, None, true) // [B·T, V]
+        g.linear(h, head, None, true)
     }
 }
 
@@ -250,6 +253,24 @@ mod tests {
                 g.cross_entropy(logits, &targets)
             });
         }
+    }
+
+    #[test]
+    fn bf16_weights_give_logits_close_to_f32() {
+        let model = Gpt::new(GptConfig::gpt2(50, 16, 32, 4, 2), Init::Gpt2, &mut rng(4));
+        let mut half = Gpt::from_params(model.config.clone(), model.params.clone());
+        half.params.to_bf16();
+        assert!(half.params.get(half.wte).data.is_empty(), "f32 copy freed");
+        let tokens: Vec<u32> = (0..12).map(|i| i * 3 % 50).collect();
+        let pos: Vec<u32> = (0..12).collect();
+        let logits = |m: &Gpt| {
+            let mut g = Graph::inference(&m.params, Workspace::default());
+            let l = m.forward(&mut g, &tokens, &pos, 1, None);
+            g.value(l).to_vec()
+        };
+        let (a, b) = (logits(&model), logits(&half));
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-2 && worst > 0.0, "max |f32 - bf16| = {worst}");
     }
 
     #[test]

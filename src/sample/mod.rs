@@ -1,7 +1,13 @@
-//! Sampling: temperature, top-k, and generation with a KV cache.
+//! Sampling and generation.
+//!
+//! - [`sample_token`]: one token from logits, with temperature, top-k and top-p
+//! - [`generate`]: batched generation with a KV cache (prompts of any lengths)
+//! - [`generate_documents`]: new documents from BOS, for character models
 
-use crate::autograd::{Graph, Workspace};
-use crate::model::{Gpt, KvCache};
+mod generate;
+
+pub use generate::{generate, generate_documents, GenerateOptions, Generation};
+
 use crate::tensor::Rng;
 use rand::RngExt;
 
@@ -11,29 +17,42 @@ pub struct SampleOptions {
     pub temperature: f32,
     /// Keep only the `k` most likely tokens.
     pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens whose probability reaches `p` (nucleus sampling).
+    pub top_p: Option<f32>,
 }
 
-/// Draws one token id from `logits` (a scratch copy is made in `probs`).
-pub fn sample_token(logits: &[f32], opts: SampleOptions, probs: &mut Vec<f32>, rng: &mut Rng) -> u32 {
-    let argmax = || {
-        logits
-            .iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |best, (i, &x)| if x > best.1 { (i, x) } else { best },
-            )
-            .0 as u32
+impl SampleOptions {
+    pub const GREEDY: SampleOptions = SampleOptions {
+        temperature: 0.0,
+        top_k: None,
+        top_p: None,
     };
+}
+
+fn argmax(xs: &[f32]) -> u32 {
+    xs.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |best, (i, &x)| if x > best.1 { (i, x) } else { best },
+        )
+        .0 as u32
+}
+
+/// Draws one token id from `logits`: temperature, then top-k, then top-p
+/// (Hugging Face's order). `probs` and `order` are scratch space.
+pub fn sample_token(logits: &[f32], opts: SampleOptions, scratch: &mut (Vec<f32>, Vec<u32>), rng: &mut Rng) -> u32 {
     if opts.temperature <= 0.0 || opts.top_k == Some(1) {
-        return argmax();
+        return argmax(logits);
     }
+    let (probs, order) = scratch;
     probs.clear();
     probs.extend(logits.iter().map(|&x| x / opts.temperature));
     if let Some(k) = opts.top_k.filter(|&k| k > 0 && k < logits.len()) {
-        let mut sorted = probs.clone();
-        sorted.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-        let kth = sorted[k - 1];
+        order.clear();
+        order.extend(0..logits.len() as u32);
+        order.select_nth_unstable_by(k - 1, |&a, &b| probs[b as usize].total_cmp(&probs[a as usize]));
+        let kth = probs[order[k - 1] as usize];
         probs
             .iter_mut()
             .filter(|p| **p < kth)
@@ -45,6 +64,9 @@ pub fn sample_token(logits: &[f32], opts: SampleOptions, probs: &mut Vec<f32>, r
         *p = (*p - max).exp();
         sum += *p;
     }
+    if let Some(top_p) = opts.top_p.filter(|&p| p < 1.0) {
+        sum = nucleus(probs, order, sum, top_p);
+    }
     let mut u = rng.random::<f32>() * sum;
     for (i, &p) in probs.iter().enumerate() {
         u -= p;
@@ -52,45 +74,40 @@ pub fn sample_token(logits: &[f32], opts: SampleOptions, probs: &mut Vec<f32>, r
             return i as u32;
         }
     }
-    argmax()
+    argmax(probs)
 }
 
-/// Generates `n` documents from BOS, all in one batch with a KV cache; each
-/// stops at the next BOS or after `n_ctx` tokens. Returns their ids without BOS.
-pub fn generate_documents(model: &Gpt, bos: u32, n: usize, opts: SampleOptions, rng: &mut Rng) -> Vec<Vec<u32>> {
-    if n == 0 {
-        return Vec::new();
-    }
-    let n_ctx = model.config.n_ctx;
-    let mut cache = KvCache::new(&model.config, n, n_ctx);
-    let mut ws = Workspace::default();
-    let mut tokens = vec![bos; n];
-    let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut done = vec![false; n];
-    let mut probs = Vec::new();
-    for step in 0..n_ctx {
-        let pos = vec![step as u32; n];
-        let mut g = Graph::inference(&model.params, ws);
-        let logits = model.forward(&mut g, &tokens, &pos, n, Some(&mut cache));
-        let v = model.config.vocab_size;
-        for (i, row) in g.value(logits).chunks(v).enumerate() {
-            if done[i] {
-                continue;
-            }
-            let t = sample_token(row, opts, &mut probs, rng);
-            if t == bos {
-                done[i] = true;
-            } else {
-                out[i].push(t);
-                tokens[i] = t;
+/// Zeroes every weight outside the nucleus: the most likely tokens whose
+/// mass first reaches `top_p` of `sum`. Returns the mass kept. Only the
+/// candidates above a small threshold are sorted when they already hold
+/// enough mass (the nucleus is then among them); otherwise all are.
+fn nucleus(w: &mut [f32], order: &mut Vec<u32>, sum: f32, top_p: f32) -> f32 {
+    let target = top_p * sum;
+    for threshold in [1e-4, 0.0] {
+        order.clear();
+        order.extend((0..w.len() as u32).filter(|&i| w[i as usize] >= threshold));
+        if order.iter().map(|&i| w[i as usize]).sum::<f32>() < target && threshold > 0.0 {
+            continue;
+        }
+        order.sort_unstable_by(|&a, &b| w[b as usize].total_cmp(&w[a as usize]));
+        let mut kept = 0.0;
+        let mut cut = order.len();
+        for (n, &i) in order.iter().enumerate() {
+            kept += w[i as usize];
+            if kept >= target {
+                cut = n + 1;
+                break;
             }
         }
-        ws = g.finish();
-        if done.iter().all(|&d| d) {
-            break;
-        }
+        let keep: Vec<bool> = {
+            let mut k = vec![false; w.len()];
+            order[..cut].iter().for_each(|&i| k[i as usize] = true);
+            k
+        };
+        w.iter_mut().zip(keep).filter(|(_, k)| !k).for_each(|(w, _)| *w = 0.0);
+        return kept;
     }
-    out
+    unreachable!("the second pass keeps every token")
 }
 
 #[cfg(test)]
@@ -98,38 +115,69 @@ mod tests {
     use super::*;
     use crate::tensor::rng;
 
+    fn draw(logits: &[f32], opts: SampleOptions, n: usize) -> Vec<u32> {
+        let (mut scratch, mut r) = ((Vec::new(), Vec::new()), rng(0));
+        (0..n)
+            .map(|_| sample_token(logits, opts, &mut scratch, &mut r))
+            .collect()
+    }
+
     #[test]
-    fn greedy_top_k_and_temperature() {
+    fn greedy_top_k_top_p_and_temperature() {
         let logits = [0.0, 3.0, 1.0, 2.9];
-        let mut probs = Vec::new();
-        let mut r = rng(0);
-        let greedy = SampleOptions {
-            temperature: 0.0,
-            top_k: None,
-        };
-        assert_eq!(sample_token(&logits, greedy, &mut probs, &mut r), 1);
-        // top-2 only ever picks ids 1 or 3
+        assert_eq!(draw(&logits, SampleOptions::GREEDY, 1), [1]);
         let top2 = SampleOptions {
             temperature: 1.0,
             top_k: Some(2),
+            top_p: None,
         };
-        let picks: Vec<u32> = (0..200)
-            .map(|_| sample_token(&logits, top2, &mut probs, &mut r))
-            .collect();
+        let picks = draw(&logits, top2, 200);
         assert!(picks.iter().all(|&p| p == 1 || p == 3) && picks.contains(&1) && picks.contains(&3));
-        // a tiny temperature is nearly greedy; a huge one nearly uniform
+        // p(1) ≈ 0.47, p(3) ≈ 0.43: top-p 0.5 needs both, top-p 0.4 only the first.
+        let p50 = draw(
+            &logits,
+            SampleOptions {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(0.5),
+            },
+            200,
+        );
+        assert!(p50.iter().all(|&p| p == 1 || p == 3) && p50.contains(&3));
+        let p40 = draw(
+            &logits,
+            SampleOptions {
+                temperature: 1.0,
+                top_k: None,
+                top_p: Some(0.4),
+            },
+            50,
+        );
+        assert!(p40.iter().all(|&p| p == 1));
         let cold = SampleOptions {
             temperature: 0.01,
             top_k: None,
+            top_p: None,
         };
-        assert!((0..100).all(|_| sample_token(&logits, cold, &mut probs, &mut r) == 1));
+        assert!(draw(&logits, cold, 100).iter().all(|&p| p == 1));
         let hot = SampleOptions {
             temperature: 100.0,
             top_k: None,
+            top_p: None,
         };
-        let zeros = (0..2000)
-            .filter(|_| sample_token(&logits, hot, &mut probs, &mut r) == 0)
-            .count();
+        let zeros = draw(&logits, hot, 2000).iter().filter(|&&p| p == 0).count();
         assert!((350..650).contains(&zeros), "{zeros}");
+    }
+
+    #[test]
+    fn nucleus_over_a_long_tail_is_exact() {
+        // One token with half the mass and 10,000 tiny ones: the fast path
+        // must not stop at the head when p asks for part of the tail.
+        let mut w = vec![1e-5f32; 10_001];
+        w[7] = 0.1;
+        let sum: f32 = w.iter().sum();
+        let kept = nucleus(&mut w, &mut Vec::new(), sum, 0.75);
+        let n_kept = w.iter().filter(|&&x| x > 0.0).count();
+        assert!(w[7] > 0.0 && kept >= 0.75 * sum && n_kept > 1000, "{n_kept} kept");
     }
 }

@@ -1,17 +1,24 @@
 //! Token + position embedding.
 
-use super::min_rows_per_task;
+use super::{min_rows_per_task, WeightElem};
 use rayon::prelude::*;
 
 /// `tokens[N], pos[N] -> [N, C]`: `out[i] = wte[tokens[i]] + wpe[pos[i]]`.
-pub fn embedding_forward(out: &mut [f32], tokens: &[u32], pos: &[u32], wte: &[f32], wpe: &[f32], c: usize) {
+pub fn embedding_forward<W: WeightElem>(
+    out: &mut [f32],
+    tokens: &[u32],
+    pos: &[u32],
+    wte: &[W],
+    wpe: &[f32],
+    c: usize,
+) {
     out.par_chunks_mut(c)
         .zip(tokens.par_iter().zip(pos.par_iter()))
         .with_min_len(min_rows_per_task(c))
         .for_each(|(o, (&t, &p))| {
             let (t, p) = (t as usize * c, p as usize * c);
             for ((o, a), b) in o.iter_mut().zip(&wte[t..t + c]).zip(&wpe[p..p + c]) {
-                *o = a + b;
+                *o = a.to_f32() + b;
             }
         });
 }

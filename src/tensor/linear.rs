@@ -2,7 +2,7 @@
 //! Conv1D, GPT-2's layout) or `[out, in]` (`w_t`: nn.Linear, and the tied `wte`).
 
 use super::matmul::matmul;
-use super::MIN_ELEMS_PER_TASK;
+use super::{Bf16, WeightElem, MIN_ELEMS_PER_TASK};
 use rayon::prelude::*;
 
 /// Sizes of a linear layer applied to `n` rows.
@@ -15,13 +15,95 @@ pub struct LinearShape {
     pub w_t: bool,
 }
 
+/// Up to this many rows, [`linear_forward`] streams the weights once for all
+/// rows ([`few_rows_forward`]) instead of calling GEMM: decoding is bound by
+/// reading the weights, not by arithmetic.
+const FEW_ROWS: usize = 8;
+
 /// `x[N, in] @ W + b -> out[N, out]`.
 pub fn linear_forward(out: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, s: LinearShape) {
-    matmul(out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, false);
+    if s.n <= FEW_ROWS {
+        few_rows_forward(out, x, w, s);
+    } else {
+        matmul(out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, false);
+    }
+    add_bias(out, b, s.d_out);
+}
+
+/// [`linear_forward`] with bf16 weights (inference): a few rows read them
+/// directly; more rows widen `W` to f32 in `scratch` and use GEMM.
+pub fn linear_forward_bf16(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[Bf16],
+    b: Option<&[f32]>,
+    s: LinearShape,
+    scratch: &mut Vec<f32>,
+) {
+    if s.n <= FEW_ROWS {
+        few_rows_forward(out, x, w, s);
+    } else {
+        scratch.resize(w.len(), 0.0);
+        scratch
+            .par_chunks_mut(MIN_ELEMS_PER_TASK)
+            .zip(w.par_chunks(MIN_ELEMS_PER_TASK))
+            .for_each(|(d, w)| d.iter_mut().zip(w).for_each(|(d, w)| *d = w.to_f32()));
+        matmul(out, x, false, scratch, s.w_t, s.n, s.d_in, s.d_out, false);
+    }
+    add_bias(out, b, s.d_out);
+}
+
+fn add_bias(out: &mut [f32], b: Option<&[f32]>, d_out: usize) {
     if let Some(b) = b {
-        out.par_chunks_mut(s.d_out)
-            .with_min_len(super::min_rows_per_task(s.d_out))
+        out.par_chunks_mut(d_out)
+            .with_min_len(super::min_rows_per_task(d_out))
             .for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+    }
+}
+
+/// `out = x @ W` for a few rows, reading each weight once. Threads take
+/// contiguous bands of `W`'s stored rows, so each streams memory in order.
+fn few_rows_forward<W: WeightElem>(out: &mut [f32], x: &[f32], w: &[W], s: LinearShape) {
+    let LinearShape { n, d_in, d_out, w_t } = s;
+    let threads = rayon::current_num_threads().max(1);
+    if w_t {
+        // W is [out, in]: each output is a dot product with one stored row.
+        let band = d_out.div_ceil(threads * 4).max(64);
+        let mut cols = vec![0.0f32; d_out * n]; // [out, N]
+        cols.par_chunks_mut(band * n).enumerate().for_each(|(k, c)| {
+            for (j, c) in c.chunks_mut(n).enumerate() {
+                let row = &w[(k * band + j) * d_in..][..d_in];
+                for (r, c) in c.iter_mut().enumerate() {
+                    *c = super::dot(&x[r * d_in..(r + 1) * d_in], row);
+                }
+            }
+        });
+        for r in 0..n {
+            out[r * d_out..(r + 1) * d_out]
+                .iter_mut()
+                .zip(cols.chunks(n))
+                .for_each(|(o, c)| *o = c[r]);
+        }
+    } else {
+        // W is [in, out]: each band of input rows adds its share to a partial output.
+        let band = d_in.div_ceil(threads);
+        let partials: Vec<Vec<f32>> = w
+            .par_chunks(band * d_out)
+            .enumerate()
+            .map(|(k, w_band)| {
+                let mut part = vec![0.0f32; n * d_out];
+                for (i, w_row) in w_band.chunks(d_out).enumerate() {
+                    for (r, part) in part.chunks_mut(d_out).enumerate() {
+                        super::axpy(part, x[r * d_in + k * band + i], w_row);
+                    }
+                }
+                part
+            })
+            .collect();
+        out.fill(0.0);
+        partials
+            .iter()
+            .for_each(|p| out.iter_mut().zip(p).for_each(|(o, p)| *o += p));
     }
 }
 
@@ -55,5 +137,51 @@ pub fn linear_backward(
                 db.iter_mut().zip(&row[j * cols..]).for_each(|(d, g)| *d += g);
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_weights_match_f32_weights_rounded() {
+        let (n, d_in, d_out) = (12, 33, 20); // more than FEW_ROWS: the GEMM path
+        let x: Vec<f32> = (0..n * d_in).map(|i| ((i * 5 % 9) as f32 - 4.0) / 4.0).collect();
+        let w: Vec<f32> = (0..d_in * d_out).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        let w16: Vec<Bf16> = w.iter().map(|&v| Bf16::from_f32(v)).collect();
+        let rounded: Vec<f32> = w16.iter().map(|v| v.to_f32()).collect();
+        for rows in [2, n] {
+            let s = LinearShape {
+                n: rows,
+                d_in,
+                d_out,
+                w_t: false,
+            };
+            let (mut got, mut want) = (vec![0.0; rows * d_out], vec![0.0; rows * d_out]);
+            linear_forward_bf16(&mut got, &x[..rows * d_in], &w16, None, s, &mut Vec::new());
+            linear_forward(&mut want, &x[..rows * d_in], &rounded, None, s);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-4, "{rows} rows: {g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn few_rows_path_matches_gemm_in_both_layouts() {
+        let (d_in, d_out) = (70, 130);
+        let x: Vec<f32> = (0..3 * d_in).map(|i| ((i * 13 % 17) as f32 - 8.0) / 8.0).collect();
+        let w: Vec<f32> = (0..d_in * d_out).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
+        for w_t in [false, true] {
+            for n in 1..=3 {
+                let s = LinearShape { n, d_in, d_out, w_t };
+                let (mut got, mut want) = (vec![0.0; n * d_out], vec![0.0; n * d_out]);
+                few_rows_forward(&mut got, &x[..n * d_in], &w, s);
+                matmul(&mut want, &x[..n * d_in], false, &w, w_t, n, d_in, d_out, false);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() < 1e-4, "w_t={w_t} n={n}: {g} vs {w}");
+                }
+            }
+        }
     }
 }

@@ -61,8 +61,9 @@ impl Tensor {
         }
     }
 
+    /// Number of elements (by shape: a tensor held as bf16 has no f32 data).
     pub fn numel(&self) -> usize {
-        self.data.len()
+        self.shape.iter().product()
     }
 }
 
@@ -83,17 +84,59 @@ pub fn accumulate(dst: &mut [f32], src: &[f32]) {
         .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
 }
 
+/// A stored weight element: f32, or [`Bf16`]. Kernels that only read
+/// weights (inference) are generic over it; arithmetic is always f32.
+pub trait WeightElem: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+}
+
+impl WeightElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+/// bfloat16: the top 16 bits of an f32 (same range, 8 bits of mantissa).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Bf16(pub u16);
+
+impl Bf16 {
+    /// Rounds to the nearest bf16 (ties to even); NaN stays NaN.
+    pub fn from_f32(x: f32) -> Self {
+        let bits = x.to_bits();
+        if x.is_nan() {
+            return Bf16(((bits >> 16) | 0x40) as u16);
+        }
+        let round = 0x7FFF + ((bits >> 16) & 1);
+        Bf16((bits.wrapping_add(round) >> 16) as u16)
+    }
+}
+
+impl WeightElem for Bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f32::from_bits((self.0 as u32) << 16)
+    }
+}
+
 /// Dot product with independent partial sums so the compiler can vectorise it.
 #[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot<W: WeightElem>(a: &[f32], b: &[W]) -> f32 {
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y.to_f32())
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i] * y[i].to_f32();
         }
     }
     acc.iter().sum::<f32>() + tail
@@ -101,6 +144,23 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `y += alpha * x`.
 #[inline]
-pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x);
+pub fn axpy<W: WeightElem>(y: &mut [f32], alpha: f32, x: &[W]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += alpha * x.to_f32());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        for x in [0.0f32, 1.0, -2.5, 3.140625, 2f32.powi(-100), 65536.0] {
+            assert_eq!(Bf16::from_f32(x).to_f32(), x, "{x} is exact in bf16");
+        }
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even mantissa, 1.
+        assert_eq!(Bf16::from_f32(1.0 + 1.0 / 256.0).to_f32(), 1.0);
+        assert_eq!(Bf16::from_f32(1.0 + 3.0 / 256.0).to_f32(), 1.0 + 4.0 / 256.0);
+        assert!((Bf16::from_f32(0.1).to_f32() - 0.1).abs() < 0.1 / 256.0);
+        assert!(Bf16::from_f32(f32::NAN).to_f32().is_nan());
+    }
 }

@@ -1,0 +1,319 @@
+//! `gpt generate`: continue prompts with a GPT (GPT-2 or one trained here).
+
+use crate::model::Gpt;
+use crate::sample::{generate, GenerateOptions, SampleOptions};
+use crate::tensor::rng;
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, ensure, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// How the weights are held in memory (arithmetic is f32 either way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dtype {
+    /// Exact: the checkpoint's values
+    F32,
+    /// Matrices rounded to bfloat16: half the bytes to read per token
+    Bf16,
+}
+
+/// Loads a model and holds its weights as `dtype`.
+pub fn load_model(path: &std::path::Path, dtype: Dtype) -> Result<Gpt> {
+    let mut model = Gpt::load(path)?;
+    if dtype == Dtype::Bf16 {
+        model.params.to_bf16();
+    }
+    Ok(model)
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Model directory (or checkpoint file)
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompts, generated together as one batch [default: one empty prompt]
+    pub prompts: Vec<String>,
+    /// New tokens to generate per sample
+    #[arg(short = 'n', long = "max-new-tokens", default_value_t = 50)]
+    pub max_new_tokens: usize,
+    /// Softmax temperature; 0 = greedy (the reference's deterministic output)
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Sample only among the K most likely tokens
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Sample only among the most likely tokens holding probability P
+    #[arg(long)]
+    pub top_p: Option<f32>,
+    /// Random seed (same seed, same output)
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Stop a sample when it produces this text (not included); repeatable
+    #[arg(long)]
+    pub stop: Vec<String>,
+    /// Samples per prompt
+    #[arg(long, default_value_t = 1)]
+    pub num_samples: usize,
+    /// Print one JSON object per sample: completion, tokens, prompt_tokens, timings
+    #[arg(long)]
+    pub json: bool,
+    /// Cut prompts longer than the context from the left instead of failing
+    #[arg(long)]
+    pub truncate: bool,
+    /// How to hold the weights in memory
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+}
+
+/// Text of a growing completion, released only when it is safe: whole UTF-8
+/// characters, and never a piece that may still turn into a stop string.
+struct Completion {
+    bytes: Vec<u8>,
+    text: String,
+    released: usize,
+    stopped: bool,
+}
+
+impl Completion {
+    fn new() -> Self {
+        Completion {
+            bytes: Vec::new(),
+            text: String::new(),
+            released: 0,
+            stopped: false,
+        }
+    }
+
+    /// Adds a token's bytes; returns the text that can be shown now.
+    fn push(&mut self, token_bytes: &[u8], stops: &[String]) -> &str {
+        self.bytes.extend_from_slice(token_bytes);
+        let complete = complete_utf8_len(&self.bytes);
+        self.text = String::from_utf8_lossy(&self.bytes[..complete]).into_owned();
+        let mut safe = self.text.len();
+        if let Some(at) = stops.iter().filter_map(|s| self.text.find(s.as_str())).min() {
+            self.text.truncate(at);
+            self.stopped = true;
+            safe = at;
+        } else {
+            // Hold back a tail that is the start of some stop string.
+            for s in stops {
+                for (i, _) in s.char_indices().skip(1) {
+                    if self.text.ends_with(&s[..i]) {
+                        safe = safe.min(self.text.len() - i);
+                    }
+                }
+            }
+        }
+        let out = &self.text[self.released.min(safe)..safe];
+        self.released = self.released.max(safe);
+        out
+    }
+
+    /// Everything not yet shown, at the end.
+    fn rest(&mut self) -> String {
+        if !self.stopped {
+            self.text = String::from_utf8_lossy(&self.bytes).into_owned();
+        }
+        let out = self.text[self.released.min(self.text.len())..].to_string();
+        self.released = self.text.len();
+        out
+    }
+}
+
+/// Length of `b` without a trailing, unfinished UTF-8 sequence.
+fn complete_utf8_len(b: &[u8]) -> usize {
+    for back in 1..=b.len().min(3) {
+        let lead = b[b.len() - back];
+        if lead & 0xC0 != 0x80 {
+            let need = match lead {
+                0xF0.. => 4,
+                0xE0.. => 3,
+                0xC0.. => 2,
+                _ => 1,
+            };
+            return if need > back { b.len() - back } else { b.len() };
+        }
+    }
+    b.len()
+}
+
+fn token_bytes(tok: &Tokenizer, id: u32) -> Result<Vec<u8>> {
+    Ok(match tok {
+        Tokenizer::Bpe(bpe) => bpe.decode_bytes(&[id])?,
+        Tokenizer::Char(_) => tok.decode(&[id])?.into_bytes(),
+    })
+}
+
+/// Token ids of a prompt: characters after BOS, or BPE (an empty prompt starts from `<|endoftext|>`).
+fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let mut ids = tok.encode(text)?;
+    if matches!(tok, Tokenizer::Char(_)) || ids.is_empty() {
+        let Some(sep) = tok.document_separator() else {
+            bail!("an empty prompt needs a start token, and this vocabulary has none");
+        };
+        ids.insert(0, sep);
+    }
+    Ok(ids)
+}
+
+pub fn run(a: GenerateArgs) -> Result<()> {
+    ensure!(
+        a.temperature >= 0.0 && a.temperature.is_finite(),
+        "--temperature must be a finite number >= 0"
+    );
+    ensure!(a.top_p.is_none_or(|p| p > 0.0 && p <= 1.0), "--top-p must be in (0, 1]");
+    ensure!(a.num_samples >= 1, "--num-samples must be at least 1");
+    let model = load_model(&a.model, a.dtype)?;
+    let tok = Tokenizer::load(&a.model)?;
+    ensure!(
+        tok.vocab_size() <= model.config.vocab_size,
+        "the tokenizer has {} ids but the model only {}: they do not belong together",
+        tok.vocab_size(),
+        model.config.vocab_size
+    );
+    let n_ctx = model.config.n_ctx;
+    let texts = if a.prompts.is_empty() {
+        vec![String::new()]
+    } else {
+        a.prompts.clone()
+    };
+    let mut prompts = Vec::new();
+    for text in &texts {
+        let mut ids = encode_prompt(&tok, text)?;
+        if ids.len() >= n_ctx {
+            if !a.truncate {
+                bail!(
+                    "the prompt is {} tokens but the model's context is {n_ctx}: shorten it, or pass --truncate to keep its last tokens",
+                    ids.len()
+                );
+            }
+            let keep = n_ctx.saturating_sub(a.max_new_tokens).max(1).min(n_ctx - 1);
+            eprintln!(
+                "note: prompt cut from {} to its last {keep} tokens (--truncate)",
+                ids.len()
+            );
+            ids.drain(..ids.len() - keep);
+        }
+        prompts.extend(std::iter::repeat_n(ids, a.num_samples));
+    }
+    let opts = GenerateOptions {
+        sampling: SampleOptions {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+        },
+        max_new_tokens: a.max_new_tokens,
+        eos: tok.document_separator(),
+    };
+
+    // One sequence without --json streams its text as it comes.
+    let stream = prompts.len() == 1 && !a.json;
+    let mut completions: Vec<Completion> = prompts.iter().map(|_| Completion::new()).collect();
+    let mut stdout = std::io::stdout().lock();
+    let mut failure = None;
+    let result = generate(&model, &prompts, &opts, &mut rng(a.seed), |i, id| {
+        let bytes = match token_bytes(&tok, id) {
+            Ok(b) => b,
+            Err(e) => {
+                failure = Some(e);
+                return false;
+            }
+        };
+        let shown = completions[i].push(&bytes, &a.stop);
+        if stream {
+            let _ = write!(stdout, "{shown}");
+            let _ = stdout.flush();
+        }
+        !completions[i].stopped
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+
+    // The prefill runs every prompt left-padded to the longest.
+    let prefill_tokens = prompts.len() * prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let timings = serde_json::json!({
+        "prefill_ms": result.prefill_secs * 1e3,
+        "prefill_tokens_per_sec": prefill_tokens as f64 / result.prefill_secs,
+        "time_to_first_token_ms": result.prefill_secs * 1e3,
+        "decode_ms": result.decode_secs * 1e3,
+        "decode_tokens_per_sec": result.decode_tokens as f64 / result.decode_secs.max(1e-9),
+    });
+    for (i, c) in completions.iter_mut().enumerate() {
+        let rest = c.rest();
+        if a.json {
+            let line = serde_json::json!({
+                "prompt": texts[i / a.num_samples],
+                "completion": c.text,
+                "tokens": result.tokens[i],
+                "prompt_tokens": prompts[i].len(),
+                "finish_reason": if result.stopped[i] { "stop" } else { "length" },
+                "timings": timings,
+            });
+            writeln!(stdout, "{line}")?;
+        } else if stream {
+            writeln!(stdout, "{rest}")?;
+        } else {
+            writeln!(
+                stdout,
+                "--- sample {} of prompt {:?}\n{}{}",
+                i % a.num_samples + 1,
+                texts[i / a.num_samples],
+                texts[i / a.num_samples],
+                c.text
+            )?;
+        }
+    }
+    if !a.json {
+        eprintln!(
+            "prefill {} tokens in {:.0} ms | decode {} tokens in {:.0} ms ({:.1} tokens/s)",
+            prefill_tokens,
+            result.prefill_secs * 1e3,
+            result.decode_tokens,
+            result.decode_secs * 1e3,
+            result.decode_tokens as f64 / result.decode_secs.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utf8_is_released_only_in_whole_characters() {
+        let mut c = Completion::new();
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(c.push(&euro[..1], &[]), "");
+        assert_eq!(c.push(&euro[1..2], &[]), "");
+        assert_eq!(c.push(&euro[2..], &[]), "€");
+        assert_eq!(c.push(b"ab", &[]), "ab");
+        assert_eq!(c.rest(), "");
+        assert_eq!(c.text, "€ab");
+    }
+
+    #[test]
+    fn stop_strings_cut_the_text_and_are_never_shown_in_part() {
+        let stops = vec!["\n\n".to_string(), "END".to_string()];
+        let mut c = Completion::new();
+        assert_eq!(c.push(b"Hello E", &stops), "Hello ");
+        assert_eq!(c.push(b"N", &stops), "");
+        assert_eq!(c.push(b"DING", &stops), "");
+        assert!(c.stopped);
+        assert_eq!(c.text, "Hello ");
+        let mut c = Completion::new();
+        assert_eq!(c.push(b"one\n", &stops), "one");
+        assert_eq!(c.push(b"two", &stops), "\ntwo");
+        assert_eq!(c.rest(), "");
+    }
+
+    #[test]
+    fn invalid_bytes_become_replacement_characters() {
+        let mut c = Completion::new();
+        assert_eq!(c.push(b"a\xffb", &[]), "a\u{fffd}b");
+        assert_eq!(complete_utf8_len(b"x\xe2\x82"), 1);
+        assert_eq!(complete_utf8_len(b"x\xe2\x82\xac"), 4);
+    }
+}
