@@ -1,6 +1,8 @@
 //! The `gpt` command line: one subcommand per job.
 
 mod download;
+mod eval;
+mod generate;
 mod sample;
 mod tokenize;
 mod train;
@@ -24,6 +26,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Generate documents from a model trained with `gpt train`
     Sample(sample::SampleArgs),
+    /// Continue prompts with a GPT (GPT-2 or your own), streamed as they are generated
+    Generate(generate::GenerateArgs),
+    /// Mean loss per token and perplexity of a model over a text file
+    Eval(eval::EvalArgs),
     /// Download a GPT-2 model from the Hugging Face Hub into its cache (gpt2, gpt2-medium, …, org/name)
     Download(download::DownloadArgs),
     /// Print the token ids of a text as one JSON array (GPT-2's BPE by default)
@@ -46,6 +52,8 @@ pub fn run() -> Result<()> {
     pool.install(|| match cli.command {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Download(a) => download::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Prepare(a) => tokenize::run_prepare(a),
