@@ -80,6 +80,7 @@ impl Hub {
             .file_info(repo, revision, CONFIG_FILE)?
             .with_context(|| not_found(CONFIG_FILE, repo, revision, &self.endpoint))?;
         let commit = first.commit.clone();
+        check_plain(&commit, "commit hash (X-Repo-Commit)", CONFIG_FILE)?;
         let mut files = vec![(CONFIG_FILE, first)];
         let mut missing = Vec::new();
         for file in REQUIRED.into_iter().chain(OPTIONAL).skip(1) {
@@ -91,7 +92,7 @@ impl Hub {
         }
         let mut fetched = Vec::new();
         for (file, info) in &files {
-            check_etag(&info.etag, file)?;
+            check_plain(&info.etag, "ETag", file)?;
             let blob = self.cache.blob_path(repo, &info.etag);
             if !blob.is_file() {
                 fetch::fetch(&client, info, &blob, &format!("{repo}/{file}"), self.progress)?;
@@ -115,11 +116,11 @@ fn not_found(file: &str, repo: &RepoId, revision: &str, endpoint: &str) -> Strin
     format!("{file} was not found in {repo} at revision {revision} on {endpoint}: is it a GPT-2 model with safetensors weights?")
 }
 
-/// An ETag names a file in `blobs/`: it must be a plain name.
-fn check_etag(etag: &str, file: &str) -> Result<()> {
-    let plain = !etag.is_empty() && etag.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+/// ETags and commits name files and folders in the cache: they must be plain names.
+fn check_plain(value: &str, what: &str, file: &str) -> Result<()> {
+    let plain = !value.is_empty() && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
     if !plain {
-        bail!("the Hub sent the unusable ETag {etag:?} for {file}");
+        bail!("the Hub sent the unusable {what} {value:?} for {file}");
     }
     Ok(())
 }
@@ -183,10 +184,11 @@ mod tests {
     }
 
     #[test]
-    fn etags_must_be_plain_names() {
-        check_etag("5891b5b522d5df086d0ff0b110fbd9d2", "f").unwrap();
-        for bad in ["", "../x", "a/b", "a b"] {
-            assert!(check_etag(bad, "f").unwrap_err().to_string().contains("unusable ETag"));
+    fn etags_and_commits_must_be_plain_names() {
+        check_plain("5891b5b522d5df086d0ff0b110fbd9d2", "ETag", "f").unwrap();
+        for bad in ["", "../x", "a/b", "a b", ".."] {
+            let err = check_plain(bad, "ETag", "f").unwrap_err().to_string();
+            assert!(err.contains("unusable ETag"), "{err}");
         }
     }
 }
