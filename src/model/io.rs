@@ -1,17 +1,18 @@
-//! Checkpoint files: `model.safetensors` (Hugging Face GPT-2 tensor names)
-//! and `config.json`, written atomically and read with every check a
-//! damaged or mismatched file needs.
+//! Checkpoint files. [`Gpt::load`] is the one way in: it recognises a
+//! Hugging Face / `gpt train` directory (`config.json` + `model.safetensors`,
+//! read here), OpenAI's TensorFlow release folder and llm.c's `.bin` (read by
+//! [`super::import`]). [`Gpt::save`] writes the first kind, atomically.
 
+use super::import::{self, check_config_fits, map_file, Elem};
 use super::{Gpt, GptConfig};
 use crate::autograd::Params;
 use crate::tensor::Tensor;
 use crate::train::checkpoint::write_atomic;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use std::collections::HashMap;
-use std::fs::File;
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
@@ -19,6 +20,83 @@ pub const CONFIG_FILE: &str = "config.json";
 /// Tensors some GPT-2 files carry that are not parameters (causal-mask buffers).
 fn is_buffer(name: &str) -> bool {
     name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+}
+
+/// The checkpoint formats [`Gpt::load`] reads.
+#[derive(Debug, PartialEq)]
+enum Format {
+    /// A directory with `config.json` + `model.safetensors`.
+    Safetensors(PathBuf),
+    /// OpenAI's TensorFlow release folder (`hparams.json` + `model.ckpt.*`).
+    Tf(PathBuf),
+    /// An llm.c model file.
+    Llmc(PathBuf),
+}
+
+impl Format {
+    /// What `path` holds: a model directory, `model.safetensors` itself, an
+    /// llm.c `.bin`, or a directory holding exactly one llm.c `.bin`.
+    fn detect(path: &Path) -> Result<Format> {
+        if path.is_file() {
+            if path.file_name() == Some(WEIGHTS_FILE.as_ref()) {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                return Ok(Format::Safetensors(dir.to_path_buf()));
+            }
+            ensure!(
+                is_llmc(path),
+                "{} is not a model: give a model directory (config.json + model.safetensors, or OpenAI's \
+                 hparams.json + model.ckpt.*) or an llm.c .bin model file",
+                path.display()
+            );
+            return Ok(Format::Llmc(path.to_path_buf()));
+        }
+        ensure!(
+            path.is_dir(),
+            "model {} does not exist (train one with `gpt train --out {}`, or give a Hugging Face, TensorFlow or \
+             llm.c GPT-2 checkpoint)",
+            path.display(),
+            path.display()
+        );
+        if path.join(WEIGHTS_FILE).is_file() || path.join(CONFIG_FILE).is_file() {
+            return Ok(Format::Safetensors(path.to_path_buf()));
+        }
+        if path.join(import::tf::HPARAMS_FILE).is_file() {
+            return Ok(Format::Tf(path.to_path_buf()));
+        }
+        let mut bins: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension() == Some("bin".as_ref()) && is_llmc(p))
+            .collect();
+        bins.sort();
+        match bins.as_slice() {
+            [one] => Ok(Format::Llmc(one.clone())),
+            [] => bail!(
+                "{} holds no model: expected config.json + model.safetensors (Hugging Face or `gpt train`), \
+                 hparams.json + model.ckpt.* (OpenAI's TensorFlow release) or one llm.c .bin file",
+                path.display()
+            ),
+            many => bail!(
+                "{} holds {} llm.c model files ({}): pass the one to load",
+                path.display(),
+                many.len(),
+                many.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// True when `path` starts with llm.c's model magic number.
+fn is_llmc(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && import::llmc::has_magic(&head)
 }
 
 impl Gpt {
@@ -44,65 +122,89 @@ impl Gpt {
         write_atomic(&dir.join(CONFIG_FILE), self.config.to_json().as_bytes())
     }
 
-    /// Loads a model directory (`config.json` + `model.safetensors`).
-    pub fn load(dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
-            bail!(
-                "model directory {} does not exist (train one with `gpt train --out {}`)",
-                dir.display(),
-                dir.display()
-            );
+    /// Loads a GPT-2 checkpoint in any format we read: a directory with
+    /// `config.json` + `model.safetensors` (ours, the Hub's, or saved by
+    /// `transformers`; F32, F16 or BF16, computed in f32), OpenAI's
+    /// TensorFlow release folder, or an llm.c `.bin` file (or a directory
+    /// holding exactly one).
+    pub fn load(path: &Path) -> Result<Self> {
+        match Format::detect(path)? {
+            Format::Safetensors(dir) => load_safetensors(&dir),
+            Format::Tf(dir) => import::tf::load(&dir).with_context(|| format!("loading {}", dir.display())),
+            Format::Llmc(file) => import::llmc::load(&file).with_context(|| format!("loading {}", file.display())),
         }
-        let config = GptConfig::load(dir)?;
-        let path = dir.join(WEIGHTS_FILE);
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        // SAFETY: the map is read-only and lives only for this function; a
-        // concurrent writer replaces the file by rename, leaving this inode intact.
-        let map = unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        let params = read_params(&map, &config).with_context(|| format!("loading {}", path.display()))?;
-        Ok(Gpt::from_params(config, params))
     }
+}
+
+fn load_safetensors(dir: &Path) -> Result<Gpt> {
+    let config = GptConfig::load(dir)?;
+    let path = dir.join(WEIGHTS_FILE);
+    ensure!(
+        path.is_file(),
+        "{} has config.json but no {WEIGHTS_FILE} (only safetensors weights are read: convert a \
+         pytorch_model.bin with `transformers`' save_pretrained(..., safe_serialization=True))",
+        dir.display()
+    );
+    let map = map_file(&path)?;
+    let params = read_params(&map, &config).with_context(|| format!("loading {}", path.display()))?;
+    Ok(Gpt::from_params(config, params))
+}
+
+/// A model from the bytes of `config.json` and `model.safetensors`: every
+/// check [`Gpt::load`] makes, on memory (the fuzz target's entry point).
+pub fn parse_checkpoint(config_json: &[u8], safetensors: &[u8]) -> Result<Gpt> {
+    let text = std::str::from_utf8(config_json).context("config.json is not UTF-8")?;
+    let config = GptConfig::from_json(text).context("config.json is not a valid GPT-2 config")?;
+    let params = read_params(safetensors, &config)?;
+    Ok(Gpt::from_params(config, params))
 }
 
 /// Reads and checks every tensor the config needs from a safetensors buffer.
 fn read_params(buffer: &[u8], config: &GptConfig) -> Result<Params> {
     let st = SafeTensors::deserialize(buffer)
         .map_err(|e| anyhow::anyhow!("the file is truncated or corrupt ({e}); re-save or re-download it"))?;
+    check_config_fits(config, st.len(), buffer.len()).context("config.json does not match the weights")?;
     // Files saved by `transformers` prefix every name with `transformer.`.
     let prefix = if st.names().iter().any(|n| n.starts_with("transformer.")) {
         "transformer."
     } else {
         ""
     };
-    let expected = Gpt::expected_tensors(config);
-    let mut params = Params::default();
-    for (name, shape) in &expected {
+    let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
         let view = st
             .tensor(&format!("{prefix}{name}"))
             .or_else(|_| st.tensor(name))
             .map_err(|_| anyhow::anyhow!("tensor {name} is missing: the weights do not match config.json"))?;
-        if view.shape() != shape.as_slice() {
-            bail!(
-                "tensor {name} has shape {:?}, config.json implies {shape:?}",
-                view.shape()
-            );
-        }
-        if view.dtype() != Dtype::F32 {
-            bail!("tensor {name} is {:?}; only F32 weights are supported", view.dtype());
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        params.add(name.clone(), Tensor::from_vec(shape, data));
+        ensure!(
+            view.shape() == shape,
+            "tensor {name} has shape {:?}, config.json implies {shape:?}",
+            view.shape()
+        );
+        let elem = match view.dtype() {
+            Dtype::F32 => Elem::F32,
+            Dtype::F16 => Elem::F16,
+            Dtype::BF16 => Elem::Bf16,
+            d => bail!("tensor {name} is {d:?}; only F32, F16 and BF16 weights are supported"),
+        };
+        Ok(elem.to_f32(view.data()))
+    };
+    let expected = Gpt::expected_tensors(config);
+    let mut params = Params::default();
+    for (name, shape) in &expected {
+        params.add(name.clone(), Tensor::from_vec(shape, read(name, shape)?));
     }
     // A tensor the config does not account for means config and weights disagree.
-    let known: std::collections::HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
+    let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     for name in st.names() {
         let bare = name.strip_prefix(prefix).unwrap_or(name);
-        let tied_head = bare == "lm_head.weight" && config.tie_word_embeddings;
-        if !known.contains(bare) && !is_buffer(bare) && !tied_head {
+        if bare == "lm_head.weight" && config.tie_word_embeddings {
+            // A tied head saved anyway must be the embedding itself.
+            let wte = params.find("wte.weight").expect("GPT-2 has wte");
+            ensure!(
+                read(bare, &params.get(wte).shape)? == params.get(wte).data,
+                "lm_head.weight differs from wte.weight but config.json says tie_word_embeddings: set it to false"
+            );
+        } else if !known.contains(bare) && !is_buffer(bare) {
             bail!("unexpected tensor {name}: the weights do not match config.json");
         }
     }
@@ -121,36 +223,34 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let m = Gpt::new(config.clone(), Init::Gpt2, &mut rng(1));
             m.save(dir.path()).unwrap();
-            let back = Gpt::load(dir.path()).unwrap();
-            assert_eq!(back.config, config);
-            assert_eq!(back.params, m.params);
+            for path in [dir.path().to_path_buf(), dir.path().join(WEIGHTS_FILE)] {
+                let back = Gpt::load(&path).unwrap();
+                assert_eq!(back.config, config);
+                assert_eq!(back.params, m.params);
+            }
         }
     }
 
     #[test]
-    fn damaged_or_mismatched_files_are_clear_errors() {
+    fn formats_are_told_apart_and_unknown_paths_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let m = Gpt::new(GptConfig::gpt2(11, 8, 12, 3, 2), Init::Gpt2, &mut rng(1));
-        m.save(dir.path()).unwrap();
-        let path = dir.path().join(WEIGHTS_FILE);
-        let full = std::fs::read(&path).unwrap();
-
-        std::fs::write(&path, &full[..full.len() - 10]).unwrap();
-        let err = format!("{:#}", Gpt::load(dir.path()).err().unwrap());
-        assert!(err.contains("truncated"), "{err}");
-
-        std::fs::write(&path, &full[..5]).unwrap();
-        assert!(format!("{:#}", Gpt::load(dir.path()).err().unwrap()).contains("truncated"));
-
-        std::fs::write(&path, &full).unwrap();
-        let mut other = GptConfig::gpt2(11, 8, 12, 3, 3);
-        std::fs::write(dir.path().join(CONFIG_FILE), other.to_json()).unwrap();
-        assert!(format!("{:#}", Gpt::load(dir.path()).err().unwrap()).contains("h.2"));
-        other.n_layer = 1;
-        std::fs::write(dir.path().join(CONFIG_FILE), other.to_json()).unwrap();
-        assert!(format!("{:#}", Gpt::load(dir.path()).err().unwrap()).contains("unexpected tensor h.1"));
-
-        let missing = dir.path().join("nope");
-        assert!(format!("{:#}", Gpt::load(&missing).err().unwrap()).contains("does not exist"));
+        let d = dir.path();
+        let err = |p: &Path| format!("{:#}", Format::detect(p).unwrap_err());
+        assert!(err(&d.join("nope")).contains("does not exist"));
+        assert!(err(d).contains("holds no model"));
+        std::fs::write(d.join("notes.txt"), "hello").unwrap();
+        assert!(err(&d.join("notes.txt")).contains("is not a model"));
+        let llmc = [import::llmc::MAGIC.to_le_bytes(), [0; 4]].concat();
+        std::fs::write(d.join("a.bin"), &llmc).unwrap();
+        std::fs::write(d.join("train.bin"), [1, 2, 3, 4, 5]).unwrap();
+        assert_eq!(Format::detect(d).unwrap(), Format::Llmc(d.join("a.bin")));
+        assert_eq!(Format::detect(&d.join("a.bin")).unwrap(), Format::Llmc(d.join("a.bin")));
+        std::fs::write(d.join("b.bin"), &llmc).unwrap();
+        assert!(err(d).contains("holds 2 llm.c model files"));
+        std::fs::write(d.join(import::tf::HPARAMS_FILE), "{}").unwrap();
+        assert_eq!(Format::detect(d).unwrap(), Format::Tf(d.to_path_buf()));
+        std::fs::write(d.join(CONFIG_FILE), "{}").unwrap();
+        assert_eq!(Format::detect(d).unwrap(), Format::Safetensors(d.to_path_buf()));
+        assert!(format!("{:#}", Gpt::load(d).err().unwrap()).contains("config.json"));
     }
 }

@@ -2,9 +2,11 @@
 
 mod config;
 mod gpt;
+mod import;
 mod io;
 mod kv_cache;
 
 pub use config::GptConfig;
 pub use gpt::{Gpt, Init};
+pub use io::parse_checkpoint;
 pub use kv_cache::KvCache;

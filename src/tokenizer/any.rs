@@ -4,7 +4,7 @@
 use super::bpe::hash::Fnv64;
 use super::bpe::Bpe;
 use super::char::{CharTokenizer, CHAR_TOKENIZER_FILE};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::path::Path;
 
 /// Either tokenizer, behind one API.
@@ -21,14 +21,28 @@ impl Tokenizer {
     }
 
     /// The tokenizer of a model directory: `char_tokenizer.json` if present,
-    /// else `vocab.json` + `merges.txt` if present, else GPT-2's built-in one.
-    /// A missing directory is an error.
-    pub fn load(dir: &Path) -> Result<Tokenizer> {
+    /// else `vocab.json` + `merges.txt` if present, else `encoder.json` +
+    /// `vocab.bpe` (the same files as OpenAI names them in its TensorFlow
+    /// release) if present, else GPT-2's built-in one. For a model file (an
+    /// llm.c `.bin`) it is the directory holding the file. A missing
+    /// directory is an error.
+    pub fn load(path: &Path) -> Result<Tokenizer> {
+        let dir = match path.parent().filter(|_| path.is_file()) {
+            Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
+            Some(parent) => parent,
+            None => path,
+        };
         ensure!(dir.is_dir(), "model directory {} does not exist", dir.display());
+        let (encoder, merges) = (dir.join("encoder.json"), dir.join("vocab.bpe"));
         if dir.join(CHAR_TOKENIZER_FILE).is_file() {
             Ok(Tokenizer::Char(CharTokenizer::load(dir)?))
         } else if Bpe::exists_in(dir) {
             Ok(Tokenizer::Bpe(Bpe::load(dir)?))
+        } else if encoder.is_file() && merges.is_file() {
+            let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+            let bpe = Bpe::from_text("bpe", &read(&encoder)?, &read(&merges)?)
+                .with_context(|| format!("loading the BPE tokenizer in {}", dir.display()))?;
+            Ok(Tokenizer::Bpe(bpe))
         } else {
             Ok(Tokenizer::gpt2())
         }
