@@ -13,9 +13,9 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model directory (or checkpoint file)
+    /// Model: a directory or checkpoint file, or a name fetched with `gpt download` (gpt2, org/name)
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
     /// Text file to score (character models: one document per line)
     #[arg(long)]
     pub data: PathBuf,
@@ -60,8 +60,7 @@ pub fn sliding_window_loss(model: &Gpt, ids: &[u32], stride: usize, progress: &P
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let model = super::generate::load_model(&a.model, a.dtype)?;
-    let tok = Tokenizer::load(&a.model)?;
+    let (model, tok) = super::generate::load_model(&a.model, a.dtype)?;
     let (loss, tokens) = match &tok {
         Tokenizer::Char(chars) => {
             // Documents, BOS targets included: the loss `gpt train` reports.

@@ -7,7 +7,6 @@ use crate::tokenizer::Tokenizer;
 use anyhow::{bail, ensure, Result};
 use clap::Args;
 use std::io::Write;
-use std::path::PathBuf;
 
 /// How the weights are held in memory (arithmetic is f32 either way).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -18,20 +17,30 @@ pub enum Dtype {
     Bf16,
 }
 
-/// Loads a model and holds its weights as `dtype`.
-pub fn load_model(path: &std::path::Path, dtype: Dtype) -> Result<Gpt> {
-    let mut model = Gpt::load(path)?;
+/// Loads the model a `--model` argument names (a path, or a model downloaded
+/// with `gpt download`) with its tokenizer, and holds its weights as `dtype`.
+pub fn load_model(spec: &str, dtype: Dtype) -> Result<(Gpt, Tokenizer)> {
+    let path = crate::hub::resolve_model(spec)?;
+    let mut model = Gpt::load(&path)?;
+    let tok = Tokenizer::load(&path)?;
+    ensure!(
+        tok.vocab_size() <= model.config.vocab_size,
+        "the tokenizer in {} has {} ids but the model only {}: they do not belong together",
+        path.display(),
+        tok.vocab_size(),
+        model.config.vocab_size
+    );
     if dtype == Dtype::Bf16 {
         model.params.to_bf16();
     }
-    Ok(model)
+    Ok((model, tok))
 }
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Model directory (or checkpoint file)
+    /// Model: a directory or checkpoint file, or a name fetched with `gpt download` (gpt2, org/name)
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
     /// Prompts, generated together as one batch [default: one empty prompt]
     pub prompts: Vec<String>,
     /// New tokens to generate per sample
@@ -164,14 +173,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     );
     ensure!(a.top_p.is_none_or(|p| p > 0.0 && p <= 1.0), "--top-p must be in (0, 1]");
     ensure!(a.num_samples >= 1, "--num-samples must be at least 1");
-    let model = load_model(&a.model, a.dtype)?;
-    let tok = Tokenizer::load(&a.model)?;
-    ensure!(
-        tok.vocab_size() <= model.config.vocab_size,
-        "the tokenizer has {} ids but the model only {}: they do not belong together",
-        tok.vocab_size(),
-        model.config.vocab_size
-    );
+    let (model, tok) = load_model(&a.model, a.dtype)?;
     let n_ctx = model.config.n_ctx;
     let texts = if a.prompts.is_empty() {
         vec![String::new()]
