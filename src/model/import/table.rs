@@ -31,9 +31,11 @@ pub(crate) fn read_table(file: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         "the file does not end with the table magic number: it is truncated or not a TensorFlow index"
     );
     let mut handles = &footer[..40];
-    let _metaindex = handle(&mut handles)?;
+    let metaindex = handle(&mut handles)?;
     let index = handle(&mut handles)?;
     let blocks = &file[..file.len() - FOOTER_LEN];
+    // The metaindex (filters, properties) is of no use here; only check its bytes.
+    block(blocks, metaindex).context("reading the metaindex block")?;
     let mut entries = Vec::new();
     for (_, data_handle) in block_entries(block(blocks, index).context("reading the index block")?)? {
         let data = block(blocks, handle(&mut data_handle.as_slice())?).context("reading a data block")?;
