@@ -77,7 +77,7 @@ impl GptConfig {
             ensure!(v > 0, "{name} must be at least 1");
         }
         ensure!(
-            self.n_embd % self.n_head == 0,
+            self.n_embd.is_multiple_of(self.n_head),
             "n_embd ({}) must be divisible by n_head ({}): each head gets n_embd / n_head channels",
             self.n_embd,
             self.n_head

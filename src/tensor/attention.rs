@@ -45,7 +45,14 @@ impl<'a> KeysValues<'a> {
 
 /// `q` rows of stride `3C` (from `qkv[B, T, 3C]`) -> `out[B, T, C]`.
 /// Saves the softmax probabilities `att[B, T, n_head, kv.len]` for the backward pass.
-pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: KeysValues, pos: &[u32], s: AttnShape) {
+pub fn attention_forward<'a>(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    kv: KeysValues<'a>,
+    pos: &[u32],
+    s: AttnShape,
+) {
     let (c, hs, tk) = (s.c, s.c / s.n_head, kv.len);
     let scale = 1.0 / (hs as f32).sqrt();
     assert!(tk >= s.t && out.len() == s.b * s.t * c && att.len() == s.b * s.t * s.n_head * tk);
@@ -61,23 +68,24 @@ pub fn attention_forward(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: Keys
             let q = &qkv[row * 3 * c..];
             for h in 0..s.n_head {
                 let qh = &q[h * hs..(h + 1) * hs];
-                let a = &mut att[h * tk..(h + 1) * tk];
+                // Row `(b, key)` of k or v, head h.
+                let head = |m: &'a [f32], key: usize| &m[(b * kv.seq_rows + key) * kv.stride + h * hs..][..hs];
+                let a = &mut att[h * tk + first..h * tk + last + 1]; // this query's keys
                 let mut max = f32::NEG_INFINITY;
-                for j in first..=last {
-                    let k = &kv.k[(b * kv.seq_rows + j) * kv.stride + h * hs..][..hs];
-                    a[j] = dot(qh, k) * scale;
-                    max = max.max(a[j]);
+                for (j, aj) in a.iter_mut().enumerate() {
+                    *aj = dot(qh, head(kv.k, first + j)) * scale;
+                    max = max.max(*aj);
                 }
                 let mut sum = 0.0;
-                for aj in &mut a[first..=last] {
+                for aj in a.iter_mut() {
                     *aj = (*aj - max).exp();
                     sum += *aj;
                 }
                 let o = &mut out[h * hs..(h + 1) * hs];
                 o.fill(0.0);
-                for j in first..=last {
-                    a[j] /= sum;
-                    axpy(o, a[j], &kv.v[(b * kv.seq_rows + j) * kv.stride + h * hs..][..hs]);
+                for (j, aj) in a.iter_mut().enumerate() {
+                    *aj /= sum;
+                    axpy(o, *aj, head(kv.v, first + j));
                 }
             }
         });
