@@ -56,40 +56,43 @@ pub fn attention_forward<'a>(
     let (c, hs, tk) = (s.c, s.c / s.n_head, kv.len);
     let scale = 1.0 / (hs as f32).sqrt();
     assert!(tk >= s.t && out.len() == s.b * s.t * c && att.len() == s.b * s.t * s.n_head * tk);
-    out.par_chunks_mut(c)
-        .zip(att.par_chunks_mut(s.n_head * tk))
+    // One task per (query row, head): `out` is [rows, heads, hs] and `att` is
+    // [rows, heads, keys], so both split evenly; decoding one token still uses every core.
+    out.par_chunks_mut(hs)
+        .zip(att.par_chunks_mut(tk))
         .enumerate()
-        .for_each(|(row, (out, att))| {
+        .with_min_len((MIN_PAIR_WORK / (tk * hs).max(1)).max(1))
+        .for_each(|(pair, (o, att))| {
+            let (row, h) = (pair / s.n_head, pair % s.n_head);
             let (b, t) = (row / s.t, row % s.t);
             let last = tk - s.t + t; // this query's own key
             let first = last
                 .checked_sub(pos[row] as usize)
                 .expect("token position beyond its sequence");
-            let q = &qkv[row * 3 * c..];
-            for h in 0..s.n_head {
-                let qh = &q[h * hs..(h + 1) * hs];
-                // Row `(b, key)` of k or v, head h.
-                let head = |m: &'a [f32], key: usize| &m[(b * kv.seq_rows + key) * kv.stride + h * hs..][..hs];
-                let a = &mut att[h * tk + first..h * tk + last + 1]; // this query's keys
-                let mut max = f32::NEG_INFINITY;
-                for (j, aj) in a.iter_mut().enumerate() {
-                    *aj = dot(qh, head(kv.k, first + j)) * scale;
-                    max = max.max(*aj);
-                }
-                let mut sum = 0.0;
-                for aj in a.iter_mut() {
-                    *aj = (*aj - max).exp();
-                    sum += *aj;
-                }
-                let o = &mut out[h * hs..(h + 1) * hs];
-                o.fill(0.0);
-                for (j, aj) in a.iter_mut().enumerate() {
-                    *aj /= sum;
-                    axpy(o, *aj, head(kv.v, first + j));
-                }
+            let qh = &qkv[row * 3 * c + h * hs..][..hs];
+            // Row `(b, key)` of k or v, head h.
+            let head = |m: &'a [f32], key: usize| &m[(b * kv.seq_rows + key) * kv.stride + h * hs..][..hs];
+            let a = &mut att[first..=last]; // this query's keys
+            let mut max = f32::NEG_INFINITY;
+            for (j, aj) in a.iter_mut().enumerate() {
+                *aj = dot(qh, head(kv.k, first + j)) * scale;
+                max = max.max(*aj);
+            }
+            let mut sum = 0.0;
+            for aj in a.iter_mut() {
+                *aj = (*aj - max).exp();
+                sum += *aj;
+            }
+            o.fill(0.0);
+            for (j, aj) in a.iter_mut().enumerate() {
+                *aj /= sum;
+                axpy(o, *aj, head(kv.v, first + j));
             }
         });
 }
+
+/// Work (keys × head size) below which (row, head) pairs are grouped into one task.
+const MIN_PAIR_WORK: usize = 1 << 14;
 
 /// Backward of [`attention_forward`] for self-attention inside `qkv[B, T, 3C]`:
 /// accumulates into `dqkv[B, T, 3C]`. Sequences run in parallel (keys of one
