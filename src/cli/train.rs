@@ -139,7 +139,7 @@ impl Preset {
             n_head: 4,
             n_ctx: None,
             init: Init::Gpt2,
-            steps: 3000,
+            steps: 4000,
             batch_size: 64,
             pack: true,
             lr: 4e-3,
