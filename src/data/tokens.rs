@@ -19,10 +19,10 @@
 //! tokenized with another vocabulary is refused instead of silently misread.
 
 use crate::tokenizer::Tokenizer;
+use crate::train::checkpoint::write_atomic_with;
 use anyhow::{bail, ensure, Context, Result};
 use memmap2::Mmap;
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs::File;
 use std::path::Path;
 
 pub const MAGIC: [u8; 8] = *b"GPTTOKNS";
@@ -244,10 +244,7 @@ pub fn write_token_file(path: &Path, header: &TokenHeader, ids: &[u32]) -> Resul
     if let Some(&bad) = ids.iter().find(|&&id| id >= header.vocab_size) {
         bail!("token id {bad} is outside the vocabulary ({} ids)", header.vocab_size);
     }
-    let name = path.file_name().context("token file path has no file name")?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    let result = (|| -> Result<()> {
-        let mut w = BufWriter::new(File::create(&tmp)?);
+    write_atomic_with(path, |w| {
         w.write_all(&header.to_bytes())?;
         for chunk in ids.chunks(1 << 16) {
             let bytes: Vec<u8> = match header.width {
@@ -256,20 +253,15 @@ pub fn write_token_file(path: &Path, header: &TokenHeader, ids: &[u32]) -> Resul
             };
             w.write_all(&bytes)?;
         }
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing token file {}", path.display()))
+    })
+    .with_context(|| format!("writing token file {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn round_trip_u16_and_u32() {
