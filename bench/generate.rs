@@ -12,6 +12,10 @@
 //! The peer runs with the Python in `$GPT_BENCH_PYTHON`, else
 //! `~/.cache/gpt-venv/bin/python`, else `python3`; without torch it is skipped.
 
+#[path = "common.rs"]
+mod common;
+use common::python;
+
 use gpt::model::{Gpt, GptConfig, Init};
 use gpt::sample::{generate, GenerateOptions, SampleOptions};
 use gpt::tensor::rng;
@@ -19,21 +23,6 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("GPT_BENCH_PYTHON") {
-        return p;
-    }
-    let venv = format!(
-        "{}/.cache/gpt-venv/bin/python",
-        std::env::var("HOME").unwrap_or_default()
-    );
-    if Path::new(&venv).exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
 
 /// The benchmark model, created on first use.
 fn model_dir() -> PathBuf {

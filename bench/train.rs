@@ -8,6 +8,10 @@
 //! The numpy peer runs with the Python in `$GPT_BENCH_PYTHON`, else
 //! `~/.cache/gpt-venv/bin/python`, else `python3`; without numpy it is skipped.
 
+#[path = "common.rs"]
+mod common;
+use common::python;
+
 use gpt::tensor::matmul::matmul;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,21 +35,6 @@ fn ours_gflops(m: usize, k: usize, n: usize) -> f64 {
     let mut c = vec![0.0; m * n];
     let s = best_secs(5, || matmul(&mut c, &a, false, &b, false, m, k, n, false));
     2.0 * (m * k * n) as f64 / s / 1e9
-}
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("GPT_BENCH_PYTHON") {
-        return p;
-    }
-    let venv = format!(
-        "{}/.cache/gpt-venv/bin/python",
-        std::env::var("HOME").unwrap_or_default()
-    );
-    if std::path::Path::new(&venv).exists() {
-        venv
-    } else {
-        "python3".into()
-    }
 }
 
 fn numpy_gflops(shapes: &[(usize, usize, usize)], threads: usize) -> Option<Vec<f64>> {

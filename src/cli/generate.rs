@@ -1,7 +1,7 @@
 //! `gpt generate`: continue prompts with a GPT (GPT-2 or one trained here).
 
 use crate::model::Gpt;
-use crate::sample::{generate, GenerateOptions, SampleOptions};
+use crate::sample::{generate, GenerateOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, ensure, Result};
@@ -46,18 +46,8 @@ pub struct GenerateArgs {
     /// New tokens to generate per sample
     #[arg(short = 'n', long = "max-new-tokens", default_value_t = 50)]
     pub max_new_tokens: usize,
-    /// Softmax temperature; 0 = greedy (the reference's deterministic output)
-    #[arg(long, default_value_t = 0.8)]
-    pub temperature: f32,
-    /// Sample only among the K most likely tokens
-    #[arg(long)]
-    pub top_k: Option<usize>,
-    /// Sample only among the most likely tokens holding probability P
-    #[arg(long)]
-    pub top_p: Option<f32>,
-    /// Random seed (same seed, same output)
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: super::sample::SamplingArgs,
     /// Stop a sample when it produces this text (not included); repeatable
     #[arg(long)]
     pub stop: Vec<String>,
@@ -167,11 +157,7 @@ fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
-    ensure!(
-        a.temperature >= 0.0 && a.temperature.is_finite(),
-        "--temperature must be a finite number >= 0"
-    );
-    ensure!(a.top_p.is_none_or(|p| p > 0.0 && p <= 1.0), "--top-p must be in (0, 1]");
+    let sampling = a.sampling.options()?;
     ensure!(a.num_samples >= 1, "--num-samples must be at least 1");
     let (model, tok) = load_model(&a.model, a.dtype)?;
     let n_ctx = model.config.n_ctx;
@@ -200,11 +186,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         prompts.extend(std::iter::repeat_n(ids, a.num_samples));
     }
     let opts = GenerateOptions {
-        sampling: SampleOptions {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-        },
+        sampling,
         max_new_tokens: a.max_new_tokens,
         eos: tok.document_separator(),
     };
@@ -214,7 +196,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut completions: Vec<Completion> = prompts.iter().map(|_| Completion::new()).collect();
     let mut stdout = std::io::stdout().lock();
     let mut failure = None;
-    let result = generate(&model, &prompts, &opts, &mut rng(a.seed), |i, id| {
+    let result = generate(&model, &prompts, &opts, &mut rng(a.sampling.seed), |i, id| {
         let bytes = match token_bytes(&tok, id) {
             Ok(b) => b,
             Err(e) => {

@@ -8,15 +8,10 @@ use anyhow::{ensure, Result};
 use clap::Args;
 use std::path::PathBuf;
 
+/// Sampling flags shared by `gpt sample` and `gpt generate`.
 #[derive(Args, Debug)]
-pub struct SampleArgs {
-    /// Model directory written by `gpt train --out DIR`
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Documents to generate
-    #[arg(long, short = 'n', default_value_t = 20)]
-    pub num_samples: usize,
-    /// Softmax temperature; 0 = greedy
+pub struct SamplingArgs {
+    /// Softmax temperature; 0 = greedy (the most likely token, deterministic)
     #[arg(long, default_value_t = 0.8)]
     pub temperature: f32,
     /// Sample only among the K most likely tokens
@@ -25,16 +20,44 @@ pub struct SampleArgs {
     /// Sample only among the most likely tokens holding probability P
     #[arg(long)]
     pub top_p: Option<f32>,
-    /// Random seed
+    /// Random seed (same seed, same output)
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
 
+impl SamplingArgs {
+    /// The options, checked.
+    pub fn options(&self) -> Result<SampleOptions> {
+        ensure!(
+            self.temperature >= 0.0 && self.temperature.is_finite(),
+            "--temperature must be a finite number >= 0"
+        );
+        ensure!(
+            self.top_p.is_none_or(|p| p > 0.0 && p <= 1.0),
+            "--top-p must be in (0, 1]"
+        );
+        Ok(SampleOptions {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SampleArgs {
+    /// Model directory written by `gpt train --out DIR`
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Documents to generate
+    #[arg(long, short = 'n', default_value_t = 20)]
+    pub num_samples: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
 pub fn run(a: SampleArgs) -> Result<()> {
-    ensure!(
-        a.temperature >= 0.0 && a.temperature.is_finite(),
-        "--temperature must be a finite number >= 0"
-    );
+    let opts = a.sampling.options()?;
     let model = Gpt::load(&a.model)?;
     let tok = CharTokenizer::load(&a.model)?;
     ensure!(
@@ -44,12 +67,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         tok.vocab_size(),
         model.config.vocab_size
     );
-    let opts = SampleOptions {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-    };
-    for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.seed)) {
+    for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.sampling.seed)) {
         println!("{}", tok.decode(&ids)?);
     }
     Ok(())
