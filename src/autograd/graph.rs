@@ -5,7 +5,7 @@ use crate::tensor::attention::{attention_backward, attention_forward, AttnShape,
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
 use crate::tensor::elementwise::{add_forward, dropout_forward, mul_accumulate, Activation};
 use crate::tensor::embedding::{embedding_backward, embedding_forward};
-use crate::tensor::linear::{linear_backward, linear_forward, linear_forward_bf16, LinearShape};
+use crate::tensor::linear::{linear_backward, linear_forward, scratch_len, LinearShape};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
 use crate::tensor::{accumulate, Bf16, Rng, Tensor};
 use std::mem;
@@ -81,8 +81,37 @@ enum Op {
     },
 }
 
-struct Node {
-    shape: Vec<usize>,
+/// A node's shape, held inline (at most 4 dimensions) so recording an op allocates nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Dims {
+    d: [usize; 4],
+    rank: usize,
+}
+
+impl Dims {
+    fn new(s: &[usize]) -> Self {
+        assert!(s.len() <= 4, "tensors have at most 4 dimensions");
+        let mut d = [0; 4];
+        d[..s.len()].copy_from_slice(s);
+        Dims { d, rank: s.len() }
+    }
+
+    /// The same shape with another last dimension.
+    fn with_last(mut self, last: usize) -> Self {
+        self.d[self.rank - 1] = last;
+        self
+    }
+}
+
+impl std::ops::Deref for Dims {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        &self.d[..self.rank]
+    }
+}
+
+pub(super) struct Node {
+    shape: Dims,
     value: Value,
     op: Op,
 }
@@ -101,11 +130,15 @@ pub struct Graph<'p> {
 
 impl<'p> Graph<'p> {
     /// A graph for training: ops keep what their backward needs.
-    pub fn new(params: &'p Params, ws: Workspace) -> Self {
+    pub fn new(params: &'p Params, mut ws: Workspace) -> Self {
+        let nodes = std::mem::take(&mut ws.nodes);
+        let mut param_vars = std::mem::take(&mut ws.param_vars);
+        param_vars.clear();
+        param_vars.resize(params.tensors.len(), None);
         Graph {
             params,
-            nodes: Vec::new(),
-            param_vars: vec![None; params.tensors.len()],
+            nodes,
+            param_vars,
             ws,
             grad_enabled: true,
             dropout: None,
@@ -128,9 +161,12 @@ impl<'p> Graph<'p> {
 
     /// Ends the graph and returns every buffer to the workspace.
     pub fn finish(mut self) -> Workspace {
-        for node in mem::take(&mut self.nodes) {
+        let mut nodes = mem::take(&mut self.nodes);
+        for node in nodes.drain(..) {
             self.recycle(node);
         }
+        self.ws.nodes = nodes;
+        self.ws.param_vars = mem::take(&mut self.param_vars);
         self.ws
     }
 
@@ -155,7 +191,7 @@ impl<'p> Graph<'p> {
         if let Some(v) = self.param_vars[id.0] {
             return v;
         }
-        let shape = self.params.get(id).shape.clone();
+        let shape = Dims::new(&self.params.get(id).shape);
         let v = self.push(shape, Value::Param(id), Op::Leaf);
         self.param_vars[id.0] = Some(v);
         v
@@ -165,7 +201,7 @@ impl<'p> Graph<'p> {
     pub fn constant(&mut self, t: &Tensor) -> Var {
         let mut buf = self.ws.take(t.numel());
         buf.copy_from_slice(&t.data);
-        self.push(t.shape.clone(), Value::Owned(buf), Op::Leaf)
+        self.push(Dims::new(&t.shape), Value::Owned(buf), Op::Leaf)
     }
 
     pub fn value(&self, v: Var) -> &[f32] {
@@ -195,6 +231,10 @@ impl<'p> Graph<'p> {
         &self.nodes[v.0].shape
     }
 
+    fn dims(&self, v: Var) -> Dims {
+        self.nodes[v.0].shape
+    }
+
     /// Rows and last dimension of a value seen as a matrix.
     fn rows_cols(&self, v: Var) -> (usize, usize) {
         let shape = self.shape(v);
@@ -202,7 +242,7 @@ impl<'p> Graph<'p> {
         (shape.iter().product::<usize>() / cols.max(1), cols)
     }
 
-    fn push(&mut self, shape: Vec<usize>, value: Value, op: Op) -> Var {
+    fn push(&mut self, shape: Dims, value: Value, op: Op) -> Var {
         self.nodes.push(Node { shape, value, op });
         Var(self.nodes.len() - 1)
     }
@@ -238,7 +278,7 @@ impl<'p> Graph<'p> {
             (Vec::new(), Vec::new())
         };
         self.push(
-            vec![tokens.len().max(pos.len()).max(out.len() / c), c],
+            Dims::new(&[out.len() / c, c]),
             Value::Owned(out),
             Op::Embedding { wte, wpe, tokens, pos },
         )
@@ -252,23 +292,21 @@ impl<'p> Graph<'p> {
         assert_eq!(w_in, d_in, "linear: input has {d_in} features, weight expects {w_in}");
         let shape = LinearShape { n, d_in, d_out, w_t };
         let mut out = self.ws.take(n * d_out);
-        if let Some(w16) = self.bf16(w) {
-            assert!(!self.grad_enabled, "bf16 weights are for inference only");
-            let mut scratch = self.ws.take(if n > 8 { w16.len() } else { 0 });
-            linear_forward_bf16(
-                &mut out,
-                self.value(x),
-                w16,
-                b.map(|b| self.value(b)),
-                shape,
-                &mut scratch,
-            );
-            self.ws.give(scratch);
-        } else {
-            linear_forward(&mut out, self.value(x), self.value(w), b.map(|b| self.value(b)), shape);
+        let w16 = self.bf16(w);
+        let mut scratch = match w16 {
+            Some(_) => self.ws.take(scratch_len::<Bf16>(shape)),
+            None => self.ws.take(scratch_len::<f32>(shape)),
+        };
+        let bias = b.map(|b| self.value(b));
+        match w16 {
+            Some(w16) => {
+                assert!(!self.grad_enabled, "bf16 weights are for inference only");
+                linear_forward(&mut out, self.value(x), w16, bias, shape, &mut scratch)
+            }
+            None => linear_forward(&mut out, self.value(x), self.value(w), bias, shape, &mut scratch),
         }
-        let mut out_shape = self.shape(x).to_vec();
-        *out_shape.last_mut().unwrap() = d_out;
+        self.ws.give(scratch);
+        let out_shape = self.dims(x).with_last(d_out);
         self.push(out_shape, Value::Owned(out), Op::Linear { x, w, b, shape })
     }
 
@@ -289,7 +327,7 @@ impl<'p> Graph<'p> {
             kind,
         );
         let (mean, rstd) = (self.keep(mean), self.keep(rstd));
-        let shape = self.shape(x).to_vec();
+        let shape = self.dims(x);
         self.push(
             shape,
             Value::Owned(out),
@@ -307,7 +345,7 @@ impl<'p> Graph<'p> {
     pub fn activation(&mut self, x: Var, f: Activation) -> Var {
         let mut out = self.ws.take(self.value(x).len());
         f.forward(&mut out, self.value(x));
-        let shape = self.shape(x).to_vec();
+        let shape = self.dims(x);
         self.push(shape, Value::Owned(out), Op::Activation { x, f })
     }
 
@@ -315,7 +353,7 @@ impl<'p> Graph<'p> {
         assert_eq!(self.shape(a), self.shape(b), "add: shapes differ");
         let mut out = self.ws.take(self.value(a).len());
         add_forward(&mut out, self.value(a), self.value(b));
-        let shape = self.shape(a).to_vec();
+        let shape = self.dims(a);
         self.push(shape, Value::Owned(out), Op::Add { a, b })
     }
 
@@ -328,7 +366,7 @@ impl<'p> Graph<'p> {
         let (mut out, mut mask) = (self.ws.take(n), self.ws.take(n));
         dropout_forward(&mut out, &mut mask, self.value(x), p, &mut rng);
         self.dropout = Some((p, rng));
-        let shape = self.shape(x).to_vec();
+        let shape = self.dims(x);
         self.push(shape, Value::Owned(out), Op::Dropout { x, mask })
     }
 
@@ -341,7 +379,11 @@ impl<'p> Graph<'p> {
             o.copy_from_slice(&self.value(x)[r * c..(r + 1) * c]);
         }
         let rows = if self.grad_enabled { rows.to_vec() } else { Vec::new() };
-        self.push(vec![out.len() / c.max(1), c], Value::Owned(out), Op::Rows { x, rows })
+        self.push(
+            Dims::new(&[out.len() / c.max(1), c]),
+            Value::Owned(out),
+            Op::Rows { x, rows },
+        )
     }
 
     /// Causal self-attention: `qkv[B·T, 3C] -> [B·T, C]`, each token attending
@@ -365,7 +407,8 @@ impl<'p> Graph<'p> {
                 assert!(!self.grad_enabled, "the KV cache is for inference only");
                 assert!(slot.past + shape.t <= slot.capacity, "KV cache is full");
                 let len = slot.past + shape.t;
-                let mut att = self.ws.take(n * n_head * len);
+                // Sized for the full cache, so each decoded token reuses the same buffer.
+                let mut att = self.ws.take(n * n_head * slot.capacity);
                 let v = self.value(qkv);
                 for (row, src) in v.chunks(3 * c).enumerate() {
                     let dst = ((row / shape.t) * slot.capacity + slot.past + row % shape.t) * c;
@@ -379,14 +422,13 @@ impl<'p> Graph<'p> {
                     seq_rows: slot.capacity,
                     len,
                 };
-                attention_forward(&mut out, &mut att, v, kv, pos, shape);
+                attention_forward(&mut out, &mut att[..n * n_head * len], v, kv, pos, shape);
                 att
             }
         };
         let att = self.keep(att);
         let pos = if self.grad_enabled { pos.to_vec() } else { Vec::new() };
-        let mut out_shape = self.shape(qkv).to_vec();
-        *out_shape.last_mut().unwrap() = c;
+        let out_shape = self.dims(qkv).with_last(c);
         self.push(out_shape, Value::Owned(out), Op::Attention { qkv, shape, pos, att })
     }
 
@@ -405,7 +447,7 @@ impl<'p> Graph<'p> {
             Vec::new()
         };
         self.push(
-            vec![],
+            Dims::new(&[]),
             Value::Owned(out),
             Op::CrossEntropy {
                 logits,

@@ -1,10 +1,16 @@
 //! A pool of f32 buffers keyed by length, reused from one step to the next.
 
+use super::graph::Node;
+use super::Var;
 use std::collections::HashMap;
 
-#[derive(Default, Debug)]
+/// Buffers kept from one graph to the next: f32 buffers by length, and the
+/// (emptied) tape itself, so a steady stream of graphs allocates nothing.
+#[derive(Default)]
 pub struct Workspace {
     free: HashMap<usize, Vec<Vec<f32>>>,
+    pub(super) nodes: Vec<Node>,
+    pub(super) param_vars: Vec<Option<Var>>,
 }
 
 impl Workspace {

@@ -99,12 +99,10 @@ fn nucleus(w: &mut [f32], order: &mut Vec<u32>, sum: f32, top_p: f32) -> f32 {
                 break;
             }
         }
-        let keep: Vec<bool> = {
-            let mut k = vec![false; w.len()];
-            order[..cut].iter().for_each(|&i| k[i as usize] = true);
-            k
-        };
-        w.iter_mut().zip(keep).filter(|(_, k)| !k).for_each(|(w, _)| *w = 0.0);
+        // Zero what is outside: the sorted candidates past the cut, and (first
+        // pass) everything below the threshold, which never became a candidate.
+        order[cut..].iter().for_each(|&i| w[i as usize] = 0.0);
+        w.iter_mut().filter(|x| **x < threshold).for_each(|x| *x = 0.0);
         return kept;
     }
     unreachable!("the second pass keeps every token")

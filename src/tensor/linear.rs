@@ -2,7 +2,7 @@
 //! Conv1D, GPT-2's layout) or `[out, in]` (`w_t`: nn.Linear, and the tied `wte`).
 
 use super::matmul::matmul;
-use super::{Bf16, WeightElem, MIN_ELEMS_PER_TASK};
+use super::{WeightElem, MIN_ELEMS_PER_TASK};
 use rayon::prelude::*;
 
 /// Sizes of a linear layer applied to `n` rows.
@@ -20,56 +20,54 @@ pub struct LinearShape {
 /// reading the weights, not by arithmetic.
 const FEW_ROWS: usize = 8;
 
-/// `x[N, in] @ W + b -> out[N, out]`.
-pub fn linear_forward(out: &mut [f32], x: &[f32], w: &[f32], b: Option<&[f32]>, s: LinearShape) {
-    if s.n <= FEW_ROWS {
-        few_rows_forward(out, x, w, s);
-    } else {
-        matmul(out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, false);
+/// Floats of scratch space [`linear_forward`] needs for this shape and weight type.
+pub fn scratch_len<W: WeightElem>(s: LinearShape) -> usize {
+    match (s.n <= FEW_ROWS, s.w_t, W::IS_F32) {
+        (true, true, _) => s.d_out * s.n, // outputs, column-major
+        (true, false, _) => rayon::current_num_threads().max(1) * s.n * s.d_out, // a partial output per band
+        (false, _, true) => 0,
+        (false, _, false) => s.d_in * s.d_out, // the weights widened to f32
     }
-    add_bias(out, b, s.d_out);
 }
 
-/// [`linear_forward`] with bf16 weights (inference): a few rows read them
-/// directly; more rows widen `W` to f32 in `scratch` and use GEMM.
-pub fn linear_forward_bf16(
+/// `x[N, in] @ W + b -> out[N, out]`, with `scratch` of [`scratch_len`] floats.
+/// f32 or bf16 weights; a few rows read them once ([`few_rows_forward`]),
+/// more rows go through GEMM (bf16 widened to f32 in `scratch` first).
+pub fn linear_forward<W: WeightElem>(
     out: &mut [f32],
     x: &[f32],
-    w: &[Bf16],
+    w: &[W],
     b: Option<&[f32]>,
     s: LinearShape,
-    scratch: &mut Vec<f32>,
+    scratch: &mut [f32],
 ) {
+    assert_eq!(scratch.len(), scratch_len::<W>(s), "linear: wrong scratch size");
     if s.n <= FEW_ROWS {
-        few_rows_forward(out, x, w, s);
+        few_rows_forward(out, x, w, s, scratch);
+    } else if let Some(w) = W::as_f32(w) {
+        matmul(out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, false);
     } else {
-        scratch.resize(w.len(), 0.0);
         scratch
             .par_chunks_mut(MIN_ELEMS_PER_TASK)
             .zip(w.par_chunks(MIN_ELEMS_PER_TASK))
             .for_each(|(d, w)| d.iter_mut().zip(w).for_each(|(d, w)| *d = w.to_f32()));
         matmul(out, x, false, scratch, s.w_t, s.n, s.d_in, s.d_out, false);
     }
-    add_bias(out, b, s.d_out);
-}
-
-fn add_bias(out: &mut [f32], b: Option<&[f32]>, d_out: usize) {
     if let Some(b) = b {
-        out.par_chunks_mut(d_out)
-            .with_min_len(super::min_rows_per_task(d_out))
+        out.par_chunks_mut(s.d_out)
+            .with_min_len(super::min_rows_per_task(s.d_out))
             .for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
     }
 }
 
 /// `out = x @ W` for a few rows, reading each weight once. Threads take
 /// contiguous bands of `W`'s stored rows, so each streams memory in order.
-fn few_rows_forward<W: WeightElem>(out: &mut [f32], x: &[f32], w: &[W], s: LinearShape) {
+fn few_rows_forward<W: WeightElem>(out: &mut [f32], x: &[f32], w: &[W], s: LinearShape, scratch: &mut [f32]) {
     let LinearShape { n, d_in, d_out, w_t } = s;
-    let threads = rayon::current_num_threads().max(1);
     if w_t {
         // W is [out, in]: each output is a dot product with one stored row.
-        let band = d_out.div_ceil(threads * 4).max(64);
-        let mut cols = vec![0.0f32; d_out * n]; // [out, N]
+        let band = d_out.div_ceil(rayon::current_num_threads().max(1) * 4).max(64);
+        let cols = scratch; // [out, N]
         cols.par_chunks_mut(band * n).enumerate().for_each(|(k, c)| {
             for (j, c) in c.chunks_mut(n).enumerate() {
                 let row = &w[(k * band + j) * d_in..][..d_in];
@@ -86,23 +84,24 @@ fn few_rows_forward<W: WeightElem>(out: &mut [f32], x: &[f32], w: &[W], s: Linea
         }
     } else {
         // W is [in, out]: each band of input rows adds its share to a partial output.
-        let band = d_in.div_ceil(threads);
-        let partials: Vec<Vec<f32>> = w
-            .par_chunks(band * d_out)
+        let bands = scratch.len() / (n * d_out);
+        let band = d_in.div_ceil(bands);
+        scratch
+            .par_chunks_mut(n * d_out)
+            .zip(w.par_chunks(band * d_out))
             .enumerate()
-            .map(|(k, w_band)| {
-                let mut part = vec![0.0f32; n * d_out];
+            .for_each(|(k, (part, w_band))| {
+                part.fill(0.0);
                 for (i, w_row) in w_band.chunks(d_out).enumerate() {
                     for (r, part) in part.chunks_mut(d_out).enumerate() {
                         super::axpy(part, x[r * d_in + k * band + i], w_row);
                     }
                 }
-                part
-            })
-            .collect();
+            });
         out.fill(0.0);
-        partials
-            .iter()
+        let used = d_in.div_ceil(band); // bands that got rows
+        scratch[..used * n * d_out]
+            .chunks(n * d_out)
             .for_each(|p| out.iter_mut().zip(p).for_each(|(o, p)| *o += p));
     }
 }
@@ -143,6 +142,7 @@ pub fn linear_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::Bf16;
 
     #[test]
     fn bf16_weights_match_f32_weights_rounded() {
@@ -159,8 +159,10 @@ mod tests {
                 w_t: false,
             };
             let (mut got, mut want) = (vec![0.0; rows * d_out], vec![0.0; rows * d_out]);
-            linear_forward_bf16(&mut got, &x[..rows * d_in], &w16, None, s, &mut Vec::new());
-            linear_forward(&mut want, &x[..rows * d_in], &rounded, None, s);
+            let mut scratch = vec![0.0; scratch_len::<Bf16>(s)];
+            linear_forward(&mut got, &x[..rows * d_in], &w16, None, s, &mut scratch);
+            let mut scratch = vec![0.0; scratch_len::<f32>(s)];
+            linear_forward(&mut want, &x[..rows * d_in], &rounded, None, s, &mut scratch);
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() < 1e-4, "{rows} rows: {g} vs {w}");
             }
@@ -176,7 +178,8 @@ mod tests {
             for n in 1..=3 {
                 let s = LinearShape { n, d_in, d_out, w_t };
                 let (mut got, mut want) = (vec![0.0; n * d_out], vec![0.0; n * d_out]);
-                few_rows_forward(&mut got, &x[..n * d_in], &w, s);
+                let mut scratch = vec![0.0; scratch_len::<f32>(s)];
+                few_rows_forward(&mut got, &x[..n * d_in], &w, s, &mut scratch);
                 matmul(&mut want, &x[..n * d_in], false, &w, w_t, n, d_in, d_out, false);
                 for (g, w) in got.iter().zip(&want) {
                     assert!((g - w).abs() < 1e-4, "w_t={w_t} n={n}: {g} vs {w}");

@@ -87,13 +87,20 @@ pub fn accumulate(dst: &mut [f32], src: &[f32]) {
 /// A stored weight element: f32, or [`Bf16`]. Kernels that only read
 /// weights (inference) are generic over it; arithmetic is always f32.
 pub trait WeightElem: Copy + Send + Sync + 'static {
+    const IS_F32: bool;
     fn to_f32(self) -> f32;
+    /// The slice itself when the elements are f32 (GEMM reads those directly).
+    fn as_f32(w: &[Self]) -> Option<&[f32]>;
 }
 
 impl WeightElem for f32 {
+    const IS_F32: bool = true;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+    fn as_f32(w: &[f32]) -> Option<&[f32]> {
+        Some(w)
     }
 }
 
@@ -115,9 +122,13 @@ impl Bf16 {
 }
 
 impl WeightElem for Bf16 {
+    const IS_F32: bool = false;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         f32::from_bits((self.0 as u32) << 16)
+    }
+    fn as_f32(_: &[Bf16]) -> Option<&[f32]> {
+        None
     }
 }
 

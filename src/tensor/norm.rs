@@ -29,8 +29,22 @@ pub fn norm_forward(
     kind: NormKind,
 ) {
     // Absent weight/bias act as ones/zeros, so the inner loop has no branches.
-    let (ones, zeros) = (vec![1.0; c], vec![0.0; c]);
-    let (w, b) = (w.unwrap_or(&ones), b.unwrap_or(&zeros));
+    // (Made only when missing: GPT-2's norms have both, and allocate nothing here.)
+    let (ones, zeros);
+    let w = match w {
+        Some(w) => w,
+        None => {
+            ones = vec![1.0; c];
+            &ones
+        }
+    };
+    let b = match b {
+        Some(b) => b,
+        None => {
+            zeros = vec![0.0; c];
+            &zeros
+        }
+    };
     out.par_chunks_mut(c)
         .zip(x.par_chunks(c))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))

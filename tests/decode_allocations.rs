@@ -1,0 +1,63 @@
+//! Decoding allocates nothing per token: every buffer comes back from the
+//! workspace. Measured with a counting allocator (this test binary only).
+
+use gpt::model::{Gpt, GptConfig, Init};
+use gpt::sample::{generate, GenerateOptions, SampleOptions};
+use gpt::tensor::rng;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations_for(model: &Gpt, new_tokens: usize, sampling: SampleOptions) -> usize {
+    let opts = GenerateOptions {
+        sampling,
+        max_new_tokens: new_tokens,
+        eos: None,
+    };
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let out = generate(model, &[vec![1, 2, 3]], &opts, &mut rng(0), |_, _| true);
+    let after = ALLOCATIONS.load(Ordering::Relaxed);
+    assert_eq!(out.tokens[0].len(), new_tokens);
+    after - before
+}
+
+#[test]
+fn each_decoded_token_allocates_nothing() {
+    // One thread: the test harness's own threads must not count.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| {
+        let model = Gpt::new(GptConfig::gpt2(64, 64, 32, 4, 2), Init::Gpt2, &mut rng(0));
+        for sampling in [
+            SampleOptions::GREEDY,
+            SampleOptions {
+                temperature: 0.9,
+                top_k: Some(10),
+                top_p: Some(0.9),
+            },
+        ] {
+            let short = allocations_for(&model, 10, sampling);
+            let long = allocations_for(&model, 40, sampling);
+            // The output vector grows by doubling: a few reallocations, not one per token.
+            assert!(
+                long - short <= 3,
+                "30 more tokens cost {} more allocations ({short} vs {long})",
+                long - short
+            );
+        }
+    });
+}
