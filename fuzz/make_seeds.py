@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Writes fuzz/seeds/: tiny valid inputs for the `checkpoint` fuzz target
+(u16 LE config length, config.json, model.safetensors) in each layout and
+dtype Gpt::load accepts, so the fuzzer starts from files that parse.
+
+    ~/.cache/gpt-venv/bin/python fuzz/make_seeds.py
+"""
+import json
+import struct
+from pathlib import Path
+
+import torch
+from safetensors.torch import save
+
+OUT = Path(__file__).resolve().parent / "seeds"
+V, T, C, L = 5, 4, 4, 1
+
+
+def config(**extra):
+    c = {"model_type": "gpt2", "vocab_size": V, "n_positions": T, "n_embd": C, "n_head": 2, "n_layer": L}
+    c.update(extra)
+    return json.dumps(c).encode()
+
+
+def tensors(prefix="", dtype=torch.float32, bias=True, norms=True, lm_head=False, buffers=False):
+    g = torch.Generator().manual_seed(0)
+    t = {"wte.weight": (V, C), "wpe.weight": (T, C)}
+    linears = {"attn.c_attn": 3 * C, "attn.c_proj": C, "mlp.c_fc": 4 * C, "mlp.c_proj": C}
+    for i in range(L):
+        for name, out in linears.items():
+            t[f"h.{i}.{name}.weight"] = (4 * C if name == "mlp.c_proj" else C, out)
+            if bias:
+                t[f"h.{i}.{name}.bias"] = (out,)
+        for ln in ["ln_1", "ln_2"] if norms else []:
+            t[f"h.{i}.{ln}.weight"] = (C,)
+            if bias:
+                t[f"h.{i}.{ln}.bias"] = (C,)
+    if norms:
+        t["ln_f.weight"] = (C,)
+        if bias:
+            t["ln_f.bias"] = (C,)
+    out = {prefix + k: torch.randn(s, generator=g).to(dtype) for k, s in t.items()}
+    if lm_head:
+        out["lm_head.weight"] = torch.randn(V, C, generator=g).to(dtype)
+    for i in range(L if buffers else 0):
+        out[f"h.{i}.attn.bias"] = torch.tril(torch.ones(T, T)).view(1, 1, T, T)
+        out[f"h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    return save(out)
+
+
+def main():
+    OUT.mkdir(exist_ok=True)
+    seeds = {
+        "hub_f32": (config(), tensors(buffers=True)),
+        "transformers_f16": (config(), tensors("transformer.", torch.float16)),
+        "untied_bf16": (config(tie_word_embeddings=False), tensors(dtype=torch.bfloat16, lm_head=True)),
+        "microgpt": (
+            config(norm="rmsnorm", activation_function="relu", bias=False, tie_word_embeddings=False,
+                   embd_norm=True, final_norm=False),
+            tensors(bias=False, norms=False, lm_head=True),
+        ),
+    }
+    for name, (cfg, st) in seeds.items():
+        (OUT / name).write_bytes(struct.pack("<H", len(cfg)) + cfg + st)
+
+
+if __name__ == "__main__":
+    main()
