@@ -3,7 +3,7 @@
 //! read here), OpenAI's TensorFlow release folder and llm.c's `.bin` (read by
 //! [`super::import`]). [`Gpt::save`] writes the first kind, atomically.
 
-use super::import::{self, check_config_fits, map_file, Elem};
+use super::import::{self, check_config_fits, map_file, Elem, Source};
 use super::{Gpt, GptConfig};
 use crate::autograd::Params;
 use crate::tensor::Tensor;
@@ -146,15 +146,7 @@ fn load_safetensors(dir: &Path) -> Result<Gpt> {
         dir.display()
     );
     let map = map_file(&path)?;
-    // Hand each chunk's pages back once it is copied, so the process holds
-    // the f32 weights, not the weights and the whole file besides.
-    let release = |chunk: &[u8]| {
-        let offset = chunk.as_ptr() as usize - map.as_ptr() as usize;
-        // SAFETY: a read-only mapping of a file: DONTNEED only unmaps the
-        // pages, and a later read faults the same bytes back in from the file.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, chunk.len()) };
-    };
-    let params = read_params(&map, &config, &release).with_context(|| format!("loading {}", path.display()))?;
+    let params = read_params(Source::mapped(&map), &config).with_context(|| format!("loading {}", path.display()))?;
     Ok(Gpt::from_params(config, params))
 }
 
@@ -163,13 +155,13 @@ fn load_safetensors(dir: &Path) -> Result<Gpt> {
 pub fn parse_checkpoint(config_json: &[u8], safetensors: &[u8]) -> Result<Gpt> {
     let text = std::str::from_utf8(config_json).context("config.json is not UTF-8")?;
     let config = GptConfig::from_json(text).context("config.json is not a valid GPT-2 config")?;
-    let params = read_params(safetensors, &config, &|_| {})?;
+    let params = read_params(Source::memory(safetensors), &config)?;
     Ok(Gpt::from_params(config, params))
 }
 
-/// Reads and checks every tensor the config needs from a safetensors buffer,
-/// converting to f32 in chunks and passing each chunk to `release` once copied.
-fn read_params(buffer: &[u8], config: &GptConfig, release: &dyn Fn(&[u8])) -> Result<Params> {
+/// Reads and checks every tensor the config needs from a safetensors file.
+fn read_params(source: Source, config: &GptConfig) -> Result<Params> {
+    let buffer = source.bytes();
     let st = SafeTensors::deserialize(buffer)
         .map_err(|e| anyhow::anyhow!("the file is truncated or corrupt ({e}); re-save or re-download it"))?;
     check_config_fits(config, st.len(), buffer.len()).context("config.json does not match the weights")?;
@@ -195,13 +187,7 @@ fn read_params(buffer: &[u8], config: &GptConfig, release: &dyn Fn(&[u8])) -> Re
             Dtype::BF16 => Elem::Bf16,
             d => bail!("tensor {name} is {d:?}; only F32, F16 and BF16 weights are supported"),
         };
-        let bytes = view.data();
-        let mut data = Vec::with_capacity(bytes.len() / elem.size());
-        for chunk in bytes.chunks(1 << 24) {
-            data.extend(elem.to_f32(chunk));
-            release(chunk);
-        }
-        Ok(data)
+        Ok(source.decode(elem, view.data()))
     };
     let expected = Gpt::expected_tensors(config);
     let mut params = Params::default();

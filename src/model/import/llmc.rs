@@ -7,7 +7,7 @@
 //! `nn.Linear` does, `[out, in]`; ours are Conv1D `[in, out]`, so they are
 //! transposed. The padding rows of the token embedding are dropped.
 
-use super::{map_file, transpose, Elem};
+use super::{map_file, transpose, Elem, Source};
 use crate::autograd::Params;
 use crate::model::{Gpt, GptConfig};
 use crate::tensor::Tensor;
@@ -27,11 +27,12 @@ pub fn has_magic(head: &[u8]) -> bool {
 
 /// Loads an llm.c `.bin` model file.
 pub fn load(path: &Path) -> Result<Gpt> {
-    parse(&map_file(path)?)
+    parse(Source::mapped(&map_file(path)?))
 }
 
-/// Reads a whole llm.c model file held in memory.
-pub fn parse(bytes: &[u8]) -> Result<Gpt> {
+/// Reads a whole llm.c model file.
+pub(crate) fn parse(source: Source) -> Result<Gpt> {
+    let bytes = source.bytes();
     ensure!(
         bytes.len() >= HEADER_BYTES,
         "the file is {} bytes, shorter than llm.c's 1024-byte header: it is truncated",
@@ -104,7 +105,7 @@ pub fn parse(bytes: &[u8]) -> Result<Gpt> {
             .expect("llm.c stores every GPT-2 tensor");
         let numel: usize = shape.iter().product();
         let start = HEADER_BYTES + (a.offset + layer * a.len / if a.layered { l } else { 1 }) * elem.size();
-        let mut data = elem.to_f32(&bytes[start..start + numel * elem.size()]);
+        let mut data = source.decode(elem, &bytes[start..start + numel * elem.size()]);
         if a.transposed {
             data = transpose(&data, shape[1], shape[0]);
         }
@@ -214,7 +215,7 @@ mod tests {
     #[test]
     fn reads_llmc_layout_back_to_the_same_model() {
         let m = tiny();
-        let back = parse(&llmc_bytes(&m, 16)).unwrap();
+        let back = parse(Source::memory(&llmc_bytes(&m, 16))).unwrap();
         assert_eq!(back.config, m.config);
         assert_eq!(back.params, m.params);
     }
@@ -222,7 +223,7 @@ mod tests {
     #[test]
     fn damaged_files_are_clear_errors() {
         let good = llmc_bytes(&tiny(), 16);
-        let err = |bytes: &[u8]| format!("{:#}", parse(bytes).err().expect("must fail"));
+        let err = |bytes: &[u8]| format!("{:#}", parse(Source::memory(bytes)).err().expect("must fail"));
         for cut in [0, 3, 1023, 1024, good.len() / 2, good.len() - 1] {
             assert!(
                 err(&good[..cut]).contains("truncated"),

@@ -12,7 +12,7 @@
 
 use super::proto::{for_each_field, Value};
 use super::table::{read_table, unmask};
-use super::{check_config_fits, map_file, Elem};
+use super::{check_config_fits, map_file, Elem, Source};
 use crate::autograd::Params;
 use crate::model::{Gpt, GptConfig};
 use crate::tensor::Tensor;
@@ -55,9 +55,9 @@ pub fn load(dir: &Path) -> Result<Gpt> {
             map_file(&path)
         })
         .collect::<Result<Vec<_>>>()?;
-    let shard_refs: Vec<&[u8]> = shards.iter().map(|m| &m[..]).collect();
+    let sources: Vec<Source> = shards.iter().map(Source::mapped).collect();
     bundle
-        .into_model(config, &shard_refs)
+        .into_model(config, &sources)
         .with_context(|| format!("reading the checkpoint {}", prefix.display()))
 }
 
@@ -196,8 +196,8 @@ impl Bundle {
     }
 
     /// Reads every tensor `config` needs out of the data files.
-    fn into_model(self, config: GptConfig, shards: &[&[u8]]) -> Result<Gpt> {
-        let n_bytes = shards.iter().map(|s| s.len()).sum();
+    fn into_model(self, config: GptConfig, shards: &[Source]) -> Result<Gpt> {
+        let n_bytes = shards.iter().map(|s| s.bytes().len()).sum();
         check_config_fits(&config, self.entries.len(), n_bytes)
             .context("hparams.json does not match the checkpoint")?;
         let expected = Gpt::expected_tensors(&config);
@@ -223,7 +223,7 @@ impl Bundle {
 }
 
 /// The bytes of one tensor, checked against its entry and the expected shape.
-fn read_tensor(e: &Entry, shape: &[usize], shards: &[&[u8]]) -> Result<Vec<f32>> {
+fn read_tensor(e: &Entry, shape: &[usize], shards: &[Source]) -> Result<Vec<f32>> {
     ensure!(
         !e.sliced,
         "it is saved in slices (a partitioned variable), which is not supported"
@@ -252,20 +252,20 @@ fn read_tensor(e: &Entry, shape: &[usize], shards: &[&[u8]]) -> Result<Vec<f32>>
     let start = usize::try_from(e.offset).unwrap_or(usize::MAX);
     let bytes = start
         .checked_add(want)
-        .and_then(|end| shard.get(start..end))
+        .and_then(|end| shard.bytes().get(start..end))
         .with_context(|| {
             format!(
                 "its bytes {}..{} run past the end of the {}-byte data file: it is truncated",
                 e.offset,
                 e.offset.saturating_add(e.size),
-                shard.len()
+                shard.bytes().len()
             )
         })?;
     ensure!(
         crc32c::crc32c(bytes) == unmask(e.crc32c),
         "its bytes do not match their checksum: the data file is corrupt"
     );
-    Ok(elem.to_f32(bytes))
+    Ok(shard.decode(elem, bytes))
 }
 
 /// Our tensor name -> OpenAI's variable name: `h.0.attn.c_attn.weight` ->
@@ -346,7 +346,7 @@ mod tests {
     }
 
     fn load(index: &[u8], data: &[u8], config: &GptConfig) -> Result<Gpt> {
-        Bundle::parse(index)?.into_model(config.clone(), &[data])
+        Bundle::parse(index)?.into_model(config.clone(), &[Source::memory(data)])
     }
 
     #[test]
