@@ -6,8 +6,13 @@
 //! sequence that is plain causal attention; with several documents packed into
 //! one sequence it keeps them apart, so packing wastes no compute on padding.
 
+use super::matmul::{matmul_strided, View};
 use super::{axpy, dot};
 use rayon::prelude::*;
+
+/// From this many queries per sequence on, [`attention_forward`] uses GEMM per
+/// head (all scores, then masked) instead of one row at a time.
+const GEMM_MIN_QUERIES: usize = 64;
 
 /// Sizes of one attention call: `b` sequences of `t` query tokens, `c` channels in `n_head` heads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,9 +58,26 @@ pub fn attention_forward<'a>(
     pos: &[u32],
     s: AttnShape,
 ) {
+    let (c, tk) = (s.c, kv.len);
+    assert!(tk >= s.t && out.len() == s.b * s.t * c && att.len() == s.b * s.t * s.n_head * tk);
+    if s.t >= GEMM_MIN_QUERIES {
+        attention_forward_gemm(out, att, qkv, kv, pos, s);
+    } else {
+        attention_forward_rows(out, att, qkv, kv, pos, s);
+    }
+}
+
+/// [`attention_forward`] one query row at a time (few queries: decoding, short rows).
+fn attention_forward_rows<'a>(
+    out: &mut [f32],
+    att: &mut [f32],
+    qkv: &[f32],
+    kv: KeysValues<'a>,
+    pos: &[u32],
+    s: AttnShape,
+) {
     let (c, hs, tk) = (s.c, s.c / s.n_head, kv.len);
     let scale = 1.0 / (hs as f32).sqrt();
-    assert!(tk >= s.t && out.len() == s.b * s.t * c && att.len() == s.b * s.t * s.n_head * tk);
     // One task per (query row, head): `out` is [rows, heads, hs] and `att` is
     // [rows, heads, keys], so both split evenly; decoding one token still uses every core.
     out.par_chunks_mut(hs)
@@ -87,6 +109,60 @@ pub fn attention_forward<'a>(
             for (j, aj) in a.iter_mut().enumerate() {
                 *aj /= sum;
                 axpy(o, *aj, head(kv.v, first + j));
+            }
+        });
+}
+
+/// [`attention_forward`] for many queries: per sequence and head, scores
+/// `Q Kᵀ` by GEMM straight into `att`, a softmax over each query's own keys
+/// (zero elsewhere), then `P V` by GEMM into `out`.
+fn attention_forward_gemm(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: KeysValues, pos: &[u32], s: AttnShape) {
+    let (c, hs, tk, tq, nh) = (s.c, s.c / s.n_head, kv.len, s.t, s.n_head);
+    let scale = 1.0 / (hs as f32).sqrt();
+    out.par_chunks_mut(tq * c)
+        .zip(att.par_chunks_mut(tq * nh * tk))
+        .enumerate()
+        .for_each(|(b, (out, att))| {
+            let (k0, q0) = (b * kv.seq_rows * kv.stride, b * tq * 3 * c);
+            for h in 0..nh {
+                let q = View {
+                    data: &qkv[q0 + h * hs..],
+                    rs: 3 * c,
+                    cs: 1,
+                };
+                let k_t = View {
+                    data: &kv.k[k0 + h * hs..],
+                    rs: 1,
+                    cs: kv.stride,
+                };
+                matmul_strided(&mut att[h * tk..], nh * tk, q, k_t, tq, hs, tk, scale);
+                for i in 0..tq {
+                    let row = &mut att[(i * nh + h) * tk..][..tk];
+                    let last = tk - tq + i;
+                    let first = last
+                        .checked_sub(pos[b * tq + i] as usize)
+                        .expect("token position beyond its sequence");
+                    let max = row[first..=last].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+                    let mut sum = 0.0;
+                    for x in &mut row[first..=last] {
+                        *x = (*x - max).exp();
+                        sum += *x;
+                    }
+                    row[first..=last].iter_mut().for_each(|x| *x /= sum);
+                    row[..first].fill(0.0);
+                    row[last + 1..].fill(0.0);
+                }
+                let p = View {
+                    data: &att[h * tk..],
+                    rs: nh * tk,
+                    cs: 1,
+                };
+                let v = View {
+                    data: &kv.v[k0 + h * hs..],
+                    rs: kv.stride,
+                    cs: 1,
+                };
+                matmul_strided(&mut out[h * hs..], c, p, v, tq, tk, hs, 1.0);
             }
         });
 }
@@ -126,4 +202,46 @@ pub fn attention_backward(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f3
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::{rng, Tensor};
+
+    #[test]
+    fn gemm_and_row_paths_agree_with_packing_and_a_cache() {
+        let (b, t, c, n_head, past) = (2, 70, 16, 2, 5);
+        let tk = past + t;
+        let qkv = Tensor::randn(&[b * t, 3 * c], 1.0, &mut rng(1)).data;
+        // Keys and values for `past` cached tokens plus this call's, per sequence.
+        let k = Tensor::randn(&[b * tk, c], 1.0, &mut rng(2)).data;
+        let v = Tensor::randn(&[b * tk, c], 1.0, &mut rng(3)).data;
+        let kv = KeysValues {
+            k: &k,
+            v: &v,
+            stride: c,
+            seq_rows: tk,
+            len: tk,
+        };
+        // Sequence 0 continues one document; sequence 1 packs a new one from query 30.
+        let pos: Vec<u32> = (0..b * t)
+            .map(|r| {
+                if r >= t + 30 {
+                    (r - t - 30) as u32
+                } else {
+                    (past + r % t) as u32
+                }
+            })
+            .collect();
+        let s = AttnShape { b, t, c, n_head };
+        let run = |f: fn(&mut [f32], &mut [f32], &[f32], KeysValues, &[u32], AttnShape)| {
+            let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * t * n_head * tk]);
+            f(&mut out, &mut att, &qkv, kv, &pos, s);
+            out
+        };
+        let (gemm, rows) = (run(attention_forward_gemm), run(attention_forward_rows));
+        let worst = gemm.iter().zip(&rows).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-5, "paths differ by {worst}");
+    }
 }

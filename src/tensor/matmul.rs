@@ -70,6 +70,64 @@ pub fn matmul(
     }
 }
 
+/// A strided view of a matrix: element `(i, j)` at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+/// `dst[i * dst_rs + j] = scale * (a @ b)[i, j]` for an `m×k` view `a` and a
+/// `k×n` view `b`: GEMM on strided views (e.g. one attention head inside `qkv`).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_strided(dst: &mut [f32], dst_rs: usize, a: View, b: View, m: usize, k: usize, n: usize, scale: f32) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Every index gemm forms lies below these bounds.
+    let end = |rows: usize, rs: usize, cols: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
+    assert!(
+        k > 0 && dst.len() >= end(m, dst_rs, n, 1),
+        "matmul_strided: dst too small"
+    );
+    assert!(
+        a.data.len() >= end(m, a.rs, k, a.cs) && b.data.len() >= end(k, b.rs, n, b.cs),
+        "matmul_strided: operand too small"
+    );
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && 2 * m * n * k >= MIN_PARALLEL_FLOPS {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts bound every element gemm reads or writes inside its
+    // slice; `dst` is a unique borrow disjoint from `a` and `b`.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            false,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

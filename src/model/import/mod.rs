@@ -115,7 +115,8 @@ impl<'a> Source<'a> {
     /// pages of each chunk once it is copied.
     pub(crate) fn decode(&self, elem: Elem, bytes: &[u8]) -> Vec<f32> {
         const CHUNK: usize = 1 << 24; // a multiple of every element size
-        let mut data = Vec::with_capacity(bytes.len() / elem.size());
+        let mut data: Vec<f32> = Vec::with_capacity(bytes.len() / elem.size());
+        crate::tensor::advise_huge_pages(data.spare_capacity_mut());
         for chunk in bytes.chunks(CHUNK) {
             data.extend(elem.to_f32(chunk));
             self.release(chunk);
