@@ -235,7 +235,8 @@ mod tests {
             })
             .collect();
         let s = AttnShape { b, t, c, n_head };
-        let run = |f: fn(&mut [f32], &mut [f32], &[f32], KeysValues, &[u32], AttnShape)| {
+        type Forward = fn(&mut [f32], &mut [f32], &[f32], KeysValues, &[u32], AttnShape);
+        let run = |f: Forward| {
             let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * t * n_head * tk]);
             f(&mut out, &mut att, &qkv, kv, &pos, s);
             out
