@@ -55,7 +55,13 @@ fn train_then_sample_round_trip() {
         stdout.contains("val loss") && stdout.contains("samples are not in the training set"),
         "{stdout}"
     );
-    for f in ["model.safetensors", "config.json", "char_tokenizer.json", "log.jsonl"] {
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "char_tokenizer.json",
+        "log.jsonl",
+        "loss.svg",
+    ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
     let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();

@@ -275,6 +275,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let report = train(&mut model, &train_ids, &val_ids, &train_options(&s, a.seed), &mut log)?;
     model.save(&a.out)?;
     tok.save(&a.out)?;
+    crate::train::plot::write_loss_plot(&a.out.join("loss.svg"), &report.losses, &report.val_losses)?;
 
     let fmt = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
     println!(
@@ -290,7 +291,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
         let mean = report.losses[last..].iter().sum::<f32>() / 100.0;
         println!("mean training loss over the last 100 steps: {mean:.4}");
     }
-    println!("saved to {}", a.out.display());
+    println!(
+        "saved to {} (loss plot: {})",
+        a.out.display(),
+        a.out.join("loss.svg").display()
+    );
 
     let opts = SampleOptions {
         temperature: s.temperature,

@@ -4,9 +4,11 @@
 //! - [`schedule`]: warmup then linear or cosine decay
 //! - [`trainer`]: the loop and the evaluation of a loss over documents
 //! - [`checkpoint`]: atomic file writes
+//! - [`plot`]: the loss plot (SVG) left in the run directory
 
 pub mod checkpoint;
 pub mod optim;
+pub mod plot;
 pub mod schedule;
 pub mod trainer;
 
