@@ -135,7 +135,7 @@ fn attention_forward_gemm(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: Key
                     rs: 1,
                     cs: kv.stride,
                 };
-                matmul_strided(&mut att[h * tk..], nh * tk, q, k_t, tq, hs, tk, scale);
+                matmul_strided(&mut att[h * tk..], nh * tk, q, k_t, tq, hs, tk, scale, false);
                 for i in 0..tq {
                     let row = &mut att[(i * nh + h) * tk..][..tk];
                     let last = tk - tq + i;
@@ -162,7 +162,7 @@ fn attention_forward_gemm(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: Key
                     rs: kv.stride,
                     cs: 1,
                 };
-                matmul_strided(&mut out[h * hs..], c, p, v, tq, tk, hs, 1.0);
+                matmul_strided(&mut out[h * hs..], c, p, v, tq, tk, hs, 1.0, false);
             }
         });
 }
@@ -174,6 +174,84 @@ const MIN_PAIR_WORK: usize = 1 << 14;
 /// accumulates into `dqkv[B, T, 3C]`. Sequences run in parallel (keys of one
 /// sequence receive gradient from many queries, so a sequence is one task).
 pub fn attention_backward(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], pos: &[u32], s: AttnShape) {
+    if s.t >= GEMM_MIN_QUERIES {
+        attention_backward_gemm(dqkv, dout, qkv, att, pos, s);
+    } else {
+        attention_backward_rows(dqkv, dout, qkv, att, pos, s);
+    }
+}
+
+/// [`attention_backward`] by GEMMs per (sequence, head), for `att` written by
+/// [`attention_forward_gemm`] (zero outside each query's keys):
+/// `dP = dO Vᵀ`, `dS = P ⊙ (dP - rowsum(P ⊙ dP))`, `dQ += s dS K`, `dK += s dSᵀ Q`, `dV += Pᵀ dO`.
+fn attention_backward_gemm(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], pos: &[u32], s: AttnShape) {
+    let (c, hs, t, nh) = (s.c, s.c / s.n_head, s.t, s.n_head);
+    let scale = 1.0 / (hs as f32).sqrt();
+    dqkv.par_chunks_mut(t * 3 * c).enumerate().for_each(|(b, dqkv)| {
+        let qkv = &qkv[b * t * 3 * c..(b + 1) * t * 3 * c];
+        let att = &att[b * t * nh * t..(b + 1) * t * nh * t];
+        let dout = &dout[b * t * c..(b + 1) * t * c];
+        let mut ds = vec![0.0f32; t * t]; // dP, then dS, of one head: [T, T]
+        for h in 0..nh {
+            let p_t = View {
+                data: &att[h * t..],
+                rs: 1,
+                cs: nh * t,
+            };
+            let d_o = View {
+                data: &dout[h * hs..],
+                rs: c,
+                cs: 1,
+            };
+            let v_t = View {
+                data: &qkv[2 * c + h * hs..],
+                rs: 1,
+                cs: 3 * c,
+            };
+            matmul_strided(&mut ds, t, d_o, v_t, t, hs, t, 1.0, false);
+            for (i, drow) in ds.chunks_mut(t).enumerate() {
+                let first = i - pos[b * t + i] as usize;
+                let prow = &att[(i * nh + h) * t..][..t];
+                let weighted: f32 = (first..=i).map(|j| prow[j] * drow[j]).sum();
+                for (j, d) in drow.iter_mut().enumerate() {
+                    *d = if (first..=i).contains(&j) {
+                        prow[j] * (*d - weighted)
+                    } else {
+                        0.0
+                    };
+                }
+            }
+            let q = View {
+                data: &qkv[h * hs..],
+                rs: 3 * c,
+                cs: 1,
+            };
+            let k = View {
+                data: &qkv[c + h * hs..],
+                rs: 3 * c,
+                cs: 1,
+            };
+            let (ds_v, ds_t) = (
+                View {
+                    data: &ds,
+                    rs: t,
+                    cs: 1,
+                },
+                View {
+                    data: &ds,
+                    rs: 1,
+                    cs: t,
+                },
+            );
+            matmul_strided(&mut dqkv[h * hs..], 3 * c, ds_v, k, t, t, hs, scale, true);
+            matmul_strided(&mut dqkv[c + h * hs..], 3 * c, ds_t, q, t, t, hs, scale, true);
+            matmul_strided(&mut dqkv[2 * c + h * hs..], 3 * c, p_t, d_o, t, t, hs, 1.0, true);
+        }
+    });
+}
+
+/// [`attention_backward`] one query row at a time.
+fn attention_backward_rows(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], pos: &[u32], s: AttnShape) {
     let (c, hs, t_len) = (s.c, s.c / s.n_head, s.t);
     let scale = 1.0 / (hs as f32).sqrt();
     dqkv.par_chunks_mut(t_len * 3 * c).enumerate().for_each(|(b, dqkv)| {
@@ -244,5 +322,27 @@ mod tests {
         let (gemm, rows) = (run(attention_forward_gemm), run(attention_forward_rows));
         let worst = gemm.iter().zip(&rows).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(worst < 1e-5, "paths differ by {worst}");
+    }
+
+    #[test]
+    fn gemm_and_row_backward_agree() {
+        let (b, t, c, n_head) = (2, 70, 16, 2);
+        let qkv = Tensor::randn(&[b * t, 3 * c], 1.0, &mut rng(4)).data;
+        let dout = Tensor::randn(&[b * t, c], 1.0, &mut rng(5)).data;
+        // Sequence 1 packs a second document from query 30.
+        let pos: Vec<u32> = (0..b * t)
+            .map(|r| if r >= t + 30 { r - t - 30 } else { r % t } as u32)
+            .collect();
+        let s = AttnShape { b, t, c, n_head };
+        let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * t * n_head * t]);
+        attention_forward_gemm(&mut out, &mut att, &qkv, KeysValues::from_qkv(&qkv, s), &pos, s);
+        let run = |f: fn(&mut [f32], &[f32], &[f32], &[f32], &[u32], AttnShape)| {
+            let mut dqkv = vec![0.5; b * t * 3 * c]; // both must add to what is there
+            f(&mut dqkv, &dout, &qkv, &att, &pos, s);
+            dqkv
+        };
+        let (gemm, rows) = (run(attention_backward_gemm), run(attention_backward_rows));
+        let worst = gemm.iter().zip(&rows).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(worst < 1e-4, "backward paths differ by {worst}");
     }
 }

@@ -78,10 +78,21 @@ pub struct View<'a> {
     pub cs: usize,
 }
 
-/// `dst[i * dst_rs + j] = scale * (a @ b)[i, j]` for an `m×k` view `a` and a
-/// `k×n` view `b`: GEMM on strided views (e.g. one attention head inside `qkv`).
+/// `dst[i * dst_rs + j] (+)= scale * (a @ b)[i, j]` for an `m×k` view `a` and
+/// a `k×n` view `b`: GEMM on strided views (e.g. one attention head inside
+/// `qkv`). With `accumulate` the product is added to `dst`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_strided(dst: &mut [f32], dst_rs: usize, a: View, b: View, m: usize, k: usize, n: usize, scale: f32) {
+pub fn matmul_strided(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: View,
+    b: View,
+    m: usize,
+    k: usize,
+    n: usize,
+    scale: f32,
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -111,14 +122,14 @@ pub fn matmul_strided(dst: &mut [f32], dst_rs: usize, a: View, b: View, m: usize
             dst.as_mut_ptr(),
             1,
             dst_rs as isize,
-            false,
+            accumulate,
             a.data.as_ptr(),
             a.cs as isize,
             a.rs as isize,
             b.data.as_ptr(),
             b.cs as isize,
             b.rs as isize,
-            0.0,
+            1.0,
             scale,
             false,
             false,
