@@ -336,7 +336,8 @@ mod tests {
         let s = AttnShape { b, t, c, n_head };
         let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * t * n_head * t]);
         attention_forward_gemm(&mut out, &mut att, &qkv, KeysValues::from_qkv(&qkv, s), &pos, s);
-        let run = |f: fn(&mut [f32], &[f32], &[f32], &[f32], &[u32], AttnShape)| {
+        type Backward = fn(&mut [f32], &[f32], &[f32], &[f32], &[u32], AttnShape);
+        let run = |f: Backward| {
             let mut dqkv = vec![0.5; b * t * 3 * c]; // both must add to what is there
             f(&mut dqkv, &dout, &qkv, &att, &pos, s);
             dqkv
