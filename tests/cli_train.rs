@@ -119,3 +119,91 @@ fn missing_or_truncated_checkpoints_are_clear_errors() {
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     fails_with(&gpt(&["sample", "--model", run.to_str().unwrap()]), "truncated");
 }
+
+#[test]
+fn bpe_training_on_text_and_on_a_prepared_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("story.txt");
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+    let run = tmp.path().join("run");
+    let bpe = [
+        "--tokenizer",
+        "gpt2",
+        "--n-ctx",
+        "16",
+        "--steps",
+        "8",
+        "--n-layer",
+        "1",
+        "--n-embd",
+        "8",
+        "--batch-size",
+        "2",
+    ];
+    let mut args = vec![
+        "train",
+        "--data",
+        text.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(bpe);
+    let out = gpt(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gpt2 tokenizer"));
+    for f in [
+        "model.safetensors",
+        "config.json",
+        "vocab.json",
+        "merges.txt",
+        "loss.svg",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    // The saved model and its BPE vocabulary generate text.
+    let out = gpt(&["generate", "--model", run.to_str().unwrap(), "-n", "5", "--json", "The"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The same text prepared into token files trains too ...
+    let prepared = tmp.path().join("prepared");
+    let prep = gpt(&[
+        "prepare",
+        "--input",
+        text.to_str().unwrap(),
+        "--out",
+        prepared.to_str().unwrap(),
+    ]);
+    assert!(prep.status.success(), "{}", String::from_utf8_lossy(&prep.stderr));
+    let mut args = vec![
+        "train",
+        "--data",
+        prepared.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(bpe);
+    assert!(gpt(&args).status.success());
+    // ... but not with another tokenizer than the one that made the files.
+    let mut args = vec![
+        "train",
+        "--data",
+        prepared.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    args.extend(bpe);
+    let vocab_dir = tmp.path().join("tok");
+    let trained = gpt(&[
+        "tokenizer",
+        "train",
+        "--vocab-size",
+        "300",
+        text.to_str().unwrap(),
+        "--out",
+        vocab_dir.to_str().unwrap(),
+    ]);
+    assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
+    let pos = args.iter().position(|a| *a == "--tokenizer").unwrap() + 1;
+    args[pos] = vocab_dir.to_str().unwrap();
+    fails_with(&gpt(&args), "tokenizer");
+}

@@ -1,6 +1,7 @@
 //! `gpt eval`: mean loss per token and perplexity of a model over a text file.
 
 use crate::autograd::{Graph, Workspace};
+use crate::data::dataset::Dataset;
 use crate::data::docs::read_documents;
 use crate::model::Gpt;
 use crate::tensor::cross_entropy::IGNORE;
@@ -67,7 +68,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
             let docs = read_documents(Some(&a.data))?;
             let ids = docs.iter().map(|d| chars.encode_doc(d)).collect::<Result<Vec<_>>>()?;
             let tokens = ids.iter().map(|d| d.len().min(model.config.n_ctx + 1) - 1).sum();
-            let loss = evaluate(&model, &ids, 256, &mut Workspace::default()).context("no tokens to score")?;
+            let loss =
+                evaluate(&model, &Dataset::Docs(ids), &mut Workspace::default()).context("no tokens to score")?;
             (loss as f64, tokens)
         }
         Tokenizer::Bpe(_) => {

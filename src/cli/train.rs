@@ -1,20 +1,22 @@
 //! `gpt train`: train a character-level GPT on a documents file.
 
 use crate::data::batch::truncated;
-use crate::data::docs::{read_documents, split_documents};
+use crate::data::dataset::Dataset;
+use crate::data::docs::{read_documents, read_text, split_documents};
+use crate::data::tokens::TokenFile;
 use crate::model::{Gpt, GptConfig, Init};
-use crate::sample::{generate_documents, SampleOptions};
+use crate::sample::{generate, generate_documents, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
-use crate::tokenizer::CharTokenizer;
+use crate::tokenizer::{CharTokenizer, Tokenizer};
 use crate::train::optim::AdamWConfig;
 use crate::train::schedule::{Decay, Schedule};
 use crate::train::{train, TrainOptions};
-use anyhow::{Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Preset {
@@ -28,9 +30,14 @@ pub enum Preset {
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Text file with one document per line (blank lines skipped) [default: the built-in names list]
+    /// Text file (with --tokenizer char: one document per line, blank lines skipped), or a directory
+    /// made by `gpt prepare` (BPE) [default: the built-in names list]
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Tokenizer: char (one token per character, documents = lines), gpt2 (GPT-2's BPE over the
+    /// whole text, or over a `gpt prepare` directory given as --data), or a directory with vocab.json + merges.txt
+    #[arg(long, default_value = "char")]
+    pub tokenizer: String,
     /// Directory for the checkpoint (model.safetensors, config.json, tokenizer, log.jsonl)
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
@@ -222,13 +229,26 @@ fn train_options(s: &Settings, seed: u64) -> TrainOptions {
     }
 }
 
-pub fn run(a: TrainArgs) -> Result<()> {
-    let s = settings(&a);
+/// The data of a run, encoded, with its tokenizer.
+struct Prepared {
+    tok: Tokenizer,
+    train: Dataset,
+    val: Dataset,
+    n_ctx: usize,
+    /// Training documents as text (character models), to tell new samples from copies.
+    train_docs: Vec<String>,
+    what: String,
+}
+
+/// Character model: one document per line, split into train and validation documents.
+fn prepare_chars(a: &TrainArgs, s: &Settings) -> Result<Prepared> {
     let docs = read_documents(a.data.as_deref())?;
     let (train_docs, val_docs) = split_documents(docs, a.val_fraction, a.seed);
     let tok = CharTokenizer::from_docs(&train_docs);
-    let encode = |docs: &[String]| docs.iter().map(|d| tok.encode_doc(d)).collect::<Result<Vec<_>>>();
-    let train_ids = encode(&train_docs)?;
+    let train_ids = train_docs
+        .iter()
+        .map(|d| tok.encode_doc(d))
+        .collect::<Result<Vec<_>>>()?;
     // Validation documents may hold characters never seen in training: drop those.
     let val_ids: Vec<Vec<u32>> = val_docs.iter().filter_map(|d| tok.encode_doc(d).ok()).collect();
     if val_ids.len() < val_docs.len() {
@@ -237,44 +257,132 @@ pub fn run(a: TrainArgs) -> Result<()> {
             val_docs.len() - val_ids.len()
         );
     }
-
     let longest = train_ids.iter().chain(&val_ids).map(|d| d.len() - 1).max().unwrap_or(1);
     let n_ctx = s.n_ctx.unwrap_or(longest.min(256));
     let cut = truncated(&train_ids, n_ctx) + truncated(&val_ids, n_ctx);
     if cut > 0 {
         eprintln!("warning: {cut} documents are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx} (raise --n-ctx to keep them whole)");
     }
+    let what = format!("{} documents ({} for validation)", train_ids.len(), val_ids.len());
+    Ok(Prepared {
+        tok: Tokenizer::Char(tok),
+        train: Dataset::Docs(train_ids),
+        val: Dataset::Docs(val_ids),
+        n_ctx,
+        train_docs,
+        what,
+    })
+}
+
+/// BPE model: a text file tokenized on the fly (its last `--val-fraction` of
+/// tokens held out), or a directory from `gpt prepare` (train.bin, val.bin).
+fn prepare_bpe(a: &TrainArgs, s: &Settings, spec: &str) -> Result<Prepared> {
+    let tok = match spec {
+        "gpt2" => Tokenizer::gpt2(),
+        dir => match Tokenizer::load(Path::new(dir))? {
+            t @ Tokenizer::Bpe(_) => t,
+            Tokenizer::Char(_) => bail!("--tokenizer {dir} holds a character tokenizer; give gpt2 or a BPE directory"),
+        },
+    };
+    let (train, val) = match a.data.as_deref() {
+        Some(dir) if dir.join("train.bin").is_file() => {
+            let load = |name: &str| -> Result<Vec<u32>> {
+                let f = TokenFile::open(&dir.join(name))?;
+                f.check_tokenizer(&tok)?;
+                Ok(f.to_vec())
+            };
+            let val = if dir.join("val.bin").is_file() {
+                load("val.bin")?
+            } else {
+                Vec::new()
+            };
+            (load("train.bin")?, val)
+        }
+        path => {
+            let text = match path {
+                Some(p) => read_text(p)?,
+                None => crate::data::docs::NAMES.to_string(),
+            };
+            let mut ids = tok.encode(&text)?;
+            let n_val = (ids.len() as f64 * a.val_fraction).round() as usize;
+            let val = if n_val >= 2 && ids.len() - n_val >= 2 {
+                ids.split_off(ids.len() - n_val)
+            } else {
+                Vec::new()
+            };
+            (ids, val)
+        }
+    };
+    ensure!(
+        train.len() >= 2,
+        "the training data has {} tokens: nothing to learn from",
+        train.len()
+    );
+    if val.is_empty() {
+        eprintln!("note: no validation split (too little data or --val-fraction 0): only training loss is reported");
+    }
+    let n_ctx = s.n_ctx.unwrap_or(256).min(train.len() - 1);
+    let what = format!(
+        "{} tokens ({} for validation, {} tokenizer)",
+        train.len(),
+        val.len(),
+        tok.name()
+    );
+    Ok(Prepared {
+        tok,
+        train: Dataset::Stream(train),
+        val: Dataset::Stream(val),
+        n_ctx,
+        train_docs: Vec::new(),
+        what,
+    })
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let mut s = settings(&a);
+    let p = match a.tokenizer.as_str() {
+        "char" => prepare_chars(&a, &s)?,
+        spec => {
+            // Windows of a stream are long: fewer rows and samples unless asked.
+            s.batch_size = a.batch_size.unwrap_or(8);
+            s.num_samples = a.num_samples.unwrap_or(3);
+            prepare_bpe(&a, &s, spec)?
+        }
+    };
+    let (n_ctx, vocab) = (p.n_ctx, p.tok.vocab_size());
     let config = GptConfig {
         n_ctx,
         n_embd: s.n_embd,
         n_head: s.n_head,
         n_layer: s.n_layer,
         ..if s.microgpt {
-            GptConfig::microgpt(tok.vocab_size())
+            GptConfig::microgpt(vocab)
         } else {
-            GptConfig::gpt2(tok.vocab_size(), n_ctx, s.n_embd, s.n_head, s.n_layer)
+            GptConfig::gpt2(vocab, n_ctx, s.n_embd, s.n_head, s.n_layer)
         }
     };
     config.validate()?;
     let mut model = Gpt::new(config, s.init, &mut rng(a.seed));
     eprintln!(
-        "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {} documents ({} for validation), {} steps",
+        "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps",
         model.params.count(),
         s.n_layer,
         s.n_embd,
         s.n_head,
         n_ctx,
-        train_ids.len(),
-        val_ids.len(),
+        p.what,
         s.steps
     );
 
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating output directory {}", a.out.display()))?;
     let log_path = a.out.join("log.jsonl");
     let mut log = BufWriter::new(File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?);
-    let report = train(&mut model, &train_ids, &val_ids, &train_options(&s, a.seed), &mut log)?;
+    let report = train(&mut model, &p.train, &p.val, &train_options(&s, a.seed), &mut log)?;
     model.save(&a.out)?;
-    tok.save(&a.out)?;
+    match &p.tok {
+        Tokenizer::Char(t) => t.save(&a.out)?,
+        Tokenizer::Bpe(t) => t.save(&a.out)?,
+    }
     crate::train::plot::write_loss_plot(&a.out.join("loss.svg"), &report.losses, &report.val_losses)?;
 
     let fmt = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
@@ -296,21 +404,41 @@ pub fn run(a: TrainArgs) -> Result<()> {
         a.out.display(),
         a.out.join("loss.svg").display()
     );
+    print_samples(&model, &p, &s, a.seed)
+}
 
-    let opts = SampleOptions {
+/// Samples after training: new documents (characters) or text from `<|endoftext|>` (BPE).
+fn print_samples(model: &Gpt, p: &Prepared, s: &Settings, seed: u64) -> Result<()> {
+    let sampling = SampleOptions {
         temperature: s.temperature,
         top_k: None,
         top_p: None,
     };
-    let samples = generate_documents(&model, tok.bos(), s.num_samples, opts, &mut rng(a.seed));
-    let seen: HashSet<&str> = train_docs.iter().map(String::as_str).collect();
-    let mut novel = 0;
     println!("\n{} samples (temperature {}):", s.num_samples, s.temperature);
-    for ids in &samples {
-        let text = tok.decode(ids)?;
-        novel += usize::from(!seen.contains(text.as_str()));
-        println!("{text}");
+    match &p.tok {
+        Tokenizer::Char(tok) => {
+            let samples = generate_documents(model, tok.bos(), s.num_samples, sampling, &mut rng(seed));
+            let seen: HashSet<&str> = p.train_docs.iter().map(String::as_str).collect();
+            let mut novel = 0;
+            for ids in &samples {
+                let text = tok.decode(ids)?;
+                novel += usize::from(!seen.contains(text.as_str()));
+                println!("{text}");
+            }
+            println!("\n{novel} of {} samples are not in the training set", samples.len());
+        }
+        Tokenizer::Bpe(_) => {
+            let start = p.tok.document_separator().unwrap_or(0);
+            let opts = GenerateOptions {
+                sampling,
+                max_new_tokens: 80.min(model.config.n_ctx - 1),
+                eos: p.tok.document_separator(),
+            };
+            let prompts = vec![vec![start]; s.num_samples];
+            for ids in generate(model, &prompts, &opts, &mut rng(seed), |_, _| true).tokens {
+                println!("---\n{}", p.tok.decode(&ids)?);
+            }
+        }
     }
-    println!("\n{novel} of {} samples are not in the training set", samples.len());
     Ok(())
 }

@@ -27,6 +27,11 @@ impl Batch {
     }
 }
 
+/// A source of batches: endless for training, one pass for evaluation.
+pub trait Batches {
+    fn next_batch(&mut self) -> Option<Batch>;
+}
+
 /// Walks documents in (optionally reshuffled) order, forever or for one pass.
 pub struct DocBatcher {
     docs: Vec<Vec<u32>>,
@@ -62,9 +67,11 @@ impl DocBatcher {
             pack,
         }
     }
+}
 
+impl Batches for DocBatcher {
     /// The next batch, or `None` after a single pass is done.
-    pub fn next_batch(&mut self) -> Option<Batch> {
+    fn next_batch(&mut self) -> Option<Batch> {
         if self.docs.is_empty() {
             return None;
         }

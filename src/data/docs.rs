@@ -11,23 +11,24 @@ pub const NAMES: &str = include_str!("../../data/names.txt");
 
 /// Reads documents from `path`, or the built-in names when `None`.
 pub fn read_documents(path: Option<&Path>) -> Result<Vec<String>> {
-    let Some(path) = path else {
-        return parse_documents(NAMES, "the built-in names list");
-    };
+    match path {
+        None => parse_documents(NAMES, "the built-in names list"),
+        Some(path) => parse_documents(&read_text(path)?, &path.display().to_string()),
+    }
+}
+
+/// The whole of a UTF-8 text file; invalid UTF-8 is an error naming the offset and line.
+pub fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read data file {}", path.display()))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
-            bail!(
-                "{} is not valid UTF-8 text (bad byte 0x{:02x} at offset {at}, line {line}); convert it to UTF-8 first",
-                path.display(),
-                e.as_bytes()[at]
-            );
-        }
-    };
-    parse_documents(&text, &path.display().to_string())
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "{} is not valid UTF-8 text (bad byte 0x{:02x} at offset {at}, line {line}); convert it to UTF-8 first",
+            path.display(),
+            e.as_bytes()[at]
+        )
+    })
 }
 
 /// Splits text into documents, one per non-blank line (a trailing `\r` is dropped).

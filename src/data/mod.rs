@@ -2,7 +2,11 @@
 //!
 //! - [`docs`]: a text file with one document per line (the built-in names list by default)
 //! - [`batch`]: documents packed into rows of up to `n_ctx` tokens
+//! - [`stream`]: windows of a long token stream (GPT-2 style)
+//! - [`dataset`]: either kind, handing out training and evaluation batches
 
 pub mod batch;
+pub mod dataset;
 pub mod docs;
+pub mod stream;
 pub mod tokens;

@@ -4,7 +4,7 @@
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use super::schedule::Schedule;
 use crate::autograd::{Graph, Workspace};
-use crate::data::batch::DocBatcher;
+use crate::data::dataset::Dataset;
 use crate::model::Gpt;
 use crate::tensor::rng;
 use anyhow::{bail, Result};
@@ -44,9 +44,9 @@ pub struct TrainReport {
     pub tokens: usize,
 }
 
-/// Mean per-token loss (nats) of `model` over `docs`, BOS targets included.
-pub fn evaluate(model: &Gpt, docs: &[Vec<u32>], rows: usize, ws: &mut Workspace) -> Option<f32> {
-    let mut batches = DocBatcher::new(docs.to_vec(), rows, model.config.n_ctx, true, None);
+/// Mean per-token loss (nats) of `model` over `data` (for documents, BOS targets included).
+pub fn evaluate(model: &Gpt, data: &Dataset, ws: &mut Workspace) -> Option<f32> {
+    let mut batches = data.eval_batches(model.config.n_ctx);
     let (mut sum, mut count) = (0.0f64, 0usize);
     while let Some(b) = batches.next_batch() {
         let mut g = Graph::inference(&model.params, std::mem::take(ws));
@@ -63,26 +63,19 @@ pub fn evaluate(model: &Gpt, docs: &[Vec<u32>], rows: usize, ws: &mut Workspace)
 /// Trains `model` in place. `log` receives one JSON object per step.
 pub fn train(
     model: &mut Gpt,
-    train_docs: &[Vec<u32>],
-    val_docs: &[Vec<u32>],
+    train_data: &Dataset,
+    val_data: &Dataset,
     opts: &TrainOptions,
     log: &mut dyn Write,
 ) -> Result<TrainReport> {
-    if train_docs.is_empty() {
-        bail!("no training documents");
+    if train_data.is_empty() {
+        bail!("no training data: nothing to predict");
     }
-    let mut batches = DocBatcher::new(
-        train_docs.to_vec(),
-        opts.batch_size,
-        model.config.n_ctx,
-        opts.pack,
-        Some(opts.seed),
-    );
+    let mut batches = train_data.training_batches(opts.batch_size, model.config.n_ctx, opts.pack, opts.seed);
     let mut opt = AdamW::new(opts.adamw, &model.params);
     let mut grads = model.params.zero_grads();
     let mut ws = Workspace::default();
     let mut report = TrainReport::default();
-    let eval_rows = 256;
 
     let bar = if opts.progress {
         ProgressBar::new(opts.steps as u64)
@@ -124,8 +117,8 @@ pub fn train(
         report.tokens += batch.n_targets();
 
         let last = step + 1 == opts.steps;
-        let val = if !val_docs.is_empty() && (last || (opts.eval_every > 0 && (step + 1) % opts.eval_every == 0)) {
-            let v = evaluate(model, val_docs, eval_rows, &mut ws);
+        let val = if !val_data.is_empty() && (last || (opts.eval_every > 0 && (step + 1) % opts.eval_every == 0)) {
+            let v = evaluate(model, val_data, &mut ws);
             if let Some(v) = v {
                 report.val_losses.push((step + 1, v));
             }
@@ -152,8 +145,7 @@ pub fn train(
     bar.finish();
     log.flush()?;
     report.val_loss = report.val_losses.last().map(|&(_, v)| v);
-    let n = val_docs.len().clamp(1, train_docs.len());
-    report.train_loss = evaluate(model, &train_docs[..n], eval_rows, &mut ws);
+    report.train_loss = evaluate(model, &train_data.prefix_like(val_data), &mut ws);
     Ok(report)
 }
 
@@ -196,7 +188,8 @@ mod tests {
             progress: false,
         };
         let mut log = Vec::new();
-        let report = train(&mut model, &docs, &docs, &opts, &mut log).unwrap();
+        let data = Dataset::Docs(docs);
+        let report = train(&mut model, &data, &data, &opts, &mut log).unwrap();
         let val = report.val_loss.unwrap();
         assert!(val < 0.4, "val loss {val}");
         assert_eq!(report.val_losses.len(), 6);
@@ -238,9 +231,15 @@ mod tests {
             seed: 1,
             progress: false,
         };
-        let err = train(&mut model, &docs, &[], &opts, &mut Vec::new())
-            .unwrap_err()
-            .to_string();
+        let err = train(
+            &mut model,
+            &Dataset::Docs(docs),
+            &Dataset::Docs(vec![]),
+            &opts,
+            &mut Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("diverged"), "{err}");
     }
 }

@@ -1,0 +1,49 @@
+//! Encoded data for training or evaluation: documents, each starting at
+//! position 0 (character models), or one long token stream (BPE models).
+
+use super::batch::{Batches, DocBatcher};
+use super::stream::StreamBatcher;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Dataset {
+    /// Encoded documents, `[BOS] .. [BOS]` each.
+    Docs(Vec<Vec<u32>>),
+    /// One stream of token ids.
+    Stream(Vec<u32>),
+}
+
+impl Dataset {
+    /// Whether there is nothing to predict.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Dataset::Docs(d) => d.iter().all(|d| d.len() < 2),
+            Dataset::Stream(s) => s.len() < 2,
+        }
+    }
+
+    /// Endless batches in a seeded random order, for training.
+    pub fn training_batches(&self, rows: usize, n_ctx: usize, pack: bool, seed: u64) -> Box<dyn Batches + '_> {
+        match self {
+            Dataset::Docs(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, pack, Some(seed))),
+            Dataset::Stream(s) => Box::new(StreamBatcher::new(s, rows, n_ctx, Some(seed))),
+        }
+    }
+
+    /// One pass over everything, in order, for evaluation.
+    pub fn eval_batches(&self, n_ctx: usize) -> Box<dyn Batches + '_> {
+        let rows = (8192 / n_ctx).max(1);
+        match self {
+            Dataset::Docs(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, true, None)),
+            Dataset::Stream(s) => Box::new(StreamBatcher::new(s, rows, n_ctx, None)),
+        }
+    }
+
+    /// The start of this dataset, as large as `other` (a train-loss figure comparable to validation).
+    pub fn prefix_like(&self, other: &Dataset) -> Dataset {
+        match (self, other) {
+            (Dataset::Docs(d), Dataset::Docs(o)) => Dataset::Docs(d[..o.len().clamp(1, d.len())].to_vec()),
+            (Dataset::Stream(s), Dataset::Stream(o)) => Dataset::Stream(s[..o.len().clamp(2, s.len())].to_vec()),
+            _ => self.clone(),
+        }
+    }
+}
