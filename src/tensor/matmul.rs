@@ -36,38 +36,17 @@ pub fn matmul(
     // (row stride, column stride) of each operand as stored.
     let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
-    let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 && 2 * m * n * k >= MIN_PARALLEL_FLOPS {
-        Parallelism::Rayon(threads)
-    } else {
-        Parallelism::None
+    let a = View {
+        data: a,
+        rs: a_rs,
+        cs: a_cs,
     };
-    // SAFETY: the asserts above guarantee that every index gemm forms from
-    // these sizes and strides lies inside the three slices, and `out` is a
-    // unique borrow that does not alias `a` or `b`.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
+    let b = View {
+        data: b,
+        rs: b_rs,
+        cs: b_cs,
+    };
+    matmul_strided(out, n, a, b, m, k, n, 1.0, accumulate);
 }
 
 /// A strided view of a matrix: element `(i, j)` at `data[i * rs + j * cs]`.
