@@ -126,29 +126,25 @@ fn bpe_training_on_text_and_on_a_prepared_directory() {
     let text = tmp.path().join("story.txt");
     std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
     let run = tmp.path().join("run");
-    let bpe = [
-        "--tokenizer",
-        "gpt2",
-        "--n-ctx",
-        "16",
-        "--steps",
-        "8",
-        "--n-layer",
-        "1",
-        "--n-embd",
-        "8",
-        "--batch-size",
-        "2",
-    ];
-    let mut args = vec![
-        "train",
-        "--data",
-        text.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ];
-    args.extend(bpe);
-    let out = gpt(&args);
+    // A tiny BPE model trained on `data` with `tokenizer`, into `run`.
+    let train = |data: &Path, tokenizer: &str| {
+        let (data, out) = (data.to_str().unwrap(), run.to_str().unwrap());
+        let mut args = vec!["train", "--data", data, "--out", out, "--tokenizer", tokenizer];
+        args.extend([
+            "--n-ctx",
+            "16",
+            "--steps",
+            "8",
+            "--n-layer",
+            "1",
+            "--n-embd",
+            "8",
+            "--batch-size",
+            "2",
+        ]);
+        gpt(&args)
+    };
+    let out = train(&text, "gpt2");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("gpt2 tokenizer"));
     for f in [
@@ -174,26 +170,10 @@ fn bpe_training_on_text_and_on_a_prepared_directory() {
         prepared.to_str().unwrap(),
     ]);
     assert!(prep.status.success(), "{}", String::from_utf8_lossy(&prep.stderr));
-    let mut args = vec![
-        "train",
-        "--data",
-        prepared.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ];
-    args.extend(bpe);
-    assert!(gpt(&args).status.success());
+    assert!(train(&prepared, "gpt2").status.success());
     // ... but not with another tokenizer than the one that made the files.
-    let mut args = vec![
-        "train",
-        "--data",
-        prepared.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ];
-    args.extend(bpe);
     let vocab_dir = tmp.path().join("tok");
-    let trained = gpt(&[
+    let args = [
         "tokenizer",
         "train",
         "--vocab-size",
@@ -201,9 +181,8 @@ fn bpe_training_on_text_and_on_a_prepared_directory() {
         text.to_str().unwrap(),
         "--out",
         vocab_dir.to_str().unwrap(),
-    ]);
+    ];
+    let trained = gpt(&args);
     assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
-    let pos = args.iter().position(|a| *a == "--tokenizer").unwrap() + 1;
-    args[pos] = vocab_dir.to_str().unwrap();
-    fails_with(&gpt(&args), "tokenizer");
+    fails_with(&train(&prepared, vocab_dir.to_str().unwrap()), "tokenizer");
 }
