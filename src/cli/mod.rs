@@ -6,6 +6,7 @@ mod generate;
 mod sample;
 mod tokenize;
 mod train;
+mod train_data;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -20,9 +21,11 @@ pub struct Cli {
     pub threads: Option<usize>,
 }
 
+// Parsed once per process: the size of the train variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train a character-level GPT on a documents file (default: the built-in names)
+    /// Train a GPT on your text (default: the built-in names), fine-tune one (--init), or resume a run
     Train(train::TrainArgs),
     /// Generate documents from a model trained with `gpt train`
     Sample(sample::SampleArgs),

@@ -1,18 +1,20 @@
-//! `gpt train`: train a character-level GPT on a documents file.
+//! `gpt train`: train a GPT from scratch or from a checkpoint (`--init`), or
+//! continue a saved run (`--resume`).
 
-use crate::data::batch::truncated;
-use crate::data::dataset::Dataset;
-use crate::data::docs::{read_documents, read_text, split_documents};
-use crate::data::tokens::TokenFile;
+use super::generate::{load_model, Dtype};
+use super::train_data::{prepare, Prepared};
 use crate::model::{Gpt, GptConfig, Init};
 use crate::sample::{generate, generate_documents, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
-use crate::tokenizer::{CharTokenizer, Tokenizer};
+use crate::tokenizer::Tokenizer;
+use crate::train::checkpoint::{load_checkpoint, save_checkpoint, write_atomic};
 use crate::train::optim::AdamWConfig;
+use crate::train::plot::plot_log;
 use crate::train::schedule::{Decay, Schedule};
-use crate::train::{train, TrainOptions};
+use crate::train::{train, TrainHooks, TrainOptions, TrainState};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufWriter;
@@ -35,24 +37,41 @@ pub struct TrainArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Tokenizer: char (one token per character, documents = lines), gpt2 (GPT-2's BPE over the
-    /// whole text, or over a `gpt prepare` directory given as --data), or a directory with vocab.json + merges.txt
-    #[arg(long, default_value = "char")]
-    pub tokenizer: String,
-    /// Directory for the checkpoint (model.safetensors, config.json, tokenizer, log.jsonl)
-    #[arg(long, default_value = "out")]
-    pub out: PathBuf,
+    /// whole text, or over a `gpt prepare` directory given as --data), or a directory with
+    /// vocab.json + merges.txt [default: char; with --init, the checkpoint's]
+    #[arg(long)]
+    pub tokenizer: Option<String>,
+    /// Start from a trained model (fine-tuning): gpt2 (or another name fetched with `gpt download`),
+    /// or a checkpoint directory. Its size, context and tokenizer are used
+    #[arg(long, conflicts_with = "resume")]
+    pub init: Option<String>,
+    /// Continue the run saved in this directory exactly where it stopped (same settings and data;
+    /// --steps may grow, which stretches the learning-rate schedule)
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Directory for the checkpoint (model.safetensors, config.json, tokenizer, train_state-STEP.safetensors,
+    /// log.jsonl, loss.svg) [default: out, or the --resume directory]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Starting values for every setting below; explicit flags override them
     #[arg(long, value_enum, default_value = "default")]
     pub preset: Preset,
-    /// Optimizer steps
+    /// Optimizer steps of the whole run
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Rows per batch, each holding one or more documents (up to --n-ctx tokens)
+    /// Stop after this step with a checkpoint, keeping the schedule of --steps; continue with --resume
+    #[arg(long)]
+    pub stop_at: Option<usize>,
+    /// Rows per micro-batch, each holding one or more documents (up to --n-ctx tokens) [default: 64; BPE: 8]
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Seed for the weights, the data split and order, and the samples
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Micro-batches per optimizer step (gradient accumulation: an effective batch of
+    /// --batch-size x --grad-accum rows at the memory of one micro-batch)
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Seed for the weights, the data split and order, dropout, and the samples [default: 42]
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Transformer blocks
     #[arg(long)]
     pub n_layer: Option<usize>,
@@ -62,13 +81,14 @@ pub struct TrainArgs {
     /// Attention heads
     #[arg(long)]
     pub n_head: Option<usize>,
-    /// Context length; longer documents are cut to it (with a warning) [default: longest document + 1, at most 256]
+    /// Context length; longer documents are cut to it (with a warning) [default: longest document + 1,
+    /// at most 256; BPE: 256; never more than an --init checkpoint's]
     #[arg(long)]
     pub n_ctx: Option<usize>,
     /// Peak learning rate
     #[arg(long)]
     pub lr: Option<f32>,
-    /// Learning rate at the end of the decay
+    /// Learning rate at the end of the decay [default: --lr / 10]
     #[arg(long)]
     pub min_lr: Option<f32>,
     /// Linear warmup steps
@@ -92,16 +112,19 @@ pub struct TrainArgs {
     /// Dropout probability on embeddings and residual branches
     #[arg(long)]
     pub dropout: Option<f32>,
-    /// Validation loss every N steps (0 = only at the end)
+    /// Validation loss (and a sample) every N steps (0 = only at the end)
     #[arg(long)]
     pub eval_every: Option<usize>,
-    /// Fraction of documents held out for validation
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
+    /// Checkpoint (resumable with --resume) every N steps (0 = only at the end)
+    #[arg(long)]
+    pub save_every: Option<usize>,
+    /// Fraction of the data held out for validation (documents, or the end of a text) [default: 0.1]
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
     /// One document per row instead of packing several
     #[arg(long)]
     pub no_pack: bool,
-    /// Documents to generate after training
+    /// Documents (or texts) to generate after training [default: 20; BPE: 3]
     #[arg(long)]
     pub num_samples: Option<usize>,
     /// Temperature of those samples
@@ -109,17 +132,26 @@ pub struct TrainArgs {
     pub temperature: Option<f32>,
 }
 
-/// Every setting of a run: the preset's values, then the flags on top.
-struct Settings {
+/// Every setting of a run: the preset's values, then the flags on top. Saved
+/// with each checkpoint, so `--resume` continues with the same ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub data: Option<PathBuf>,
+    pub tokenizer: String,
+    /// `--init`: the checkpoint the run started from.
+    pub init: Option<String>,
+    pub seed: u64,
+    pub val_fraction: f64,
     microgpt: bool,
     n_layer: usize,
     n_embd: usize,
     n_head: usize,
-    /// `None`: the longest document + 1, at most 256.
-    n_ctx: Option<usize>,
-    init: Init,
+    /// `None`: the longest document + 1, at most 256 (resolved before the run starts).
+    pub n_ctx: Option<usize>,
+    init_weights: Init,
     steps: usize,
     batch_size: usize,
+    grad_accum: usize,
     pack: bool,
     lr: f32,
     /// `None`: a tenth of `lr`.
@@ -133,6 +165,7 @@ struct Settings {
     grad_clip: Option<f32>,
     dropout: f32,
     eval_every: usize,
+    save_every: usize,
     num_samples: usize,
     temperature: f32,
 }
@@ -140,14 +173,20 @@ struct Settings {
 impl Preset {
     fn settings(self) -> Settings {
         let default = Settings {
+            data: None,
+            tokenizer: "char".to_string(),
+            init: None,
+            seed: 42,
+            val_fraction: 0.1,
             microgpt: false,
             n_layer: 4,
             n_embd: 64,
             n_head: 4,
             n_ctx: None,
-            init: Init::Gpt2,
+            init_weights: Init::Gpt2,
             steps: 4000,
             batch_size: 64,
+            grad_accum: 1,
             pack: true,
             lr: 4e-3,
             min_lr: None,
@@ -160,6 +199,7 @@ impl Preset {
             grad_clip: Some(1.0),
             dropout: 0.0,
             eval_every: 500,
+            save_every: 0,
             num_samples: 20,
             temperature: 0.8,
         };
@@ -170,7 +210,7 @@ impl Preset {
                 n_layer: 1,
                 n_embd: 16,
                 n_ctx: Some(16),
-                init: Init::Normal(0.08),
+                init_weights: Init::Normal(0.08),
                 steps: 1000,
                 batch_size: 1,
                 pack: false,
@@ -189,13 +229,26 @@ impl Preset {
     }
 }
 
-fn settings(a: &TrainArgs) -> Settings {
-    let mut s = a.preset.settings();
+/// `base` (a preset's settings, or a resumed run's) with the flags given on top.
+fn settings(a: &TrainArgs, base: Settings) -> Settings {
+    let mut s = base;
     macro_rules! flags_override {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { s.$field = v; } )* };
     }
-    flags_override!(steps, batch_size, n_layer, n_embd, n_head, lr, warmup, decay, beta1, beta2, adam_eps);
-    flags_override!(weight_decay, dropout, eval_every, num_samples, temperature);
+    flags_override!(steps, batch_size, grad_accum, n_layer, n_embd, n_head, lr, warmup, decay, beta1, beta2);
+    flags_override!(
+        adam_eps,
+        weight_decay,
+        dropout,
+        eval_every,
+        save_every,
+        num_samples,
+        temperature
+    );
+    flags_override!(seed, val_fraction);
+    s.data = a.data.clone().or(s.data);
+    s.tokenizer = a.tokenizer.clone().unwrap_or(s.tokenizer);
+    s.init = a.init.clone().or(s.init);
     s.n_ctx = a.n_ctx.or(s.n_ctx);
     s.min_lr = a.min_lr.or(s.min_lr);
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
@@ -203,10 +256,43 @@ fn settings(a: &TrainArgs) -> Settings {
     s
 }
 
-fn train_options(s: &Settings, seed: u64) -> TrainOptions {
+/// Settings a resumed run may change: the rest must be the saved run's.
+const CHANGEABLE_ON_RESUME: [&str; 6] = [
+    "data",
+    "steps",
+    "eval_every",
+    "save_every",
+    "num_samples",
+    "temperature",
+];
+
+/// An error naming every setting in `now` that differs from the `saved` run's.
+fn check_same_run(saved: &Settings, now: &Settings) -> Result<()> {
+    // Through text, so that an f32 prints as written (0.1, not 0.10000000149011612).
+    let value = |s: &Settings| serde_json::from_str::<serde_json::Value>(&serde_json::to_string(s)?);
+    let (saved_v, now_v) = (value(saved)?, value(now)?);
+    let changed: Vec<String> = now_v
+        .as_object()
+        .expect("settings are an object")
+        .iter()
+        .filter(|(k, v)| !CHANGEABLE_ON_RESUME.contains(&k.as_str()) && saved_v.get(k.as_str()) != Some(v))
+        .map(|(k, v)| format!("--{} {v} (the run has {})", k.replace('_', "-"), saved_v[k.as_str()]))
+        .collect();
+    ensure!(
+        changed.is_empty(),
+        "the checkpoint was trained with other settings: {}. Drop those flags to resume it, or start a new run (fine-tune it with --init)",
+        changed.join(", ")
+    );
+    Ok(())
+}
+
+fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
     TrainOptions {
         steps: s.steps,
+        stop_at,
         batch_size: s.batch_size,
+        n_ctx: s.n_ctx.expect("resolved before training"),
+        grad_accum: s.grad_accum,
         pack: s.pack,
         schedule: Schedule {
             lr: s.lr,
@@ -224,173 +310,233 @@ fn train_options(s: &Settings, seed: u64) -> TrainOptions {
         grad_clip: s.grad_clip,
         dropout: s.dropout,
         eval_every: s.eval_every,
-        seed,
+        save_every: s.save_every,
+        seed: s.seed,
         progress: true,
     }
 }
 
-/// The data of a run, encoded, with its tokenizer.
-struct Prepared {
-    tok: Tokenizer,
-    train: Dataset,
-    val: Dataset,
-    n_ctx: usize,
-    /// Training documents as text (character models), to tell new samples from copies.
-    train_docs: Vec<String>,
-    what: String,
+/// What a checkpoint records about its run beside the optimizer state.
+#[derive(Serialize, Deserialize)]
+struct RunRecord {
+    settings: Settings,
+    /// [`Dataset::fingerprint`] of the training data.
+    train_data: u64,
 }
 
-/// Character model: one document per line, split into train and validation documents.
-fn prepare_chars(a: &TrainArgs, s: &Settings) -> Result<Prepared> {
-    let docs = read_documents(a.data.as_deref())?;
-    let (train_docs, val_docs) = split_documents(docs, a.val_fraction, a.seed);
-    let tok = CharTokenizer::from_docs(&train_docs);
-    let train_ids = train_docs
-        .iter()
-        .map(|d| tok.encode_doc(d))
-        .collect::<Result<Vec<_>>>()?;
-    // Validation documents may hold characters never seen in training: drop those.
-    let val_ids: Vec<Vec<u32>> = val_docs.iter().filter_map(|d| tok.encode_doc(d).ok()).collect();
-    if val_ids.len() < val_docs.len() {
+/// A run ready to train: new, fine-tuning, or resumed.
+struct Start {
+    s: Settings,
+    model: Gpt,
+    state: TrainState,
+    data: Prepared,
+    out: PathBuf,
+}
+
+/// A new run, from random weights or from `--init`'s checkpoint.
+fn fresh(a: &TrainArgs) -> Result<Start> {
+    let mut s = settings(a, a.preset.settings());
+    let mut model = None;
+    let mut tok = None;
+    if let Some(spec) = &s.init {
+        ensure!(
+            a.n_layer.is_none() && a.n_embd.is_none() && a.n_head.is_none() && a.tokenizer.is_none(),
+            "--init {spec} brings its own size and tokenizer: drop --n-layer/--n-embd/--n-head/--tokenizer"
+        );
+        let (m, t) = load_model(spec, Dtype::F32)?;
+        (s.n_layer, s.n_embd, s.n_head) = (m.config.n_layer, m.config.n_embd, m.config.n_head);
+        s.tokenizer = t.name().to_string();
+        (model, tok) = (Some(m), Some(t));
+    }
+    let bpe = !matches!(tok, Some(Tokenizer::Char(_))) && (tok.is_some() || s.tokenizer != "char");
+    if bpe {
+        // Windows of a stream are long: fewer rows and samples unless asked.
+        s.batch_size = a.batch_size.unwrap_or(8);
+        s.num_samples = a.num_samples.unwrap_or(3);
+    }
+    let data = prepare(&s, tok, model.as_ref().map(|m: &Gpt| m.config.n_ctx))?;
+    s.n_ctx = Some(data.n_ctx);
+    let model = match model {
+        Some(m) => m,
+        None => {
+            let vocab = data.tok.vocab_size();
+            let config = GptConfig {
+                n_ctx: data.n_ctx,
+                n_embd: s.n_embd,
+                n_head: s.n_head,
+                n_layer: s.n_layer,
+                ..if s.microgpt {
+                    GptConfig::microgpt(vocab)
+                } else {
+                    GptConfig::gpt2(vocab, data.n_ctx, s.n_embd, s.n_head, s.n_layer)
+                }
+            };
+            config.validate()?;
+            Gpt::new(config, s.init_weights, &mut rng(s.seed))
+        }
+    };
+    let state = TrainState::new(&model, train_options(&s, None).adamw);
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
+    Ok(Start {
+        s,
+        model,
+        state,
+        data,
+        out,
+    })
+}
+
+/// The run saved in `dir`, continued with its own settings and data.
+fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
+    let (model, state, record) = load_checkpoint(dir)?;
+    let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
+    let s = settings(a, record.settings.clone());
+    check_same_run(&record.settings, &s)?;
+    ensure!(
+        s.steps > state.step,
+        "the checkpoint is at step {} of {}: give --steps above {} to train further",
+        state.step,
+        record.settings.steps,
+        state.step
+    );
+    if s.steps != record.settings.steps {
         eprintln!(
-            "note: {} validation documents use characters absent from training and are skipped",
-            val_docs.len() - val_ids.len()
+            "note: the run was planned for {} steps; the learning-rate schedule now spans {}",
+            record.settings.steps, s.steps
         );
     }
-    let longest = train_ids.iter().chain(&val_ids).map(|d| d.len() - 1).max().unwrap_or(1);
-    let n_ctx = s.n_ctx.unwrap_or(longest.min(256));
-    let cut = truncated(&train_ids, n_ctx) + truncated(&val_ids, n_ctx);
-    if cut > 0 {
-        eprintln!("warning: {cut} documents are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx} (raise --n-ctx to keep them whole)");
+    if let Some(out) = a.out.as_ref().filter(|o| o.as_path() != dir) {
+        bail!(
+            "--resume {} continues in its own directory: drop --out {}",
+            dir.display(),
+            out.display()
+        );
     }
-    let what = format!("{} documents ({} for validation)", train_ids.len(), val_ids.len());
-    Ok(Prepared {
-        tok: Tokenizer::Char(tok),
-        train: Dataset::Docs(train_ids),
-        val: Dataset::Docs(val_ids),
-        n_ctx,
-        train_docs,
-        what,
+    let data = prepare(&s, Some(Tokenizer::load(dir)?), Some(model.config.n_ctx))?;
+    ensure!(
+        data.train.fingerprint() == record.train_data,
+        "the training data is not the run's (its tokens differ): resume with the same --data, or start a new run with --init {}",
+        dir.display()
+    );
+    eprintln!("resuming {} at step {}", dir.display(), state.step);
+    Ok(Start {
+        s,
+        model,
+        state,
+        data,
+        out: dir.to_path_buf(),
     })
 }
 
-/// BPE model: a text file tokenized on the fly (its last `--val-fraction` of
-/// tokens held out), or a directory from `gpt prepare` (train.bin, val.bin).
-fn prepare_bpe(a: &TrainArgs, s: &Settings, spec: &str) -> Result<Prepared> {
-    let tok = match spec {
-        "gpt2" => Tokenizer::gpt2(),
-        dir => match Tokenizer::load(Path::new(dir))? {
-            t @ Tokenizer::Bpe(_) => t,
-            Tokenizer::Char(_) => bail!("--tokenizer {dir} holds a character tokenizer; give gpt2 or a BPE directory"),
-        },
-    };
-    let (train, val) = match a.data.as_deref() {
-        Some(dir) if dir.join("train.bin").is_file() => {
-            let load = |name: &str| -> Result<Vec<u32>> {
-                let f = TokenFile::open(&dir.join(name))?;
-                f.check_tokenizer(&tok)?;
-                Ok(f.to_vec())
-            };
-            let val = if dir.join("val.bin").is_file() {
-                load("val.bin")?
-            } else {
-                Vec::new()
-            };
-            (load("train.bin")?, val)
-        }
-        path => {
-            let text = match path {
-                Some(p) => read_text(p)?,
-                None => crate::data::docs::NAMES.to_string(),
-            };
-            let mut ids = tok.encode(&text)?;
-            let n_val = (ids.len() as f64 * a.val_fraction).round() as usize;
-            let val = if n_val >= 2 && ids.len() - n_val >= 2 {
-                ids.split_off(ids.len() - n_val)
-            } else {
-                Vec::new()
-            };
-            (ids, val)
-        }
-    };
-    ensure!(
-        train.len() >= 2,
-        "the training data has {} tokens: nothing to learn from",
-        train.len()
-    );
-    if val.is_empty() {
-        eprintln!("note: no validation split (too little data or --val-fraction 0): only training loss is reported");
+/// Checkpoints and samples during the run.
+struct RunHooks<'a> {
+    out: &'a Path,
+    record: String,
+    data: &'a Prepared,
+    s: &'a Settings,
+}
+
+impl TrainHooks for RunHooks<'_> {
+    fn save(&mut self, model: &Gpt, state: &TrainState) -> Result<()> {
+        save_checkpoint(self.out, model, state, &self.record).with_context(|| {
+            format!(
+                "saving the checkpoint of step {} failed (the last good one in {} is intact; free space and continue with --resume)",
+                state.step,
+                self.out.display()
+            )
+        })?;
+        plot_log(self.out)
     }
-    let n_ctx = s.n_ctx.unwrap_or(256).min(train.len() - 1);
-    let what = format!(
-        "{} tokens ({} for validation, {} tokenizer)",
-        train.len(),
-        val.len(),
-        tok.name()
-    );
-    Ok(Prepared {
-        tok,
-        train: Dataset::Stream(train),
-        val: Dataset::Stream(val),
-        n_ctx,
-        train_docs: Vec::new(),
-        what,
-    })
+
+    fn sample(&mut self, model: &Gpt) -> Option<String> {
+        (self.s.num_samples > 0).then(|| samples(model, self.data, self.s, 1).join("\n"))
+    }
+}
+
+/// The run's log: a fresh one, or a resumed run's cut back to its checkpoint's step.
+fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
+    let path = out.join("log.jsonl");
+    if resumed_at > 0 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let kept: String = text
+            .lines()
+            .filter(|l| {
+                let v: Option<serde_json::Value> = serde_json::from_str(l).ok();
+                v.and_then(|v| v["step"].as_u64())
+                    .is_some_and(|s| s as usize <= resumed_at)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&path, kept.as_bytes())?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(resumed_at > 0)
+        .write(true)
+        .truncate(resumed_at == 0)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    Ok(BufWriter::new(file))
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
-    let mut s = settings(&a);
-    let p = match a.tokenizer.as_str() {
-        "char" => prepare_chars(&a, &s)?,
-        spec => {
-            // Windows of a stream are long: fewer rows and samples unless asked.
-            s.batch_size = a.batch_size.unwrap_or(8);
-            s.num_samples = a.num_samples.unwrap_or(3);
-            prepare_bpe(&a, &s, spec)?
-        }
+    let Start {
+        s,
+        mut model,
+        mut state,
+        data,
+        out,
+    } = match &a.resume {
+        Some(dir) => resume(&a, dir)?,
+        None => fresh(&a)?,
     };
-    let (n_ctx, vocab) = (p.n_ctx, p.tok.vocab_size());
-    let config = GptConfig {
-        n_ctx,
-        n_embd: s.n_embd,
-        n_head: s.n_head,
-        n_layer: s.n_layer,
-        ..if s.microgpt {
-            GptConfig::microgpt(vocab)
-        } else {
-            GptConfig::gpt2(vocab, n_ctx, s.n_embd, s.n_head, s.n_layer)
-        }
-    };
-    config.validate()?;
-    let mut model = Gpt::new(config, s.init, &mut rng(a.seed));
+    let c = &model.config;
     eprintln!(
-        "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps",
+        "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps of {} x {} rows",
         model.params.count(),
-        s.n_layer,
-        s.n_embd,
-        s.n_head,
-        n_ctx,
-        p.what,
-        s.steps
+        c.n_layer,
+        c.n_embd,
+        c.n_head,
+        s.n_ctx.unwrap_or(c.n_ctx),
+        data.what,
+        s.steps,
+        s.grad_accum,
+        s.batch_size
     );
-
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating output directory {}", a.out.display()))?;
-    let log_path = a.out.join("log.jsonl");
-    let mut log = BufWriter::new(File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?);
-    let report = train(&mut model, &p.train, &p.val, &train_options(&s, a.seed), &mut log)?;
-    model.save(&a.out)?;
-    match &p.tok {
-        Tokenizer::Char(t) => t.save(&a.out)?,
-        Tokenizer::Bpe(t) => t.save(&a.out)?,
+    std::fs::create_dir_all(&out).with_context(|| format!("creating output directory {}", out.display()))?;
+    match &data.tok {
+        Tokenizer::Char(t) => t.save(&out)?,
+        Tokenizer::Bpe(t) => t.save(&out)?,
     }
-    crate::train::plot::write_loss_plot(&a.out.join("loss.svg"), &report.losses, &report.val_losses)?;
+    let mut log = open_log(&out, state.step)?;
+    let record = serde_json::to_string(&RunRecord {
+        settings: s.clone(),
+        train_data: data.train.fingerprint(),
+    })?;
+    let mut hooks = RunHooks {
+        out: &out,
+        record,
+        data: &data,
+        s: &s,
+    };
+    let opts = train_options(&s, a.stop_at);
+    let report = train(
+        &mut model,
+        &data.train,
+        &data.val,
+        &opts,
+        &mut state,
+        &mut log,
+        &mut hooks,
+    )?;
 
     let fmt = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
+    let steps = report.losses.len().max(1) as f64;
     println!(
         "done: {} steps in {:.2}s ({:.2} ms/step, {:.0} tokens/s) | train loss {} | val loss {}",
-        s.steps,
+        report.losses.len(),
         report.seconds,
-        1e3 * report.seconds / s.steps.max(1) as f64,
+        1e3 * report.seconds / steps,
         report.tokens as f64 / report.seconds,
         fmt(report.train_loss),
         fmt(report.val_loss)
@@ -400,33 +546,28 @@ pub fn run(a: TrainArgs) -> Result<()> {
         println!("mean training loss over the last 100 steps: {mean:.4}");
     }
     println!(
-        "saved to {} (loss plot: {})",
-        a.out.display(),
-        a.out.join("loss.svg").display()
+        "saved step {} of {} to {} (loss plot: {})",
+        state.step,
+        s.steps,
+        out.display(),
+        out.join("loss.svg").display()
     );
-    print_samples(&model, &p, &s, a.seed)
+    if state.step < s.steps {
+        println!("continue with: gpt train --resume {}", out.display());
+    }
+    print_samples(&model, &data, &s)
 }
 
-/// Samples after training: new documents (characters) or text from `<|endoftext|>` (BPE).
-fn print_samples(model: &Gpt, p: &Prepared, s: &Settings, seed: u64) -> Result<()> {
+/// `n` samples: new documents (characters) or text from `<|endoftext|>` (BPE).
+fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Vec<String> {
     let sampling = SampleOptions {
         temperature: s.temperature,
         top_k: None,
         top_p: None,
     };
-    println!("\n{} samples (temperature {}):", s.num_samples, s.temperature);
-    match &p.tok {
-        Tokenizer::Char(tok) => {
-            let samples = generate_documents(model, tok.bos(), s.num_samples, sampling, &mut rng(seed));
-            let seen: HashSet<&str> = p.train_docs.iter().map(String::as_str).collect();
-            let mut novel = 0;
-            for ids in &samples {
-                let text = tok.decode(ids)?;
-                novel += usize::from(!seen.contains(text.as_str()));
-                println!("{text}");
-            }
-            println!("\n{novel} of {} samples are not in the training set", samples.len());
-        }
+    let mut rng = rng(s.seed);
+    let ids = match &p.tok {
+        Tokenizer::Char(tok) => generate_documents(model, tok.bos(), n, sampling, &mut rng),
         Tokenizer::Bpe(_) => {
             let start = p.tok.document_separator().unwrap_or(0);
             let opts = GenerateOptions {
@@ -434,11 +575,23 @@ fn print_samples(model: &Gpt, p: &Prepared, s: &Settings, seed: u64) -> Result<(
                 max_new_tokens: 80.min(model.config.n_ctx - 1),
                 eos: p.tok.document_separator(),
             };
-            let prompts = vec![vec![start]; s.num_samples];
-            for ids in generate(model, &prompts, &opts, &mut rng(seed), |_, _| true).tokens {
-                println!("---\n{}", p.tok.decode(&ids)?);
-            }
+            generate(model, &vec![vec![start]; n], &opts, &mut rng, |_, _| true).tokens
         }
+    };
+    ids.iter().map(|ids| p.tok.decode(ids).unwrap_or_default()).collect()
+}
+
+/// The samples printed after training; for documents, how many are new.
+fn print_samples(model: &Gpt, p: &Prepared, s: &Settings) -> Result<()> {
+    println!("\n{} samples (temperature {}):", s.num_samples, s.temperature);
+    let texts = samples(model, p, s, s.num_samples);
+    if let Tokenizer::Char(_) = p.tok {
+        let seen: HashSet<&str> = p.train_docs.iter().map(String::as_str).collect();
+        texts.iter().for_each(|t| println!("{t}"));
+        let novel = texts.iter().filter(|t| !seen.contains(t.as_str())).count();
+        println!("\n{novel} of {} samples are not in the training set", texts.len());
+    } else {
+        texts.iter().for_each(|t| println!("---\n{t}"));
     }
     Ok(())
 }

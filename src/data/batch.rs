@@ -30,6 +30,13 @@ impl Batch {
 /// A source of batches: endless for training, one pass for evaluation.
 pub trait Batches {
     fn next_batch(&mut self) -> Option<Batch>;
+
+    /// Draws and drops `n` batches: where a resumed run picks up its data.
+    fn skip(&mut self, n: u64) {
+        for _ in 0..n {
+            self.next_batch();
+        }
+    }
 }
 
 /// Walks documents in (optionally reshuffled) order, forever or for one pass.

@@ -9,7 +9,7 @@ use crate::tensor::norm::NormKind;
 use crate::tensor::{Rng, Tensor};
 
 /// How to draw the initial weights.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Init {
     /// GPT-2: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer), biases 0, norm weights 1.
     Gpt2,

@@ -7,9 +7,8 @@ use super::import::{self, check_config_fits, map_file, Elem, Source};
 use super::{Gpt, GptConfig};
 use crate::autograd::Params;
 use crate::tensor::Tensor;
-use crate::train::checkpoint::write_atomic;
+use crate::train::checkpoint::{write_atomic, write_safetensors};
 use anyhow::{bail, ensure, Context, Result};
-use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -102,24 +101,24 @@ fn is_llmc(path: &Path) -> bool {
 impl Gpt {
     /// Writes `dir/model.safetensors` and `dir/config.json`, each atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let bytes: Vec<Vec<u8>> = self
-            .params
-            .tensors
-            .iter()
-            .map(|t| t.data.iter().flat_map(|x| x.to_le_bytes()).collect())
-            .collect();
-        let views = self
-            .params
-            .names
-            .iter()
-            .zip(&self.params.tensors)
-            .zip(&bytes)
-            .map(|((name, t), b)| Ok((name.as_str(), TensorView::new(Dtype::F32, t.shape.clone(), b)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        let file = safetensors::serialize(views, Some(metadata))?;
-        write_atomic(&dir.join(WEIGHTS_FILE), &file)?;
+        self.save_with(dir, HashMap::new())
+    }
+
+    /// [`Gpt::save`] with extra string metadata in the safetensors header.
+    pub fn save_with(&self, dir: &Path, mut metadata: HashMap<String, String>) -> Result<()> {
+        metadata.insert("format".to_string(), "pt".to_string());
+        let tensors = self.params.names.iter().zip(&self.params.tensors);
+        let tensors = tensors.map(|(name, t)| (name.clone(), &t.shape[..], &t.data[..]));
+        write_safetensors(&dir.join(WEIGHTS_FILE), tensors, metadata)?;
         write_atomic(&dir.join(CONFIG_FILE), self.config.to_json().as_bytes())
+    }
+
+    /// The string metadata in the header of `dir/model.safetensors`.
+    pub fn saved_metadata(dir: &Path) -> Result<HashMap<String, String>> {
+        let map = map_file(&dir.join(WEIGHTS_FILE))?;
+        let (_, meta) = SafeTensors::read_metadata(&map[..])
+            .map_err(|e| anyhow::anyhow!("{} is truncated or corrupt ({e})", dir.join(WEIGHTS_FILE).display()))?;
+        Ok(meta.metadata().clone().unwrap_or_default())
     }
 
     /// Loads a GPT-2 checkpoint in any format we read: a directory with

@@ -2,7 +2,7 @@
 
 mod config;
 mod gpt;
-mod import;
+pub(crate) mod import;
 mod io;
 mod kv_cache;
 

@@ -1,10 +1,17 @@
 //! Checkpoint files, written atomically: a crash at any moment leaves either
 //! the old file or the new one, never a torn mix.
 
-use anyhow::{Context, Result};
+use super::optim::{AdamW, AdamWConfig};
+use super::trainer::TrainState;
+use crate::model::import::map_file;
+use crate::model::Gpt;
+use anyhow::{anyhow, ensure, Context, Result};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory,
 /// fsync, rename over the target, fsync the directory.
@@ -14,6 +21,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] for content produced piece by piece into a buffered writer.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    write_atomic_via(path, |tmp| {
+        let mut w = BufWriter::new(File::create(tmp)?);
+        write(&mut w)?;
+        Ok(w.flush()?)
+    })
+}
+
+/// [`write_atomic`] for a writer that wants a path: `write` fills the temp file.
+pub fn write_atomic_via(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -22,10 +38,8 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std:
     let name = path.file_name().context("checkpoint path has no file name")?;
     let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
     let result = (|| -> Result<()> {
-        let mut w = BufWriter::new(File::create(&tmp)?);
-        write(&mut w)?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
+        write(&tmp)?;
+        File::open(&tmp)?.sync_all()?;
         fs::rename(&tmp, path)?;
         // Make the rename itself durable.
         if let Ok(d) = File::open(dir) {
@@ -37,6 +51,122 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> std:
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing {} (the previous file, if any, is untouched)", path.display()))
+}
+
+/// Writes f32 tensors `(name, shape, data)` and string `metadata` as one
+/// safetensors file, atomically, streaming the data (no copy in memory).
+pub fn write_safetensors<'a>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (String, &'a [usize], &'a [f32])>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let views = tensors
+        .into_iter()
+        .map(|(name, shape, data)| {
+            Ok((
+                name,
+                TensorView::new(Dtype::F32, shape.to_vec(), bytemuck::cast_slice(data))?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    write_atomic_via(path, |tmp| {
+        Ok(safetensors::serialize_to_file(views, Some(metadata), tmp)?)
+    })
+}
+
+/// `dir/train_state-{step}.safetensors`: what resuming needs beyond the model.
+pub fn train_state_path(dir: &Path, step: usize) -> PathBuf {
+    dir.join(format!("train_state-{step}.safetensors"))
+}
+
+/// Saves a resumable checkpoint of step `state.step` in `dir`, `run` being
+/// the run's settings (JSON): first the optimizer moments for that step, then
+/// the model tagged with the step, then older optimizer states are removed. A
+/// crash at any moment leaves a model whose tag names a state on disk.
+pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -> Result<()> {
+    let opt = &state.opt;
+    let moments = model.params.names.iter().zip(&model.params.tensors).enumerate();
+    let tensors = moments.flat_map(|(i, (name, t))| {
+        [
+            (format!("{name}.exp_avg"), &t.shape[..], &opt.m[i][..]),
+            (format!("{name}.exp_avg_sq"), &t.shape[..], &opt.v[i][..]),
+        ]
+    });
+    let metadata = HashMap::from([
+        ("step".to_string(), state.step.to_string()),
+        ("batches_drawn".to_string(), state.batches_drawn.to_string()),
+        ("adam_t".to_string(), opt.t.to_string()),
+        ("adamw".to_string(), serde_json::to_string(&opt.config)?),
+        ("run".to_string(), run.to_string()),
+    ]);
+    write_safetensors(&train_state_path(dir, state.step), tensors, metadata)?;
+    let step = HashMap::from([("step".to_string(), state.step.to_string())]);
+    model.save_with(dir, step)?;
+    for entry in fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = name.starts_with("train_state-") && entry.path() != train_state_path(dir, state.step);
+        if stale && name.ends_with(".safetensors") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Loads the checkpoint `dir` to resume it: the model, the training state
+/// saved with it and the run's settings (JSON).
+pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
+    let not_resumable = || {
+        format!(
+            "{} is not a resumable checkpoint: `gpt train` saves one with model.safetensors and \
+             train_state-STEP.safetensors (to fine-tune a finished model, use --init {0})",
+            dir.display()
+        )
+    };
+    let meta = Gpt::saved_metadata(dir).with_context(not_resumable)?;
+    let step: usize = meta
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .with_context(not_resumable)?;
+    let path = train_state_path(dir, step);
+    ensure!(path.is_file(), "{} is missing: {}", path.display(), not_resumable());
+    let model = Gpt::load(dir)?;
+    let map = map_file(&path)?;
+    let st =
+        SafeTensors::deserialize(&map[..]).map_err(|e| anyhow!("{} is truncated or corrupt ({e})", path.display()))?;
+    let (_, header) = SafeTensors::read_metadata(&map[..]).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let field = |key: &str| {
+        meta.get(key)
+            .with_context(|| format!("{} has no {key:?} in its metadata", path.display()))
+    };
+    ensure!(
+        field("step")?.parse::<usize>()? == step,
+        "{} belongs to another step",
+        path.display()
+    );
+    let config: AdamWConfig = serde_json::from_str(field("adamw")?)?;
+    let mut opt = AdamW::new(config, &model.params);
+    opt.t = field("adam_t")?.parse()?;
+    for (i, (name, t)) in model.params.names.iter().zip(&model.params.tensors).enumerate() {
+        for (suffix, dst) in [("exp_avg", &mut opt.m[i]), ("exp_avg_sq", &mut opt.v[i])] {
+            let key = format!("{name}.{suffix}");
+            let view = st
+                .tensor(&key)
+                .with_context(|| format!("{} has no tensor {key}", path.display()))?;
+            ensure!(
+                view.dtype() == Dtype::F32 && view.shape() == t.shape,
+                "{key} in {} has the wrong shape or dtype",
+                path.display()
+            );
+            dst.copy_from_slice(bytemuck::cast_slice::<u8, f32>(view.data()));
+        }
+    }
+    let state = TrainState {
+        step,
+        batches_drawn: field("batches_drawn")?.parse()?,
+        opt,
+    };
+    Ok((model, state, field("run")?.clone()))
 }
 
 #[cfg(test)]
@@ -66,5 +196,68 @@ mod tests {
         fs::create_dir(dir.path().join(".model.bin.tmp")).unwrap();
         assert!(write_atomic(&p, b"bad").is_err());
         assert_eq!(fs::read(&p).unwrap(), b"good");
+    }
+
+    fn tiny_model() -> Gpt {
+        use crate::model::{GptConfig, Init};
+        Gpt::new(GptConfig::gpt2(7, 8, 8, 2, 1), Init::Gpt2, &mut crate::tensor::rng(0))
+    }
+
+    fn state_at(model: &Gpt, step: usize) -> TrainState {
+        let config = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        let mut state = TrainState::new(model, config);
+        (state.step, state.batches_drawn, state.opt.t) = (step, 2 * step as u64, step as u64);
+        state.opt.m[1][0] = step as f32;
+        state.opt.v[2][1] = 0.5;
+        state
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_keeps_only_its_own_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run-3").unwrap();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 6), "run-6").unwrap();
+        assert!(!train_state_path(dir.path(), 3).exists(), "the older state is removed");
+        let (loaded, state, run) = load_checkpoint(dir.path()).unwrap();
+        assert_eq!(loaded.params.tensors, model.params.tensors);
+        assert_eq!(
+            (state.step, state.batches_drawn, state.opt.t, run.as_str()),
+            (6, 12, 6, "run-6")
+        );
+        assert_eq!(state.opt.m, state_at(&model, 6).opt.m);
+        assert_eq!(state.opt.v, state_at(&model, 6).opt.v);
+        assert_eq!(state.opt.config.beta2, 0.95);
+    }
+
+    #[test]
+    fn a_crash_between_the_two_writes_resumes_the_last_whole_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 4), "run").unwrap();
+        // The next save wrote its optimizer state, then died before the model.
+        let other = tempfile::tempdir().unwrap();
+        save_checkpoint(other.path(), &model, &state_at(&model, 8), "run").unwrap();
+        fs::copy(train_state_path(other.path(), 8), train_state_path(dir.path(), 8)).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        assert_eq!(state.step, 4);
+    }
+
+    #[test]
+    fn a_failed_save_keeps_the_last_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 2), "run").unwrap();
+        // As if the disk were full: the model's temp file cannot be written.
+        fs::create_dir(dir.path().join(".model.safetensors.tmp")).unwrap();
+        let err = save_checkpoint(dir.path(), &model, &state_at(&model, 5), "run").unwrap_err();
+        assert!(format!("{err:#}").contains("untouched"), "{err:#}");
+        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        assert_eq!(state.step, 2);
     }
 }

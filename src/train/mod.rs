@@ -12,4 +12,4 @@ pub mod plot;
 pub mod schedule;
 pub mod trainer;
 
-pub use trainer::{evaluate, train, TrainOptions, TrainReport};
+pub use trainer::{evaluate, train, train_step, NoHooks, TrainHooks, TrainOptions, TrainReport, TrainState};

@@ -4,7 +4,7 @@ use crate::autograd::{Grads, Params};
 use crate::tensor::MIN_ELEMS_PER_TASK;
 use rayon::prelude::*;
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
     pub beta1: f32,
     pub beta2: f32,

@@ -13,6 +13,24 @@ pub fn write_loss_plot(path: &Path, train: &[f32], val: &[(usize, f32)]) -> Resu
     write_atomic(path, svg.as_bytes())
 }
 
+/// Writes `dir/loss.svg` from the run's `dir/log.jsonl` (resumed runs included).
+pub fn plot_log(dir: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(dir.join("log.jsonl"))?;
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Some(loss) = v["train_loss"].as_f64() {
+            train.push(loss as f32);
+        }
+        if let (Some(step), Some(loss)) = (v["step"].as_u64(), v["val_loss"].as_f64()) {
+            val.push((step as usize, loss as f32));
+        }
+    }
+    write_loss_plot(&dir.join("loss.svg"), &train, &val)
+}
+
 /// Mean of each window of `w` steps ending at each step.
 fn moving_average(xs: &[f32], w: usize) -> Vec<f32> {
     let mut sum = 0.0;

@@ -1,9 +1,12 @@
-//! The training loop: batches in, AdamW steps out, with periodic validation,
-//! a progress bar and one JSON line per step.
+//! The training loop: batches in, AdamW steps out, with gradient
+//! accumulation, periodic validation and checkpoints, a progress bar and one
+//! JSON line per step. A run is a pure function of its options, its seed and
+//! the [`TrainState`] it starts from, so a resumed run continues exactly.
 
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use super::schedule::Schedule;
-use crate::autograd::{Graph, Workspace};
+use crate::autograd::{Grads, Graph, Workspace};
+use crate::data::batch::Batch;
 use crate::data::dataset::Dataset;
 use crate::model::Gpt;
 use crate::tensor::rng;
@@ -14,9 +17,16 @@ use std::time::Instant;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainOptions {
+    /// Length of the whole run (the learning-rate schedule spans it).
     pub steps: usize,
-    /// Rows per batch, each of up to `n_ctx` tokens.
+    /// Stop after this step (with a checkpoint) though the schedule runs to `steps`: train in sessions.
+    pub stop_at: Option<usize>,
+    /// Rows per micro-batch, each of up to `n_ctx` tokens.
     pub batch_size: usize,
+    /// Tokens per row (at most the model's `n_ctx`).
+    pub n_ctx: usize,
+    /// Micro-batches whose gradients are averaged into one optimizer step.
+    pub grad_accum: usize,
     /// Several documents per row (no padding waste) instead of one.
     pub pack: bool,
     pub schedule: Schedule,
@@ -26,14 +36,35 @@ pub struct TrainOptions {
     pub dropout: f32,
     /// Validate every this many steps (and always at the end); 0 = only at the end.
     pub eval_every: usize,
+    /// Checkpoint every this many steps (and always at the end); 0 = only at the end.
+    pub save_every: usize,
     pub seed: u64,
     pub progress: bool,
+}
+
+/// What carries over from one step to the next, and what a checkpoint saves
+/// to resume: the step, the optimizer's moments, and how many batches the data
+/// stream has given (the data order and dropout masks follow from the seed).
+pub struct TrainState {
+    pub step: usize,
+    pub batches_drawn: u64,
+    pub opt: AdamW,
+}
+
+impl TrainState {
+    pub fn new(model: &Gpt, adamw: AdamWConfig) -> Self {
+        TrainState {
+            step: 0,
+            batches_drawn: 0,
+            opt: AdamW::new(adamw, &model.params),
+        }
+    }
 }
 
 /// What a run did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TrainReport {
-    /// Training loss of every step (on its own batch).
+    /// Training loss of every step of this run (on its own batch).
     pub losses: Vec<f32>,
     /// `(step, val_loss)` at each validation.
     pub val_losses: Vec<(usize, f32)>,
@@ -60,22 +91,90 @@ pub fn evaluate(model: &Gpt, data: &Dataset, ws: &mut Workspace) -> Option<f32> 
     (count > 0).then(|| (sum / count as f64) as f32)
 }
 
-/// Trains `model` in place. `log` receives one JSON object per step.
+/// The dropout masks of the `i`-th micro-batch of a run: one stream each, so
+/// a run can be replayed or resumed exactly.
+fn dropout_seed(seed: u64, i: u64) -> u64 {
+    seed ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// One optimizer step: the gradient of the mean loss over `micro` (gradient
+/// accumulation; `first` numbers the first of them in the run, for dropout),
+/// clipped, then AdamW with learning rate `lr`. Returns the mean loss; a loss
+/// that is not finite is returned at once, with the parameters untouched.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    model: &mut Gpt,
+    opt: &mut AdamW,
+    grads: &mut Grads,
+    ws: &mut Workspace,
+    micro: &[Batch],
+    first: u64,
+    lr: f32,
+    opts: &TrainOptions,
+) -> f32 {
+    grads.zero();
+    let scale = 1.0 / micro.len() as f32;
+    let mut mean = 0.0;
+    for (i, batch) in micro.iter().enumerate() {
+        let mut g = Graph::new(&model.params, std::mem::take(ws));
+        g.enable_dropout(opts.dropout, rng(dropout_seed(opts.seed, first + i as u64)));
+        let logits = model.forward(&mut g, &batch.tokens, &batch.pos, batch.b, None);
+        let loss_var = g.cross_entropy(logits, &batch.targets);
+        let loss = g.value(loss_var)[0];
+        if !loss.is_finite() {
+            *ws = g.finish();
+            return loss;
+        }
+        g.backward_from(loss_var, vec![scale], grads);
+        *ws = g.finish();
+        mean += loss * scale;
+    }
+    if let Some(max) = opts.grad_clip {
+        clip_grad_norm(grads, max);
+    }
+    opt.step(&mut model.params, grads, lr);
+    mean
+}
+
+/// What a run does beside training: checkpoints and sample text.
+pub trait TrainHooks {
+    /// Called every `save_every` steps and at the end, after the log is flushed:
+    /// write a checkpoint that resumes exactly.
+    fn save(&mut self, _model: &Gpt, _state: &TrainState) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called at each periodic validation: text to show, if any.
+    fn sample(&mut self, _model: &Gpt) -> Option<String> {
+        None
+    }
+}
+
+/// No checkpoints, no samples.
+pub struct NoHooks;
+impl TrainHooks for NoHooks {}
+
+/// Trains `model` in place from `state` (fresh or resumed) up to
+/// `opts.stop_at` or `opts.steps`. `log` receives one JSON object per step.
 pub fn train(
     model: &mut Gpt,
     train_data: &Dataset,
     val_data: &Dataset,
     opts: &TrainOptions,
+    state: &mut TrainState,
     log: &mut dyn Write,
+    hooks: &mut dyn TrainHooks,
 ) -> Result<TrainReport> {
     if train_data.is_empty() {
         bail!("no training data: nothing to predict");
     }
-    let mut batches = train_data.training_batches(opts.batch_size, model.config.n_ctx, opts.pack, opts.seed);
-    let mut opt = AdamW::new(opts.adamw, &model.params);
+    let end = opts.stop_at.unwrap_or(opts.steps).min(opts.steps);
+    let mut batches = train_data.training_batches(opts.batch_size, opts.n_ctx, opts.pack, opts.seed);
+    batches.skip(state.batches_drawn);
     let mut grads = model.params.zero_grads();
     let mut ws = Workspace::default();
     let mut report = TrainReport::default();
+    let mut last_saved = (state.step > 0).then_some(state.step);
 
     let bar = if opts.progress {
         ProgressBar::new(opts.steps as u64)
@@ -86,51 +185,67 @@ pub fn train(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")
             .expect("valid template"),
     );
+    bar.set_position(state.step as u64);
+    bar.reset_eta();
     let start = Instant::now();
-    for step in 0..opts.steps {
-        let batch = batches.next_batch().expect("training batches never end");
-        let mut g = Graph::new(&model.params, ws);
-        // One mask stream per step, so a run can be replayed or resumed exactly.
-        g.enable_dropout(
-            opts.dropout,
-            rng(opts.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+    for step in state.step..end {
+        let micro: Vec<Batch> = (0..opts.grad_accum.max(1))
+            .map(|_| batches.next_batch().expect("training batches never end"))
+            .collect();
+        let lr = opts.schedule.lr_at(step);
+        let loss = train_step(
+            model,
+            &mut state.opt,
+            &mut grads,
+            &mut ws,
+            &micro,
+            state.batches_drawn,
+            lr,
+            opts,
         );
-        let logits = model.forward(&mut g, &batch.tokens, &batch.pos, batch.b, None);
-        let loss_var = g.cross_entropy(logits, &batch.targets);
-        let loss = g.value(loss_var)[0];
         if !loss.is_finite() {
             bar.abandon();
+            let kept = match last_saved {
+                Some(s) => format!("the last checkpoint (step {s}) is kept"),
+                None => "no checkpoint was written".to_string(),
+            };
             bail!(
-                "the loss became {loss} at step {step}: training diverged. Lower --lr (now {}) or clip gradients (--grad-clip); nothing was saved from this run",
+                "the loss became {loss} at step {}: training diverged ({kept}). Lower --lr (now {}) or clip gradients (--grad-clip)",
+                step + 1,
                 opts.schedule.lr
             );
         }
-        grads.zero();
-        g.backward(loss_var, &mut grads);
-        ws = g.finish();
-        if let Some(max) = opts.grad_clip {
-            clip_grad_norm(&mut grads, max);
-        }
-        let lr = opts.schedule.lr_at(step);
-        opt.step(&mut model.params, &grads, lr);
+        state.step = step + 1;
+        state.batches_drawn += micro.len() as u64;
         report.losses.push(loss);
-        report.tokens += batch.n_targets();
+        report.tokens += micro.iter().map(Batch::n_targets).sum::<usize>();
 
-        let last = step + 1 == opts.steps;
-        let val = if !val_data.is_empty() && (last || (opts.eval_every > 0 && (step + 1) % opts.eval_every == 0)) {
+        let last = state.step == end;
+        let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
+        if periodic && !last {
+            if let Some(text) = hooks.sample(model) {
+                bar.suspend(|| eprintln!("--- sample at step {}:\n{text}\n---", state.step));
+            }
+        }
+        let val = if !val_data.is_empty() && (last || periodic) {
             let v = evaluate(model, val_data, &mut ws);
             if let Some(v) = v {
-                report.val_losses.push((step + 1, v));
+                report.val_losses.push((state.step, v));
             }
             v
         } else {
             None
         };
-        let mut line = serde_json::json!({ "step": step + 1, "train_loss": loss, "lr": lr });
+        let mut line = serde_json::json!({ "step": state.step, "train_loss": loss, "lr": lr });
         if let Some(v) = val {
             line["val_loss"] = v.into();
         }
         writeln!(log, "{line}")?;
+        if last || (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) {
+            log.flush()?;
+            hooks.save(model, state)?;
+            last_saved = Some(state.step);
+        }
 
         let tok_s = report.tokens as f64 / start.elapsed().as_secs_f64();
         let val_msg = report
@@ -155,6 +270,46 @@ mod tests {
     use crate::model::{GptConfig, Init};
     use crate::train::schedule::Decay;
 
+    fn options(steps: usize, batch_size: usize, n_ctx: usize) -> TrainOptions {
+        TrainOptions {
+            steps,
+            stop_at: None,
+            batch_size,
+            n_ctx,
+            grad_accum: 1,
+            pack: true,
+            schedule: Schedule {
+                lr: 1e-2,
+                min_lr: 1e-3,
+                warmup: 10,
+                steps,
+                decay: Decay::Cosine,
+            },
+            adamw: AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.99,
+                eps: 1e-8,
+                weight_decay: 0.1,
+            },
+            grad_clip: Some(1.0),
+            dropout: 0.0,
+            eval_every: 0,
+            save_every: 0,
+            seed: 1,
+            progress: false,
+        }
+    }
+
+    /// Runs `opts` from `state`, returning the report and the log lines.
+    fn run(model: &mut Gpt, data: &Dataset, opts: &TrainOptions, state: &mut TrainState) -> (TrainReport, Vec<String>) {
+        let mut log = Vec::new();
+        let report = train(model, data, data, opts, state, &mut log, &mut NoHooks).unwrap();
+        (
+            report,
+            String::from_utf8(log).unwrap().lines().map(String::from).collect(),
+        )
+    }
+
     #[test]
     fn tiny_model_learns_a_tiny_corpus() {
         // BOS = 5. In "x 2 x" the letter after 2 repeats the first one, so it
@@ -165,42 +320,97 @@ mod tests {
         let docs: Vec<Vec<u32>> = vec![vec![5, 0, 2, 0, 5], vec![5, 1, 2, 1, 5], vec![5, 3, 2, 3, 5]];
         let mut model = Gpt::new(GptConfig::gpt2(6, 8, 16, 2, 1), Init::Gpt2, &mut rng(0));
         let opts = TrainOptions {
-            steps: 300,
-            batch_size: 3,
-            pack: true,
-            schedule: Schedule {
-                lr: 1e-2,
-                min_lr: 1e-3,
-                warmup: 10,
-                steps: 300,
-                decay: Decay::Cosine,
-            },
-            adamw: AdamWConfig {
-                beta1: 0.9,
-                beta2: 0.99,
-                eps: 1e-8,
-                weight_decay: 0.0,
-            },
-            grad_clip: Some(1.0),
-            dropout: 0.0,
             eval_every: 50,
-            seed: 1,
-            progress: false,
+            adamw: AdamWConfig {
+                weight_decay: 0.0,
+                ..options(0, 0, 0).adamw
+            },
+            ..options(300, 3, 8)
         };
-        let mut log = Vec::new();
-        let data = Dataset::Docs(docs);
-        let report = train(&mut model, &data, &data, &opts, &mut log).unwrap();
+        let mut state = TrainState::new(&model, opts.adamw);
+        let (report, log) = run(&mut model, &Dataset::Docs(docs), &opts, &mut state);
         let val = report.val_loss.unwrap();
         assert!(val < 0.4, "val loss {val}");
         assert_eq!(report.val_losses.len(), 6);
-        let lines: Vec<serde_json::Value> = String::from_utf8(log)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> = log.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 300);
         assert!(lines[49]["val_loss"].is_number() && lines[48].get("val_loss").is_none());
         assert!(lines[0]["lr"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn stopping_and_continuing_is_the_same_run() {
+        let ids: Vec<u32> = (0..400).map(|i| (i * 7 % 13) as u32).collect();
+        let data = Dataset::Stream(ids);
+        let opts = TrainOptions {
+            dropout: 0.1,
+            grad_accum: 2,
+            save_every: 3,
+            ..options(12, 2, 8)
+        };
+        let fresh = || Gpt::new(GptConfig::gpt2(13, 8, 16, 2, 2), Init::Gpt2, &mut rng(3));
+        let mut straight = fresh();
+        let mut state = TrainState::new(&straight, opts.adamw);
+        let (_, log_straight) = run(&mut straight, &data, &opts, &mut state);
+
+        let mut resumed = fresh();
+        let mut state = TrainState::new(&resumed, opts.adamw);
+        let first = TrainOptions {
+            stop_at: Some(5),
+            ..opts.clone()
+        };
+        let (_, mut log) = run(&mut resumed, &data, &first, &mut state);
+        assert_eq!((state.step, state.batches_drawn), (5, 10));
+        log.extend(run(&mut resumed, &data, &opts, &mut state).1);
+        assert_eq!(resumed.params.tensors, straight.params.tensors);
+        // The val loss at the stop is extra; every step's loss and lr agree.
+        let strip = |l: &String| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("val_loss");
+            v
+        };
+        assert_eq!(
+            log.iter().map(strip).collect::<Vec<_>>(),
+            log_straight.iter().map(strip).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn accumulating_two_halves_equals_one_batch() {
+        let ids: Vec<u32> = (0..300).map(|i| (i * 5 % 11) as u32).collect();
+        let data = Dataset::Stream(ids);
+        let model = Gpt::new(GptConfig::gpt2(11, 8, 16, 2, 1), Init::Gpt2, &mut rng(4));
+        let batch = data.training_batches(4, 8, true, 9).next_batch().unwrap();
+        let half = |r: std::ops::Range<usize>| Batch {
+            tokens: batch.tokens[r.start * 8..r.end * 8].to_vec(),
+            targets: batch.targets[r.start * 8..r.end * 8].to_vec(),
+            pos: batch.pos[r.start * 8..r.end * 8].to_vec(),
+            b: r.len(),
+            t: 8,
+        };
+        let opts = options(1, 4, 8);
+        let step = |micro: &[Batch]| {
+            let mut m = Gpt::from_params(model.config.clone(), model.params.clone());
+            let mut opt = AdamW::new(opts.adamw, &m.params);
+            let mut grads = m.params.zero_grads();
+            let loss = train_step(
+                &mut m,
+                &mut opt,
+                &mut grads,
+                &mut Workspace::default(),
+                micro,
+                0,
+                1e-3,
+                &opts,
+            );
+            (loss, grads)
+        };
+        let (loss, grads) = step(std::slice::from_ref(&batch));
+        let (loss2, grads2) = step(&[half(0..2), half(2..4)]);
+        assert!((loss - loss2).abs() < 1e-6, "{loss} vs {loss2}");
+        for (a, b) in grads.0.iter().flatten().zip(grads2.0.iter().flatten()) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
     }
 
     #[test]
@@ -208,38 +418,29 @@ mod tests {
         let docs: Vec<Vec<u32>> = vec![vec![2, 0, 1, 2]];
         let mut model = Gpt::new(GptConfig::gpt2(3, 4, 8, 2, 1), Init::Gpt2, &mut rng(0));
         model.params.tensors[0].data[0] = f32::NAN;
-        let opts = TrainOptions {
-            steps: 3,
-            batch_size: 1,
-            pack: false,
-            schedule: Schedule {
-                lr: 1e-3,
-                min_lr: 0.0,
-                warmup: 0,
-                steps: 3,
-                decay: Decay::Constant,
-            },
-            adamw: AdamWConfig {
-                beta1: 0.9,
-                beta2: 0.99,
-                eps: 1e-8,
-                weight_decay: 0.0,
-            },
-            grad_clip: None,
-            dropout: 0.0,
-            eval_every: 0,
-            seed: 1,
-            progress: false,
-        };
+        let opts = options(3, 1, 4);
+        let mut state = TrainState::new(&model, opts.adamw);
+        struct CountSaves(usize);
+        impl TrainHooks for CountSaves {
+            fn save(&mut self, _: &Gpt, _: &TrainState) -> Result<()> {
+                self.0 += 1;
+                Ok(())
+            }
+        }
+        let mut saves = CountSaves(0);
+        let (train_data, val_data) = (Dataset::Docs(docs), Dataset::Docs(vec![]));
         let err = train(
             &mut model,
-            &Dataset::Docs(docs),
-            &Dataset::Docs(vec![]),
+            &train_data,
+            &val_data,
             &opts,
+            &mut state,
             &mut Vec::new(),
+            &mut saves,
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("diverged"), "{err}");
+        assert!(err.contains("diverged") && err.contains("no checkpoint"), "{err}");
+        assert_eq!(saves.0, 0);
     }
 }

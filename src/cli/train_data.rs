@@ -1,0 +1,159 @@
+//! The data of a `gpt train` run: read, split into train and validation, and
+//! encoded with the run's tokenizer.
+
+use super::train::Settings;
+use crate::data::batch::truncated;
+use crate::data::dataset::Dataset;
+use crate::data::docs::{read_documents, read_text, split_documents};
+use crate::data::tokens::TokenFile;
+use crate::tokenizer::{CharTokenizer, Tokenizer};
+use anyhow::{bail, ensure, Result};
+use std::path::Path;
+
+/// The data of a run, encoded, with its tokenizer.
+pub struct Prepared {
+    pub tok: Tokenizer,
+    pub train: Dataset,
+    pub val: Dataset,
+    /// Tokens per training row.
+    pub n_ctx: usize,
+    /// Training documents as text (character models), to tell new samples from copies.
+    pub train_docs: Vec<String>,
+    pub what: String,
+}
+
+/// Reads and encodes the run's data with `tok` (a checkpoint's), or, without
+/// one, with the tokenizer `s.tokenizer` names (char: built from the
+/// training documents). `max_ctx` is the model's context when it exists already.
+pub fn prepare(s: &Settings, tok: Option<Tokenizer>, max_ctx: Option<usize>) -> Result<Prepared> {
+    let tok = match tok {
+        Some(t) => t,
+        None => match s.tokenizer.as_str() {
+            "char" => return prepare_chars(s, None, max_ctx),
+            "gpt2" => Tokenizer::gpt2(),
+            dir => match Tokenizer::load(Path::new(dir))? {
+                t @ Tokenizer::Bpe(_) => t,
+                Tokenizer::Char(_) => {
+                    bail!("--tokenizer {dir} holds a character tokenizer; give gpt2 or a BPE directory")
+                }
+            },
+        },
+    };
+    match tok {
+        Tokenizer::Char(t) => prepare_chars(s, Some(t), max_ctx),
+        bpe => prepare_bpe(s, bpe, max_ctx),
+    }
+}
+
+/// The context length of a run: `--n-ctx` or `default`, at most the model's.
+fn context(s: &Settings, default: usize, max_ctx: Option<usize>) -> Result<usize> {
+    let max = max_ctx.unwrap_or(usize::MAX);
+    match s.n_ctx {
+        Some(n) if n > max => bail!(
+            "--n-ctx {n} is larger than the checkpoint's n_ctx {max} (its position embeddings cover {max} positions); give --n-ctx {max} or less"
+        ),
+        Some(n) => Ok(n),
+        None => Ok(default.min(max)),
+    }
+}
+
+/// Character model: one document per line, split into train and validation documents.
+fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize>) -> Result<Prepared> {
+    let docs = read_documents(s.data.as_deref())?;
+    let (train_docs, val_docs) = split_documents(docs, s.val_fraction, s.seed);
+    let tok = tok.unwrap_or_else(|| CharTokenizer::from_docs(&train_docs));
+    // Documents with characters the tokenizer lacks (validation, or a checkpoint's) are skipped.
+    let encode = |docs: &[String], what: &str| -> Vec<Vec<u32>> {
+        let ids: Vec<Vec<u32>> = docs.iter().filter_map(|d| tok.encode_doc(d).ok()).collect();
+        if ids.len() < docs.len() {
+            eprintln!(
+                "note: {} {what} documents use characters the tokenizer lacks and are skipped",
+                docs.len() - ids.len()
+            );
+        }
+        ids
+    };
+    let (train_ids, val_ids) = (encode(&train_docs, "training"), encode(&val_docs, "validation"));
+    ensure!(
+        !train_ids.is_empty(),
+        "no training document can be encoded with the checkpoint's characters"
+    );
+    ensure!(
+        !val_docs.is_empty() || s.val_fraction == 0.0,
+        "the validation split is empty: give more documents, raise --val-fraction, or pass --val-fraction 0 to train without validation"
+    );
+    let longest = train_ids.iter().chain(&val_ids).map(|d| d.len() - 1).max().unwrap_or(1);
+    let n_ctx = context(s, longest.min(256), max_ctx)?;
+    let cut = truncated(&train_ids, n_ctx) + truncated(&val_ids, n_ctx);
+    if cut > 0 {
+        eprintln!("warning: {cut} documents are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx} (raise --n-ctx to keep them whole)");
+    }
+    let what = format!("{} documents ({} for validation)", train_ids.len(), val_ids.len());
+    Ok(Prepared {
+        tok: Tokenizer::Char(tok),
+        train: Dataset::Docs(train_ids),
+        val: Dataset::Docs(val_ids),
+        n_ctx,
+        train_docs,
+        what,
+    })
+}
+
+/// BPE model: a text file tokenized on the fly (its last `--val-fraction` of
+/// tokens held out), or a directory from `gpt prepare` (train.bin, val.bin).
+fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<Prepared> {
+    // `val_wanted`: a val.bin exists or --val-fraction is above 0.
+    let (train, val, val_wanted) = match s.data.as_deref() {
+        Some(dir) if dir.join("train.bin").is_file() => {
+            let load = |name: &str| -> Result<Vec<u32>> {
+                let f = TokenFile::open(&dir.join(name))?;
+                f.check_tokenizer(&tok)?;
+                Ok(f.to_vec())
+            };
+            let wanted = dir.join("val.bin").is_file();
+            let val = if wanted {
+                load("val.bin")?
+            } else {
+                eprintln!("note: {} has no val.bin: only training loss is reported", dir.display());
+                Vec::new()
+            };
+            (load("train.bin")?, val, wanted)
+        }
+        path => {
+            let text = match path {
+                Some(p) => read_text(p)?,
+                None => crate::data::docs::NAMES.to_string(),
+            };
+            let mut ids = tok.encode(&text)?;
+            let n_val = (ids.len() as f64 * s.val_fraction).round() as usize;
+            let val = ids.split_off(ids.len() - n_val.min(ids.len()));
+            (ids, val, s.val_fraction > 0.0)
+        }
+    };
+    ensure!(
+        train.len() >= 2,
+        "the training data has {} tokens: nothing to learn from",
+        train.len()
+    );
+    let n_ctx = context(s, 256.min(train.len() - 1), max_ctx)?;
+    ensure!(
+        !val_wanted || val.len() > n_ctx,
+        "the validation split has {} tokens, fewer than one window of n_ctx + 1 = {}: give more data, raise --val-fraction, lower --n-ctx, or pass --val-fraction 0 to train without validation",
+        val.len(),
+        n_ctx + 1
+    );
+    let what = format!(
+        "{} tokens ({} for validation, {} tokenizer)",
+        train.len(),
+        val.len(),
+        tok.name()
+    );
+    Ok(Prepared {
+        tok,
+        train: Dataset::Stream(train),
+        val: Dataset::Stream(val),
+        n_ctx,
+        train_docs: Vec::new(),
+        what,
+    })
+}

@@ -1,0 +1,210 @@
+//! `gpt train --save-every / --stop-at / --resume / --init` end to end, and
+//! the errors a resumed or fine-tuned run gives on input that does not fit.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn gpt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(args)
+        .output()
+        .expect("gpt runs")
+}
+
+fn succeeds(out: Output) -> Output {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Asserts the command failed with a message containing `want`, and did not panic.
+fn fails_with(out: &Output, want: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success: {err}");
+    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    assert!(err.contains(want), "error should mention {want:?}: {err}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small run on the built-in names with dropout and gradient accumulation,
+/// so that the data position, the dropout masks and AdamW's moments all matter.
+fn names_run(out: &Path, extra: &[&str]) -> Output {
+    let steps = if extra.contains(&"--steps") {
+        &[][..]
+    } else {
+        &["--steps", "16"][..]
+    };
+    let mut args = vec!["train", "--out", s(out), "--n-layer", "2", "--n-embd", "16"];
+    args.extend(steps);
+    args.extend([
+        "--batch-size",
+        "8",
+        "--grad-accum",
+        "2",
+        "--dropout",
+        "0.1",
+        "--num-samples",
+        "1",
+    ]);
+    args.extend(["--eval-every", "0", "--warmup", "4"]);
+    args.extend(extra);
+    gpt(&args)
+}
+
+fn log_lines(dir: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn stopped_and_resumed_run_equals_the_straight_run_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, halves) = (tmp.path().join("straight"), tmp.path().join("halves"));
+    succeeds(names_run(&straight, &["--save-every", "4"]));
+    succeeds(names_run(&halves, &["--stop-at", "8"]));
+    assert!(halves.join("train_state-8.safetensors").is_file());
+    let out = succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "1"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+
+    let weights = |d: &Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(weights(&straight) == weights(&halves), "final weights differ");
+    let (a, b) = (log_lines(&straight), log_lines(&halves));
+    assert_eq!(a.len(), 16);
+    assert_eq!(b.len(), 16, "the resumed log continues the first half's");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(
+            (&x["step"], &x["train_loss"], &x["lr"]),
+            (&y["step"], &y["train_loss"], &y["lr"])
+        );
+    }
+    assert_eq!(a[15]["val_loss"], b[15]["val_loss"]);
+    // Only the newest optimizer state is kept.
+    let states: Vec<_> = std::fs::read_dir(&straight)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok())
+        .filter(|n| n.starts_with("train_state-"))
+        .collect();
+    assert_eq!(states, ["train_state-16.safetensors"]);
+}
+
+#[test]
+fn resume_refuses_what_does_not_belong_to_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    succeeds(names_run(&run, &["--stop-at", "4"]));
+    let resume = |extra: &[&str]| {
+        let mut args = vec!["train", "--resume", s(&run)];
+        args.extend(extra);
+        gpt(&args)
+    };
+    fails_with(
+        &resume(&["--n-embd", "32", "--lr", "0.1"]),
+        "--n-embd 32 (the run has 16)",
+    );
+    fails_with(&resume(&["--lr", "0.1"]), "--lr 0.1 (the run has 0.004)");
+    let other = tmp.path().join("other.txt");
+    std::fs::write(&other, "anna\nbob\ncarl\ndora\nemil\nfrida\n").unwrap();
+    fails_with(&resume(&["--data", s(&other)]), "training data is not the run's");
+    fails_with(&resume(&["--steps", "4"]), "give --steps above 4");
+    fails_with(&resume(&["--out", s(&tmp.path().join("elsewhere"))]), "own directory");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    fails_with(&gpt(&["train", "--resume", s(&empty)]), "is not a resumable checkpoint");
+    // A finished model without its optimizer state cannot resume, but can be fine-tuned.
+    std::fs::remove_file(run.join("train_state-4.safetensors")).unwrap();
+    fails_with(&resume(&[]), "train_state-4.safetensors is missing");
+}
+
+#[test]
+fn fine_tuning_starts_from_the_checkpoint_and_lowers_the_loss_on_new_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    succeeds(names_run(&base, &["--steps", "30"]));
+    let new_text = tmp.path().join("new.txt");
+    let words: Vec<String> = (0..200)
+        .map(|i| format!("mar{}a", ["i", "y", "ie", "ia"][i % 4]))
+        .collect();
+    std::fs::write(&new_text, words.join("\n")).unwrap();
+    let tuned = tmp.path().join("tuned");
+    let eval = |model: &Path| -> f64 {
+        let out = succeeds(gpt(&["eval", "--model", s(model), "--data", s(&new_text), "--json"]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    let before = eval(&base);
+    let args = ["train", "--init", s(&base), "--data", s(&new_text), "--out", s(&tuned)];
+    succeeds(gpt(&[
+        &args[..],
+        &["--steps", "40", "--lr", "0.01", "--num-samples", "1"],
+    ]
+    .concat()));
+    // The first step scores the checkpoint's own weights (not a fresh model's).
+    let first = log_lines(&tuned)[0]["train_loss"].as_f64().unwrap();
+    assert!(
+        (first - before).abs() < 0.3,
+        "first step {first} vs the checkpoint's {before}"
+    );
+    let after = eval(&tuned);
+    assert!(
+        after < before - 0.5,
+        "fine-tuning should fit the new names: {before} -> {after}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (config["n_layer"].as_u64(), config["n_embd"].as_u64()),
+        (Some(2), Some(16))
+    );
+
+    fails_with(
+        &gpt(&[&args[..], &["--n-ctx", "500"]].concat()),
+        "larger than the checkpoint's n_ctx",
+    );
+    fails_with(&gpt(&[&args[..], &["--n-layer", "3"]].concat()), "brings its own size");
+    fails_with(&gpt(&["train", "--init", s(&tmp.path().join("nope"))]), "nope");
+}
+
+#[test]
+fn validation_splits_that_are_empty_or_too_short_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("t.txt");
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(20)).unwrap();
+    let out = tmp.path().join("run");
+    let train = |data: &Path, extra: &[&str]| {
+        let args = [
+            "train",
+            "--tokenizer",
+            "gpt2",
+            "--data",
+            s(data),
+            "--out",
+            s(&out),
+            "--steps",
+            "2",
+        ];
+        gpt(&[
+            &args[..],
+            &["--n-layer", "1", "--n-embd", "8", "--num-samples", "0"],
+            extra,
+        ]
+        .concat())
+    };
+    // ~200 tokens: 10 % is too short for windows of 64.
+    fails_with(&train(&text, &["--n-ctx", "64"]), "fewer than one window");
+    succeeds(train(&text, &["--n-ctx", "64", "--val-fraction", "0"]));
+    succeeds(train(&text, &["--n-ctx", "8"]));
+    let prepared = tmp.path().join("prepared");
+    let args = [
+        "prepare",
+        "--input",
+        s(&text),
+        "--out",
+        s(&prepared),
+        "--val-fraction",
+        "0.01",
+    ];
+    succeeds(gpt(&args));
+    fails_with(&train(&prepared, &["--n-ctx", "8"]), "validation split has");
+}
