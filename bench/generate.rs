@@ -176,10 +176,12 @@ fn run() {
         100.0 * weight_bytes / decode / 1e9 / bw
     );
     println!(
-        "decode --dtype bf16: gpt {:.1} ms/token = {:.1} tok/s | {} | max |logit f32 - bf16| = {logit_diff:.4}",
+        "decode --dtype bf16: gpt {:.1} ms/token = {:.1} tok/s | {} | max |logit f32 - bf16| = {logit_diff:.4} \
+         (transformers, weights rounded to bf16, f32 math: {})",
         decode_bf16 * 1e3,
         1.0 / decode_bf16,
         vs(1.0 / decode_bf16, peer_f("decode_s_per_token").map(|s| 1.0 / s)),
+        peer_f("bf16_weights_max_logit_diff").map_or("n/a".into(), |d| format!("{d:.4}")),
     );
     println!(
         "time to first token (16-token prompt): gpt {:.0} ms | transformers {}",

@@ -2,7 +2,9 @@
 
 usage: generate_peer.py MODEL_DIR THREADS
 Prints one JSON object: prefill (512-token prompt, last logit) and decode
-(128 new tokens after a 16-token prompt, greedy, use_cache=True) timings.
+(128 new tokens after a 16-token prompt, greedy, use_cache=True) timings, and
+how far bf16 rounding of the weight matrices alone moves the logits (weights
+rounded to bf16, arithmetic in f32), on the same 64 tokens bench/generate.rs uses.
 """
 import json, sys, time
 
@@ -37,7 +39,15 @@ with torch.inference_mode():
                               use_cache=True, pad_token_id=0)
 
     total = best(decode, 2)
+
+    tokens = torch.tensor([[(i * 7919) % vocab for i in range(64)]])
+    exact = model(tokens).logits
+    for name, p in model.named_parameters():
+        if p.dim() == 2 and "wpe" not in name:
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
+    bf16_diff = (model(tokens).logits - exact).abs().max().item()
 print(json.dumps({
+    "bf16_weights_max_logit_diff": bf16_diff,
     "prefill_512_s": prefill,
     "prefill_tokens_per_s": 512 / prefill,
     "ttft_16_s": first16,

@@ -336,6 +336,8 @@ struct Start {
 /// A new run, from random weights or from `--init`'s checkpoint.
 fn fresh(a: &TrainArgs) -> Result<Start> {
     let mut s = settings(a, a.preset.settings());
+    // Recorded for --resume, which may run from another directory.
+    s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
     let mut model = None;
     let mut tok = None;
     if let Some(spec) = &s.init {
