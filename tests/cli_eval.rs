@@ -1,0 +1,135 @@
+//! `gpt eval --logits FILE`: the .npy holds one row of logits per scored
+//! token, in scoring order, and those rows give back the loss `gpt eval` reports.
+
+use gpt::autograd::{Graph, Workspace};
+use gpt::model::{Gpt, GptConfig, Init};
+use gpt::tensor::rng;
+use gpt::tokenizer::{CharTokenizer, Tokenizer};
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `gpt eval --json --logits` and returns the reported loss and token count, and the array.
+fn eval_with_logits(model: &Path, data: &Path, extra: &[&str]) -> (f64, usize, Npy) {
+    let npy = model.join("logits.npy");
+    let out = Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(["eval", "--json", "--model", model.to_str().unwrap(), "--data"])
+        .args([data.to_str().unwrap(), "--logits", npy.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .expect("gpt runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tokens = json["tokens"].as_u64().unwrap() as usize;
+    (json["loss"].as_f64().unwrap(), tokens, read_npy(&npy))
+}
+
+/// A 2-D little-endian f32 .npy array.
+struct Npy {
+    shape: (usize, usize),
+    data: Vec<f32>,
+}
+
+fn read_npy(path: &Path) -> Npy {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let dims: Vec<usize> = dims.split(',').map(|d| d.trim().parse().unwrap()).collect();
+    let data: Vec<f32> = bytes[10 + len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), dims[0] * dims[1]);
+    Npy {
+        shape: (dims[0], dims[1]),
+        data,
+    }
+}
+
+/// Mean of `logsumexp(row) - row[target]` over the rows: the cross-entropy they imply.
+fn mean_loss(npy: &Npy, targets: &[u32]) -> f64 {
+    assert_eq!(npy.shape.0, targets.len());
+    let rows = npy.data.chunks_exact(npy.shape.1);
+    let sum: f64 = rows
+        .zip(targets)
+        .map(|(row, &t)| {
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let lse = max + row.iter().map(|&x| (x as f64 - max).exp()).sum::<f64>().ln();
+            lse - row[t as usize] as f64
+        })
+        .sum();
+    sum / targets.len() as f64
+}
+
+fn assert_close(a: f64, b: f64, what: &str) {
+    assert!((a - b).abs() <= 1e-5 * b.abs(), "{what}: {a} vs {b}");
+}
+
+#[test]
+fn bpe_logits_are_every_scored_token_across_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "the cat sat on the mat; the dog sat on the log. ".repeat(4);
+    let data = tmp.path().join("text.txt");
+    std::fs::write(&data, &text).unwrap();
+    let bpe = gpt::tokenizer::bpe::train::train(&[&text], 270, |_, _| {}).unwrap();
+    bpe.save(tmp.path()).unwrap();
+    let n_ctx = 16;
+    let model = Gpt::new(
+        GptConfig::gpt2(bpe.vocab_size(), n_ctx, 16, 2, 1),
+        Init::Normal(0.3),
+        &mut rng(1),
+    );
+    model.save(tmp.path()).unwrap();
+    let ids = Tokenizer::load(tmp.path()).unwrap().encode(&text).unwrap();
+    assert!(ids.len() > 3 * n_ctx, "several windows: {} tokens", ids.len());
+
+    let (loss, tokens, npy) = eval_with_logits(tmp.path(), &data, &["--stride", "5"]);
+    assert_eq!(tokens, ids.len() - 1);
+    assert_eq!(npy.shape, (ids.len() - 1, model.config.vocab_size));
+    assert_close(mean_loss(&npy, &ids[1..]), loss, "loss from the logits");
+    // The first window's rows are the model's logits of the first n_ctx tokens.
+    let mut g = Graph::inference(&model.params, Workspace::default());
+    let pos: Vec<u32> = (0..n_ctx as u32).collect();
+    let logits = model.forward(&mut g, &ids[..n_ctx], &pos, 1, None);
+    let first = &npy.data[..n_ctx * npy.shape.1];
+    let diff = g
+        .value(logits)
+        .iter()
+        .zip(first)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(diff < 1e-5, "first window differs by {diff}");
+}
+
+#[test]
+fn char_logits_follow_the_documents_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = ["anna", "bob", "christopher", "di"];
+    let data = tmp.path().join("names.txt");
+    std::fs::write(&data, docs.join("\n")).unwrap();
+    let chars = CharTokenizer::from_docs(&docs);
+    chars.save(tmp.path()).unwrap();
+    let n_ctx = 8; // "christopher" is cut to its first 8 inputs
+    let model = Gpt::new(
+        GptConfig::gpt2(chars.vocab_size(), n_ctx, 16, 2, 1),
+        Init::Normal(0.3),
+        &mut rng(2),
+    );
+    model.save(tmp.path()).unwrap();
+    let targets: Vec<u32> = docs
+        .iter()
+        .flat_map(|d| {
+            let ids = chars.encode_doc(d).unwrap();
+            ids[1..ids.len().min(n_ctx + 1)].to_vec()
+        })
+        .collect();
+
+    let (loss, tokens, npy) = eval_with_logits(tmp.path(), &data, &[]);
+    assert_eq!(tokens, targets.len());
+    assert_eq!(npy.shape, (targets.len(), chars.vocab_size()));
+    assert_close(mean_loss(&npy, &targets), loss, "loss from the logits");
+}
