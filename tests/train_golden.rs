@@ -1,6 +1,8 @@
 //! Training parity with PyTorch (llm.c's test_gpt2 for our trainer): from the
 //! same tiny GPT-2 and the same ten batches, ten `train_step`s of AdamW give
-//! PyTorch's losses, step-0 gradients and final weights. The reference is
+//! PyTorch's losses, step-0 gradients and final weights: without clipping,
+//! with clipping (on some steps), and with each batch split into two
+//! accumulated micro-batches. The reference is
 //! tests/golden/train/, made by scripts/gen_train_golden.py (PyTorch in
 //! float64 on the float32 start, so it is exact to our precision).
 //!
@@ -89,6 +91,13 @@ fn reference_grads0() -> HashMap<String, Vec<f32>> {
         .collect()
 }
 
+/// `rows` as `parts` micro-batches of equal size (gradient accumulation: the mean of
+/// their mean losses is the mean loss of the whole batch).
+fn micro_batches(rows: &[Vec<u32>], parts: usize) -> Vec<Batch> {
+    assert_eq!(rows.len() % parts, 0);
+    rows.chunks(rows.len() / parts).map(batch).collect()
+}
+
 fn batch(rows: &[Vec<u32>]) -> Batch {
     let t = rows[0].len() - 1;
     Batch {
@@ -100,15 +109,15 @@ fn batch(rows: &[Vec<u32>]) -> Batch {
     }
 }
 
-fn options(g: &Golden, grad_clip: Option<f32>) -> TrainOptions {
+fn options(g: &Golden, grad_clip: Option<f32>, grad_accum: usize) -> TrainOptions {
     let o = &g.optimizer;
-    let (b, t) = (g.batches[0].len(), g.batches[0][0].len() - 1);
+    let (b, t) = (g.batches[0].len() / grad_accum, g.batches[0][0].len() - 1);
     TrainOptions {
         steps: g.batches.len(),
         stop_at: None,
         batch_size: b,
         n_ctx: t,
-        grad_accum: 1,
+        grad_accum,
         pack: false,
         schedule: Schedule {
             lr: o.lr,
@@ -158,11 +167,12 @@ struct Figures {
     key_bias_max_abs: f32,
 }
 
-/// Runs the golden run `name` with `train_step` from its start and checks it step by step.
-fn check_run(name: &str) -> Figures {
+/// Runs the golden run `name` with `train_step` from its start, each batch in
+/// `grad_accum` micro-batches, and checks it step by step.
+fn check_run(name: &str, grad_accum: usize) -> Figures {
     let g = golden();
     let run = &g.runs[name];
-    let opts = options(&g, run.grad_clip);
+    let opts = options(&g, run.grad_clip, grad_accum);
     let mut model = load("init");
     let init = load("init");
     let want_final = load(name);
@@ -173,16 +183,9 @@ fn check_run(name: &str) -> Figures {
 
     for (step, rows) in g.batches.iter().enumerate() {
         let lr = opts.schedule.lr_at(step);
-        let loss = train_step(
-            &mut model,
-            &mut opt,
-            &mut grads,
-            &mut ws,
-            &[batch(rows)],
-            step as u64,
-            lr,
-            &opts,
-        );
+        let micro = micro_batches(rows, grad_accum);
+        let first = (step * grad_accum) as u64;
+        let loss = train_step(&mut model, &mut opt, &mut grads, &mut ws, &micro, first, lr, &opts);
         let want = run.losses[step];
         let rel = (loss as f64 - want).abs() / want.abs();
         assert!(
@@ -244,13 +247,18 @@ fn check_run(name: &str) -> Figures {
     let wpe = model.params.find("wpe.weight").unwrap();
     let (got, start) = (&model.params.get(wpe).data, &init.params.get(wpe).data);
     assert_eq!(got[t * n_embd..], start[t * n_embd..], "{name}: unused wpe rows moved");
-    println!("{name}: {fig:?}");
+    println!("{name} in {grad_accum} micro-batch(es): {fig:?}");
     fig
 }
 
 #[test]
 fn ten_adamw_steps_match_pytorch() {
-    check_run("plain");
+    check_run("plain", 1);
+}
+
+#[test]
+fn ten_steps_accumulated_over_two_micro_batches_match_pytorch() {
+    check_run("plain", 2);
 }
 
 #[test]
@@ -260,5 +268,5 @@ fn ten_adamw_steps_with_gradient_clipping_match_pytorch() {
     let clip = run.grad_clip.unwrap() as f64;
     // The golden run clips on some steps and not on others.
     assert!(run.grad_norms.iter().any(|&n| n > clip) && run.grad_norms.iter().any(|&n| n < clip));
-    check_run("clip");
+    check_run("clip", 1);
 }
