@@ -32,8 +32,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub json: bool,
     /// Also write the logits of every scored token to FILE, a NumPy .npy of
-    /// float32 [tokens, vocab_size] in scoring order: text position 1, 2, …
-    /// (each row predicts that token from the ones before it); character
+    /// float32 [tokens, vocab_size] in scoring order: row i predicts the
+    /// text's token i + 1 (counting from 0) from the ones before it; character
     /// models: each document's characters then its end, documents in order
     #[arg(long, value_name = "FILE")]
     pub logits: Option<PathBuf>,
