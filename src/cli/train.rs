@@ -97,10 +97,13 @@ pub struct TrainArgs {
     /// Learning-rate decay after warmup
     #[arg(long, value_enum)]
     pub decay: Option<Decay>,
+    /// AdamW's decay rate of the gradient's running mean
     #[arg(long)]
     pub beta1: Option<f32>,
+    /// AdamW's decay rate of the squared gradient's running mean
     #[arg(long)]
     pub beta2: Option<f32>,
+    /// AdamW's epsilon, added to the root of the second moment
     #[arg(long)]
     pub adam_eps: Option<f32>,
     /// Decoupled weight decay on weight matrices
