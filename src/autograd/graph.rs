@@ -2,7 +2,7 @@
 
 use super::{Grads, ParamId, Params, Workspace};
 use crate::tensor::attention::{attention_backward, attention_forward, AttnShape, KeysValues};
-use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_forward};
+use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::tensor::elementwise::{add_forward, dropout_forward, mul_accumulate, Activation};
 use crate::tensor::embedding::{embedding_backward, embedding_forward};
 use crate::tensor::linear::{linear_backward, linear_forward, scratch_len, LinearShape};
@@ -79,6 +79,22 @@ enum Op {
         lse: Vec<f32>,
         count: usize,
     },
+}
+
+impl Op {
+    /// The nodes this op reads.
+    fn inputs(&self) -> [Option<Var>; 3] {
+        match *self {
+            Op::Leaf => [None; 3],
+            Op::Embedding { wte, wpe, .. } => [Some(wte), Some(wpe), None],
+            Op::Linear { x, w, b, .. } => [Some(x), Some(w), b],
+            Op::Norm { x, w, b, .. } => [Some(x), w, b],
+            Op::Activation { x, .. } | Op::Dropout { x, .. } | Op::Rows { x, .. } => [Some(x), None, None],
+            Op::Add { a, b } => [Some(a), Some(b), None],
+            Op::Attention { qkv, .. } => [Some(qkv), None, None],
+            Op::CrossEntropy { logits, .. } => [Some(logits), None, None],
+        }
+    }
 }
 
 /// A node's shape, held inline (at most 4 dimensions) so recording an op allocates nothing.
@@ -459,6 +475,9 @@ impl<'p> Graph<'p> {
     }
 
     /// Back-propagates from the scalar `loss` and adds every parameter's gradient into `grads`.
+    ///
+    /// Logits that only a cross-entropy reads become their own gradient
+    /// (no second `[N, vocab]` buffer): after backward their value is empty.
     pub fn backward(&mut self, loss: Var, grads: &mut Grads) {
         assert_eq!(self.value(loss).len(), 1, "backward starts from a scalar");
         self.backward_from(loss, vec![1.0], grads);
@@ -619,6 +638,17 @@ impl<'p> Graph<'p> {
             }
             Op::CrossEntropy { logits, count, .. } => {
                 let (logits, count, v) = (*logits, *count, *self.shape(*logits).last().unwrap());
+                if g[logits.0].is_empty() && self.only_reader(logits, i) {
+                    if let Value::Owned(buf) = &mut self.nodes[logits.0].value {
+                        let mut dl = mem::take(buf);
+                        let Op::CrossEntropy { targets, lse, .. } = &self.nodes[i].op else {
+                            unreachable!()
+                        };
+                        cross_entropy_backward_in_place(&mut dl, lse, targets, v, dout[0], count);
+                        g[logits.0] = dl;
+                        return;
+                    }
+                }
                 let mut dl = self.grad_buf(g, logits);
                 let Op::CrossEntropy { targets, lse, .. } = &self.nodes[i].op else {
                     unreachable!()
@@ -627,6 +657,11 @@ impl<'p> Graph<'p> {
                 g[logits.0] = dl;
             }
         }
+    }
+
+    /// Whether node `i` is the only one that reads `v`.
+    fn only_reader(&self, v: Var, i: usize) -> bool {
+        (v.0 + 1..self.nodes.len()).all(|j| j == i || !self.nodes[j].op.inputs().contains(&Some(v)))
     }
 
     /// A leaf that is not a parameter: nothing to differentiate.

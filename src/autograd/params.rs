@@ -1,6 +1,6 @@
 //! Named parameter tensors and their gradients.
 
-use crate::tensor::{Bf16, Tensor};
+use crate::tensor::{Bf16, Tensor, MIN_ELEMS_PER_TASK};
 
 /// The trainable tensors of a model, in a fixed order, with their names.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -64,16 +64,44 @@ pub struct Grads(pub Vec<Vec<f32>>);
 
 impl Grads {
     pub fn zero(&mut self) {
-        self.0.iter_mut().for_each(|g| g.fill(0.0));
+        self.for_each_chunk(|c| c.fill(0.0));
     }
 
-    /// Global L2 norm over all gradients.
+    /// Global L2 norm over all gradients. Sums of squares in f64 over fixed
+    /// chunks, in parallel, then added in order: the same on any thread count.
     pub fn norm(&self) -> f32 {
-        self.0
-            .iter()
-            .flatten()
-            .map(|&g| (g as f64) * (g as f64))
-            .sum::<f64>()
-            .sqrt() as f32
+        use rayon::prelude::*;
+        let chunks: Vec<&[f32]> = self.0.iter().flat_map(|g| g.chunks(MIN_ELEMS_PER_TASK)).collect();
+        let partial: Vec<f64> = chunks
+            .par_iter()
+            .map(|c| {
+                let mut acc = [0.0f64; 8];
+                let lanes = c.chunks_exact(8);
+                let tail: f64 = lanes.remainder().iter().map(|&g| g as f64 * g as f64).sum();
+                for x in lanes {
+                    for i in 0..8 {
+                        acc[i] += x[i] as f64 * x[i] as f64;
+                    }
+                }
+                acc.iter().sum::<f64>() + tail
+            })
+            .collect();
+        partial.iter().sum::<f64>().sqrt() as f32
+    }
+
+    /// Multiplies every gradient by `s`.
+    pub fn scale(&mut self, s: f32) {
+        self.for_each_chunk(|c| c.iter_mut().for_each(|g| *g *= s));
+    }
+
+    /// Runs `f` over all gradients, in chunks spread over the threads.
+    fn for_each_chunk(&mut self, f: impl Fn(&mut [f32]) + Sync) {
+        use rayon::prelude::*;
+        let mut chunks: Vec<&mut [f32]> = self
+            .0
+            .iter_mut()
+            .flat_map(|g| g.chunks_mut(MIN_ELEMS_PER_TASK))
+            .collect();
+        chunks.par_iter_mut().for_each(|c| f(c));
     }
 }

@@ -78,7 +78,7 @@ pub fn clip_grad_norm(grads: &mut Grads, max_norm: f32) -> f32 {
     let norm = grads.norm();
     if norm > max_norm && norm.is_finite() {
         let s = max_norm / norm;
-        grads.0.iter_mut().flatten().for_each(|g| *g *= s);
+        grads.scale(s);
     }
     norm
 }
