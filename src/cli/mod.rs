@@ -6,7 +6,6 @@ mod generate;
 mod sample;
 mod tokenize;
 mod train;
-mod train_data;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};

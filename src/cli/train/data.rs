@@ -1,7 +1,7 @@
 //! The data of a `gpt train` run: read, split into train and validation, and
 //! encoded with the run's tokenizer.
 
-use super::train::Settings;
+use super::Settings;
 use crate::data::batch::truncated;
 use crate::data::dataset::Dataset;
 use crate::data::docs::{read_documents, read_text, split_documents};

@@ -1,24 +1,23 @@
 //! `gpt train`: train a GPT from scratch or from a checkpoint (`--init`), or
 //! continue a saved run (`--resume`).
 
-use super::generate::{load_model, Dtype};
-use super::train_data::{prepare, Prepared};
-use crate::model::{Gpt, GptConfig, Init};
+mod data;
+mod start;
+
+use crate::model::{Gpt, Init};
 use crate::sample::{generate, generate_documents, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
-use crate::train::checkpoint::{load_checkpoint, save_checkpoint, write_atomic};
 use crate::train::optim::AdamWConfig;
-use crate::train::plot::plot_log;
 use crate::train::schedule::{Decay, Schedule};
-use crate::train::{train, TrainHooks, TrainOptions, TrainState};
-use anyhow::{bail, ensure, Context, Result};
+use crate::train::{train, TrainOptions};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use data::Prepared;
 use serde::{Deserialize, Serialize};
+use start::{fresh, open_log, resume, RunHooks, RunRecord, Start};
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Preset {
@@ -259,36 +258,6 @@ fn settings(a: &TrainArgs, base: Settings) -> Settings {
     s
 }
 
-/// Settings a resumed run may change: the rest must be the saved run's.
-const CHANGEABLE_ON_RESUME: [&str; 6] = [
-    "data",
-    "steps",
-    "eval_every",
-    "save_every",
-    "num_samples",
-    "temperature",
-];
-
-/// An error naming every setting in `now` that differs from the `saved` run's.
-fn check_same_run(saved: &Settings, now: &Settings) -> Result<()> {
-    // Through text, so that an f32 prints as written (0.1, not 0.10000000149011612).
-    let value = |s: &Settings| serde_json::from_str::<serde_json::Value>(&serde_json::to_string(s)?);
-    let (saved_v, now_v) = (value(saved)?, value(now)?);
-    let changed: Vec<String> = now_v
-        .as_object()
-        .expect("settings are an object")
-        .iter()
-        .filter(|(k, v)| !CHANGEABLE_ON_RESUME.contains(&k.as_str()) && saved_v.get(k.as_str()) != Some(v))
-        .map(|(k, v)| format!("--{} {v} (the run has {})", k.replace('_', "-"), saved_v[k.as_str()]))
-        .collect();
-    ensure!(
-        changed.is_empty(),
-        "the checkpoint was trained with other settings: {}. Drop those flags to resume it, or start a new run (fine-tune it with --init)",
-        changed.join(", ")
-    );
-    Ok(())
-}
-
 fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
     TrainOptions {
         steps: s.steps,
@@ -317,171 +286,6 @@ fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
         seed: s.seed,
         progress: true,
     }
-}
-
-/// What a checkpoint records about its run beside the optimizer state.
-#[derive(Serialize, Deserialize)]
-struct RunRecord {
-    settings: Settings,
-    /// [`Dataset::fingerprint`] of the training data.
-    train_data: u64,
-}
-
-/// A run ready to train: new, fine-tuning, or resumed.
-struct Start {
-    s: Settings,
-    model: Gpt,
-    state: TrainState,
-    data: Prepared,
-    out: PathBuf,
-}
-
-/// A new run, from random weights or from `--init`'s checkpoint.
-fn fresh(a: &TrainArgs) -> Result<Start> {
-    let mut s = settings(a, a.preset.settings());
-    // Recorded for --resume, which may run from another directory.
-    s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
-    let mut model = None;
-    let mut tok = None;
-    if let Some(spec) = &s.init {
-        ensure!(
-            a.n_layer.is_none() && a.n_embd.is_none() && a.n_head.is_none() && a.tokenizer.is_none(),
-            "--init {spec} brings its own size and tokenizer: drop --n-layer/--n-embd/--n-head/--tokenizer"
-        );
-        let (m, t) = load_model(spec, Dtype::F32)?;
-        (s.n_layer, s.n_embd, s.n_head) = (m.config.n_layer, m.config.n_embd, m.config.n_head);
-        s.tokenizer = t.name().to_string();
-        (model, tok) = (Some(m), Some(t));
-    }
-    let bpe = !matches!(tok, Some(Tokenizer::Char(_))) && (tok.is_some() || s.tokenizer != "char");
-    if bpe {
-        // Windows of a stream are long: fewer rows and samples unless asked.
-        s.batch_size = a.batch_size.unwrap_or(8);
-        s.num_samples = a.num_samples.unwrap_or(3);
-    }
-    let data = prepare(&s, tok, model.as_ref().map(|m: &Gpt| m.config.n_ctx))?;
-    s.n_ctx = Some(data.n_ctx);
-    let model = match model {
-        Some(m) => m,
-        None => {
-            let vocab = data.tok.vocab_size();
-            let config = GptConfig {
-                n_ctx: data.n_ctx,
-                n_embd: s.n_embd,
-                n_head: s.n_head,
-                n_layer: s.n_layer,
-                ..if s.microgpt {
-                    GptConfig::microgpt(vocab)
-                } else {
-                    GptConfig::gpt2(vocab, data.n_ctx, s.n_embd, s.n_head, s.n_layer)
-                }
-            };
-            config.validate()?;
-            Gpt::new(config, s.init_weights, &mut rng(s.seed))
-        }
-    };
-    let state = TrainState::new(&model, train_options(&s, None).adamw);
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
-    Ok(Start {
-        s,
-        model,
-        state,
-        data,
-        out,
-    })
-}
-
-/// The run saved in `dir`, continued with its own settings and data.
-fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
-    let (model, state, record) = load_checkpoint(dir)?;
-    let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
-    let s = settings(a, record.settings.clone());
-    check_same_run(&record.settings, &s)?;
-    ensure!(
-        s.steps > state.step,
-        "the checkpoint is at step {} of {}: give --steps above {} to train further",
-        state.step,
-        record.settings.steps,
-        state.step
-    );
-    if s.steps != record.settings.steps {
-        eprintln!(
-            "note: the run was planned for {} steps; the learning-rate schedule now spans {}",
-            record.settings.steps, s.steps
-        );
-    }
-    if let Some(out) = a.out.as_ref().filter(|o| o.as_path() != dir) {
-        bail!(
-            "--resume {} continues in its own directory: drop --out {}",
-            dir.display(),
-            out.display()
-        );
-    }
-    let data = prepare(&s, Some(Tokenizer::load(dir)?), Some(model.config.n_ctx))?;
-    ensure!(
-        data.train.fingerprint() == record.train_data,
-        "the training data is not the run's (its tokens differ): resume with the same --data, or start a new run with --init {}",
-        dir.display()
-    );
-    eprintln!("resuming {} at step {}", dir.display(), state.step);
-    Ok(Start {
-        s,
-        model,
-        state,
-        data,
-        out: dir.to_path_buf(),
-    })
-}
-
-/// Checkpoints and samples during the run.
-struct RunHooks<'a> {
-    out: &'a Path,
-    record: String,
-    data: &'a Prepared,
-    s: &'a Settings,
-}
-
-impl TrainHooks for RunHooks<'_> {
-    fn save(&mut self, model: &Gpt, state: &TrainState) -> Result<()> {
-        save_checkpoint(self.out, model, state, &self.record).with_context(|| {
-            format!(
-                "saving the checkpoint of step {} failed (the last good one in {} is intact; free space and continue with --resume)",
-                state.step,
-                self.out.display()
-            )
-        })?;
-        plot_log(self.out)
-    }
-
-    fn sample(&mut self, model: &Gpt) -> Option<String> {
-        (self.s.num_samples > 0).then(|| samples(model, self.data, self.s, 1).join("\n"))
-    }
-}
-
-/// The run's log: a fresh one, or a resumed run's cut back to its checkpoint's step.
-fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
-    let path = out.join("log.jsonl");
-    if resumed_at > 0 {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let kept: String = text
-            .lines()
-            .filter(|l| {
-                let v: Option<serde_json::Value> = serde_json::from_str(l).ok();
-                v.and_then(|v| v["step"].as_u64())
-                    .is_some_and(|s| s as usize <= resumed_at)
-            })
-            .map(|l| format!("{l}\n"))
-            .collect();
-        write_atomic(&path, kept.as_bytes())?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(resumed_at > 0)
-        .write(true)
-        .truncate(resumed_at == 0)
-        .open(&path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    Ok(BufWriter::new(file))
 }
 
 pub fn run(a: TrainArgs) -> Result<()> {
