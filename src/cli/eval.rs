@@ -146,9 +146,9 @@ enum Scored {
 }
 
 impl Scored {
-    fn batches(&self, n_ctx: usize) -> Box<dyn Batches + '_> {
+    fn batches(&self, n_ctx: usize, vocab: usize) -> Box<dyn Batches + '_> {
         match self {
-            Scored::Docs(docs) => docs.eval_batches(n_ctx),
+            Scored::Docs(docs) => docs.eval_batches(n_ctx, vocab),
             Scored::Stream(ids, stride) => Box::new(SlidingWindows::new(ids, n_ctx, *stride)),
         }
     }
@@ -186,7 +186,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     } else {
         ProgressBar::new(tokens as u64)
     };
-    let mut batches = scored.batches(n_ctx);
+    let mut batches = scored.batches(n_ctx, model.config.vocab_size);
     let (sum, count) = match &a.logits {
         None => score(&model, &mut *batches, &bar, None)?,
         Some(path) => {
@@ -261,8 +261,14 @@ mod tests {
     fn documents_score_as_training_evaluates_them() {
         let model = Gpt::new(GptConfig::gpt2(6, 4, 8, 2, 1), Init::Normal(0.3), &mut rng(3));
         let docs = Dataset::Docs(vec![vec![5, 0, 1, 5], vec![5, 2, 3, 4, 0, 1, 5], vec![5, 5]]);
-        let want = crate::train::evaluate(&model, &docs, &mut Workspace::default()).unwrap();
-        let (sum, count) = score(&model, &mut *docs.eval_batches(4), &ProgressBar::hidden(), None).unwrap();
+        let want = crate::train::evaluate(&model, &docs, model.config.n_ctx, &mut Workspace::default()).unwrap();
+        let (sum, count) = score(
+            &model,
+            &mut *docs.eval_batches(4, 1 << 20),
+            &ProgressBar::hidden(),
+            None,
+        )
+        .unwrap();
         assert_eq!(count, 3 + 4 + 1);
         assert!(((sum / count as f64) as f32 - want).abs() < 1e-6);
     }

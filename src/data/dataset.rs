@@ -48,9 +48,11 @@ impl Dataset {
         }
     }
 
-    /// One pass over everything, in order, for evaluation.
-    pub fn eval_batches(&self, n_ctx: usize) -> Box<dyn Batches + '_> {
-        let rows = (8192 / n_ctx).max(1);
+    /// One pass over everything, in order, for evaluation: batches of up to
+    /// 8192 tokens, fewer for a large `vocab`, so their logits stay near 64 MB.
+    pub fn eval_batches(&self, n_ctx: usize, vocab: usize) -> Box<dyn Batches + '_> {
+        let tokens = ((16 << 20) / vocab.max(1)).clamp(n_ctx, 8192);
+        let rows = (tokens / n_ctx).max(1);
         match self {
             Dataset::Docs(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, true, None)),
             Dataset::Stream(s) => Box::new(StreamBatcher::new(s, rows, n_ctx, None)),
@@ -64,5 +66,20 @@ impl Dataset {
             (Dataset::Stream(s), Dataset::Stream(o)) => Dataset::Stream(s[..o.len().clamp(2, s.len())].to_vec()),
             _ => self.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluation_batches_shrink_with_the_vocabulary() {
+        let data = Dataset::Stream((0..20_000).collect());
+        let rows = |vocab| data.eval_batches(128, vocab).next_batch().unwrap().b;
+        assert_eq!(rows(65), 64); // 8192 tokens
+        let gpt2 = rows(50257);
+        assert_eq!(gpt2, 2, "logits of 2 x 128 tokens x 50257 = 51 MB");
+        assert_eq!(data.eval_batches(1024, 50257).next_batch().unwrap().b, 1);
     }
 }

@@ -75,9 +75,10 @@ pub struct TrainReport {
     pub tokens: usize,
 }
 
-/// Mean per-token loss (nats) of `model` over `data` (for documents, BOS targets included).
-pub fn evaluate(model: &Gpt, data: &Dataset, ws: &mut Workspace) -> Option<f32> {
-    let mut batches = data.eval_batches(model.config.n_ctx);
+/// Mean per-token loss (nats) of `model` over `data` in rows of `n_ctx`
+/// tokens (for documents, BOS targets included).
+pub fn evaluate(model: &Gpt, data: &Dataset, n_ctx: usize, ws: &mut Workspace) -> Option<f32> {
+    let mut batches = data.eval_batches(n_ctx, model.config.vocab_size);
     let (mut sum, mut count) = (0.0f64, 0usize);
     while let Some(b) = batches.next_batch() {
         let mut g = Graph::inference(&model.params, std::mem::take(ws));
@@ -228,7 +229,7 @@ pub fn train(
             }
         }
         let val = if !val_data.is_empty() && (last || periodic) {
-            let v = evaluate(model, val_data, &mut ws);
+            let v = evaluate(model, val_data, opts.n_ctx, &mut ws);
             if let Some(v) = v {
                 report.val_losses.push((state.step, v));
             }
@@ -260,7 +261,7 @@ pub fn train(
     bar.finish();
     log.flush()?;
     report.val_loss = report.val_losses.last().map(|&(_, v)| v);
-    report.train_loss = evaluate(model, &train_data.prefix_like(val_data), &mut ws);
+    report.train_loss = evaluate(model, &train_data.prefix_like(val_data), opts.n_ctx, &mut ws);
     Ok(report)
 }
 
