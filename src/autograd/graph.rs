@@ -5,9 +5,9 @@ use crate::tensor::attention::{attention_backward, attention_forward, AttnShape,
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::tensor::elementwise::{add_forward, dropout_forward, mul_accumulate, Activation};
 use crate::tensor::embedding::{embedding_backward, embedding_forward};
-use crate::tensor::linear::{linear_backward, linear_forward, scratch_len, LinearShape};
+use crate::tensor::linear::{linear_backward, linear_backward_input, linear_forward, scratch_len, LinearShape};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
-use crate::tensor::{accumulate, Bf16, Rng, Tensor};
+use crate::tensor::{accumulate, copy, Bf16, Rng, Tensor};
 use std::mem;
 
 /// A value recorded on a [`Graph`].
@@ -499,9 +499,9 @@ impl<'p> Graph<'p> {
             if g[i].is_empty() || matches!(self.nodes[i].op, Op::Leaf) {
                 continue;
             }
-            let dout = mem::take(&mut g[i]);
-            self.backward_node(i, &dout, &mut g);
-            self.ws.give(dout);
+            let mut dout = mem::take(&mut g[i]);
+            self.backward_node(i, &mut dout, &mut g);
+            self.ws.give(dout); // unless an input took it over
         }
         for (pid, var) in self.param_vars.iter().enumerate() {
             if let Some(v) = var {
@@ -521,7 +521,11 @@ impl<'p> Graph<'p> {
         }
     }
 
-    fn backward_node(&mut self, i: usize, dout: &[f32], g: &mut [Vec<f32>]) {
+    fn backward_node(&mut self, i: usize, dout: &mut Vec<f32>, g: &mut [Vec<f32>]) {
+        if let Op::Add { a, b } = self.nodes[i].op {
+            return self.add_backward(a, b, dout, g);
+        }
+        let dout: &[f32] = dout;
         // Inputs' gradient buffers are taken out of `g`, filled by the kernel, and put back.
         macro_rules! with_grad {
             ($v:expr, |$d:ident| $body:expr) => {{
@@ -547,15 +551,15 @@ impl<'p> Graph<'p> {
             }
             &Op::Linear { x, w, b, shape } => {
                 if !self.is_constant(x) {
-                    with_grad!(x, |dx| linear_backward(
-                        Some(&mut dx),
-                        None,
-                        None,
-                        dout,
-                        self.value(x),
-                        self.value(w),
-                        shape
-                    ));
+                    // A first gradient is written, not added to zeros.
+                    let fresh = g[x.0].is_empty();
+                    let mut dx = if fresh {
+                        self.ws.take(self.value(x).len())
+                    } else {
+                        mem::take(&mut g[x.0])
+                    };
+                    linear_backward_input(&mut dx, dout, self.value(w), shape, !fresh);
+                    g[x.0] = dx;
                 }
                 with_grad!(w, |dw| linear_backward(
                     None,
@@ -607,10 +611,7 @@ impl<'p> Graph<'p> {
                 }
             }
             &Op::Activation { x, f } => with_grad!(x, |dx| f.backward(&mut dx, self.value(x), dout)),
-            &Op::Add { a, b } => {
-                with_grad!(a, |da| accumulate(&mut da, dout));
-                with_grad!(b, |db| accumulate(&mut db, dout));
-            }
+            Op::Add { .. } => unreachable!("handled by add_backward"),
             Op::Dropout { x, .. } => {
                 let x = *x;
                 let mut dx = self.grad_buf(g, x);
@@ -656,6 +657,24 @@ impl<'p> Graph<'p> {
                 cross_entropy_backward(&mut dl, self.value(logits), lse, targets, v, dout[0], count);
                 g[logits.0] = dl;
             }
+        }
+    }
+
+    /// Backward of `a + b`: each input's gradient gets `dout`. An input with no
+    /// gradient yet takes a copy (`b`) or `dout`'s own buffer (`a`) instead
+    /// of adding to zeros; `a` goes last, so `x + x` still gets `2 dout`.
+    fn add_backward(&mut self, a: Var, b: Var, dout: &mut Vec<f32>, g: &mut [Vec<f32>]) {
+        if g[b.0].is_empty() {
+            let mut db = self.ws.take(dout.len());
+            copy(&mut db, dout);
+            g[b.0] = db;
+        } else {
+            accumulate(&mut g[b.0], dout);
+        }
+        if g[a.0].is_empty() {
+            g[a.0] = mem::take(dout);
+        } else {
+            accumulate(&mut g[a.0], dout);
         }
     }
 

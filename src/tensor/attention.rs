@@ -6,6 +6,7 @@
 //! sequence that is plain causal attention; with several documents packed into
 //! one sequence it keeps them apart, so packing wastes no compute on padding.
 
+use super::elementwise::softmax_in_place;
 use super::matmul::{matmul_strided, View};
 use super::{axpy, dot};
 use rayon::prelude::*;
@@ -95,27 +96,22 @@ fn attention_forward_rows<'a>(
             // Row `(b, key)` of k or v, head h.
             let head = |m: &'a [f32], key: usize| &m[(b * kv.seq_rows + key) * kv.stride + h * hs..][..hs];
             let a = &mut att[first..=last]; // this query's keys
-            let mut max = f32::NEG_INFINITY;
             for (j, aj) in a.iter_mut().enumerate() {
                 *aj = dot(qh, head(kv.k, first + j)) * scale;
-                max = max.max(*aj);
             }
-            let mut sum = 0.0;
-            for aj in a.iter_mut() {
-                *aj = (*aj - max).exp();
-                sum += *aj;
-            }
+            softmax_in_place(a);
             o.fill(0.0);
-            for (j, aj) in a.iter_mut().enumerate() {
-                *aj /= sum;
-                axpy(o, *aj, head(kv.v, first + j));
+            for (j, &aj) in a.iter().enumerate() {
+                axpy(o, aj, head(kv.v, first + j));
             }
         });
 }
 
 /// [`attention_forward`] for many queries: per sequence and head, scores
 /// `Q Kᵀ` by GEMM straight into `att`, a softmax over each query's own keys
-/// (zero elsewhere), then `P V` by GEMM into `out`.
+/// (zero elsewhere), then `P V` by GEMM into `out`. Queries go in blocks of
+/// [`QUERY_BLOCK`], each block's GEMMs stopping at its last query's own key:
+/// causal attention computes about half of the full square.
 fn attention_forward_gemm(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: KeysValues, pos: &[u32], s: AttnShape) {
     let (c, hs, tk, tq, nh) = (s.c, s.c / s.n_head, kv.len, s.t, s.n_head);
     let scale = 1.0 / (hs as f32).sqrt();
@@ -125,46 +121,58 @@ fn attention_forward_gemm(out: &mut [f32], att: &mut [f32], qkv: &[f32], kv: Key
         .for_each(|(b, (out, att))| {
             let (k0, q0) = (b * kv.seq_rows * kv.stride, b * tq * 3 * c);
             for h in 0..nh {
-                let q = View {
-                    data: &qkv[q0 + h * hs..],
-                    rs: 3 * c,
-                    cs: 1,
-                };
-                let k_t = View {
-                    data: &kv.k[k0 + h * hs..],
-                    rs: 1,
-                    cs: kv.stride,
-                };
-                matmul_strided(&mut att[h * tk..], nh * tk, q, k_t, tq, hs, tk, scale, false);
+                for (r0, r1) in query_blocks(tq) {
+                    let keys = tk - tq + r1;
+                    let q = View {
+                        data: &qkv[q0 + r0 * 3 * c + h * hs..],
+                        rs: 3 * c,
+                        cs: 1,
+                    };
+                    let k_t = View {
+                        data: &kv.k[k0 + h * hs..],
+                        rs: 1,
+                        cs: kv.stride,
+                    };
+                    let dst = &mut att[(r0 * nh + h) * tk..];
+                    matmul_strided(dst, nh * tk, q, k_t, r1 - r0, hs, keys, scale, false);
+                }
                 for i in 0..tq {
                     let row = &mut att[(i * nh + h) * tk..][..tk];
                     let last = tk - tq + i;
                     let first = last
                         .checked_sub(pos[b * tq + i] as usize)
                         .expect("token position beyond its sequence");
-                    let max = row[first..=last].iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                    let mut sum = 0.0;
-                    for x in &mut row[first..=last] {
-                        *x = (*x - max).exp();
-                        sum += *x;
-                    }
-                    row[first..=last].iter_mut().for_each(|x| *x /= sum);
+                    softmax_in_place(&mut row[first..=last]);
                     row[..first].fill(0.0);
                     row[last + 1..].fill(0.0);
                 }
-                let p = View {
-                    data: &att[h * tk..],
-                    rs: nh * tk,
-                    cs: 1,
-                };
-                let v = View {
-                    data: &kv.v[k0 + h * hs..],
-                    rs: kv.stride,
-                    cs: 1,
-                };
-                matmul_strided(&mut out[h * hs..], c, p, v, tq, tk, hs, 1.0, false);
+                for (r0, r1) in query_blocks(tq) {
+                    let keys = tk - tq + r1;
+                    let p = View {
+                        data: &att[(r0 * nh + h) * tk..],
+                        rs: nh * tk,
+                        cs: 1,
+                    };
+                    let v = View {
+                        data: &kv.v[k0 + h * hs..],
+                        rs: kv.stride,
+                        cs: 1,
+                    };
+                    matmul_strided(&mut out[r0 * c + h * hs..], c, p, v, r1 - r0, keys, hs, 1.0, false);
+                }
             }
         });
+}
+
+/// Queries per block in the GEMM paths: small enough that skipping the keys
+/// after a block's last query saves work, large enough for efficient GEMMs.
+const QUERY_BLOCK: usize = 64;
+
+/// `(first, end)` of each block of [`QUERY_BLOCK`] queries among `t`.
+fn query_blocks(t: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..t)
+        .step_by(QUERY_BLOCK)
+        .map(move |r0| (r0, (r0 + QUERY_BLOCK).min(t)))
 }
 
 /// Work (keys × head size) below which (row, head) pairs are grouped into one task.
@@ -184,6 +192,8 @@ pub fn attention_backward(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f3
 /// [`attention_backward`] by GEMMs per (sequence, head), for `att` written by
 /// [`attention_forward_gemm`] (zero outside each query's keys):
 /// `dP = dO Vᵀ`, `dS = P ⊙ (dP - rowsum(P ⊙ dP))`, `dQ += s dS K`, `dK += s dSᵀ Q`, `dV += Pᵀ dO`.
+/// In blocks as the forward: a block of queries reads only the keys up to its
+/// last query, a block of keys receives only from the queries from its first on.
 fn attention_backward_gemm(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f32], pos: &[u32], s: AttnShape) {
     let (c, hs, t, nh) = (s.c, s.c / s.n_head, s.t, s.n_head);
     let scale = 1.0 / (hs as f32).sqrt();
@@ -192,60 +202,101 @@ fn attention_backward_gemm(dqkv: &mut [f32], dout: &[f32], qkv: &[f32], att: &[f
         let att = &att[b * t * nh * t..(b + 1) * t * nh * t];
         let dout = &dout[b * t * c..(b + 1) * t * c];
         let mut ds = vec![0.0f32; t * t]; // dP, then dS, of one head: [T, T]
+                                          // Row `r` of a head's slice of one of q, k, v (`part` 0, 1, 2), of dout, of att.
+        let qkv_at = |part: usize, h: usize, r: usize| r * 3 * c + part * c + h * hs;
         for h in 0..nh {
-            let p_t = View {
-                data: &att[h * t..],
-                rs: 1,
-                cs: nh * t,
-            };
-            let d_o = View {
-                data: &dout[h * hs..],
-                rs: c,
-                cs: 1,
-            };
-            let v_t = View {
-                data: &qkv[2 * c + h * hs..],
-                rs: 1,
-                cs: 3 * c,
-            };
-            matmul_strided(&mut ds, t, d_o, v_t, t, hs, t, 1.0, false);
+            for (r0, r1) in query_blocks(t) {
+                let d_o = View {
+                    data: &dout[r0 * c + h * hs..],
+                    rs: c,
+                    cs: 1,
+                };
+                let v_t = View {
+                    data: &qkv[qkv_at(2, h, 0)..],
+                    rs: 1,
+                    cs: 3 * c,
+                };
+                matmul_strided(&mut ds[r0 * t..], t, d_o, v_t, r1 - r0, hs, r1, 1.0, false);
+            }
             for (i, drow) in ds.chunks_mut(t).enumerate() {
                 let first = i - pos[b * t + i] as usize;
                 let prow = &att[(i * nh + h) * t..][..t];
-                let weighted: f32 = (first..=i).map(|j| prow[j] * drow[j]).sum();
-                for (j, d) in drow.iter_mut().enumerate() {
-                    *d = if (first..=i).contains(&j) {
-                        prow[j] * (*d - weighted)
-                    } else {
-                        0.0
-                    };
-                }
+                let weighted = dot(&prow[first..=i], &drow[first..=i]);
+                // P is zero outside this query's keys, and so is dS; past its
+                // block's keys dP was not computed at all.
+                let keys = (i / QUERY_BLOCK + 1) * QUERY_BLOCK;
+                let (d, rest) = drow.split_at_mut(keys.min(t));
+                d.iter_mut().zip(prow).for_each(|(d, p)| *d = p * (*d - weighted));
+                rest.fill(0.0);
             }
-            let q = View {
-                data: &qkv[h * hs..],
-                rs: 3 * c,
-                cs: 1,
-            };
-            let k = View {
-                data: &qkv[c + h * hs..],
-                rs: 3 * c,
-                cs: 1,
-            };
-            let (ds_v, ds_t) = (
-                View {
-                    data: &ds,
+            for (r0, r1) in query_blocks(t) {
+                // dQ of queries r0..r1 from keys 0..r1.
+                let ds_v = View {
+                    data: &ds[r0 * t..],
                     rs: t,
                     cs: 1,
-                },
-                View {
-                    data: &ds,
+                };
+                let k = View {
+                    data: &qkv[qkv_at(1, h, 0)..],
+                    rs: 3 * c,
+                    cs: 1,
+                };
+                matmul_strided(
+                    &mut dqkv[qkv_at(0, h, r0)..],
+                    3 * c,
+                    ds_v,
+                    k,
+                    r1 - r0,
+                    r1,
+                    hs,
+                    scale,
+                    true,
+                );
+                // dK and dV of keys r0..r1 from queries r0..t.
+                let ds_t = View {
+                    data: &ds[r0 * t + r0..],
                     rs: 1,
                     cs: t,
-                },
-            );
-            matmul_strided(&mut dqkv[h * hs..], 3 * c, ds_v, k, t, t, hs, scale, true);
-            matmul_strided(&mut dqkv[c + h * hs..], 3 * c, ds_t, q, t, t, hs, scale, true);
-            matmul_strided(&mut dqkv[2 * c + h * hs..], 3 * c, p_t, d_o, t, t, hs, 1.0, true);
+                };
+                let q = View {
+                    data: &qkv[qkv_at(0, h, r0)..],
+                    rs: 3 * c,
+                    cs: 1,
+                };
+                let rows = r1 - r0;
+                matmul_strided(
+                    &mut dqkv[qkv_at(1, h, r0)..],
+                    3 * c,
+                    ds_t,
+                    q,
+                    rows,
+                    t - r0,
+                    hs,
+                    scale,
+                    true,
+                );
+                let p_t = View {
+                    data: &att[(r0 * nh + h) * t + r0..],
+                    rs: 1,
+                    cs: nh * t,
+                };
+                let d_o = View {
+                    data: &dout[r0 * c + h * hs..],
+                    rs: c,
+                    cs: 1,
+                };
+                matmul_strided(
+                    &mut dqkv[qkv_at(2, h, r0)..],
+                    3 * c,
+                    p_t,
+                    d_o,
+                    rows,
+                    t - r0,
+                    hs,
+                    1.0,
+                    true,
+                );
+            }
         }
     });
 }

@@ -7,36 +7,6 @@ use rayon::prelude::*;
 /// Target id meaning "no target here" (padding): the row adds nothing to the loss.
 pub const IGNORE: u32 = u32::MAX;
 
-/// Lanes of the partial maxima and sums below: wide enough to vectorise
-/// without a serial chain of additions.
-const LANES: usize = 16;
-
-/// `max(row)`.
-fn row_max(row: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] = acc[i].max(c[i]);
-        }
-    }
-    acc.iter().fold(tail, |m, &x| m.max(x))
-}
-
-/// `Σ exp(x - max)` over `row`.
-fn sum_exp(row: &[f32], max: f32) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().map(|&x| exp(x - max)).sum();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] += exp(c[i] - max);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
 /// `logits[N, V], targets[N] -> (sum of -log p(target), number of targets)`.
 /// Saves each row's log-sum-exp in `lse[N]` for the backward pass.
 pub fn cross_entropy_forward(lse: &mut [f32], logits: &[f32], targets: &[u32], v: usize) -> (f64, usize) {
@@ -45,8 +15,8 @@ pub fn cross_entropy_forward(lse: &mut [f32], logits: &[f32], targets: &[u32], v
         .zip(targets.par_iter())
         .with_min_len(min_rows_per_task(v))
         .map(|((lse, row), &target)| {
-            let max = row_max(row);
-            *lse = max + sum_exp(row, max).ln();
+            let max = super::max(row);
+            *lse = max + super::sum_map(row, |x| exp(x - max)).ln();
             if target == IGNORE {
                 (0.0, 0)
             } else {

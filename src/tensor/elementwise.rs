@@ -67,6 +67,14 @@ pub fn exp(x: f32) -> f32 {
     e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// `x = softmax(x)` in place, vectorised.
+pub fn softmax_in_place(x: &mut [f32]) {
+    let max = super::max(x);
+    x.iter_mut().for_each(|v| *v = exp(*v - max));
+    let sum = super::sum_map(x, |v| v);
+    x.iter_mut().for_each(|v| *v /= sum);
+}
+
 impl Activation {
     /// `[N] -> [N]`: `out = f(x)`.
     pub fn forward(self, out: &mut [f32], x: &[f32]) {

@@ -119,7 +119,7 @@ pub fn linear_backward(
     s: LinearShape,
 ) {
     if let Some(dx) = dx {
-        matmul(dx, dout, false, w, !s.w_t, s.n, s.d_out, s.d_in, true);
+        linear_backward_input(dx, dout, w, s, true);
     }
     if let Some(dw) = dw {
         if s.w_t {
@@ -137,6 +137,12 @@ pub fn linear_backward(
             }
         });
     }
+}
+
+/// `dx (+)= dout @ Wᵀ`, [`linear_backward`]'s input gradient; written, not
+/// added, without `accumulate` (a fresh buffer then needs no zeroing).
+pub fn linear_backward_input(dx: &mut [f32], dout: &[f32], w: &[f32], s: LinearShape, accumulate: bool) {
+    matmul(dx, dout, false, w, !s.w_t, s.n, s.d_out, s.d_in, accumulate);
 }
 
 #[cfg(test)]

@@ -104,6 +104,15 @@ pub fn accumulate(dst: &mut [f32], src: &[f32]) {
         .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
 }
 
+/// `dst = src`, multi-threaded for large slices.
+pub fn copy(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    assert_eq!(dst.len(), src.len());
+    dst.par_chunks_mut(MIN_ELEMS_PER_TASK)
+        .zip(src.par_chunks(MIN_ELEMS_PER_TASK))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
 /// A stored weight element: f32, or [`Bf16`]. Kernels that only read
 /// weights (inference) are generic over it; arithmetic is always f32.
 pub trait WeightElem: Copy + Send + Sync + 'static {
@@ -168,6 +177,38 @@ pub fn dot<W: WeightElem>(a: &[f32], b: &[W]) -> f32 {
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i].to_f32();
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Lanes of the partial results in [`max`] and [`sum`]: wide enough to
+/// vectorise without a serial chain of operations.
+const LANES: usize = 16;
+
+/// The largest element (`-inf` for none), vectorised.
+#[inline]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+/// The sum of `f(x)` over the elements, with partial sums in lanes so it vectorises.
+#[inline(always)]
+pub fn sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += f(c[i]);
         }
     }
     acc.iter().sum::<f32>() + tail
