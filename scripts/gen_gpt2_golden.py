@@ -67,6 +67,13 @@ def build_model(seed):
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(cfg).eval()
+    draw_weights(model)
+    return model
+
+
+def draw_weights(model):
+    """Weights larger than GPT-2's init, so attention is far from uniform and
+    every logit moves well above float noise (gen_train_golden.py uses them too)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if ".ln_" in name or name.startswith("transformer.ln_f"):
@@ -79,7 +86,6 @@ def build_model(seed):
                 p.copy_(0.3 * torch.randn_like(p))
             else:  # Conv1D [in, out]
                 p.copy_(torch.randn_like(p) / p.shape[0] ** 0.5)
-    return model
 
 
 def rounded(model, dtype):

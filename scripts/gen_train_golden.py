@@ -44,6 +44,8 @@ import transformers
 from safetensors.torch import save_file
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from gen_gpt2_golden import draw_weights
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "golden" / "train"
 VOCAB, N_CTX, N_EMBD, N_LAYER, N_HEAD = 64, 32, 32, 2, 4
@@ -61,18 +63,7 @@ def build_model():
     cfg._attn_implementation = "eager"
     torch.manual_seed(SEED)
     model = GPT2LMHeadModel(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".ln_" in name or name.startswith("transformer.ln_f"):
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
-            elif name.endswith("bias"):
-                p.copy_(0.1 * torch.randn_like(p))
-            elif "wte" in name:
-                p.copy_(0.5 * torch.randn_like(p))
-            elif "wpe" in name:
-                p.copy_(0.3 * torch.randn_like(p))
-            else:  # Conv1D [in, out]
-                p.copy_(torch.randn_like(p) / p.shape[0] ** 0.5)
+    draw_weights(model)
     return model
 
 

@@ -1,14 +1,10 @@
 //! `gpt generate` and `gpt eval` end to end on a tiny model with GPT-2's vocabulary.
 
 use gpt::model::{Gpt, GptConfig, Init};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn gpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt"))
-        .args(args)
-        .output()
-        .expect("gpt runs")
-}
+mod common;
+use common::gpt;
 
 fn ok(out: &Output) -> String {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

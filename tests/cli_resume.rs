@@ -2,27 +2,10 @@
 //! the errors a resumed or fine-tuned run gives on input that does not fit.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn gpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt"))
-        .args(args)
-        .output()
-        .expect("gpt runs")
-}
-
-fn succeeds(out: Output) -> Output {
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
-
-/// Asserts the command failed with a message containing `want`, and did not panic.
-fn fails_with(out: &Output, want: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
-    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
-    assert!(err.contains(want), "error should mention {want:?}: {err}");
-}
+mod common;
+use common::{fails_with, gpt, succeeds};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -1,22 +1,10 @@
 //! The `gpt train` / `gpt sample` commands end to end, and their errors on bad input.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn gpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt"))
-        .args(args)
-        .output()
-        .expect("gpt runs")
-}
-
-/// Asserts the command failed with a message containing `want`, and did not panic.
-fn fails_with(out: &Output, want: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected failure, got success: {err}");
-    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
-    assert!(err.contains(want), "error should mention {want:?}: {err}");
-}
+mod common;
+use common::{fails_with, gpt};
 
 fn tiny_train(dir: &Path, data: &Path, extra: &[&str]) -> Output {
     let mut args = vec![

@@ -5,9 +5,8 @@ use gpt::tokenizer::Bpe;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-fn gpt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gpt")).args(args).output().unwrap()
-}
+mod common;
+use common::gpt;
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -23,20 +23,15 @@ impl Dataset {
 
     /// A hash of every token id (FNV-1a), to tell whether a resumed run sees the same data.
     pub fn fingerprint(&self) -> u64 {
-        let ids: Box<dyn Iterator<Item = &u32>> = match self {
-            Dataset::Docs(d) => Box::new(d.iter().flat_map(|d| d.iter().chain([&u32::MAX]))),
-            Dataset::Stream(s) => Box::new(s.iter()),
-        };
-        ids.fold(0xcbf2_9ce4_8422_2325, |h, &id| {
-            (h ^ id as u64).wrapping_mul(0x0000_0100_0000_01b3)
-        })
-    }
-
-    /// Tokens to predict.
-    pub fn targets(&self) -> usize {
+        fn fnv1a<'a>(ids: impl Iterator<Item = &'a u32>) -> u64 {
+            ids.fold(0xcbf2_9ce4_8422_2325, |h, &id| {
+                (h ^ id as u64).wrapping_mul(0x0000_0100_0000_01b3)
+            })
+        }
         match self {
-            Dataset::Docs(d) => d.iter().map(|d| d.len().saturating_sub(1)).sum(),
-            Dataset::Stream(s) => s.len().saturating_sub(1),
+            // Each document ends with an id no tokenizer has, so the split between documents counts.
+            Dataset::Docs(d) => fnv1a(d.iter().flat_map(|d| d.iter().chain([&u32::MAX]))),
+            Dataset::Stream(s) => fnv1a(s.iter()),
         }
     }
 

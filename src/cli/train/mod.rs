@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use data::Prepared;
 use serde::{Deserialize, Serialize};
-use start::{fresh, open_log, resume, RunHooks, RunRecord, Start};
+use start::{fresh, open_log, resume, RunHooks, Start};
 use std::collections::HashSet;
 use std::path::PathBuf;
 
@@ -290,7 +290,7 @@ fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
 
 pub fn run(a: TrainArgs) -> Result<()> {
     let Start {
-        s,
+        record,
         mut model,
         mut state,
         data,
@@ -299,6 +299,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Some(dir) => resume(&a, dir)?,
         None => fresh(&a)?,
     };
+    let s = &record.settings;
     let c = &model.config;
     eprintln!(
         "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps of {} x {} rows",
@@ -318,17 +319,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Tokenizer::Bpe(t) => t.save(&out)?,
     }
     let mut log = open_log(&out, state.step)?;
-    let record = serde_json::to_string(&RunRecord {
-        settings: s.clone(),
-        train_data: data.train.fingerprint(),
-    })?;
     let mut hooks = RunHooks {
         out: &out,
-        record,
+        record: serde_json::to_string(&record)?,
         data: &data,
-        s: &s,
+        s,
     };
-    let opts = train_options(&s, a.stop_at);
+    let opts = train_options(s, a.stop_at);
     let report = train(
         &mut model,
         &data.train,
@@ -364,7 +361,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
     if state.step < s.steps {
         println!("continue with: gpt train --resume {}", out.display());
     }
-    print_samples(&model, &data, &s)
+    print_samples(&model, &data, s)
 }
 
 /// `n` samples: new documents (characters) or text from `<|endoftext|>` (BPE).

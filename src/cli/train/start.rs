@@ -57,7 +57,8 @@ pub struct RunRecord {
 
 /// A run ready to train: new, fine-tuning, or resumed.
 pub struct Start {
-    pub s: Settings,
+    /// Its settings and data, as each checkpoint records them.
+    pub record: RunRecord,
     pub model: Gpt,
     pub state: TrainState,
     pub data: Prepared,
@@ -81,7 +82,10 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
         s.tokenizer = t.name().to_string();
         (model, tok) = (Some(m), Some(t));
     }
-    let bpe = !matches!(tok, Some(Tokenizer::Char(_))) && (tok.is_some() || s.tokenizer != "char");
+    let bpe = match &tok {
+        Some(t) => !matches!(t, Tokenizer::Char(_)),
+        None => s.tokenizer != "char",
+    };
     if bpe {
         // Windows of a stream are long: fewer rows and samples unless asked.
         s.batch_size = a.batch_size.unwrap_or(8);
@@ -110,8 +114,12 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
     };
     let state = TrainState::new(&model, train_options(&s, None).adamw);
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
+    let train_data = data.train.fingerprint();
     Ok(Start {
-        s,
+        record: RunRecord {
+            settings: s,
+            train_data,
+        },
         model,
         state,
         data,
@@ -146,14 +154,18 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
         );
     }
     let data = prepare(&s, Some(Tokenizer::load(dir)?), Some(model.config.n_ctx))?;
+    let train_data = data.train.fingerprint();
     ensure!(
-        data.train.fingerprint() == record.train_data,
+        train_data == record.train_data,
         "the training data is not the run's (its tokens differ): resume with the same --data, or start a new run with --init {}",
         dir.display()
     );
     eprintln!("resuming {} at step {}", dir.display(), state.step);
     Ok(Start {
-        s,
+        record: RunRecord {
+            settings: s,
+            train_data,
+        },
         model,
         state,
         data,
