@@ -15,6 +15,7 @@ pub mod autograd;
 pub mod cli;
 pub mod data;
 pub mod hub;
+pub mod io;
 pub mod model;
 pub mod sample;
 pub mod tensor;

@@ -1,6 +1,6 @@
 //! `gpt generate`: continue prompts with a GPT (GPT-2 or one trained here).
 
-use crate::model::Gpt;
+use crate::model::{self, Dtype, LoadOptions};
 use crate::sample::{generate, GenerateOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
@@ -8,32 +8,23 @@ use anyhow::{bail, ensure, Result};
 use clap::Args;
 use std::io::Write;
 
-/// How the weights are held in memory (arithmetic is f32 either way).
+/// How to hold the weights in memory (the `--dtype` flag of every command that runs a model).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Dtype {
+pub enum DtypeArg {
     /// Exact: the checkpoint's values
     F32,
     /// Matrices rounded to bfloat16: half the bytes to read per token
     Bf16,
 }
 
-/// Loads the model a `--model` argument names (a path, or a model downloaded
-/// with `gpt download`) with its tokenizer, and holds its weights as `dtype`.
-pub fn load_model(spec: &str, dtype: Dtype) -> Result<(Gpt, Tokenizer)> {
-    let path = crate::hub::resolve_model(spec)?;
-    let mut model = Gpt::load(&path)?;
-    let tok = Tokenizer::load(&path)?;
-    ensure!(
-        tok.vocab_size() <= model.config.vocab_size,
-        "the tokenizer in {} has {} ids but the model only {}: they do not belong together",
-        path.display(),
-        tok.vocab_size(),
-        model.config.vocab_size
-    );
-    if dtype == Dtype::Bf16 {
-        model.params.to_bf16();
+impl DtypeArg {
+    pub fn options(self) -> LoadOptions {
+        let dtype = match self {
+            DtypeArg::F32 => Dtype::F32,
+            DtypeArg::Bf16 => Dtype::Bf16,
+        };
+        LoadOptions { dtype }
     }
-    Ok((model, tok))
 }
 
 #[derive(Args, Debug)]
@@ -62,7 +53,7 @@ pub struct GenerateArgs {
     pub truncate: bool,
     /// How to hold the weights in memory
     #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Dtype,
+    pub dtype: DtypeArg,
 }
 
 /// Text of a growing completion, released only when it is safe: whole UTF-8
@@ -159,7 +150,9 @@ fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
 pub fn run(a: GenerateArgs) -> Result<()> {
     let sampling = a.sampling.options()?;
     ensure!(a.num_samples >= 1, "--num-samples must be at least 1");
-    let (model, tok) = load_model(&a.model, a.dtype)?;
+    let model::Loaded {
+        model, tokenizer: tok, ..
+    } = model::load(&a.model, &a.dtype.options())?;
     let n_ctx = model.config.n_ctx;
     let texts = if a.prompts.is_empty() {
         vec![String::new()]

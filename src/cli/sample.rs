@@ -1,12 +1,11 @@
 //! `gpt sample`: generate new documents from a trained character-level model.
 
-use crate::model::Gpt;
+use crate::model::{self, Loaded};
 use crate::sample::{generate_documents, SampleOptions};
 use crate::tensor::rng;
-use crate::tokenizer::CharTokenizer;
-use anyhow::{ensure, Result};
+use crate::tokenizer::Tokenizer;
+use anyhow::{bail, ensure, Result};
 use clap::Args;
-use std::path::PathBuf;
 
 /// Sampling flags shared by `gpt sample` and `gpt generate`.
 #[derive(Args, Debug)]
@@ -48,7 +47,7 @@ impl SamplingArgs {
 pub struct SampleArgs {
     /// Model directory written by `gpt train --out DIR`
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
     /// Documents to generate
     #[arg(long, short = 'n', default_value_t = 20)]
     pub num_samples: usize,
@@ -58,15 +57,15 @@ pub struct SampleArgs {
 
 pub fn run(a: SampleArgs) -> Result<()> {
     let opts = a.sampling.options()?;
-    let model = Gpt::load(&a.model)?;
-    let tok = CharTokenizer::load(&a.model)?;
-    ensure!(
-        tok.vocab_size() == model.config.vocab_size,
-        "the tokenizer in {} has {} ids but the model has vocab_size {}",
-        a.model.display(),
-        tok.vocab_size(),
-        model.config.vocab_size
-    );
+    let Loaded { model, tokenizer, path } = model::load(&a.model, &Default::default())?;
+    let Tokenizer::Char(tok) = tokenizer else {
+        bail!(
+            "{} is not a character-level model: `gpt sample` makes whole documents from one; continue text with \
+             `gpt generate --model {}`",
+            path.display(),
+            a.model
+        );
+    };
     for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.sampling.seed)) {
         println!("{}", tok.decode(&ids)?);
     }

@@ -3,6 +3,7 @@
 //! - [`docs`]: a text file with one document per line (the built-in names list by default)
 //! - [`batch`]: documents packed into rows of up to `n_ctx` tokens
 //! - [`stream`]: windows of a long token stream (GPT-2 style)
+//! - [`windows`]: sliding windows for scoring a long text once per token
 //! - [`dataset`]: either kind, handing out training and evaluation batches
 
 pub mod batch;
@@ -10,3 +11,4 @@ pub mod dataset;
 pub mod docs;
 pub mod stream;
 pub mod tokens;
+pub mod windows;

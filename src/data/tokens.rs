@@ -18,8 +18,8 @@
 //! A training run compares the fingerprint with its tokenizer's, so data
 //! tokenized with another vocabulary is refused instead of silently misread.
 
+use crate::io::write_atomic_with;
 use crate::tokenizer::Tokenizer;
-use crate::train::checkpoint::write_atomic_with;
 use anyhow::{bail, ensure, Context, Result};
 use memmap2::Mmap;
 use std::fs::File;

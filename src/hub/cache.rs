@@ -9,7 +9,7 @@
 //! ```
 
 use super::repo::RepoId;
-use crate::train::checkpoint::write_atomic;
+use crate::io::write_atomic;
 use anyhow::{bail, Context, Result};
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -135,8 +135,13 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
 
 /// [`resolve_model`] with an explicit cache.
 pub fn resolve_model_in(cache: &Cache, spec: &str) -> Result<PathBuf> {
-    if Path::new(spec).exists() {
+    let path = Path::new(spec);
+    if path.exists() {
         return Ok(PathBuf::from(spec));
+    }
+    // Only a path looks like this: absolute, relative to `.`/`..`, or deeper than `org/name`.
+    if path.is_absolute() || spec.starts_with('.') || spec.split('@').next().unwrap_or(spec).matches('/').count() > 1 {
+        bail!("model {spec} does not exist: give a model directory or file, or a name fetched with `gpt download`");
     }
     let (name, revision) = spec.split_once('@').unwrap_or((spec, "main"));
     let repo = RepoId::parse(name).map_err(|e| anyhow!("there is no file or directory {spec:?}, and {e}"))?;
@@ -171,6 +176,10 @@ mod tests {
             err.contains("no file or directory \"no-such-dir\"") && err.contains("not a model name"),
             "{err}"
         );
+        for path in ["/no/such/model", "./runs/missing", "runs/a/b"] {
+            let err = format!("{:#}", resolve_model_in(&cache, path).unwrap_err());
+            assert!(err.contains(&format!("model {path} does not exist")), "{err}");
+        }
 
         let repo = RepoId::parse("gpt2").unwrap();
         let commit = "0123456789abcdef0123456789abcdef01234567";

@@ -3,7 +3,7 @@
 
 use crate::tensor::elementwise::Activation;
 use crate::tensor::norm::NormKind;
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -98,12 +98,12 @@ impl GptConfig {
             n_head: self.n_head,
             n_layer: self.n_layer,
             n_inner: None,
-            activation_function: self.activation_function,
+            activation_function: activation_name(self.activation_function).into(),
             layer_norm_epsilon: self.layer_norm_epsilon,
             tie_word_embeddings: self.tie_word_embeddings,
             bos_token_id: Some(self.vocab_size as u32 - 1),
             eos_token_id: Some(self.vocab_size as u32 - 1),
-            norm: self.norm,
+            norm: norm_name(self.norm).into(),
             bias: self.bias,
             embd_norm: self.embd_norm,
             final_norm: self.final_norm,
@@ -134,8 +134,8 @@ impl GptConfig {
             n_embd: f.n_embd,
             n_head: f.n_head,
             n_layer: f.n_layer,
-            norm: f.norm,
-            activation_function: f.activation_function,
+            norm: parse_norm(&f.norm)?,
+            activation_function: parse_activation(&f.activation_function)?,
             bias: f.bias,
             tie_word_embeddings: f.tie_word_embeddings,
             embd_norm: f.embd_norm,
@@ -159,11 +159,44 @@ fn default_true() -> bool {
 fn default_eps() -> f32 {
     1e-5
 }
-fn default_activation() -> Activation {
-    Activation::Gelu
+fn default_activation() -> String {
+    "gelu_new".into()
 }
-fn default_norm() -> NormKind {
-    NormKind::LayerNorm
+fn default_norm() -> String {
+    "layernorm".into()
+}
+
+/// Hugging Face's name of an activation (`activation_function`).
+fn activation_name(f: Activation) -> &'static str {
+    match f {
+        Activation::Gelu => "gelu_new",
+        Activation::Relu => "relu",
+    }
+}
+
+fn parse_activation(name: &str) -> Result<Activation> {
+    Ok(match name {
+        // Both are GELU's tanh approximation.
+        "gelu_new" | "gelu_pytorch_tanh" => Activation::Gelu,
+        "relu" => Activation::Relu,
+        _ => bail!("activation_function {name:?} is not supported (gelu_new, gelu_pytorch_tanh or relu)"),
+    })
+}
+
+/// Our `norm` field's value for a norm.
+fn norm_name(n: NormKind) -> &'static str {
+    match n {
+        NormKind::LayerNorm => "layernorm",
+        NormKind::RmsNorm => "rmsnorm",
+    }
+}
+
+fn parse_norm(name: &str) -> Result<NormKind> {
+    Ok(match name {
+        "layernorm" => NormKind::LayerNorm,
+        "rmsnorm" => NormKind::RmsNorm,
+        _ => bail!("norm {name:?} is not supported (layernorm or rmsnorm)"),
+    })
 }
 fn default_model_type() -> String {
     "gpt2".into()
@@ -185,7 +218,7 @@ struct ConfigFile {
     n_layer: usize,
     n_inner: Option<usize>,
     #[serde(default = "default_activation")]
-    activation_function: Activation,
+    activation_function: String,
     #[serde(default = "default_eps")]
     layer_norm_epsilon: f32,
     #[serde(default = "default_true")]
@@ -193,7 +226,7 @@ struct ConfigFile {
     bos_token_id: Option<u32>,
     eos_token_id: Option<u32>,
     #[serde(default = "default_norm")]
-    norm: NormKind,
+    norm: String,
     #[serde(default = "default_true")]
     bias: bool,
     #[serde(default)]

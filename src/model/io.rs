@@ -3,11 +3,11 @@
 //! read here), OpenAI's TensorFlow release folder and llm.c's `.bin` (read by
 //! [`super::import`]). [`Gpt::save`] writes the first kind, atomically.
 
-use super::import::{self, check_config_fits, map_file, Elem, Source};
+use super::import::{self, check_config_fits, Source};
 use super::{Gpt, GptConfig};
 use crate::autograd::Params;
+use crate::io::{map_file, write_atomic, write_safetensors, Elem};
 use crate::tensor::Tensor;
-use crate::train::checkpoint::{write_atomic, write_safetensors};
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{HashMap, HashSet};

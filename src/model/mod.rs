@@ -1,12 +1,15 @@
-//! The GPT model: config, definition, KV cache, and checkpoint files.
+//! The GPT model: config, definition, KV cache, checkpoint files, and
+//! [`load`], the one entry point for front ends.
 
 mod config;
 mod gpt;
 pub(crate) mod import;
 mod io;
 mod kv_cache;
+mod load;
 
 pub use config::GptConfig;
 pub use gpt::{Gpt, Init};
 pub use io::parse_checkpoint;
 pub use kv_cache::KvCache;
+pub use load::{load, load_tokenizer, Dtype, LoadOptions, Loaded};

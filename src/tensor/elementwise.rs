@@ -2,16 +2,13 @@
 
 use super::MIN_ELEMS_PER_TASK;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// The MLP's non-linearity. Serialized with Hugging Face's names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The MLP's non-linearity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     /// GPT-2's GELU, tanh approximation.
-    #[serde(rename = "gelu_new")]
     Gelu,
     /// microgpt's `max(0, x)`.
-    #[serde(rename = "relu")]
     Relu,
 }
 

@@ -3,10 +3,8 @@
 
 use super::min_rows_per_task;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NormKind {
     /// `(x - mean) / sqrt(var + eps)`, then `* weight + bias`.
     LayerNorm,

@@ -75,7 +75,7 @@ impl CharTokenizer {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self)?;
-        crate::train::checkpoint::write_atomic(&dir.join(CHAR_TOKENIZER_FILE), &json)
+        crate::io::write_atomic(&dir.join(CHAR_TOKENIZER_FILE), &json)
     }
 
     pub fn load(dir: &Path) -> Result<Self> {

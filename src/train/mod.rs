@@ -2,14 +2,17 @@
 //!
 //! - [`optim`]: AdamW and gradient clipping
 //! - [`schedule`]: warmup then linear or cosine decay
-//! - [`trainer`]: the loop and the evaluation of a loss over documents
-//! - [`checkpoint`]: atomic file writes
+//! - [`trainer`]: the loop
+//! - [`eval`]: scoring a model on data (validation, `gpt eval`)
+//! - [`checkpoint`]: resumable checkpoints (model + optimizer state)
 //! - [`plot`]: the loss plot (SVG) left in the run directory
 
 pub mod checkpoint;
+pub mod eval;
 pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod trainer;
 
-pub use trainer::{evaluate, train, train_step, NoHooks, TrainHooks, TrainOptions, TrainReport, TrainState};
+pub use eval::{evaluate, score};
+pub use trainer::{train, train_step, NoHooks, TrainHooks, TrainOptions, TrainReport, TrainState};

@@ -1,7 +1,7 @@
 //! The loss plot a run leaves in its directory: training loss per step (and
 //! its moving average) and validation loss, as an SVG.
 
-use super::checkpoint::write_atomic;
+use crate::io::write_atomic;
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::path::Path;

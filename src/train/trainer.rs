@@ -3,6 +3,7 @@
 //! JSON line per step. A run is a pure function of its options, its seed and
 //! the [`TrainState`] it starts from, so a resumed run continues exactly.
 
+use super::eval::evaluate;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use super::schedule::Schedule;
 use crate::autograd::{Grads, Graph, Workspace};
@@ -73,23 +74,6 @@ pub struct TrainReport {
     pub val_loss: Option<f32>,
     pub seconds: f64,
     pub tokens: usize,
-}
-
-/// Mean per-token loss (nats) of `model` over `data` in rows of `n_ctx`
-/// tokens (for documents, BOS targets included).
-pub fn evaluate(model: &Gpt, data: &Dataset, n_ctx: usize, ws: &mut Workspace) -> Option<f32> {
-    let mut batches = data.eval_batches(n_ctx, model.config.vocab_size);
-    let (mut sum, mut count) = (0.0f64, 0usize);
-    while let Some(b) = batches.next_batch() {
-        let mut g = Graph::inference(&model.params, std::mem::take(ws));
-        let logits = model.forward(&mut g, &b.tokens, &b.pos, b.b, None);
-        let loss = g.cross_entropy(logits, &b.targets);
-        let n = b.n_targets();
-        sum += g.value(loss)[0] as f64 * n as f64;
-        count += n;
-        *ws = g.finish();
-    }
-    (count > 0).then(|| (sum / count as f64) as f32)
 }
 
 /// The dropout masks of the `i`-th micro-batch of a run: one stream each, so

@@ -95,7 +95,7 @@ pub struct TrainArgs {
     pub warmup: Option<usize>,
     /// Learning-rate decay after warmup
     #[arg(long, value_enum)]
-    pub decay: Option<Decay>,
+    pub decay: Option<DecayArg>,
     /// AdamW's decay rate of the gradient's running mean
     #[arg(long)]
     pub beta1: Option<f32>,
@@ -231,13 +231,34 @@ impl Preset {
     }
 }
 
+/// `--decay`'s values, mapped to the schedule's [`Decay`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecayArg {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+impl From<DecayArg> for Decay {
+    fn from(d: DecayArg) -> Decay {
+        match d {
+            DecayArg::Constant => Decay::Constant,
+            DecayArg::Linear => Decay::Linear,
+            DecayArg::Cosine => Decay::Cosine,
+        }
+    }
+}
+
 /// `base` (a preset's settings, or a resumed run's) with the flags given on top.
 fn settings(a: &TrainArgs, base: Settings) -> Settings {
     let mut s = base;
     macro_rules! flags_override {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { s.$field = v; } )* };
     }
-    flags_override!(steps, batch_size, grad_accum, n_layer, n_embd, n_head, lr, warmup, decay, beta1, beta2);
+    flags_override!(steps, batch_size, grad_accum, n_layer, n_embd, n_head, lr, warmup, beta1, beta2);
+    if let Some(d) = a.decay {
+        s.decay = d.into();
+    }
     flags_override!(
         adam_eps,
         weight_decay,

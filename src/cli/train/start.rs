@@ -4,11 +4,11 @@
 
 use super::data::{prepare, Prepared};
 use super::{samples, settings, train_options, Settings, TrainArgs};
-use crate::cli::generate::{load_model, Dtype};
+use crate::io::write_atomic;
 use crate::model::{Gpt, GptConfig};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
-use crate::train::checkpoint::{load_checkpoint, save_checkpoint, write_atomic};
+use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::train::plot::plot_log;
 use crate::train::{TrainHooks, TrainState};
 use anyhow::{bail, ensure, Context, Result};
@@ -77,7 +77,9 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
             a.n_layer.is_none() && a.n_embd.is_none() && a.n_head.is_none() && a.tokenizer.is_none(),
             "--init {spec} brings its own size and tokenizer: drop --n-layer/--n-embd/--n-head/--tokenizer"
         );
-        let (m, t) = load_model(spec, Dtype::F32)?;
+        let crate::model::Loaded {
+            model: m, tokenizer: t, ..
+        } = crate::model::load(spec, &Default::default())?;
         (s.n_layer, s.n_embd, s.n_head) = (m.config.n_layer, m.config.n_embd, m.config.n_head);
         s.tokenizer = t.name().to_string();
         (model, tok) = (Some(m), Some(t));

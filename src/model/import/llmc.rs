@@ -7,8 +7,9 @@
 //! `nn.Linear` does, `[out, in]`; ours are Conv1D `[in, out]`, so they are
 //! transposed. The padding rows of the token embedding are dropped.
 
-use super::{map_file, transpose, Elem, Source};
+use super::{transpose, Source};
 use crate::autograd::Params;
+use crate::io::{map_file, Elem};
 use crate::model::{Gpt, GptConfig};
 use crate::tensor::Tensor;
 use anyhow::{bail, ensure, Context, Result};

@@ -12,8 +12,9 @@
 
 use super::proto::{for_each_field, Value};
 use super::table::{read_table, unmask};
-use super::{check_config_fits, map_file, Elem, Source};
+use super::{check_config_fits, Source};
 use crate::autograd::Params;
+use crate::io::{map_file, Elem};
 use crate::model::{Gpt, GptConfig};
 use crate::tensor::Tensor;
 use anyhow::{bail, ensure, Context, Result};

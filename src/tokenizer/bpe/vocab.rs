@@ -207,7 +207,7 @@ impl Bpe {
 
     /// Writes `vocab.json` and `merges.txt` into `dir` (atomically each).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        use crate::train::checkpoint::write_atomic;
+        use crate::io::write_atomic;
         write_atomic(&dir.join(VOCAB_FILE), self.vocab_json().as_bytes())?;
         write_atomic(&dir.join(MERGES_FILE), self.merges_txt().as_bytes())
     }

@@ -1,0 +1,77 @@
+//! Files and formats: atomic writes, memory maps, safetensors writing, the
+//! element encodings of stored tensors, NumPy arrays. Below every layer that
+//! saves or loads anything; imports nothing else of ours.
+
+mod atomic;
+mod npy;
+mod safetensors;
+
+pub use self::safetensors::write_safetensors;
+pub use atomic::{write_atomic, write_atomic_via, write_atomic_with};
+pub use npy::npy_header;
+
+use anyhow::{Context, Result};
+use std::fs::File;
+use std::path::Path;
+
+/// Read-only memory map of a whole file, with the path in any error.
+pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: the map is read-only and dropped once the weights are copied
+    // out; a writer that replaces the file by rename leaves this inode intact.
+    unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))
+}
+
+/// How one element of a stored tensor is encoded (little-endian).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Elem {
+    pub fn size(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::F16 | Elem::Bf16 => 2,
+        }
+    }
+
+    /// Decodes `bytes` (a whole number of elements) to f32, exactly: every
+    /// f16 and bf16 value is an f32 value.
+    pub fn to_f32(self, bytes: &[u8]) -> Vec<f32> {
+        debug_assert_eq!(bytes.len() % self.size(), 0);
+        match self {
+            Elem::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Elem::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Elem::Bf16 => bytes
+                .chunks_exact(2)
+                .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_formats_decode_exactly() {
+        let xs = [0.0f32, -1.5, 65504.0, 1.0 / 1024.0, 3.140625];
+        let f16: Vec<u8> = xs.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        assert_eq!(Elem::F16.to_f32(&f16), xs);
+        let bf16: Vec<u8> = xs.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
+        let back: Vec<f32> = xs.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect();
+        assert_eq!(Elem::Bf16.to_f32(&bf16), back);
+        let f32s: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(Elem::F32.to_f32(&f32s), xs);
+    }
+}
