@@ -1,8 +1,8 @@
 //! `gpt download` end to end against a small Hub served by the test on
 //! 127.0.0.1: the cache layout, loading by name, a token, a resumed partial
 //! file, an interrupted transfer, corrupt downloads and missing files; and the
-//! same Hub turned hostile: revisions, commits and ETags that would lead
-//! outside the cache.
+//! same Hub turned hostile: revisions, commits, ETags and file names that would
+//! lead outside the cache, and ETags that are not hashes.
 
 use gpt::hub::{resolve_model_in, Cache, Hub, RepoId};
 use gpt::model::{Gpt, GptConfig, Init};
@@ -10,7 +10,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -85,12 +85,26 @@ fn tiny_model() -> (Gpt, HashMap<&'static str, File>) {
     (model, files)
 }
 
-/// A request the server saw: method, path, lowercase header names.
+/// Makes every file's ETag an opaque name, not a hash (as a mirror might send).
+fn opaque_etags(files: &mut HashMap<&'static str, File>) {
+    for (name, file) in files.iter_mut() {
+        let header = if file.lfs { "X-Linked-Etag" } else { "ETag" };
+        file.lie.push((header, format!("\"{}\"", opaque(name))));
+    }
+}
+
+/// The opaque ETag [`opaque_etags`] gives `file`.
+fn opaque(file: &str) -> String {
+    format!("opaque-{}", file.replace('.', "-"))
+}
+
+/// A request the server saw: method, path, lowercase header names, body.
 #[derive(Clone, Debug)]
 struct Seen {
     method: String,
     path: String,
     headers: HashMap<String, String>,
+    body: String,
 }
 
 /// How the server behaves beyond serving `REPO`.
@@ -102,6 +116,10 @@ struct Rules {
     cdn: Option<String>,
     /// Answer for any revision, not only `main`, `COMMIT` and `refs/pr/1`.
     any_revision: bool,
+    /// Answer `POST /api/models/{REPO}/paths-info/{revision}` (else 404).
+    api: bool,
+    /// List every file there under this name instead of its own.
+    listed_as: Option<&'static str>,
 }
 
 /// A Hub with one repo, `REPO`, that also serves `/cdn/{sha256}`, answering on
@@ -186,10 +204,14 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
+    let mut body = vec![0; headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0)];
+    let _ = reader.read_exact(&mut body);
+    let body = String::from_utf8_lossy(&body).into_owned();
     seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
         headers: headers.clone(),
+        body: body.clone(),
     });
     let mut out = stream;
     let mut reply = |status: &str, extra: &[(&str, String)], body: &[u8]| {
@@ -202,6 +224,13 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
     };
     let error = |code: &str| [("X-Error-Code", code.to_string()), ("Content-Length", "0".to_string())];
     let mut files = files.lock().unwrap();
+    if path.starts_with("/api/") {
+        if !(rules.api && method == "POST" && path.starts_with(&format!("/api/models/{REPO}/paths-info/"))) {
+            return reply("404 Not Found", &error("EntryNotFound"), b"");
+        }
+        let json = paths_info(&files, &body, rules.listed_as);
+        return reply("200 OK", &[("Content-Length", json.len().to_string())], json.as_bytes());
+    }
     let file = if let Some(sha) = path.strip_prefix("/cdn/") {
         files.values_mut().find(|f| f.etag == sha)
     } else {
@@ -266,6 +295,33 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
         }
         _ => reply("405 Method Not Allowed", &[("Content-Length", "0".to_string())], b""),
     }
+}
+
+/// The Hub API's `paths-info` answer for the paths a request body asks about:
+/// a git blob sha1 (`oid`) for every file, an LFS file's sha256 in `lfs.oid`.
+fn paths_info(files: &HashMap<&'static str, File>, body: &str, listed_as: Option<&str>) -> String {
+    let asked: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let entries: Vec<serde_json::Value> = asked["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p.as_str()?, files.get(p.as_str()?)?)))
+        .map(|(path, f)| {
+            let path = listed_as.unwrap_or(path);
+            let size = f.body.len();
+            if !f.lfs {
+                return serde_json::json!({"type": "file", "path": path, "size": size, "oid": f.etag});
+            }
+            let pointer = format!(
+                "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {size}\n",
+                f.etag
+            );
+            let lfs = serde_json::json!({"oid": f.etag, "size": size, "pointerSize": pointer.len()});
+            let oid = git(pointer.as_bytes()).etag;
+            serde_json::json!({"type": "file", "path": path, "size": size, "oid": oid, "lfs": lfs})
+        })
+        .collect();
+    serde_json::to_string(&entries).unwrap()
 }
 
 fn hub(server: &Server, cache: &Path, token: Option<&str>) -> Hub {
@@ -625,7 +681,7 @@ fn revisions_that_leave_the_cache_are_refused_and_refs_pr_works() {
 }
 
 #[test]
-fn a_hub_sending_unusable_commits_or_etags_is_refused() {
+fn a_hub_sending_unusable_commits_etags_or_file_names_is_refused() {
     let other_commit = "0123456789abcdef0123456789abcdef01234567";
     let long = "e".repeat(300);
     // (file, header, value sent, what the error must say)
@@ -651,11 +707,25 @@ fn a_hub_sending_unusable_commits_or_etags_is_refused() {
         ),
         ("vocab.json", "ETag", "\"a.incomplete\"", "ETag \"a.incomplete\""),
         ("model.safetensors", "X-Linked-Etag", &format!("\"{long}\""), "ETag"),
+        // An ETag that is not a hash sends `gpt` to the API, which lists a path outside.
+        (
+            "model.safetensors",
+            "X-Linked-Etag",
+            "\"opaque\"",
+            "file name \"../../../../escaped\"",
+        ),
     ];
     for (file, header, value, says) in cases {
         let (_, mut files) = tiny_model();
         files.get_mut(file).unwrap().lie.push((header, value.to_string()));
-        let server = Server::start(files, Rules::default());
+        let server = Server::start(
+            files,
+            Rules {
+                api: true,
+                listed_as: Some(ESCAPE),
+                ..Rules::default()
+            },
+        );
         let root = tempfile::tempdir().unwrap();
         let cache = root.path().join("a/b/hub");
         let err = format!(
@@ -666,5 +736,91 @@ fn a_hub_sending_unusable_commits_or_etags_is_refused() {
         // Nothing outside the blobs (which hold only verified files), no snapshot, no ref.
         let blobs = repo_dir(&cache).join("blobs");
         assert_eq!(outside(root.path(), &blobs), Vec::<PathBuf>::new(), "{value}");
+    }
+}
+
+#[test]
+fn etags_that_are_not_hashes_are_verified_against_the_api() {
+    let (model, mut files) = tiny_model();
+    opaque_etags(&mut files);
+    let server = Server::start(
+        files.clone(),
+        Rules {
+            api: true,
+            ..Rules::default()
+        },
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let done = hub(&server, cache.path(), None).download(&repo(), "main").unwrap();
+    assert_eq!(Gpt::load(&done.snapshot).unwrap().params, model.params);
+    // Blobs are named by the ETag, as huggingface_hub names them.
+    let blob = repo_dir(cache.path()).join("blobs").join(opaque("model.safetensors"));
+    assert_eq!(fs::read(blob).unwrap(), files["model.safetensors"].body);
+    // One question to the API, at the pinned commit, about every file.
+    let asked: Vec<Seen> = server.seen().into_iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].path, format!("/api/models/{REPO}/paths-info/{COMMIT}"));
+    let body: serde_json::Value = serde_json::from_str(&asked[0].body).unwrap();
+    let mut paths: Vec<&str> = body["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["config.json", "merges.txt", "model.safetensors", "vocab.json"]);
+
+    // A corrupt body is caught by the API's hash: the LFS sha256, or the git blob sha1.
+    for (file, hash) in [("model.safetensors", "sha256"), ("config.json", "git blob sha1")] {
+        let mut files = files.clone();
+        files.get_mut(file).unwrap().body[7] ^= 1;
+        let server = Server::start(
+            files,
+            Rules {
+                api: true,
+                ..Rules::default()
+            },
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let err = format!(
+            "{:#}",
+            hub(&server, cache.path(), None).download(&repo(), "main").unwrap_err()
+        );
+        assert!(
+            err.contains(&format!("corrupt download of org/tiny/{file}")) && err.contains(hash),
+            "{err}"
+        );
+        let dir = repo_dir(cache.path());
+        assert!(!dir.join("blobs").join(opaque(file)).exists());
+        assert!(!dir.join("blobs").join(format!("{}.incomplete", opaque(file))).exists());
+        assert!(!dir.join("snapshots").exists() && !dir.join("refs").exists());
+    }
+}
+
+#[test]
+fn files_that_cannot_be_verified_are_named_on_stderr() {
+    let (_, mut files) = tiny_model();
+    opaque_etags(&mut files);
+    // No API to ask (404), or one that lists only another file: nothing names a hash.
+    for (api, why) in [(false, "HTTP 404"), (true, "the Hub's API lists none for it")] {
+        let rules = Rules {
+            api,
+            listed_as: Some("elsewhere.bin"),
+            ..Rules::default()
+        };
+        let server = Server::start(files.clone(), rules);
+        let home = tempfile::tempdir().unwrap();
+        let out = gpt_download(&server, home.path(), None, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        for file in ["config.json", "model.safetensors", "vocab.json", "merges.txt"] {
+            let size = files[file].body.len();
+            assert!(
+                err.contains(&format!("warning: org/tiny/{file} could not be verified"))
+                    && err.contains(&format!("only its size ({size} bytes) is checked")),
+                "{file}: {err}"
+            );
+        }
+        assert!(err.contains(why), "{err}");
     }
 }

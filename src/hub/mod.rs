@@ -104,13 +104,19 @@ impl Hub {
                 None => bail!(not_found(file, repo, revision, &self.endpoint)),
             }
         }
-        let mut fetched = Vec::new();
+        // The blobs to fetch: those not in the cache, once each.
+        let mut todo: Vec<(&str, &http::FileInfo, PathBuf)> = Vec::new();
         for (file, info) in &files {
             let blob = self.cache.blob_path(repo, &info.etag)?;
-            if !blob.is_file() {
-                fetch::fetch(&client, info, &blob, &format!("{repo}/{file}"), self.progress)?;
-                fetched.push(*file);
+            if !blob.is_file() && !todo.iter().any(|(_, _, b)| *b == blob) {
+                todo.push((file, info, blob));
             }
+        }
+        let wanted: Vec<_> = todo.iter().map(|(file, info, _)| (*file, *info)).collect();
+        let checksums = verify::checksums(&client, repo, &commit, &wanted)?;
+        for ((file, info, blob), checksum) in todo.iter().zip(&checksums) {
+            let label = format!("{repo}/{file}");
+            fetch::fetch(&client, info, checksum.as_ref(), blob, &label, self.progress)?;
         }
         for (file, info) in &files {
             self.cache.link(repo, &commit, file, &info.etag)?;
@@ -119,7 +125,7 @@ impl Hub {
         Ok(Downloaded {
             snapshot: self.cache.snapshot_dir(repo, &commit)?,
             commit,
-            fetched,
+            fetched: todo.iter().map(|(file, _, _)| *file).collect(),
             missing,
         })
     }
