@@ -14,6 +14,10 @@ pub struct GptConfig {
     pub n_ctx: usize,
     pub n_embd: usize,
     pub n_head: usize,
+    /// Key/value heads, each shared by `n_head / n_kv_head` query heads
+    /// (grouped-query attention); GPT-2 has `n_head`. `config.json`'s
+    /// `num_key_value_heads`, written only when it differs from `n_head`.
+    pub n_kv_head: usize,
     pub n_layer: usize,
     /// LayerNorm (GPT-2) or parameter-free RMSNorm (microgpt).
     pub norm: NormKind,
@@ -37,6 +41,7 @@ impl GptConfig {
             n_ctx,
             n_embd,
             n_head,
+            n_kv_head: n_head,
             n_layer,
             norm: NormKind::LayerNorm,
             activation_function: Activation::Gelu,
@@ -72,6 +77,7 @@ impl GptConfig {
             ("n_ctx", self.n_ctx),
             ("n_embd", self.n_embd),
             ("n_head", self.n_head),
+            ("num_key_value_heads", self.n_kv_head),
             ("n_layer", self.n_layer),
         ] {
             ensure!(v > 0, "{name} must be at least 1");
@@ -81,6 +87,12 @@ impl GptConfig {
             "n_embd ({}) must be divisible by n_head ({}): each head gets n_embd / n_head channels",
             self.n_embd,
             self.n_head
+        );
+        ensure!(
+            self.n_head.is_multiple_of(self.n_kv_head),
+            "n_head ({}) must be a multiple of num_key_value_heads ({}): each key/value head serves as many query heads",
+            self.n_head,
+            self.n_kv_head
         );
         ensure!(self.layer_norm_epsilon > 0.0, "layer_norm_epsilon must be positive");
         ensure!(self.vocab_size <= u32::MAX as usize, "vocab_size too large");
@@ -96,6 +108,7 @@ impl GptConfig {
             n_ctx: Some(self.n_ctx),
             n_embd: self.n_embd,
             n_head: self.n_head,
+            num_key_value_heads: (self.n_kv_head != self.n_head).then_some(self.n_kv_head),
             n_layer: self.n_layer,
             n_inner: None,
             activation_function: activation_name(self.activation_function).into(),
@@ -133,6 +146,7 @@ impl GptConfig {
             n_ctx,
             n_embd: f.n_embd,
             n_head: f.n_head,
+            n_kv_head: f.num_key_value_heads.unwrap_or(f.n_head),
             n_layer: f.n_layer,
             norm: parse_norm(&f.norm)?,
             activation_function: parse_activation(&f.activation_function)?,
@@ -215,6 +229,8 @@ struct ConfigFile {
     n_ctx: Option<usize>,
     n_embd: usize,
     n_head: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_key_value_heads: Option<usize>,
     n_layer: usize,
     n_inner: Option<usize>,
     #[serde(default = "default_activation")]
@@ -241,9 +257,18 @@ mod tests {
 
     #[test]
     fn json_round_trip_both_variants() {
-        for c in [GptConfig::gpt2(50257, 1024, 768, 12, 12), GptConfig::microgpt(27)] {
+        let gqa = GptConfig {
+            n_kv_head: 4,
+            ..GptConfig::gpt2(50257, 1024, 768, 12, 12)
+        };
+        for c in [GptConfig::gpt2(50257, 1024, 768, 12, 12), GptConfig::microgpt(27), gqa] {
             assert_eq!(GptConfig::from_json(&c.to_json()).unwrap(), c);
         }
+        let json = GptConfig::gpt2(50257, 1024, 768, 12, 12).to_json();
+        assert!(
+            !json.contains("num_key_value_heads"),
+            "GPT-2's config.json is unchanged"
+        );
     }
 
     #[test]
@@ -262,8 +287,12 @@ mod tests {
     fn bad_configs_are_rejected_with_reasons() {
         let mut c = GptConfig::gpt2(10, 8, 10, 3, 1);
         assert!(c.validate().unwrap_err().to_string().contains("divisible"));
-        c.n_head = 2;
+        (c.n_head, c.n_kv_head) = (2, 2);
         c.validate().unwrap();
+        c.n_kv_head = 3;
+        assert!(c.validate().unwrap_err().to_string().contains("num_key_value_heads"));
+        c.n_kv_head = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("at least 1"));
         let err = GptConfig::from_json(
             r#"{"model_type":"llama","vocab_size":1,"n_embd":1,"n_head":1,"n_layer":1,"n_positions":1}"#,
         );

@@ -65,6 +65,7 @@ enum Kind {
 /// Every parameter tensor of a config: name (Hugging Face GPT-2 style), shape, kind.
 fn param_specs(c: &GptConfig) -> Vec<(String, Vec<usize>, Kind)> {
     let e = c.n_embd;
+    let qkv = (c.n_head + 2 * c.n_kv_head) * c.head_size(); // queries, keys, values: 3 e in GPT-2
     let mut specs = vec![
         ("wte.weight".to_string(), vec![c.vocab_size, e], Kind::Matrix),
         ("wpe.weight".to_string(), vec![c.n_ctx, e], Kind::Matrix),
@@ -89,7 +90,7 @@ fn param_specs(c: &GptConfig) -> Vec<(String, Vec<usize>, Kind)> {
     for i in 0..c.n_layer {
         let h = format!("h.{i}");
         norm(&mut specs, &format!("{h}.ln_1"));
-        linear(&mut specs, &format!("{h}.attn.c_attn"), e, 3 * e, Kind::Matrix);
+        linear(&mut specs, &format!("{h}.attn.c_attn"), e, qkv, Kind::Matrix);
         linear(&mut specs, &format!("{h}.attn.c_proj"), e, e, Kind::ResidualMatrix);
         norm(&mut specs, &format!("{h}.ln_2"));
         linear(&mut specs, &format!("{h}.mlp.c_fc"), e, 4 * e, Kind::Matrix);
@@ -197,9 +198,9 @@ impl Gpt {
         }
         for (l, blk) in self.blocks.iter().enumerate() {
             let h = self.norm(g, x, blk.ln_1);
-            let qkv = self.linear(g, h, blk.c_attn); // [B·T, 3C]
+            let qkv = self.linear(g, h, blk.c_attn); // [B·T, (n_head + 2 n_kv_head) hs]: 3C in GPT-2
             let slot = cache.as_deref_mut().map(|kv| kv.slot(l));
-            let a = g.attention(qkv, c.n_head, b, pos, slot); // [B·T, C]
+            let a = g.attention(qkv, c.n_head, c.n_kv_head, b, pos, slot); // [B·T, C]
             let a = self.linear(g, a, blk.attn_c_proj);
             let a = g.dropout(a);
             x = g.add(x, a);
@@ -241,8 +242,13 @@ mod tests {
     fn whole_model_gradients_gpt2_and_microgpt() {
         let gpt2 = GptConfig::gpt2(7, 6, 8, 2, 2);
         let mut micro = GptConfig::microgpt(7);
-        (micro.n_ctx, micro.n_embd, micro.n_head) = (6, 8, 2);
-        for config in [gpt2, micro] {
+        (micro.n_ctx, micro.n_embd, micro.n_head, micro.n_kv_head) = (6, 8, 2, 2);
+        // Grouped-query attention: 4 query heads on 2 and on 1 key/value heads.
+        let gqa = |n_kv_head| GptConfig {
+            n_kv_head,
+            ..GptConfig::gpt2(7, 6, 8, 4, 1)
+        };
+        for config in [gpt2, micro, gqa(2), gqa(1)] {
             let model = tiny(config);
             // Two sequences; the first packs two documents.
             let tokens = [6, 1, 2, 6, 3, 4, 6, 5, 5, 0, 1, 2];
@@ -275,7 +281,11 @@ mod tests {
 
     #[test]
     fn kv_cache_decoding_matches_full_forward() {
-        for config in [GptConfig::gpt2(9, 8, 12, 3, 2), GptConfig::microgpt(9)] {
+        let gqa = GptConfig {
+            n_kv_head: 2,
+            ..GptConfig::gpt2(9, 8, 12, 4, 2)
+        };
+        for config in [GptConfig::gpt2(9, 8, 12, 3, 2), GptConfig::microgpt(9), gqa] {
             let model = tiny(config.clone());
             let tokens: Vec<u32> = vec![8, 3, 1, 4, 1, 5, 0, 2, 6, 7, 3, 3]; // two sequences of 6
             let pos: Vec<u32> = (0..12).map(|i| i % 6).collect();

@@ -103,6 +103,7 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
                 n_ctx: data.n_ctx,
                 n_embd: s.n_embd,
                 n_head: s.n_head,
+                n_kv_head: s.n_head,
                 n_layer: s.n_layer,
                 ..if s.microgpt {
                     GptConfig::microgpt(vocab)
