@@ -5,6 +5,7 @@
 //! - [`data`]: documents datasets and batching
 //! - [`tensor`]: f32 tensors and the kernels (matmul, layernorm, attention, ...)
 //! - [`autograd`]: the tape that runs kernels forward and backward
+//! - [`io`]: file formats below the model (GGUF)
 //! - [`model`]: the GPT definition, its config, parameters and checkpoints
 //! - [`train`]: loss, optimizer, schedule, training loop, checkpoint writing
 //! - [`sample`]: generation with a KV cache, temperature and top-k
@@ -15,6 +16,7 @@ pub mod autograd;
 pub mod cli;
 pub mod data;
 pub mod hub;
+pub mod io;
 pub mod model;
 pub mod sample;
 pub mod tensor;
