@@ -13,6 +13,7 @@ pub mod embedding;
 pub mod linear;
 pub mod matmul;
 pub mod norm;
+pub mod quant;
 
 /// A contiguous row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
