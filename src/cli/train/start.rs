@@ -5,7 +5,7 @@
 use super::data::{prepare, Prepared};
 use super::{samples, settings, train_options, Settings, TrainArgs};
 use crate::io::write_atomic;
-use crate::model::{Gpt, GptConfig};
+use crate::model::{tokenizer_for, Gpt, GptConfig};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
@@ -155,7 +155,7 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
             out.display()
         );
     }
-    let data = prepare(&s, Some(Tokenizer::load(dir)?), Some(model.config.n_ctx))?;
+    let data = prepare(&s, Some(tokenizer_for(&model.config, dir)?), Some(model.config.n_ctx))?;
     let train_data = data.train.fingerprint();
     ensure!(
         train_data == record.train_data,
