@@ -203,7 +203,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             let _ = stdout.flush();
         }
         !completions[i].stopped
-    });
+    })?;
     if let Some(e) = failure {
         return Err(e);
     }

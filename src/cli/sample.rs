@@ -66,7 +66,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
             a.model
         );
     };
-    for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.sampling.seed)) {
+    for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.sampling.seed))? {
         println!("{}", tok.decode(&ids)?);
     }
     Ok(())

@@ -5,7 +5,7 @@ mod data;
 mod start;
 
 use crate::model::{Gpt, Init};
-use crate::sample::{generate, generate_documents, GenerateOptions, SampleOptions};
+use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
@@ -386,7 +386,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 /// `n` samples: new documents (characters) or text from `<|endoftext|>` (BPE).
-fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Vec<String> {
+fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Result<Vec<String>> {
     let sampling = SampleOptions {
         temperature: s.temperature,
         top_k: None,
@@ -394,24 +394,23 @@ fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Vec<String> {
     };
     let mut rng = rng(s.seed);
     let ids = match &p.tok {
-        Tokenizer::Char(tok) => generate_documents(model, tok.bos(), n, sampling, &mut rng),
+        Tokenizer::Char(tok) => generate_documents(model, tok.bos(), n, sampling, &mut rng)?,
         Tokenizer::Bpe(_) => {
-            let start = p.tok.document_separator().unwrap_or(0);
             let opts = GenerateOptions {
                 sampling,
                 max_new_tokens: 80.min(model.config.n_ctx - 1),
                 eos: p.tok.document_separator(),
             };
-            generate(model, &vec![vec![start]; n], &opts, &mut rng, |_, _| true).tokens
+            generate_from(model, p.tok.document_separator().unwrap_or(0), n, &opts, &mut rng)?
         }
     };
-    ids.iter().map(|ids| p.tok.decode(ids).unwrap_or_default()).collect()
+    Ok(ids.iter().map(|ids| p.tok.decode(ids).unwrap_or_default()).collect())
 }
 
 /// The samples printed after training; for documents, how many are new.
 fn print_samples(model: &Gpt, p: &Prepared, s: &Settings) -> Result<()> {
     println!("\n{} samples (temperature {}):", s.num_samples, s.temperature);
-    let texts = samples(model, p, s, s.num_samples);
+    let texts = samples(model, p, s, s.num_samples)?;
     if let Tokenizer::Char(_) = p.tok {
         let seen: HashSet<&str> = p.train_docs.iter().map(String::as_str).collect();
         texts.iter().for_each(|t| println!("{t}"));

@@ -196,7 +196,10 @@ impl TrainHooks for RunHooks<'_> {
     }
 
     fn sample(&mut self, model: &Gpt) -> Option<String> {
-        (self.s.num_samples > 0).then(|| samples(model, self.data, self.s, 1).join("\n"))
+        (self.s.num_samples > 0).then(|| match samples(model, self.data, self.s, 1) {
+            Ok(texts) => texts.join("\n"),
+            Err(e) => format!("(no sample: {e:#})"),
+        })
     }
 }
 
