@@ -2,6 +2,7 @@
 //! continue a saved run (`--resume`).
 
 mod data;
+mod limits;
 mod start;
 
 use crate::model::{Gpt, Init};
@@ -249,8 +250,15 @@ impl From<DecayArg> for Decay {
     }
 }
 
-/// `base` (a preset's settings, or a resumed run's) with the flags given on top.
-fn settings(a: &TrainArgs, base: Settings) -> Settings {
+/// `base` (a preset's settings, or a resumed run's) with the flags given on
+/// top, every one checked.
+fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
+    if let Some(c) = a.grad_clip {
+        super::check::flag(c.is_finite() && c >= 0.0, "--grad-clip", c, limits::GRAD_CLIP)?;
+    }
+    if let Some(n) = a.stop_at {
+        super::check::flag(n >= 1, "--stop-at", n, "at least 1")?;
+    }
     let mut s = base;
     macro_rules! flags_override {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { s.$field = v; } )* };
@@ -276,7 +284,8 @@ fn settings(a: &TrainArgs, base: Settings) -> Settings {
     s.min_lr = a.min_lr.or(s.min_lr);
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
     s.pack &= !a.no_pack;
-    s
+    limits::check_settings(&s)?;
+    Ok(s)
 }
 
 fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {

@@ -3,6 +3,7 @@
 //! (checkpoints, samples, its log).
 
 use super::data::{prepare, Prepared};
+use super::limits::check_memory;
 use super::{samples, settings, train_options, Settings, TrainArgs};
 use crate::io::write_atomic;
 use crate::model::{tokenizer_for, Gpt, GptConfig};
@@ -67,7 +68,7 @@ pub struct Start {
 
 /// A new run, from random weights or from `--init`'s checkpoint.
 pub fn fresh(a: &TrainArgs) -> Result<Start> {
-    let mut s = settings(a, a.preset.settings());
+    let mut s = settings(a, a.preset.settings())?;
     // Recorded for --resume, which may run from another directory.
     s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
     let mut model = None;
@@ -95,11 +96,11 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
     }
     let data = prepare(&s, tok, model.as_ref().map(|m: &Gpt| m.config.n_ctx))?;
     s.n_ctx = Some(data.n_ctx);
-    let model = match model {
-        Some(m) => m,
+    let config = match &model {
+        Some(m) => m.config.clone(),
         None => {
             let vocab = data.tok.vocab_size();
-            let config = GptConfig {
+            GptConfig {
                 n_ctx: data.n_ctx,
                 n_embd: s.n_embd,
                 n_head: s.n_head,
@@ -109,11 +110,12 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
                 } else {
                     GptConfig::gpt2(vocab, data.n_ctx, s.n_embd, s.n_head, s.n_layer)
                 }
-            };
-            config.validate()?;
-            Gpt::new(config, s.init_weights, &mut rng(s.seed))
+            }
         }
     };
+    config.validate()?;
+    check_memory(&s, &config)?;
+    let model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
     let state = TrainState::new(&model, train_options(&s, None).adamw);
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
     let train_data = data.train.fingerprint();
@@ -133,7 +135,7 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
 pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
     let (model, state, record) = load_checkpoint(dir)?;
     let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
-    let s = settings(a, record.settings.clone());
+    let s = settings(a, record.settings.clone())?;
     check_same_run(&record.settings, &s)?;
     ensure!(
         s.steps > state.step,
@@ -156,6 +158,7 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
         );
     }
     let data = prepare(&s, Some(tokenizer_for(&model.config, dir)?), Some(model.config.n_ctx))?;
+    check_memory(&s, &model.config)?;
     let train_data = data.train.fingerprint();
     ensure!(
         train_data == record.train_data,
