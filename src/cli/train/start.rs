@@ -137,6 +137,17 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
     let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
     let s = settings(a, record.settings.clone())?;
     check_same_run(&record.settings, &s)?;
+    // Each step draws --grad-accum batches: another count would resume on other data (or
+    // spend ages skipping batches).
+    ensure!(
+        (state.step as u64).checked_mul(s.grad_accum as u64) == Some(state.batches_drawn),
+        "the checkpoint in {} is corrupt: {} steps of --grad-accum {} draw {} batches, but it records {}",
+        dir.display(),
+        state.step,
+        s.grad_accum,
+        state.step as u128 * s.grad_accum as u128,
+        state.batches_drawn
+    );
     ensure!(
         s.steps > state.step,
         "the checkpoint is at step {} of {}: give --steps above {} to train further",
@@ -210,7 +221,15 @@ impl TrainHooks for RunHooks<'_> {
 pub fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
     let path = out.join("log.jsonl");
     if resumed_at > 0 {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            read => read.with_context(|| {
+                format!(
+                    "reading {} to continue it (not UTF-8 text? move it aside to start a new log)",
+                    path.display()
+                )
+            })?,
+        };
         let kept: String = text
             .lines()
             .filter(|l| {
