@@ -7,6 +7,7 @@ use super::kv_cache::KvCache;
 use crate::autograd::{Graph, ParamId, Params, Var};
 use crate::tensor::norm::NormKind;
 use crate::tensor::{Rng, Tensor};
+use anyhow::{bail, ensure, Result};
 
 /// How to draw the initial weights.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -179,9 +180,37 @@ impl Gpt {
         g.linear(x, w, b, false)
     }
 
+    /// Errors unless `tokens` and `pos` are input [`Gpt::forward`] takes: as
+    /// many of each, ids below `vocab_size`, positions below `n_ctx`. Front
+    /// ends check tokens they did not make themselves with this
+    /// (`sample::generate` does); `forward` asserts it.
+    pub fn check_input(&self, tokens: &[u32], pos: &[u32]) -> Result<()> {
+        let c = &self.config;
+        ensure!(
+            tokens.len() == pos.len(),
+            "{} tokens but {} positions",
+            tokens.len(),
+            pos.len()
+        );
+        if let Some((i, t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= c.vocab_size) {
+            bail!(
+                "token id {t} (at {i}) is outside the model's vocabulary ({} ids)",
+                c.vocab_size
+            );
+        }
+        if let Some((i, p)) = pos.iter().enumerate().find(|(_, &p)| p as usize >= c.n_ctx) {
+            bail!(
+                "position {p} (at {i}) is beyond the model's context ({} positions)",
+                c.n_ctx
+            );
+        }
+        Ok(())
+    }
+
     /// `tokens[B·T]` at positions `pos[B·T]` (each token's position in its
     /// document) -> logits `[B·T, vocab_size]`. With a KV cache, the tokens
-    /// continue the cached sequences and the cache grows by `T`.
+    /// continue the cached sequences and the cache grows by `T`. Panics on
+    /// input [`Gpt::check_input`] refuses.
     pub fn forward(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, cache: Option<&mut KvCache>) -> Var {
         let h = self.hidden(g, tokens, pos, b, cache);
         self.logits(g, h)

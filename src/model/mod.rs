@@ -12,4 +12,4 @@ pub use config::GptConfig;
 pub use gpt::{Gpt, Init};
 pub use io::parse_checkpoint;
 pub use kv_cache::KvCache;
-pub use load::{load, load_tokenizer, Dtype, LoadOptions, Loaded};
+pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};
