@@ -14,9 +14,11 @@
 
 mod bytes;
 pub(crate) mod hash;
+pub mod llama3;
 mod merge;
 mod parallel;
 mod piece_map;
+pub mod pre;
 pub mod pretokenize;
 pub mod train;
 mod unicode_tables;
