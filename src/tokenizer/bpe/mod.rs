@@ -1,6 +1,7 @@
 //! Byte-level BPE: OpenAI's GPT-2 tokenizer (and `tiktoken`'s `gpt2`
 //! encoding), and the byte-level BPE of Llama-family models as Hugging Face
-//! `tokenizers` defines it.
+//! `tokenizers` defines it in a `tokenizer.json` ([`Bpe::from_tokenizer_json`])
+//! or llama.cpp in a GGUF file ([`Bpe::from_gguf`]).
 //!
 //! Encoding runs in four steps:
 //! 1. [added tokens](AddedToken) (`<|endoftext|>`, `<|im_start|>`, ...) are found in
@@ -19,7 +20,9 @@
 mod added;
 mod build;
 mod bytes;
+mod gguf;
 pub(crate) mod hash;
+mod hf_json;
 pub mod llama3;
 mod merge;
 mod parallel;
@@ -38,6 +41,8 @@ use self::pre::PreTokenizer;
 use anyhow::{anyhow, Result};
 
 pub use self::added::AddedToken;
+pub use self::gguf::GgufVocab;
+pub use self::hf_json::{TOKENIZER_CONFIG_FILE, TOKENIZER_FILE};
 pub use self::specials::SpecialTokens;
 pub use self::vocab::{MERGES_FILE, VOCAB_FILE};
 
