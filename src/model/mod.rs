@@ -1,4 +1,4 @@
-//! The GPT model: config, definition, KV cache, checkpoint files, and
+//! The GPT model (GPT-2 and the Llama family): config, definition, KV cache, checkpoint files, and
 //! [`load`], the one entry point for front ends.
 
 mod config;
@@ -7,9 +7,11 @@ pub(crate) mod import;
 mod io;
 mod kv_cache;
 mod load;
+mod names;
 
-pub use config::GptConfig;
+pub use config::{Arch, GptConfig};
 pub use gpt::{Gpt, Init};
 pub use io::parse_checkpoint;
 pub use kv_cache::KvCache;
 pub use load::{load, load_tokenizer, Dtype, LoadOptions, Loaded};
+pub use names::is_embedding;

@@ -7,12 +7,14 @@
 //! `[N, C]` where `N` = rows (batch × time) and `C` = channels.
 
 pub mod attention;
+pub mod concat;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod linear;
 pub mod matmul;
 pub mod norm;
+pub mod rope;
 
 /// A contiguous row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
