@@ -98,25 +98,14 @@ fn param_specs(c: &GptConfig) -> Vec<(String, Vec<usize>, Kind)> {
     if c.embd_norm {
         norm(&mut specs, n.ln_emb);
     }
-    // Widths of q, k and v.
-    let qkv = [c.n_head * hs, c.n_kv_head * hs, c.n_kv_head * hs];
+    // Widths of q, k and v, or of one fused projection of all three.
+    let (q, kv) = (c.n_head * hs, c.n_kv_head * hs);
+    let qkv: &[usize] = if n.qkv.len() == 1 { &[q + 2 * kv] } else { &[q, kv, kv] };
     for i in 0..c.n_layer {
         let l = format!("{}.{i}", n.layer);
         norm(&mut specs, &format!("{l}.{}", n.ln_1));
-        match n.qkv {
-            [fused] => linear(
-                &mut specs,
-                &format!("{l}.{fused}"),
-                e,
-                qkv.iter().sum(),
-                Kind::Matrix,
-                c.qkv_bias,
-            ),
-            parts => {
-                for (part, width) in parts.iter().zip(qkv) {
-                    linear(&mut specs, &format!("{l}.{part}"), e, width, Kind::Matrix, c.qkv_bias);
-                }
-            }
+        for (part, &width) in n.qkv.iter().zip(qkv) {
+            linear(&mut specs, &format!("{l}.{part}"), e, width, Kind::Matrix, c.qkv_bias);
         }
         let proj = format!("{l}.{}", n.attn_proj);
         linear(&mut specs, &proj, c.n_head * hs, e, Kind::ResidualMatrix, c.bias);

@@ -2,6 +2,7 @@
 //! [`load`], the one entry point for front ends.
 
 mod config;
+mod config_file;
 mod gpt;
 pub(crate) mod import;
 mod io;
