@@ -201,7 +201,7 @@ fn validation_splits_that_are_empty_or_too_short_are_errors() {
 
 #[test]
 fn a_llama_fine_tunes_stops_and_resumes_bit_for_bit() {
-    // The golden tiny Llama (untied, vocab 64), with a character tokenizer of the new text.
+    // The golden tiny Llama (untied, vocab 64), with a character tokenizer covering the new text.
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("llama");
     std::fs::create_dir(&base).unwrap();
@@ -212,7 +212,14 @@ fn a_llama_fine_tunes_stops_and_resumes_bit_for_bit() {
     let words: Vec<String> = (0..200)
         .map(|i| format!("mar{}a", ["i", "y", "ie", "ia"][i % 4]))
         .collect();
-    gpt::tokenizer::CharTokenizer::from_docs(&words).save(&base).unwrap();
+    // 63 characters + BOS: the tokenizer has exactly the model's 64 ids.
+    let alphabet = ('a'..='z')
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(['.'])
+        .collect::<String>();
+    let docs = [&words[..], &[alphabet]].concat();
+    gpt::tokenizer::CharTokenizer::from_docs(&docs).save(&base).unwrap();
     let text = tmp.path().join("new.txt");
     std::fs::write(&text, words.join("\n")).unwrap();
     let eval = |model: &Path| -> f64 {

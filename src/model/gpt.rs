@@ -346,14 +346,10 @@ mod tests {
                 qkv_bias: true,
                 ..llama.clone()
             },
-            // Grouped-query attention: every query head on one key/value head, and 4 on 2.
+            // Grouped-query attention: every query head on one key/value head.
             GptConfig {
                 n_kv_head: 1,
                 ..llama.clone()
-            },
-            GptConfig {
-                n_kv_head: 2,
-                ..GptConfig::llama(vocab, n_ctx, n_embd, 4, n_layer, 3 * n_embd)
             },
             llama,
         ]
