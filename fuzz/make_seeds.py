@@ -48,6 +48,33 @@ def tensors(prefix="", dtype=torch.float32, bias=True, norms=True, lm_head=False
     return save(out)
 
 
+def llama_config(model_type="llama", **extra):
+    c = {"model_type": model_type, "vocab_size": V, "hidden_size": C, "intermediate_size": 2 * C,
+         "num_hidden_layers": L, "num_attention_heads": 2, "num_key_value_heads": 2, "max_position_embeddings": T,
+         "rope_theta": 10000.0}
+    c.update(extra)
+    return json.dumps(c).encode()
+
+
+def llama_tensors(dtype=torch.float32, qkv_bias=False, lm_head=True):
+    """Hugging Face Llama names, nn.Linear [out, in]."""
+    g = torch.Generator().manual_seed(0)
+    t = {"model.embed_tokens.weight": (V, C), "model.norm.weight": (C,)}
+    linears = {"self_attn.q_proj": (C, C), "self_attn.k_proj": (C, C), "self_attn.v_proj": (C, C),
+               "self_attn.o_proj": (C, C), "mlp.gate_proj": (2 * C, C), "mlp.up_proj": (2 * C, C),
+               "mlp.down_proj": (C, 2 * C)}
+    for i in range(L):
+        for name, shape in linears.items():
+            t[f"model.layers.{i}.{name}.weight"] = shape
+            if qkv_bias and name[-6] in "qkv":
+                t[f"model.layers.{i}.{name}.bias"] = (shape[0],)
+        for norm in ["input_layernorm", "post_attention_layernorm"]:
+            t[f"model.layers.{i}.{norm}.weight"] = (C,)
+    if lm_head:
+        t["lm_head.weight"] = (V, C)
+    return save({k: torch.randn(s, generator=g).to(dtype) for k, s in t.items()})
+
+
 def main():
     OUT.mkdir(exist_ok=True)
     seeds = {
@@ -59,6 +86,12 @@ def main():
                    embd_norm=True, final_norm=False),
             tensors(bias=False, norms=False, lm_head=True),
         ),
+        "llama3_bf16": (
+            llama_config(rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 2}),
+            llama_tensors(torch.bfloat16),
+        ),
+        "qwen2_tied": (llama_config("qwen2", tie_word_embeddings=True), llama_tensors(qkv_bias=True, lm_head=False)),
     }
     for name, (cfg, st) in seeds.items():
         (OUT / name).write_bytes(struct.pack("<H", len(cfg)) + cfg + st)

@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
-"""Shows a checkpoint written by `gpt train` is a plain Hugging Face GPT-2:
-`transformers.GPT2LMHeadModel.from_pretrained` loads it (no missing or
+"""Shows a checkpoint written by `gpt train` is a plain Hugging Face model:
+`transformers.AutoModelForCausalLM.from_pretrained` loads it (no missing or
 unexpected weights), its tokenizer files give our token ids, and it computes
 the same logits as `gpt eval --logits` (within 1e-4 max abs) and the same
 mean loss as `gpt eval --json` on the same text, window by window.
 
-It trains a small model on GPT-2's tokenizer (by default 100 steps at lr 3e-3 on
-data/tinyshakespeare.txt: 2 layers, 64 wide, 4 heads, n_ctx 64), scores a
-held-out passage of the text with sliding windows (stride n_ctx / 2, as
-`gpt eval` does by default), and runs the same windows through transformers.
-Prints the figures; exits non-zero on any mismatch.
+With `--arch gpt2` (the default) it trains a small GPT-2 from scratch; with
+`--arch llama` it fine-tunes a random Llama that transformers makes (2 layers,
+64 wide, 4 heads, intermediate 192, tied embeddings, Llama 3 rope scaling,
+GPT-2's vocabulary and tokenizer files beside it). Either way on GPT-2's
+tokenizer, by default 100 steps at lr 3e-3 on data/tinyshakespeare.txt with
+n_ctx 64; then it scores a held-out passage of the text with sliding windows
+(stride n_ctx / 2, as `gpt eval` does by default), and runs the same windows
+through transformers. Prints the figures; exits non-zero on any mismatch.
 
     cargo build --release
-    ~/.cache/gpt-venv/bin/python scripts/check_transformers_load.py [--gpt target/release/gpt] [--keep DIR]
+    ~/.cache/gpt-venv/bin/python scripts/check_transformers_load.py [--arch gpt2|llama] [--gpt target/release/gpt] [--keep DIR]
 """
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers import GPT2LMHeadModel, GPT2TokenizerFast
+from transformers import AutoModelForCausalLM, GPT2TokenizerFast, LlamaConfig, LlamaForCausalLM
 
 ROOT = Path(__file__).resolve().parent.parent
 LOGITS_TOL = 1e-4
@@ -56,8 +60,25 @@ def transformers_logits(model, ids, n_ctx, stride):
     return np.concatenate(rows)
 
 
+def random_llama(dir, n_ctx):
+    """A random Llama with GPT-2's vocabulary, saved by transformers with GPT-2's tokenizer files beside it."""
+    cfg = LlamaConfig(
+        vocab_size=50257, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, max_position_embeddings=n_ctx, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 0.5,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": n_ctx // 2},
+        bos_token_id=50256, eos_token_id=50256,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(dir)
+    for f in ["encoder.json", "vocab.bpe"]:
+        shutil.copy(ROOT / "data" / "gpt2" / f, dir / f)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2",
+                    help="gpt2: trained from scratch; llama: fine-tuned from a random transformers Llama")
     ap.add_argument("--gpt", type=Path, default=default_gpt(), help="the gpt binary [default: target/release/gpt]")
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "tinyshakespeare.txt")
     ap.add_argument("--steps", type=int, default=100)
@@ -71,9 +92,13 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         work = a.keep or Path(tmp)
         run, n_ctx = work / "run", 64
-        gpt(a.gpt, "train", "--tokenizer", "gpt2", "--data", a.data, "--steps", a.steps, "--n-layer", 2,
-            "--n-embd", 64, "--n-head", 4, "--n-ctx", n_ctx, "--batch-size", 8, "--lr", 3e-3, "--warmup", 10,
-            "--num-samples", 0, "--out", run)
+        if a.arch == "gpt2":
+            start = ["--tokenizer", "gpt2", "--n-layer", 2, "--n-embd", 64, "--n-head", 4]
+        else:
+            random_llama(work / "init", n_ctx)
+            start = ["--init", work / "init"]
+        gpt(a.gpt, "train", *start, "--data", a.data, "--steps", a.steps, "--n-ctx", n_ctx, "--batch-size", 8,
+            "--lr", 3e-3, "--warmup", 10, "--num-samples", 0, "--out", run)
         # A passage from the end of the text (the validation part of the run).
         text = a.data.read_text(encoding="utf-8")[-a.eval_chars:]
         passage = work / "passage.txt"
@@ -84,10 +109,10 @@ def main():
         our_logits = np.load(work / "logits.npy")
         ids = json.loads(gpt(a.gpt, "tokenize", "--model", run, passage))
 
-        model, info = GPT2LMHeadModel.from_pretrained(run, output_loading_info=True)
+        model, info = AutoModelForCausalLM.from_pretrained(run, output_loading_info=True)
         model.eval()
         hf_ids = GPT2TokenizerFast.from_pretrained(run)(text)["input_ids"]
-        theirs = transformers_logits(model, ids, model.config.n_positions, stride)
+        theirs = transformers_logits(model, ids, n_ctx, stride)
         their_loss = F.cross_entropy(torch.from_numpy(theirs).double(), torch.tensor(ids[1:])).item()
 
     problems = [f"{k}: {v}" for k, v in info.items() if v]
@@ -99,7 +124,7 @@ def main():
     else:
         max_diff = float(np.abs(our_logits - theirs).max())
     loss_rel = abs(ours["loss"] - their_loss) / their_loss
-    print(f"scored {ours['tokens']} tokens ({len(ids)} ids, n_ctx {n_ctx}, stride {stride}), "
+    print(f"{type(model).__name__}: scored {ours['tokens']} tokens ({len(ids)} ids, n_ctx {n_ctx}, stride {stride}), "
           f"vocab {model.config.vocab_size}; logits span [{theirs.min():.3f}, {theirs.max():.3f}]")
     print(f"max abs logit difference, gpt eval vs transformers: {max_diff:.3e} (tolerance {LOGITS_TOL})")
     print(f"mean loss: gpt eval {ours['loss']:.7f}, transformers {their_loss:.7f} (relative difference "

@@ -71,21 +71,23 @@ def build_model(seed):
     return model
 
 
-def draw_weights(model):
+def draw_weights(model, fan_in_dim=0):
     """Weights larger than GPT-2's init, so attention is far from uniform and
-    every logit moves well above float noise (gen_train_golden.py uses them too)."""
+    every logit moves well above float noise (gen_train_golden.py and
+    gen_llama_golden.py use them too). Matrices are GPT-2's Conv1D [in, out]
+    (fan_in_dim 0) or nn.Linear [out, in] (fan_in_dim 1, Llama)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if ".ln_" in name or name.startswith("transformer.ln_f"):
+            if ".ln_" in name or name.startswith("transformer.ln_f") or "norm" in name:
                 p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.2 * torch.randn_like(p))
             elif name.endswith("bias"):
                 p.copy_(0.1 * torch.randn_like(p))
-            elif "wte" in name:
+            elif "wte" in name or "embed_tokens" in name:
                 p.copy_(0.5 * torch.randn_like(p))
             elif "wpe" in name:
                 p.copy_(0.3 * torch.randn_like(p))
-            else:  # Conv1D [in, out]
-                p.copy_(torch.randn_like(p) / p.shape[0] ** 0.5)
+            else:
+                p.copy_(torch.randn_like(p) / p.shape[fan_in_dim] ** 0.5)
 
 
 def rounded(model, dtype):
@@ -100,11 +102,11 @@ def logits_of(model, prompts):
         return np.concatenate([model(torch.tensor([p])).logits[0].numpy() for p in prompts]).astype("<f4")
 
 
-def greedy_of(model, prompts):
+def greedy_of(model, prompts, n_ctx=N_CTX):
     """Greedy continuations of the prompts that leave room, with the smallest winning margin."""
     out, margin = [], float("inf")
     for p in prompts:
-        n = min(NEW_TOKENS, N_CTX - len(p))
+        n = min(NEW_TOKENS, n_ctx - len(p))
         if n == 0:
             continue
         with torch.no_grad():

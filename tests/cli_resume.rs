@@ -198,3 +198,76 @@ fn validation_splits_that_are_empty_or_too_short_are_errors() {
     succeeds(gpt(&args));
     fails_with(&train(&prepared, &["--n-ctx", "8"]), "validation split has");
 }
+
+#[test]
+fn a_llama_fine_tunes_stops_and_resumes_bit_for_bit() {
+    // The golden tiny Llama (untied, vocab 64), with a character tokenizer covering the new text.
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("llama");
+    std::fs::create_dir(&base).unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/llama/llama");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(golden.join(f), base.join(f)).unwrap();
+    }
+    let words: Vec<String> = (0..200)
+        .map(|i| format!("mar{}a", ["i", "y", "ie", "ia"][i % 4]))
+        .collect();
+    // 63 characters + BOS: the tokenizer has exactly the model's 64 ids.
+    let alphabet = ('a'..='z')
+        .chain('A'..='Z')
+        .chain('0'..='9')
+        .chain(['.'])
+        .collect::<String>();
+    let docs = [&words[..], &[alphabet]].concat();
+    gpt::tokenizer::CharTokenizer::from_docs(&docs).save(&base).unwrap();
+    let text = tmp.path().join("new.txt");
+    std::fs::write(&text, words.join("\n")).unwrap();
+    let eval = |model: &Path| -> f64 {
+        let out = succeeds(gpt(&["eval", "--model", s(model), "--data", s(&text), "--json"]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    let tune = |out: &Path, extra: &[&str]| {
+        let args = ["train", "--init", s(&base), "--data", s(&text), "--out", s(out)];
+        let settings = ["--steps", "12", "--lr", "0.01", "--batch-size", "4", "--dropout", "0.1"];
+        gpt(&[
+            &args[..],
+            &settings,
+            &["--num-samples", "1", "--eval-every", "0"],
+            extra,
+        ]
+        .concat())
+    };
+    let (straight, halves) = (tmp.path().join("straight"), tmp.path().join("halves"));
+    succeeds(tune(&straight, &["--save-every", "4"]));
+    succeeds(tune(&halves, &["--stop-at", "6"]));
+    succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "1"]));
+
+    let bits = |d: &Path| {
+        let model = gpt::model::Gpt::load(d).unwrap();
+        assert_eq!(model.config.arch, gpt::model::Arch::Llama);
+        model
+            .params
+            .tensors
+            .iter()
+            .flat_map(|t| t.data.clone())
+            .map(f32::to_bits)
+            .collect::<Vec<_>>()
+    };
+    assert!(bits(&straight) == bits(&halves), "final weights differ");
+    // The first step scores the checkpoint's own weights, and training fits the new text.
+    let (before, after) = (eval(&base), eval(&straight));
+    let first = log_lines(&straight)[0]["train_loss"].as_f64().unwrap();
+    assert!(
+        (first - before).abs() < 0.3,
+        "first step {first} vs the checkpoint's {before}"
+    );
+    assert!(
+        after < before - 0.5,
+        "fine-tuning should fit the new text: {before} -> {after}"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "llama");
+    assert_eq!(config["num_key_value_heads"], 4);
+}

@@ -3,11 +3,13 @@
 //! scripts/gen_gpt2_golden.py) must give `transformers`' logits and greedy
 //! continuations, and every import must give the same weights.
 
-use gpt::autograd::{Graph, Workspace};
-use gpt::model::{Gpt, KvCache};
+use gpt::model::Gpt;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+mod common;
+use common::golden::{assert_same_weights, check_greedy, check_logits, full_logits, reference_logits, Greedy};
 
 #[derive(Deserialize)]
 struct Golden {
@@ -19,12 +21,6 @@ struct Golden {
     greedy: HashMap<String, Vec<Greedy>>,
 }
 
-#[derive(Deserialize)]
-struct Greedy {
-    prompt: usize,
-    tokens: Vec<u32>,
-}
-
 fn dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gpt2")
 }
@@ -34,85 +30,7 @@ fn golden() -> Golden {
 }
 
 fn load(sub: &str) -> Gpt {
-    Gpt::load(&dir().join(sub)).unwrap_or_else(|e| panic!("loading {sub}: {e:#}"))
-}
-
-/// `transformers`' logits for `dtype`, one `Vec` per prompt.
-fn reference_logits(g: &Golden, dtype: &str) -> Vec<Vec<f32>> {
-    let bytes = std::fs::read(dir().join(&g.logits[dtype])).unwrap();
-    let all: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let v = all.len() / g.prompts.iter().map(Vec::len).sum::<usize>();
-    let mut rest = all.as_slice();
-    g.prompts
-        .iter()
-        .map(|p| {
-            let (head, tail) = rest.split_at(p.len() * v);
-            rest = tail;
-            head.to_vec()
-        })
-        .collect()
-}
-
-/// Logits of every position of `tokens` (one sequence), full forward.
-fn full_logits(model: &Gpt, tokens: &[u32]) -> Vec<f32> {
-    let pos: Vec<u32> = (0..tokens.len() as u32).collect();
-    let mut g = Graph::inference(&model.params, Workspace::default());
-    let logits = model.forward(&mut g, tokens, &pos, 1, None);
-    g.value(logits).to_vec()
-}
-
-/// Same config and bit-identical tensors, or a message naming the first tensor that differs.
-fn assert_same_weights(a: &Gpt, b: &Gpt, what: &str) {
-    assert_eq!(a.config, b.config, "{what}");
-    assert_eq!(a.params.names, b.params.names, "{what}");
-    for ((name, x), y) in a.params.names.iter().zip(&a.params.tensors).zip(&b.params.tensors) {
-        assert_eq!(x.shape, y.shape, "{what}: {name}");
-        assert!(
-            x.data == y.data,
-            "{what}: {name} differs by up to {}",
-            max_abs_diff(&x.data, &y.data)
-        );
-    }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-fn argmax(xs: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
-/// Greedy decoding with a KV cache: the prompt in one forward, then one
-/// token per step. Returns the new tokens and each step's logits.
-fn greedy(model: &Gpt, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let v = model.config.vocab_size;
-    let mut cache = KvCache::new(&model.config, 1, prompt.len() + n);
-    let mut ws = Workspace::default();
-    let (mut input, mut seq) = (prompt.to_vec(), prompt.to_vec());
-    let mut steps = Vec::new();
-    for _ in 0..n {
-        let pos: Vec<u32> = (seq.len() - input.len()..seq.len()).map(|p| p as u32).collect();
-        let mut g = Graph::inference(&model.params, ws);
-        let logits = model.forward(&mut g, &input, &pos, 1, Some(&mut cache));
-        let last = g.value(logits)[(input.len() - 1) * v..].to_vec();
-        ws = g.finish();
-        let next = argmax(&last);
-        steps.push(last);
-        seq.push(next);
-        input = vec![next];
-    }
-    (seq[prompt.len()..].to_vec(), steps)
+    common::golden::load(&dir().join(sub))
 }
 
 /// (directory, dtype of its reference): each safetensors layout and dtype.
@@ -127,18 +45,8 @@ const SAFETENSORS: [(&str, &str); 4] = [
 fn logits_match_transformers_in_every_layout_and_dtype() {
     let g = golden();
     for (sub, dtype) in SAFETENSORS {
-        let model = load(sub);
-        let want = reference_logits(&g, dtype);
-        let mut worst = 0.0f32;
-        for (prompt, want) in g.prompts.iter().zip(&want) {
-            let diff = max_abs_diff(&full_logits(&model, prompt), want);
-            assert!(
-                diff <= g.logits_tolerance,
-                "{sub}: prompt of {} tokens: max abs diff {diff}",
-                prompt.len()
-            );
-            worst = worst.max(diff);
-        }
+        let want = reference_logits(&dir().join(&g.logits[dtype]), &g.prompts);
+        let worst = check_logits(&load(sub), &g.prompts, &want, g.logits_tolerance, sub);
         println!("{sub}: max abs diff from transformers over all logits: {worst:e}");
     }
 }
@@ -147,22 +55,7 @@ fn logits_match_transformers_in_every_layout_and_dtype() {
 fn greedy_continuations_are_token_identical_and_cached_logits_match_full_forward() {
     let g = golden();
     for (sub, dtype) in SAFETENSORS {
-        let model = load(sub);
-        let cases = &g.greedy[dtype];
-        assert!(cases.len() >= 3, "the golden file should have several continuations");
-        for case in cases {
-            let prompt = &g.prompts[case.prompt];
-            let (tokens, steps) = greedy(&model, prompt, case.tokens.len());
-            assert_eq!(tokens, case.tokens, "{sub}: prompt of {} tokens", prompt.len());
-            // Decoding with the cache gives the logits of a full forward over the sequence.
-            let seq = [prompt.as_slice(), &tokens].concat();
-            let full = full_logits(&model, &seq);
-            let v = model.config.vocab_size;
-            for (i, step) in steps.iter().enumerate() {
-                let row = &full[(prompt.len() - 1 + i) * v..][..v];
-                assert!(max_abs_diff(step, row) <= 1e-5, "{sub}: cached step {i}");
-            }
-        }
+        check_greedy(&load(sub), &g.prompts, &g.greedy[dtype], sub);
     }
 }
 

@@ -171,7 +171,7 @@ fn configs_that_contradict_the_weights_are_errors() {
     assert_contains(&edit("\"n_layer\": 2", "\"n_layer\": 4000000000"), "cannot fit");
     assert_contains(&edit("\"n_embd\": 32", "\"n_embd\": 4611686018427387904"), "cannot fit");
     std::fs::write(&config_path, "{\"n_embd\": ").unwrap();
-    assert_contains(&load_err(dir.path()), "config.json is not a valid GPT-2 config");
+    assert_contains(&load_err(dir.path()), "config.json is not a valid model config");
     std::fs::remove_file(&config_path).unwrap();
     assert_contains(&load_err(dir.path()), "config.json");
 }

@@ -106,12 +106,62 @@ mod tests {
         // Keep ReLU's inputs away from its kink, where finite differences are meaningless.
         x.data.iter_mut().for_each(|v| *v += 0.1f32.copysign(*v));
         let x = p.add("x", x);
-        for f in [Activation::Gelu, Activation::Relu] {
+        for f in [Activation::Gelu, Activation::Relu, Activation::Silu] {
             check(&p, 1e-2, |g| {
                 let x = g.param(x);
                 g.activation(x, f)
             });
         }
+    }
+
+    #[test]
+    fn gated_units_including_a_repeated_input() {
+        let mut p = Params::default();
+        let gate = randn(&mut p, "gate", &[5, 8], 17);
+        let up = randn(&mut p, "up", &[5, 8], 18);
+        for f in [Activation::Silu, Activation::Gelu] {
+            check(&p, 1e-2, |g| {
+                let (gate, up) = (g.param(gate), g.param(up));
+                g.glu(gate, up, f)
+            });
+        }
+        check(&p, 1e-2, |g| {
+            let gate = g.param(gate);
+            g.glu(gate, gate, Activation::Silu)
+        });
+    }
+
+    #[test]
+    fn concat_of_three_parts_including_a_repeat() {
+        let mut p = Params::default();
+        let q = randn(&mut p, "q", &[4, 6], 19);
+        let k = randn(&mut p, "k", &[4, 2], 20);
+        check(&p, 1e-2, |g| {
+            let (q, k) = (g.param(q), g.param(k));
+            g.concat(&[q, k, k])
+        });
+    }
+
+    #[test]
+    fn rope_on_query_and_key_heads_of_packed_documents() {
+        use crate::tensor::rope::{Llama3Scaling, RopeConfig, RopeTable};
+        let rope = RopeConfig {
+            theta: 100.0,
+            scaling: Some(Llama3Scaling {
+                factor: 4.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 2.0,
+                original_max_position_embeddings: 4,
+            }),
+        };
+        let table = std::sync::Arc::new(RopeTable::new(4, 8, rope));
+        let mut p = Params::default();
+        // Heads of 4: two rotated (q, k), one passed through (v).
+        let qkv = randn(&mut p, "qkv", &[6, 12], 21);
+        check(&p, 1e-2, |g| {
+            let qkv = g.param(qkv);
+            g.rope(qkv, &table, 2, &[0, 1, 2, 0, 1, 7])
+        });
     }
 
     #[test]
@@ -148,14 +198,17 @@ mod tests {
     }
 
     #[test]
-    fn embedding_with_repeated_tokens() {
+    fn embedding_with_repeated_tokens_with_and_without_positions() {
         let mut p = Params::default();
         let wte = randn(&mut p, "wte", &[5, 3], 11);
         let wpe = randn(&mut p, "wpe", &[4, 3], 12);
-        check(&p, 1e-2, |g| {
-            let (wte, wpe) = (g.param(wte), g.param(wpe));
-            g.embedding(wte, wpe, &[1, 4, 1, 0, 2, 2], &[0, 1, 2, 0, 1, 3])
-        });
+        for learned_positions in [true, false] {
+            check(&p, 1e-2, |g| {
+                let wte = g.param(wte);
+                let wpe = learned_positions.then(|| g.param(wpe));
+                g.embedding(wte, wpe, &[1, 4, 1, 0, 2, 2], &[0, 1, 2, 0, 1, 3])
+            });
+        }
     }
 
     #[test]

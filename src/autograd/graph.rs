@@ -2,13 +2,16 @@
 
 use super::{Grads, ParamId, Params, Workspace};
 use crate::tensor::attention::{attention_backward, attention_forward, backward_scratch_len, AttnShape, KeysValues};
+use crate::tensor::concat::{concat_backward, concat_forward};
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward};
-use crate::tensor::elementwise::{add_forward, dropout_forward, mul_accumulate, Activation};
+use crate::tensor::elementwise::{add_forward, dropout_forward, glu_backward, glu_forward, mul_accumulate, Activation};
 use crate::tensor::embedding::{embedding_backward, embedding_forward};
 use crate::tensor::linear::{linear_backward, linear_backward_input, linear_forward, scratch_len, LinearShape};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
+use crate::tensor::rope::{rope_backward, rope_forward, RopeTable};
 use crate::tensor::{accumulate, copy, Bf16, Rng, Tensor};
 use std::mem;
+use std::sync::Arc;
 
 /// A value recorded on a [`Graph`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +36,7 @@ enum Op {
     Leaf,
     Embedding {
         wte: Var,
-        wpe: Var,
+        wpe: Option<Var>,
         tokens: Vec<u32>,
         pos: Vec<u32>,
     },
@@ -54,6 +57,20 @@ enum Op {
     Activation {
         x: Var,
         f: Activation,
+    },
+    Glu {
+        gate: Var,
+        up: Var,
+        f: Activation,
+    },
+    Concat {
+        parts: [Option<Var>; 3],
+    },
+    Rope {
+        x: Var,
+        table: Arc<RopeTable>,
+        heads: usize,
+        pos: Vec<u32>,
     },
     Add {
         a: Var,
@@ -87,10 +104,14 @@ impl Op {
     fn inputs(&self) -> [Option<Var>; 3] {
         match *self {
             Op::Leaf => [None; 3],
-            Op::Embedding { wte, wpe, .. } => [Some(wte), Some(wpe), None],
+            Op::Embedding { wte, wpe, .. } => [Some(wte), wpe, None],
             Op::Linear { x, w, b, .. } => [Some(x), Some(w), b],
             Op::Norm { x, w, b, .. } => [Some(x), w, b],
-            Op::Activation { x, .. } | Op::Dropout { x, .. } | Op::Rows { x, .. } => [Some(x), None, None],
+            Op::Activation { x, .. } | Op::Dropout { x, .. } | Op::Rows { x, .. } | Op::Rope { x, .. } => {
+                [Some(x), None, None]
+            }
+            Op::Glu { gate, up, .. } => [Some(gate), Some(up), None],
+            Op::Concat { parts } => parts,
             Op::Add { a, b } => [Some(a), Some(b), None],
             Op::Attention { qkv, .. } => [Some(qkv), None, None],
             Op::CrossEntropy { logits, .. } => [Some(logits), None, None],
@@ -274,20 +295,23 @@ impl<'p> Graph<'p> {
         }
     }
 
-    /// `tokens[N], pos[N] -> [N, C]`: `wte[token] + wpe[pos]`.
-    pub fn embedding(&mut self, wte: Var, wpe: Var, tokens: &[u32], pos: &[u32]) -> Var {
-        let c = self.shape(wte)[1];
-        let (vocab, n_ctx) = (self.shape(wte)[0], self.shape(wpe)[0]);
+    /// `tokens[N], pos[N] -> [N, C]`: `wte[token]`, plus `wpe[pos]` if there is a position table.
+    pub fn embedding(&mut self, wte: Var, wpe: Option<Var>, tokens: &[u32], pos: &[u32]) -> Var {
+        let (vocab, c) = (self.shape(wte)[0], self.shape(wte)[1]);
         assert_eq!(tokens.len(), pos.len());
         assert!(
             tokens.iter().all(|&t| (t as usize) < vocab),
             "token id outside the vocabulary"
         );
-        assert!(pos.iter().all(|&p| (p as usize) < n_ctx), "position beyond n_ctx");
+        if let Some(wpe) = wpe {
+            let n_ctx = self.shape(wpe)[0];
+            assert!(pos.iter().all(|&p| (p as usize) < n_ctx), "position beyond n_ctx");
+        }
         let mut out = self.ws.take(tokens.len() * c);
+        let wpe_value = wpe.map(|w| self.value(w));
         match self.bf16(wte) {
-            Some(w) => embedding_forward(&mut out, tokens, pos, w, self.value(wpe), c),
-            None => embedding_forward(&mut out, tokens, pos, self.value(wte), self.value(wpe), c),
+            Some(w) => embedding_forward(&mut out, tokens, pos, w, wpe_value, c),
+            None => embedding_forward(&mut out, tokens, pos, self.value(wte), wpe_value, c),
         }
         let (tokens, pos) = if self.grad_enabled {
             (tokens.to_vec(), pos.to_vec())
@@ -364,6 +388,49 @@ impl<'p> Graph<'p> {
         f.forward(&mut out, self.value(x));
         let shape = self.dims(x);
         self.push(shape, Value::Owned(out), Op::Activation { x, f })
+    }
+
+    /// Gated unit `f(gate) * up`, element-wise (Llama's SwiGLU MLP with SiLU).
+    pub fn glu(&mut self, gate: Var, up: Var, f: Activation) -> Var {
+        assert_eq!(self.shape(gate), self.shape(up), "glu: shapes differ");
+        let mut out = self.ws.take(self.value(gate).len());
+        glu_forward(&mut out, self.value(gate), self.value(up), f);
+        let shape = self.dims(gate);
+        self.push(shape, Value::Owned(out), Op::Glu { gate, up, f })
+    }
+
+    /// `parts[i][N, w_i] -> [N, Σ w_i]`: up to three values side by side,
+    /// row by row (Llama's q, k and v into one fused `qkv`).
+    pub fn concat(&mut self, parts: &[Var]) -> Var {
+        assert!((1..=3).contains(&parts.len()), "concat takes one to three parts");
+        let n = self.rows_cols(parts[0]).0;
+        let width = parts.iter().map(|&p| self.rows_cols(p).1).sum();
+        let mut out = self.ws.take(n * width);
+        let mut offset = 0;
+        for &p in parts {
+            let (rows, w) = self.rows_cols(p);
+            assert_eq!(rows, n, "concat: parts have different numbers of rows");
+            concat_forward(&mut out, width, self.value(p), offset, w);
+            offset += w;
+        }
+        let mut ids = [None; 3];
+        ids.iter_mut().zip(parts).for_each(|(id, &p)| *id = Some(p));
+        let shape = self.dims(parts[0]).with_last(width);
+        self.push(shape, Value::Owned(out), Op::Concat { parts: ids })
+    }
+
+    /// Rotary position embedding of `x[N, width]`: the first `heads` heads of
+    /// each row (the queries and keys of a fused `qkv`) rotated by the row's
+    /// position in `pos[N]`; the rest passes through.
+    pub fn rope(&mut self, x: Var, table: &Arc<RopeTable>, heads: usize, pos: &[u32]) -> Var {
+        let (n, width) = self.rows_cols(x);
+        assert_eq!(pos.len(), n);
+        let mut out = self.ws.take(n * width);
+        rope_forward(&mut out, self.value(x), pos, table, width, heads);
+        let pos = if self.grad_enabled { pos.to_vec() } else { Vec::new() };
+        let shape = self.dims(x);
+        let table = Arc::clone(table);
+        self.push(shape, Value::Owned(out), Op::Rope { x, table, heads, pos })
     }
 
     pub fn add(&mut self, a: Var, b: Var) -> Var {
@@ -559,13 +626,15 @@ impl<'p> Graph<'p> {
             Op::Embedding { wte, wpe, .. } => {
                 let (wte, wpe, c) = (*wte, *wpe, node.shape[1]);
                 let mut dwte = self.grad_buf(g, wte);
-                let mut dwpe = self.grad_buf(g, wpe);
+                let mut dwpe = wpe.map(|w| self.grad_buf(g, w));
                 let Op::Embedding { tokens, pos, .. } = &self.nodes[i].op else {
                     unreachable!()
                 };
-                embedding_backward(&mut dwte, &mut dwpe, dout, tokens, pos, c);
+                embedding_backward(&mut dwte, dwpe.as_deref_mut(), dout, tokens, pos, c);
                 g[wte.0] = dwte;
-                g[wpe.0] = dwpe;
+                if let (Some(wpe), Some(dwpe)) = (wpe, dwpe) {
+                    g[wpe.0] = dwpe;
+                }
             }
             &Op::Linear { x, w, b, shape } => {
                 if !self.is_constant(x) {
@@ -629,6 +698,39 @@ impl<'p> Graph<'p> {
                 }
             }
             &Op::Activation { x, f } => with_grad!(x, |dx| f.backward(&mut dx, self.value(x), dout)),
+            &Op::Glu { gate, up, f } => {
+                // Taken one after the other, so `glu(x, x)` gets both contributions.
+                let mut dgate = self.grad_buf(g, gate);
+                if gate == up {
+                    let mut dup = self.ws.take_zeroed(dgate.len());
+                    glu_backward(&mut dgate, &mut dup, dout, self.value(gate), self.value(up), f);
+                    accumulate(&mut dgate, &dup);
+                    self.ws.give(dup);
+                } else {
+                    let mut dup = self.grad_buf(g, up);
+                    glu_backward(&mut dgate, &mut dup, dout, self.value(gate), self.value(up), f);
+                    g[up.0] = dup;
+                }
+                g[gate.0] = dgate;
+            }
+            Op::Concat { parts } => {
+                let (parts, width) = (*parts, *node.shape.last().unwrap());
+                let mut offset = 0;
+                for p in parts.into_iter().flatten() {
+                    let w = self.rows_cols(p).1;
+                    with_grad!(p, |dp| concat_backward(&mut dp, w, dout, offset, width));
+                    offset += w;
+                }
+            }
+            Op::Rope { x, heads, .. } => {
+                let (x, heads, width) = (*x, *heads, *node.shape.last().unwrap());
+                let mut dx = self.grad_buf(g, x);
+                let Op::Rope { table, pos, .. } = &self.nodes[i].op else {
+                    unreachable!()
+                };
+                rope_backward(&mut dx, dout, pos, table, width, heads);
+                g[x.0] = dx;
+            }
             Op::Add { .. } => unreachable!("handled by add_backward"),
             Op::Dropout { x, .. } => {
                 let x = *x;

@@ -1,13 +1,17 @@
-//! The GPT: token + position embeddings, `n_layer` pre-norm blocks of causal
-//! self-attention and an MLP, a final norm, and logits over the vocabulary.
-//! One definition for training (autograd) and inference (KV cache).
+//! The GPT: token embeddings (plus learned positions in GPT-2), `n_layer`
+//! pre-norm blocks of causal self-attention (rotary positions in Llama) and an
+//! MLP (gated in Llama), a final norm, and logits over the vocabulary.
+//! One definition for training (autograd) and inference (KV cache), for every
+//! architecture the config switches between.
 
 use super::config::GptConfig;
 use super::kv_cache::KvCache;
 use crate::autograd::{Graph, ParamId, Params, Var};
 use crate::tensor::norm::NormKind;
+use crate::tensor::rope::RopeTable;
 use crate::tensor::{Rng, Tensor};
 use anyhow::{bail, ensure, Result};
+use std::sync::Arc;
 
 /// How to draw the initial weights.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -34,23 +38,29 @@ struct LinearIds {
 #[derive(Clone, Copy, Debug)]
 struct Block {
     ln_1: NormIds,
-    c_attn: LinearIds,
-    attn_c_proj: LinearIds,
+    /// One fused q/k/v projection (GPT-2's `c_attn`), or q, k and v.
+    qkv: [Option<LinearIds>; 3],
+    attn_proj: LinearIds,
     ln_2: NormIds,
-    c_fc: LinearIds,
-    mlp_c_proj: LinearIds,
+    /// `c_fc`, or the gated MLP's `gate_proj`…
+    fc: LinearIds,
+    /// …and its `up_proj`.
+    up: Option<LinearIds>,
+    mlp_proj: LinearIds,
 }
 
-/// A GPT model: its config, its parameters (Hugging Face GPT-2 names) and where each one is.
+/// A GPT model: its config, its parameters (Hugging Face names of its architecture) and where each one is.
 pub struct Gpt {
     pub config: GptConfig,
     pub params: Params,
     wte: ParamId,
-    wpe: ParamId,
+    wpe: Option<ParamId>,
     ln_emb: NormIds,
     blocks: Vec<Block>,
     ln_f: NormIds,
     lm_head: Option<ParamId>,
+    /// cos/sin of every position, shared by the layers (rotary embeddings only).
+    rope: Option<Arc<RopeTable>>,
 }
 
 /// What a tensor is, for initialisation.
@@ -63,46 +73,57 @@ enum Kind {
     NormWeight,
 }
 
-/// Every parameter tensor of a config: name (Hugging Face GPT-2 style), shape, kind.
+/// Every parameter tensor of a config: name (Hugging Face, per architecture), shape, kind.
 fn param_specs(c: &GptConfig) -> Vec<(String, Vec<usize>, Kind)> {
-    let e = c.n_embd;
-    let qkv = (c.n_head + 2 * c.n_kv_head) * c.head_size(); // queries, keys, values: 3 e in GPT-2
-    let mut specs = vec![
-        ("wte.weight".to_string(), vec![c.vocab_size, e], Kind::Matrix),
-        ("wpe.weight".to_string(), vec![c.n_ctx, e], Kind::Matrix),
-    ];
+    let n = c.arch.names();
+    let (e, hs) = (c.n_embd, c.head_size());
+    let mut specs = vec![(format!("{}.weight", n.wte), vec![c.vocab_size, e], Kind::Matrix)];
+    if c.rope.is_none() {
+        specs.push((format!("{}.weight", n.wpe), vec![c.n_ctx, e], Kind::Matrix));
+    }
     let norm = |specs: &mut Vec<_>, name: &str| {
-        if c.norm == NormKind::LayerNorm {
+        if c.norm_weight {
             specs.push((format!("{name}.weight"), vec![e], Kind::NormWeight));
-            if c.bias {
-                specs.push((format!("{name}.bias"), vec![e], Kind::Bias));
-            }
+        }
+        if c.norm == NormKind::LayerNorm && c.bias {
+            specs.push((format!("{name}.bias"), vec![e], Kind::Bias));
         }
     };
-    let linear = |specs: &mut Vec<_>, name: &str, d_in: usize, d_out: usize, kind: Kind| {
-        specs.push((format!("{name}.weight"), vec![d_in, d_out], kind));
-        if c.bias {
+    let linear = |specs: &mut Vec<_>, name: &str, d_in: usize, d_out: usize, kind: Kind, bias: bool| {
+        let shape = if n.w_t { vec![d_out, d_in] } else { vec![d_in, d_out] };
+        specs.push((format!("{name}.weight"), shape, kind));
+        if bias {
             specs.push((format!("{name}.bias"), vec![d_out], Kind::Bias));
         }
     };
     if c.embd_norm {
-        norm(&mut specs, "ln_emb");
+        norm(&mut specs, n.ln_emb);
     }
+    // Widths of q, k and v, or of one fused projection of all three.
+    let (q, kv) = (c.n_head * hs, c.n_kv_head * hs);
+    let qkv: &[usize] = if n.qkv.len() == 1 { &[q + 2 * kv] } else { &[q, kv, kv] };
     for i in 0..c.n_layer {
-        let h = format!("h.{i}");
-        norm(&mut specs, &format!("{h}.ln_1"));
-        linear(&mut specs, &format!("{h}.attn.c_attn"), e, qkv, Kind::Matrix);
-        linear(&mut specs, &format!("{h}.attn.c_proj"), e, e, Kind::ResidualMatrix);
-        norm(&mut specs, &format!("{h}.ln_2"));
-        linear(&mut specs, &format!("{h}.mlp.c_fc"), e, 4 * e, Kind::Matrix);
-        linear(&mut specs, &format!("{h}.mlp.c_proj"), 4 * e, e, Kind::ResidualMatrix);
+        let l = format!("{}.{i}", n.layer);
+        norm(&mut specs, &format!("{l}.{}", n.ln_1));
+        for (part, &width) in n.qkv.iter().zip(qkv) {
+            linear(&mut specs, &format!("{l}.{part}"), e, width, Kind::Matrix, c.qkv_bias);
+        }
+        let proj = format!("{l}.{}", n.attn_proj);
+        linear(&mut specs, &proj, c.n_head * hs, e, Kind::ResidualMatrix, c.bias);
+        norm(&mut specs, &format!("{l}.{}", n.ln_2));
+        linear(&mut specs, &format!("{l}.{}", n.fc), e, c.n_inner, Kind::Matrix, c.bias);
+        if c.gated_mlp {
+            linear(&mut specs, &format!("{l}.{}", n.up), e, c.n_inner, Kind::Matrix, c.bias);
+        }
+        let proj = format!("{l}.{}", n.mlp_proj);
+        linear(&mut specs, &proj, c.n_inner, e, Kind::ResidualMatrix, c.bias);
     }
     if c.final_norm {
-        norm(&mut specs, "ln_f");
+        norm(&mut specs, n.ln_f);
     }
     if !c.tie_word_embeddings {
         // nn.Linear layout: [vocab, n_embd].
-        specs.push(("lm_head.weight".to_string(), vec![c.vocab_size, e], Kind::Matrix));
+        specs.push((format!("{}.weight", n.lm_head), vec![c.vocab_size, e], Kind::Matrix));
     }
     specs
 }
@@ -137,6 +158,7 @@ impl Gpt {
 
     /// Wraps parameters that match [`Gpt::expected_tensors`] (checked by the caller).
     pub fn from_params(config: GptConfig, params: Params) -> Self {
+        let n = config.arch.names();
         let id = |name: String| params.find(&name).unwrap_or_else(|| panic!("missing parameter {name}"));
         let norm = |name: &str| NormIds {
             w: params.find(&format!("{name}.weight")),
@@ -147,22 +169,34 @@ impl Gpt {
             b: params.find(&format!("{name}.bias")),
         };
         let blocks = (0..config.n_layer)
-            .map(|i| Block {
-                ln_1: norm(&format!("h.{i}.ln_1")),
-                c_attn: linear(&format!("h.{i}.attn.c_attn")),
-                attn_c_proj: linear(&format!("h.{i}.attn.c_proj")),
-                ln_2: norm(&format!("h.{i}.ln_2")),
-                c_fc: linear(&format!("h.{i}.mlp.c_fc")),
-                mlp_c_proj: linear(&format!("h.{i}.mlp.c_proj")),
+            .map(|i| {
+                let l = format!("{}.{i}", n.layer);
+                let mut qkv = [None; 3];
+                qkv.iter_mut()
+                    .zip(n.qkv)
+                    .for_each(|(ids, part)| *ids = Some(linear(&format!("{l}.{part}"))));
+                Block {
+                    ln_1: norm(&format!("{l}.{}", n.ln_1)),
+                    qkv,
+                    attn_proj: linear(&format!("{l}.{}", n.attn_proj)),
+                    ln_2: norm(&format!("{l}.{}", n.ln_2)),
+                    fc: linear(&format!("{l}.{}", n.fc)),
+                    up: config.gated_mlp.then(|| linear(&format!("{l}.{}", n.up))),
+                    mlp_proj: linear(&format!("{l}.{}", n.mlp_proj)),
+                }
             })
             .collect();
+        let rope = config
+            .rope
+            .map(|r| Arc::new(RopeTable::new(config.head_size(), config.n_ctx, r)));
         Gpt {
-            wte: id("wte.weight".into()),
-            wpe: id("wpe.weight".into()),
-            ln_emb: norm("ln_emb"),
+            wte: id(format!("{}.weight", n.wte)),
+            wpe: config.rope.is_none().then(|| id(format!("{}.weight", n.wpe))),
+            ln_emb: norm(n.ln_emb),
             blocks,
-            ln_f: norm("ln_f"),
-            lm_head: params.find("lm_head.weight"),
+            ln_f: norm(n.ln_f),
+            lm_head: params.find(&format!("{}.weight", n.lm_head)),
+            rope,
             config,
             params,
         }
@@ -171,13 +205,22 @@ impl Gpt {
     fn norm(&self, g: &mut Graph, x: Var, ids: NormIds) -> Var {
         let w = ids.w.map(|w| g.param(w));
         let b = ids.b.map(|b| g.param(b));
-        g.norm(x, w, b, self.config.norm, self.config.layer_norm_epsilon)
+        g.norm(x, w, b, self.config.norm, self.config.norm_eps)
     }
 
     fn linear(&self, g: &mut Graph, x: Var, ids: LinearIds) -> Var {
         let w = g.param(ids.w);
         let b = ids.b.map(|b| g.param(b));
-        g.linear(x, w, b, false)
+        g.linear(x, w, b, self.config.arch.names().w_t)
+    }
+
+    /// `[N, C] -> [N, (n_head + 2 n_kv_head) hs]`: all query heads, then the key heads, then the value heads.
+    fn qkv(&self, g: &mut Graph, x: Var, ids: [Option<LinearIds>; 3]) -> Var {
+        match ids.map(|ids| ids.map(|ids| self.linear(g, x, ids))) {
+            [Some(qkv), None, None] => qkv,
+            [Some(q), Some(k), Some(v)] => g.concat(&[q, k, v]),
+            _ => unreachable!("one fused projection or three"),
+        }
     }
 
     /// Errors unless `tokens` and `pos` are input [`Gpt::forward`] takes: as
@@ -219,7 +262,8 @@ impl Gpt {
     /// The blocks and the final norm: the hidden state `[B·T, C]` that [`Gpt::logits`] reads.
     pub fn hidden(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, mut cache: Option<&mut KvCache>) -> Var {
         let c = &self.config;
-        let (wte, wpe) = (g.param(self.wte), g.param(self.wpe));
+        let wte = g.param(self.wte);
+        let wpe = self.wpe.map(|wpe| g.param(wpe));
         let mut x = g.embedding(wte, wpe, tokens, pos); // [B·T, C]
         x = g.dropout(x);
         if c.embd_norm {
@@ -227,16 +271,29 @@ impl Gpt {
         }
         for (l, blk) in self.blocks.iter().enumerate() {
             let h = self.norm(g, x, blk.ln_1);
-            let qkv = self.linear(g, h, blk.c_attn); // [B·T, (n_head + 2 n_kv_head) hs]: 3C in GPT-2
+            let mut qkv = self.qkv(g, h, blk.qkv); // [B·T, (n_head + 2 n_kv_head) hs]
+            if let Some(table) = &self.rope {
+                qkv = g.rope(qkv, table, c.n_head + c.n_kv_head, pos); // queries and keys rotated
+            }
             let slot = cache.as_deref_mut().map(|kv| kv.slot(l));
             let a = g.attention(qkv, c.n_head, c.n_kv_head, b, pos, slot); // [B·T, C]
-            let a = self.linear(g, a, blk.attn_c_proj);
+            let a = self.linear(g, a, blk.attn_proj);
             let a = g.dropout(a);
             x = g.add(x, a);
             let h = self.norm(g, x, blk.ln_2);
-            let h = self.linear(g, h, blk.c_fc); // [B·T, 4C]
-            let h = g.activation(h, c.activation_function);
-            let h = self.linear(g, h, blk.mlp_c_proj); // [B·T, C]
+            let h = match blk.up {
+                // SwiGLU: f(gate(h)) * up(h)
+                Some(up) => {
+                    let gate = self.linear(g, h, blk.fc); // [B·T, n_inner]
+                    let up = self.linear(g, h, up);
+                    g.glu(gate, up, c.activation_function)
+                }
+                None => {
+                    let h = self.linear(g, h, blk.fc); // [B·T, n_inner]
+                    g.activation(h, c.activation_function)
+                }
+            };
+            let h = self.linear(g, h, blk.mlp_proj); // [B·T, C]
             let h = g.dropout(h);
             x = g.add(x, h);
         }
@@ -267,17 +324,40 @@ mod tests {
         Gpt::new(config, Init::Normal(0.3), &mut rng(5))
     }
 
-    #[test]
-    fn whole_model_gradients_gpt2_and_microgpt() {
-        let gpt2 = GptConfig::gpt2(7, 6, 8, 2, 2);
-        let mut micro = GptConfig::microgpt(7);
-        (micro.n_ctx, micro.n_embd, micro.n_head, micro.n_kv_head) = (6, 8, 2, 2);
-        // Grouped-query attention: 4 query heads on 2 and on 1 key/value heads.
-        let gqa = |n_kv_head| GptConfig {
-            n_kv_head,
-            ..GptConfig::gpt2(7, 6, 8, 4, 1)
+    /// Tiny configs of every variant: GPT-2, microgpt, and Llama untied, tied and with Qwen2's q/k/v biases.
+    fn variants(vocab: usize, n_ctx: usize, n_embd: usize, n_head: usize, n_layer: usize) -> Vec<GptConfig> {
+        let micro = GptConfig {
+            n_ctx,
+            n_embd,
+            n_head,
+            n_kv_head: n_head,
+            n_inner: 4 * n_embd,
+            ..GptConfig::microgpt(vocab)
         };
-        for config in [gpt2, micro, gqa(2), gqa(1)] {
+        let llama = GptConfig::llama(vocab, n_ctx, n_embd, n_head, n_layer, 3 * n_embd);
+        vec![
+            GptConfig::gpt2(vocab, n_ctx, n_embd, n_head, n_layer),
+            micro,
+            GptConfig {
+                tie_word_embeddings: true,
+                ..llama.clone()
+            },
+            GptConfig {
+                qkv_bias: true,
+                ..llama.clone()
+            },
+            // Grouped-query attention: every query head on one key/value head.
+            GptConfig {
+                n_kv_head: 1,
+                ..llama.clone()
+            },
+            llama,
+        ]
+    }
+
+    #[test]
+    fn whole_model_gradients_of_every_variant() {
+        for config in variants(7, 6, 8, 2, 2) {
             let model = tiny(config);
             // Two sequences; the first packs two documents.
             let tokens = [6, 1, 2, 6, 3, 4, 6, 5, 5, 0, 1, 2];
@@ -291,8 +371,37 @@ mod tests {
     }
 
     #[test]
+    fn llama_names_and_layouts_are_hugging_faces() {
+        let c = GptConfig {
+            qkv_bias: true,
+            ..GptConfig::llama(11, 8, 12, 3, 2, 20)
+        };
+        let specs = Gpt::expected_tensors(&c);
+        let shape = |name: &str| &specs.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_eq!(specs.len(), 1 + 2 * 12 + 1 + 1);
+        assert_eq!(shape("model.embed_tokens.weight"), &[11, 12]);
+        assert_eq!(shape("model.layers.1.self_attn.k_proj.weight"), &[12, 12]);
+        assert_eq!(shape("model.layers.1.self_attn.k_proj.bias"), &[12]);
+        assert_eq!(shape("model.layers.0.mlp.up_proj.weight"), &[20, 12]);
+        assert_eq!(shape("model.layers.0.mlp.down_proj.weight"), &[12, 20]);
+        assert_eq!(shape("model.layers.0.post_attention_layernorm.weight"), &[12]);
+        assert_eq!(shape("model.norm.weight"), &[12]);
+        assert_eq!(shape("lm_head.weight"), &[11, 12]);
+        assert!(!specs.iter().any(|(n, _)| n.contains("o_proj.bias")));
+    }
+
+    #[test]
     fn bf16_weights_give_logits_close_to_f32() {
-        let model = Gpt::new(GptConfig::gpt2(50, 16, 32, 4, 2), Init::Gpt2, &mut rng(4));
+        for config in [
+            GptConfig::gpt2(50, 16, 32, 4, 2),
+            GptConfig::llama(50, 16, 32, 4, 2, 96),
+        ] {
+            bf16_close_to_f32(config);
+        }
+    }
+
+    fn bf16_close_to_f32(config: GptConfig) {
+        let model = Gpt::new(config, Init::Gpt2, &mut rng(4));
         let mut half = Gpt::from_params(model.config.clone(), model.params.clone());
         half.params.to_bf16();
         assert!(half.params.get(half.wte).data.is_empty(), "f32 copy freed");
@@ -310,11 +419,7 @@ mod tests {
 
     #[test]
     fn kv_cache_decoding_matches_full_forward() {
-        let gqa = GptConfig {
-            n_kv_head: 2,
-            ..GptConfig::gpt2(9, 8, 12, 4, 2)
-        };
-        for config in [GptConfig::gpt2(9, 8, 12, 3, 2), GptConfig::microgpt(9), gqa] {
+        for config in variants(9, 8, 12, 3, 2) {
             let model = tiny(config.clone());
             let tokens: Vec<u32> = vec![8, 3, 1, 4, 1, 5, 0, 2, 6, 7, 3, 3]; // two sequences of 6
             let pos: Vec<u32> = (0..12).map(|i| i % 6).collect();

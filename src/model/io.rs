@@ -1,7 +1,9 @@
 //! Checkpoint files. [`Gpt::load`] is the one way in: it recognises a
 //! Hugging Face / `gpt train` directory (`config.json` + `model.safetensors`,
-//! read here), OpenAI's TensorFlow release folder and llm.c's `.bin` (read by
-//! [`super::import`]). [`Gpt::save`] writes the first kind, atomically.
+//! or shards listed in `model.safetensors.index.json`; read here), OpenAI's
+//! TensorFlow release folder and llm.c's `.bin` (read by [`super::import`]).
+//! [`Gpt::save`] writes the first kind, atomically, with the names and layout
+//! of the model's architecture.
 
 use super::import::{self, check_config_fits, Source};
 use super::{Gpt, GptConfig};
@@ -10,16 +12,13 @@ use crate::io::{map_file, write_atomic, write_safetensors, Elem};
 use crate::tensor::Tensor;
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Where `transformers` lists which shard holds each tensor of a large model.
+pub const WEIGHTS_INDEX_FILE: &str = "model.safetensors.index.json";
 pub const CONFIG_FILE: &str = "config.json";
-
-/// Tensors some GPT-2 files carry that are not parameters (causal-mask buffers).
-fn is_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
-}
 
 /// The checkpoint formats [`Gpt::load`] reads.
 #[derive(Debug, PartialEq)]
@@ -37,7 +36,10 @@ impl Format {
     /// llm.c `.bin`, or a directory holding exactly one llm.c `.bin`.
     fn detect(path: &Path) -> Result<Format> {
         if path.is_file() {
-            if path.file_name() == Some(WEIGHTS_FILE.as_ref()) {
+            if [WEIGHTS_FILE, WEIGHTS_INDEX_FILE]
+                .map(Some)
+                .contains(&path.file_name().and_then(|n| n.to_str()))
+            {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 return Ok(Format::Safetensors(dir.to_path_buf()));
             }
@@ -121,11 +123,11 @@ impl Gpt {
         Ok(meta.metadata().clone().unwrap_or_default())
     }
 
-    /// Loads a GPT-2 checkpoint in any format we read: a directory with
-    /// `config.json` + `model.safetensors` (ours, the Hub's, or saved by
-    /// `transformers`; F32, F16 or BF16, computed in f32), OpenAI's
-    /// TensorFlow release folder, or an llm.c `.bin` file (or a directory
-    /// holding exactly one).
+    /// Loads a checkpoint in any format we read: a directory with
+    /// `config.json` + `model.safetensors` or its shards (GPT-2 or a Llama-family
+    /// model: ours, the Hub's, or saved by `transformers`; F32, F16 or BF16,
+    /// computed in f32), OpenAI's TensorFlow release folder, or an llm.c
+    /// `.bin` file (or a directory holding exactly one).
     pub fn load(path: &Path) -> Result<Self> {
         match Format::detect(path)? {
             Format::Safetensors(dir) => load_safetensors(&dir),
@@ -137,44 +139,119 @@ impl Gpt {
 
 fn load_safetensors(dir: &Path) -> Result<Gpt> {
     let config = GptConfig::load(dir)?;
-    let path = dir.join(WEIGHTS_FILE);
+    let (single, index) = (dir.join(WEIGHTS_FILE), dir.join(WEIGHTS_INDEX_FILE));
+    if single.is_file() {
+        let map = map_file(&single)?;
+        let params = read_params(&[(WEIGHTS_FILE, Source::mapped(&map))], None, &config)
+            .with_context(|| format!("loading {}", single.display()))?;
+        return Ok(Gpt::from_params(config, params));
+    }
     ensure!(
-        path.is_file(),
-        "{} has config.json but no {WEIGHTS_FILE} (only safetensors weights are read: convert a \
-         pytorch_model.bin with `transformers`' save_pretrained(..., safe_serialization=True))",
+        index.is_file(),
+        "{} has config.json but neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} (only safetensors weights are \
+         read: convert a pytorch_model.bin with `transformers`' save_pretrained(..., safe_serialization=True))",
         dir.display()
     );
-    let map = map_file(&path)?;
-    let params = read_params(Source::mapped(&map), &config).with_context(|| format!("loading {}", path.display()))?;
+    let weight_map = read_index(&index)?;
+    let files: BTreeSet<&str> = weight_map.values().map(String::as_str).collect();
+    let maps = files
+        .iter()
+        .map(|f| {
+            let path = dir.join(f);
+            ensure!(
+                path.is_file(),
+                "{} lists the shard {f}, which is missing",
+                index.display()
+            );
+            map_file(&path)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shards: Vec<(&str, Source)> = files.iter().zip(&maps).map(|(f, m)| (*f, Source::mapped(m))).collect();
+    let params = read_params(&shards, Some(&weight_map), &config)
+        .with_context(|| format!("loading the shards {WEIGHTS_INDEX_FILE} lists in {}", dir.display()))?;
     Ok(Gpt::from_params(config, params))
+}
+
+/// The `weight_map` of a shard index (tensor name -> shard file name).
+fn read_index(path: &Path) -> Result<HashMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: HashMap<String, String>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let index: Index =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a shard index", path.display()))?;
+    for file in index.weight_map.values() {
+        let plain = Path::new(file).file_name().is_some_and(|n| n == file.as_str());
+        ensure!(
+            plain && file != "." && file != "..",
+            "{} lists the shard {file:?}, which is not a file name in the model directory",
+            path.display()
+        );
+    }
+    Ok(index.weight_map)
 }
 
 /// A model from the bytes of `config.json` and `model.safetensors`: every
 /// check [`Gpt::load`] makes, on memory (the fuzz target's entry point).
 pub fn parse_checkpoint(config_json: &[u8], safetensors: &[u8]) -> Result<Gpt> {
     let text = std::str::from_utf8(config_json).context("config.json is not UTF-8")?;
-    let config = GptConfig::from_json(text).context("config.json is not a valid GPT-2 config")?;
-    let params = read_params(Source::memory(safetensors), &config)?;
+    let config = GptConfig::from_json(text).context("config.json is not a valid model config")?;
+    let params = read_params(&[(WEIGHTS_FILE, Source::memory(safetensors))], None, &config)?;
     Ok(Gpt::from_params(config, params))
 }
 
-/// Reads and checks every tensor the config needs from a safetensors file.
-fn read_params(source: Source, config: &GptConfig) -> Result<Params> {
-    let buffer = source.bytes();
-    let st = SafeTensors::deserialize(buffer)
-        .map_err(|e| anyhow::anyhow!("the file is truncated or corrupt ({e}); re-save or re-download it"))?;
-    check_config_fits(config, st.len(), buffer.len()).context("config.json does not match the weights")?;
-    // Files saved by `transformers` prefix every name with `transformer.`.
-    let prefix = if st.names().iter().any(|n| n.starts_with("transformer.")) {
-        "transformer."
-    } else {
-        ""
-    };
+/// Reads and checks every tensor the config needs from safetensors files
+/// (`(file name, bytes)`: one file, or the shards of an index): each tensor
+/// found exactly once, where the index says, with the config's shape, and
+/// nothing the config does not account for.
+fn read_params(
+    shards: &[(&str, Source)],
+    index: Option<&HashMap<String, String>>,
+    config: &GptConfig,
+) -> Result<Params> {
+    let files = shards
+        .iter()
+        .map(|(file, source)| {
+            SafeTensors::deserialize(source.bytes())
+                .map_err(|e| anyhow::anyhow!("{file} is truncated or corrupt ({e}); re-save or re-download it"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Which shard holds each tensor (in name order, so errors name the same tensor each time).
+    let mut shard_of: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, st) in files.iter().enumerate() {
+        for name in st.names() {
+            if let Some(j) = shard_of.insert(name.to_string(), i) {
+                bail!("tensor {name} is in both {} and {}", shards[j].0, shards[i].0);
+            }
+        }
+    }
+    if let Some(index) = index {
+        for (name, &i) in &shard_of {
+            ensure!(
+                index.get(name).is_some_and(|f| f == shards[i].0),
+                "tensor {name} is in {} but the index says {}",
+                shards[i].0,
+                index.get(name).map_or("nothing of it", String::as_str)
+            );
+        }
+        if let Some((name, file)) = index.iter().find(|(name, _)| !shard_of.contains_key(*name)) {
+            bail!("the index lists tensor {name} in {file}, which does not hold it");
+        }
+    }
+    let bytes = shards.iter().map(|(_, s)| s.bytes().len()).sum();
+    check_config_fits(config, shard_of.len(), bytes).context("config.json does not match the weights")?;
+    let names = config.arch.names();
+    let prefixed = !names.file_prefix.is_empty() && shard_of.keys().any(|n| n.starts_with(names.file_prefix));
+    let prefix = if prefixed { names.file_prefix } else { "" };
     let read = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        let view = st
-            .tensor(&format!("{prefix}{name}"))
-            .or_else(|_| st.tensor(name))
-            .map_err(|_| anyhow::anyhow!("tensor {name} is missing: the weights do not match config.json"))?;
+        let (stored, &i) = [format!("{prefix}{name}"), name.to_string()]
+            .into_iter()
+            .find_map(|n| shard_of.get_key_value(&n))
+            .with_context(|| format!("tensor {name} is missing: the weights do not match config.json"))?;
+        let view = files[i]
+            .tensor(stored)
+            .map_err(|e| anyhow::anyhow!("tensor {name} in {} is unreadable ({e})", shards[i].0))?;
         ensure!(
             view.shape() == shape,
             "tensor {name} has shape {:?}, config.json implies {shape:?}",
@@ -186,7 +263,7 @@ fn read_params(source: Source, config: &GptConfig) -> Result<Params> {
             Dtype::BF16 => Elem::Bf16,
             d => bail!("tensor {name} is {d:?}; only F32, F16 and BF16 weights are supported"),
         };
-        Ok(source.decode(elem, view.data()))
+        Ok(shards[i].1.decode(elem, view.data()))
     };
     let expected = Gpt::expected_tensors(config);
     let mut params = Params::default();
@@ -195,16 +272,17 @@ fn read_params(source: Source, config: &GptConfig) -> Result<Params> {
     }
     // A tensor the config does not account for means config and weights disagree.
     let known: HashSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    for name in st.names() {
+    let (lm_head, wte) = (format!("{}.weight", names.lm_head), format!("{}.weight", names.wte));
+    for name in shard_of.keys() {
         let bare = name.strip_prefix(prefix).unwrap_or(name);
-        if bare == "lm_head.weight" && config.tie_word_embeddings {
+        if bare == lm_head && config.tie_word_embeddings {
             // A tied head saved anyway must be the embedding itself.
-            let wte = params.find("wte.weight").expect("GPT-2 has wte");
+            let wte_id = params.find(&wte).expect("every model has a token embedding");
             ensure!(
-                read(bare, &params.get(wte).shape)? == params.get(wte).data,
-                "lm_head.weight differs from wte.weight but config.json says tie_word_embeddings: set it to false"
+                read(bare, &params.get(wte_id).shape)? == params.get(wte_id).data,
+                "{lm_head} differs from {wte} but config.json says tie_word_embeddings: set it to false"
             );
-        } else if !known.contains(bare) && !is_buffer(bare) {
+        } else if !known.contains(bare) && !names.buffers.iter().any(|b| bare.ends_with(b)) {
             bail!("unexpected tensor {name}: the weights do not match config.json");
         }
     }

@@ -1,15 +1,18 @@
-//! The GPT model: config, definition, KV cache, checkpoint files, and
+//! The GPT model (GPT-2 and the Llama family): config, definition, KV cache, checkpoint files, and
 //! [`load`], the one entry point for front ends.
 
 mod config;
+mod config_file;
 mod gpt;
 pub(crate) mod import;
 mod io;
 mod kv_cache;
 mod load;
+mod names;
 
-pub use config::GptConfig;
+pub use config::{Arch, GptConfig};
 pub use gpt::{Gpt, Init};
 pub use io::parse_checkpoint;
 pub use kv_cache::KvCache;
 pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};
+pub use names::is_embedding;

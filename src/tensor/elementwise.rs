@@ -1,4 +1,4 @@
-//! Element-wise kernels: the MLP activations and the residual add.
+//! Element-wise kernels: the MLP activations (plain and gated) and the residual add.
 
 use super::MIN_ELEMS_PER_TASK;
 use rayon::prelude::*;
@@ -10,6 +10,8 @@ pub enum Activation {
     Gelu,
     /// microgpt's `max(0, x)`.
     Relu,
+    /// Llama's SiLU (swish), `x sigmoid(x)`.
+    Silu,
 }
 
 const GELU_SCALE: f32 = 0.797_884_6; // sqrt(2 / pi)
@@ -72,45 +74,108 @@ pub fn softmax_in_place(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v /= sum);
 }
 
+/// GELU, tanh approximation, and its derivative.
+#[inline(always)]
+fn gelu(x: f32) -> (f32, f32) {
+    let t = tanh(GELU_SCALE * (x + 0.044715 * x * x * x));
+    let d = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x);
+    (0.5 * x * (1.0 + t), d)
+}
+
+#[inline(always)]
+fn relu(x: f32) -> (f32, f32) {
+    if x > 0.0 {
+        (x, 1.0)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
+/// `x sigmoid(x)` and its derivative `s (1 + x (1 - s))`.
+#[inline(always)]
+fn silu(x: f32) -> (f32, f32) {
+    let s = 1.0 / (1.0 + exp(-x));
+    (x * s, s * (1.0 + x * (1.0 - s)))
+}
+
+/// Runs `$body` with `$f` bound to the activation's `x -> (f(x), f'(x))`: the
+/// body is compiled once per activation, so its loop stays branch-free and vectorises.
+macro_rules! with_activation {
+    ($a:expr, |$f:ident| $body:expr) => {
+        match $a {
+            Activation::Gelu => {
+                let $f = gelu;
+                $body
+            }
+            Activation::Relu => {
+                let $f = relu;
+                $body
+            }
+            Activation::Silu => {
+                let $f = silu;
+                $body
+            }
+        }
+    };
+}
+
 impl Activation {
     /// `[N] -> [N]`: `out = f(x)`.
     pub fn forward(self, out: &mut [f32], x: &[f32]) {
-        out.par_chunks_mut(MIN_ELEMS_PER_TASK)
-            .zip(x.par_chunks(MIN_ELEMS_PER_TASK))
-            .for_each(|(o, x)| match self {
-                Activation::Gelu => o.iter_mut().zip(x).for_each(|(o, &x)| {
-                    let inner = GELU_SCALE * (x + 0.044715 * x * x * x);
-                    *o = 0.5 * x * (1.0 + tanh(inner));
-                }),
-                Activation::Relu => o.iter_mut().zip(x).for_each(|(o, &x)| *o = x.max(0.0)),
-            });
+        with_activation!(self, |f| {
+            out.par_chunks_mut(MIN_ELEMS_PER_TASK)
+                .zip(x.par_chunks(MIN_ELEMS_PER_TASK))
+                .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x).0))
+        })
     }
 
     /// `dx += f'(x) * dout`.
     pub fn backward(self, dx: &mut [f32], x: &[f32], dout: &[f32]) {
-        dx.par_chunks_mut(MIN_ELEMS_PER_TASK)
-            .zip(x.par_chunks(MIN_ELEMS_PER_TASK))
-            .zip(dout.par_chunks(MIN_ELEMS_PER_TASK))
-            .for_each(|((dx, x), dout)| {
-                for ((dx, &x), &d) in dx.iter_mut().zip(x).zip(dout) {
-                    let local = match self {
-                        Activation::Gelu => {
-                            let t = tanh(GELU_SCALE * (x + 0.044715 * x * x * x));
-                            let sech2 = 1.0 - t * t;
-                            0.5 * (1.0 + t) + 0.5 * x * sech2 * GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x)
-                        }
-                        Activation::Relu => {
-                            if x > 0.0 {
-                                1.0
-                            } else {
-                                0.0
-                            }
-                        }
-                    };
-                    *dx += local * d;
-                }
-            });
+        with_activation!(self, |f| {
+            dx.par_chunks_mut(MIN_ELEMS_PER_TASK)
+                .zip(x.par_chunks(MIN_ELEMS_PER_TASK))
+                .zip(dout.par_chunks(MIN_ELEMS_PER_TASK))
+                .for_each(|((dx, x), dout)| {
+                    for ((dx, &x), &d) in dx.iter_mut().zip(x).zip(dout) {
+                        *dx += f(x).1 * d;
+                    }
+                })
+        })
     }
+}
+
+/// Gated linear unit, `[N] x [N] -> [N]`: `out = f(gate) * up` (SwiGLU with SiLU).
+pub fn glu_forward(out: &mut [f32], gate: &[f32], up: &[f32], f: Activation) {
+    with_activation!(f, |f| {
+        out.par_chunks_mut(MIN_ELEMS_PER_TASK)
+            .zip(
+                gate.par_chunks(MIN_ELEMS_PER_TASK)
+                    .zip(up.par_chunks(MIN_ELEMS_PER_TASK)),
+            )
+            .for_each(|(o, (g, u))| {
+                o.iter_mut()
+                    .zip(g.iter().zip(u))
+                    .for_each(|(o, (&g, &u))| *o = f(g).0 * u)
+            })
+    })
+}
+
+/// Backward of [`glu_forward`]: `dgate += f'(gate) * up * dout`, `dup += f(gate) * dout`.
+pub fn glu_backward(dgate: &mut [f32], dup: &mut [f32], dout: &[f32], gate: &[f32], up: &[f32], f: Activation) {
+    with_activation!(f, |f| {
+        let n = MIN_ELEMS_PER_TASK;
+        dgate
+            .par_chunks_mut(n)
+            .zip(dup.par_chunks_mut(n))
+            .zip(dout.par_chunks(n).zip(gate.par_chunks(n).zip(up.par_chunks(n))))
+            .for_each(|((dg, du), (d, (g, u)))| {
+                for i in 0..dg.len() {
+                    let (fg, dfg) = f(g[i]);
+                    dg[i] += dfg * u[i] * d[i];
+                    du[i] += fg * d[i];
+                }
+            })
+    })
 }
 
 /// Inverted dropout: `out = x * mask` where `mask` is drawn here, each

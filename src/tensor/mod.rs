@@ -7,6 +7,7 @@
 //! `[N, C]` where `N` = rows (batch × time) and `C` = channels.
 
 pub mod attention;
+pub mod concat;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
@@ -14,6 +15,7 @@ pub mod linear;
 pub mod matmul;
 pub mod norm;
 pub mod quant;
+pub mod rope;
 
 /// A contiguous row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,6 +1,7 @@
 //! Adam / AdamW with decoupled weight decay (PyTorch's `torch.optim.AdamW`).
 
 use crate::autograd::{Grads, Params};
+use crate::model::is_embedding;
 use crate::tensor::MIN_ELEMS_PER_TASK;
 use rayon::prelude::*;
 
@@ -28,7 +29,7 @@ impl AdamW {
             .names
             .iter()
             .zip(&params.tensors)
-            .map(|(name, t)| t.shape.len() == 2 && !name.starts_with("wte.") && !name.starts_with("wpe."))
+            .map(|(name, t)| t.shape.len() == 2 && !is_embedding(name))
             .collect();
         AdamW {
             config,
@@ -117,6 +118,11 @@ mod tests {
         p.add("h.0.mlp.c_fc.weight", Tensor::from_vec(&[1, 1], vec![1.0]));
         p.add("h.0.mlp.c_fc.bias", Tensor::from_vec(&[1], vec![1.0]));
         p.add("wte.weight", Tensor::from_vec(&[1, 1], vec![1.0]));
+        p.add("model.embed_tokens.weight", Tensor::from_vec(&[1, 1], vec![1.0]));
+        p.add(
+            "model.layers.0.mlp.up_proj.weight",
+            Tensor::from_vec(&[1, 1], vec![1.0]),
+        );
         let grads = p.zero_grads();
         let mut opt = AdamW::new(
             AdamWConfig {
@@ -129,7 +135,7 @@ mod tests {
         );
         opt.step(&mut p, &grads, 0.1);
         let got: Vec<f32> = p.tensors.iter().map(|t| t.data[0]).collect();
-        assert_eq!(got, [0.95, 1.0, 1.0]);
+        assert_eq!(got, [0.95, 1.0, 1.0, 1.0, 0.95]);
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! What the command-line tests share: running `gpt` and judging its outcome.
+//! What the tests share: running `gpt` and judging its outcome; the golden
+//! comparisons with `transformers` ([`golden`]).
 // Each test crate uses its own subset.
 #![allow(dead_code)]
+
+pub mod golden;
 
 use std::io::{Read, Seek, SeekFrom};
 use std::process::{Command, Output, Stdio};

@@ -106,6 +106,7 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
                 n_head: s.n_head,
                 n_kv_head: s.n_head,
                 n_layer: s.n_layer,
+                n_inner: 4 * s.n_embd,
                 ..if s.microgpt {
                     GptConfig::microgpt(vocab)
                 } else {

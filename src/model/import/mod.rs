@@ -28,9 +28,10 @@ pub(crate) fn check_config_fits(config: &GptConfig, n_tensors: usize, n_bytes: u
         Ok(())
     };
     fits("token embedding", &[config.vocab_size, e])?;
-    fits("position embedding", &[config.n_ctx, e])?;
-    fits("MLP weight", &[e, 4, e])?;
-    fits("layers of MLP weights", &[config.n_layer, e, 4, e])?;
+    // A learned position table is among the weights; a rotary one ([n_ctx, head_size] floats) is of its order.
+    fits("position table", &[config.n_ctx, e])?;
+    fits("MLP weight", &[e, config.n_inner])?;
+    fits("layers of MLP weights", &[config.n_layer, e, config.n_inner])?;
     ensure!(
         config.n_layer <= n_tensors,
         "the config has n_layer = {} but the weights hold only {n_tensors} tensors: the config does not match the \
