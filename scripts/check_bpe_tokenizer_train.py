@@ -2,11 +2,12 @@
 """Checks `gpt tokenizer train` against Hugging Face `tokenizers`.
 
 Trains a byte-level BPE on tinyshakespeare (vocab 512 by default) with the
-`gpt` binary, loads the written vocab.json + merges.txt in HF `tokenizers`
-(ByteLevel pre-tokenizer and decoder, as GPT-2), and requires identical ids
-from both on the whole corpus and on the golden test strings. Then records the
-result in tests/golden/bpe_train_golden.json, which a Rust test (no Python)
-compares its own training run with.
+`gpt` binary and requires the merges HF's BpeTrainer learns from the same text
+(set up as in gen_bpe_trainer_golden.py), then loads the written vocab.json +
+merges.txt in HF `tokenizers` (ByteLevel pre-tokenizer and decoder, as GPT-2)
+and requires identical ids from both on the whole corpus and on the golden
+test strings. Then records the result in tests/golden/bpe_train_golden.json,
+which a Rust test (no Python) compares its own training run with.
 
     python scripts/check_bpe_tokenizer_train.py [--gpt PATH] [--vocab-size N]
 """
@@ -27,6 +28,7 @@ GOLDEN = ROOT / "tests" / "golden" / "bpe_golden.json"
 OUT = ROOT / "tests" / "golden" / "bpe_train_golden.json"
 sys.path.insert(0, str(ROOT / "scripts"))
 from gen_bpe_golden import fnv1a64_ids  # noqa: E402
+from gen_bpe_trainer_golden import hf_train  # noqa: E402
 
 
 def fnv1a64_bytes(data):
@@ -70,6 +72,12 @@ def main():
                         "--out", str(model)], check=True)
         print(f"gpt tokenizer train --vocab-size {args.vocab_size} on tinyshakespeare: "
               f"{time.perf_counter() - t:.2f} s (whole command)")
+        merges = (model / "merges.txt").read_bytes()
+        hf_merges, _ = hf_train(CORPUS.read_bytes().decode("utf-8"), args.vocab_size)
+        same = merges.decode("utf-8").splitlines()[1:] == hf_merges
+        ok &= same
+        print(f"merges: gpt {len(merges.splitlines()) - 1}, HF BpeTrainer {len(hf_merges)}: "
+              f"{'identical' if same else 'DIFFERENT'}")
         hf = hf_tokenizer(model)
         strings = Path(tmp) / "strings.txt"
         strings.write_text("\n".join(c["text"] for c in json.loads(GOLDEN.read_text())["ordinary"]),
@@ -87,12 +95,11 @@ def main():
                       f"HF {theirs[i:i + 8] if i is not None else ''}")
             if name == "tinyshakespeare":
                 corpus_ids = theirs
-        merges = (model / "merges.txt").read_bytes()
     if not ok:
         sys.exit(1)
     OUT.write_text(json.dumps({
-        "about": "gpt tokenizer train on data/tinyshakespeare.txt, checked against HF tokenizers "
-                 "by scripts/check_bpe_tokenizer_train.py",
+        "about": "gpt tokenizer train on data/tinyshakespeare.txt: the merges of HF tokenizers' BpeTrainer, "
+                 "and the ids HF tokenizers encodes the corpus to with them; by scripts/check_bpe_tokenizer_train.py",
         "vocab_size": args.vocab_size,
         "merges_fnv1a64": f"{fnv1a64_bytes(merges):016x}",
         "corpus_tokens": len(corpus_ids),

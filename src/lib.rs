@@ -1,6 +1,7 @@
 //! `gpt`: a GPT you can read, train, fine-tune and run.
 //!
 //! The modules follow the pipeline, in order:
+//! - [`io`]: files and formats (atomic writes, memory maps, safetensors writing, GGUF)
 //! - [`tokenizer`]: text <-> token ids (character-level; GPT-2's byte-level BPE)
 //! - [`data`]: documents datasets and batching
 //! - [`tensor`]: f32 tensors and the kernels (matmul, layernorm, attention, ...)

@@ -1,6 +1,8 @@
 //! `gpt download` end to end against a small Hub served by the test on
 //! 127.0.0.1: the cache layout, loading by name, a token, a resumed partial
-//! file, an interrupted transfer, corrupt downloads and missing files.
+//! file, an interrupted transfer, corrupt downloads and missing files; and the
+//! same Hub turned hostile: revisions, commits, ETags and file names that would
+//! lead outside the cache, and ETags that are not hashes.
 
 use gpt::hub::{resolve_model_in, Cache, Hub, RepoId};
 use gpt::model::{Gpt, GptConfig, Init};
@@ -8,7 +10,7 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -20,6 +22,9 @@ use std::time::{Duration, Instant};
 const REPO: &str = "org/tiny";
 const COMMIT: &str = "a9b8c7d6e5f40312a9b8c7d6e5f40312a9b8c7d6";
 const TOKEN: &str = "hf_secret";
+/// Where a path that climbs four folders up from the cache's `refs/`,
+/// `blobs/` or `snapshots/` lands: still inside the test's temporary folder.
+const ESCAPE: &str = "../../../../escaped";
 
 /// One file as the Hub serves it.
 #[derive(Clone)]
@@ -31,6 +36,8 @@ struct File {
     lfs: bool,
     /// Send only this many bytes of the next full GET, then hang up.
     cut: Option<usize>,
+    /// Headers sent instead of the true ones (a hostile Hub).
+    lie: Vec<(&'static str, String)>,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -44,6 +51,7 @@ fn lfs(content: &[u8]) -> File {
         etag,
         lfs: true,
         cut: None,
+        lie: Vec::new(),
     }
 }
 
@@ -56,6 +64,7 @@ fn git(content: &[u8]) -> File {
         etag: hex(&h.finalize()),
         lfs: false,
         cut: None,
+        lie: Vec::new(),
     }
 }
 
@@ -76,12 +85,26 @@ fn tiny_model() -> (Gpt, HashMap<&'static str, File>) {
     (model, files)
 }
 
-/// A request the server saw: method, path, lowercase header names.
+/// Makes every file's ETag an opaque name, not a hash (as a mirror might send).
+fn opaque_etags(files: &mut HashMap<&'static str, File>) {
+    for (name, file) in files.iter_mut() {
+        let header = if file.lfs { "X-Linked-Etag" } else { "ETag" };
+        file.lie.push((header, format!("\"{}\"", opaque(name))));
+    }
+}
+
+/// The opaque ETag [`opaque_etags`] gives `file`.
+fn opaque(file: &str) -> String {
+    format!("opaque-{}", file.replace('.', "-"))
+}
+
+/// A request the server saw: method, path, lowercase header names, body.
 #[derive(Clone, Debug)]
 struct Seen {
     method: String,
     path: String,
     headers: HashMap<String, String>,
+    body: String,
 }
 
 /// How the server behaves beyond serving `REPO`.
@@ -91,6 +114,12 @@ struct Rules {
     token: Option<&'static str>,
     /// Redirect LFS files to `{cdn}/cdn/{sha256}`, as the Hub does to its CDN.
     cdn: Option<String>,
+    /// Answer for any revision, not only `main`, `COMMIT` and `refs/pr/1`.
+    any_revision: bool,
+    /// Answer `POST /api/models/{REPO}/paths-info/{revision}` (else 404).
+    api: bool,
+    /// List every file there under this name instead of its own.
+    listed_as: Option<&'static str>,
 }
 
 /// A Hub with one repo, `REPO`, that also serves `/cdn/{sha256}`, answering on
@@ -175,10 +204,14 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
+    let mut body = vec![0; headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0)];
+    let _ = reader.read_exact(&mut body);
+    let body = String::from_utf8_lossy(&body).into_owned();
     seen.lock().unwrap().push(Seen {
         method: method.clone(),
         path: path.clone(),
         headers: headers.clone(),
+        body: body.clone(),
     });
     let mut out = stream;
     let mut reply = |status: &str, extra: &[(&str, String)], body: &[u8]| {
@@ -191,6 +224,13 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
     };
     let error = |code: &str| [("X-Error-Code", code.to_string()), ("Content-Length", "0".to_string())];
     let mut files = files.lock().unwrap();
+    if path.starts_with("/api/") {
+        if !(rules.api && method == "POST" && path.starts_with(&format!("/api/models/{REPO}/paths-info/"))) {
+            return reply("404 Not Found", &error("EntryNotFound"), b"");
+        }
+        let json = paths_info(&files, &body, rules.listed_as);
+        return reply("200 OK", &[("Content-Length", json.len().to_string())], json.as_bytes());
+    }
     let file = if let Some(sha) = path.strip_prefix("/cdn/") {
         files.values_mut().find(|f| f.etag == sha)
     } else {
@@ -201,7 +241,7 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
             return reply("401 Unauthorized", &error("RepoNotFound"), b"");
         };
         let (revision, name) = rest.split_once('/').unwrap_or((rest, ""));
-        if revision != "main" && revision != COMMIT {
+        if !rules.any_revision && !["main", COMMIT, "refs%2Fpr%2F1"].contains(&revision) {
             return reply("404 Not Found", &error("RevisionNotFound"), b"");
         }
         files.get_mut(name)
@@ -230,6 +270,10 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
         h.push(("X-Linked-Etag", format!("\"{}\"", file.etag)));
         h.push(("X-Linked-Size", len.to_string()));
     }
+    for (name, value) in &file.lie {
+        h.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        h.push((name, value.clone()));
+    }
     match (method.as_str(), range_from) {
         ("HEAD", _) if file.lfs && rules.cdn.is_some() => {
             h.push(("Location", format!("{}/cdn/{}", rules.cdn.as_ref().unwrap(), file.etag)));
@@ -253,6 +297,33 @@ fn serve(stream: TcpStream, files: &Mutex<HashMap<&'static str, File>>, seen: &M
     }
 }
 
+/// The Hub API's `paths-info` answer for the paths a request body asks about:
+/// a git blob sha1 (`oid`) for every file, an LFS file's sha256 in `lfs.oid`.
+fn paths_info(files: &HashMap<&'static str, File>, body: &str, listed_as: Option<&str>) -> String {
+    let asked: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let entries: Vec<serde_json::Value> = asked["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| Some((p.as_str()?, files.get(p.as_str()?)?)))
+        .map(|(path, f)| {
+            let path = listed_as.unwrap_or(path);
+            let size = f.body.len();
+            if !f.lfs {
+                return serde_json::json!({"type": "file", "path": path, "size": size, "oid": f.etag});
+            }
+            let pointer = format!(
+                "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {size}\n",
+                f.etag
+            );
+            let lfs = serde_json::json!({"oid": f.etag, "size": size, "pointerSize": pointer.len()});
+            let oid = git(pointer.as_bytes()).etag;
+            serde_json::json!({"type": "file", "path": path, "size": size, "oid": oid, "lfs": lfs})
+        })
+        .collect();
+    serde_json::to_string(&entries).unwrap()
+}
+
 fn hub(server: &Server, cache: &Path, token: Option<&str>) -> Hub {
     Hub {
         endpoint: server.url.clone(),
@@ -270,10 +341,28 @@ fn repo_dir(cache: &Path) -> PathBuf {
     cache.join("models--org--tiny")
 }
 
-/// `gpt download` with a clean environment pointing at the test server.
-fn gpt_download(server: &Server, hf_home: &Path, token: Option<&str>) -> Output {
+/// Every file, link and folder below `dir` that is neither inside `allowed`
+/// nor one of the folders leading to it.
+fn outside(dir: &Path, allowed: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten() {
+        let entry = entry.unwrap();
+        let (path, kind) = (entry.path(), entry.file_type().unwrap());
+        if !path.starts_with(allowed) && !allowed.starts_with(&path) {
+            found.push(path.clone());
+        }
+        if kind.is_dir() {
+            found.extend(outside(&path, allowed));
+        }
+    }
+    found
+}
+
+/// `gpt download REPO ARGS…` with a clean environment pointing at the test server.
+fn gpt_download(server: &Server, hf_home: &Path, token: Option<&str>, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gpt"));
     cmd.args(["download", REPO])
+        .args(args)
         .env("HF_HOME", hf_home)
         .env("HF_ENDPOINT", &server.url)
         .env_remove("HF_HUB_CACHE")
@@ -292,20 +381,20 @@ fn downloads_into_the_hub_cache_and_loads_by_name() {
         files,
         Rules {
             token: Some(TOKEN),
-            cdn: None,
+            ..Rules::default()
         },
     );
     let home = tempfile::tempdir().unwrap();
 
     // Without the token the private repo is refused, with a hint.
-    let out = gpt_download(&server, home.path(), None);
+    let out = gpt_download(&server, home.path(), None, &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("org/tiny was not found") && err.contains("HF_TOKEN"),
         "{err}"
     );
 
-    let out = gpt_download(&server, home.path(), Some(TOKEN));
+    let out = gpt_download(&server, home.path(), Some(TOKEN), &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cache = home.path().join("hub");
     let snapshot = repo_dir(&cache).join("snapshots").join(COMMIT);
@@ -333,7 +422,7 @@ fn downloads_into_the_hub_cache_and_loads_by_name() {
     assert_eq!(Gpt::load(&dir).unwrap().params, model.params);
 
     // A second download finds everything cached: metadata only, no transfer.
-    let out = gpt_download(&server, home.path(), Some(TOKEN));
+    let out = gpt_download(&server, home.path(), Some(TOKEN), &[]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("already in the cache"));
     assert_eq!(server.seen().iter().filter(|r| r.method == "GET").count(), 4);
 }
@@ -347,6 +436,7 @@ fn lfs_files_come_from_the_cdn_the_hub_redirects_to_without_the_token() {
         Rules {
             token: Some(TOKEN),
             cdn: Some(cdn.url.clone()),
+            ..Rules::default()
         },
     );
     let cache = tempfile::tempdir().unwrap();
@@ -507,4 +597,230 @@ fn unknown_names_and_unreachable_hubs_are_clear_errors() {
         err.contains("cannot reach http://127.0.0.1") && err.contains("HF_ENDPOINT"),
         "{err}"
     );
+}
+
+#[test]
+fn revisions_that_leave_the_cache_are_refused_and_refs_pr_works() {
+    let (model, files) = tiny_model();
+    // A Hub that answers for any revision: only `gpt` can keep it out of the file system.
+    let server = Server::start(
+        files,
+        Rules {
+            any_revision: true,
+            ..Rules::default()
+        },
+    );
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("a/b");
+    let cache = home.join("hub");
+    let absolute = root.path().join("absolute");
+    let absolute = absolute.to_str().unwrap();
+    for rev in [
+        ESCAPE,
+        "..",
+        ".",
+        "refs/../../x",
+        "a/./b",
+        "a//b",
+        "refs/pr/",
+        "a\\b",
+        "a\tb",
+        absolute,
+    ] {
+        let out = gpt_download(&server, &home, None, &["--revision", rev]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("--revision") && err.contains("refs/pr/1"),
+            "{rev:?}: {err}"
+        );
+    }
+    // The library refuses them too, and a NUL, which no command line can hold.
+    let hub = hub(&server, &cache, None);
+    for rev in [ESCAPE, absolute, "a\0b", ""] {
+        let err = format!("{:#}", hub.download(&repo(), rev).unwrap_err());
+        assert!(err.contains(&format!("revision {rev:?}")), "{rev:?}: {err}");
+    }
+    // So do the cache's own functions, whoever calls them.
+    let c = Cache::new(&cache);
+    assert!(c.write_ref(&repo(), ESCAPE, COMMIT).is_err());
+    assert!(c.write_ref(&repo(), absolute, COMMIT).is_err());
+    assert!(c.write_ref(&repo(), "main", ESCAPE).is_err());
+    assert!(c.link(&repo(), COMMIT, ESCAPE, "e1").is_err());
+    assert!(c.link(&repo(), ESCAPE, "config.json", "e1").is_err());
+    assert!(c.link(&repo(), COMMIT, "config.json", ESCAPE).is_err());
+    assert!(c.commit(&repo(), "../../../../../../../../etc/hostname").is_err());
+    assert!(server.seen().is_empty(), "{:?}", server.seen());
+    // Nothing was written: not outside the cache, nor in it.
+    assert_eq!(outside(root.path(), &cache), Vec::<PathBuf>::new());
+    assert!(!cache.exists());
+
+    // A ref file that does not hold a commit is not followed either.
+    let refs = repo_dir(&cache).join("refs");
+    fs::create_dir_all(&refs).unwrap();
+    fs::write(refs.join("main"), ESCAPE).unwrap();
+    let err = format!("{:#}", resolve_model_in(&c, REPO).unwrap_err());
+    assert!(err.contains("refs/main does not hold a commit"), "{err}");
+    fs::remove_file(refs.join("main")).unwrap();
+
+    // A pull request's revision holds a `/`, and works.
+    let out = gpt_download(&server, &home, None, &["--revision", "refs/pr/1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("--model org/tiny@refs/pr/1"),
+        "{err}"
+    );
+    assert!(server
+        .seen()
+        .iter()
+        .any(|r| r.path == format!("/{REPO}/resolve/refs%2Fpr%2F1/config.json")));
+    assert_eq!(fs::read_to_string(refs.join("refs/pr/1")).unwrap(), COMMIT);
+    let dir = resolve_model_in(&c, "org/tiny@refs/pr/1").unwrap();
+    assert_eq!(dir, repo_dir(&cache).join("snapshots").join(COMMIT));
+    assert_eq!(Gpt::load(&dir).unwrap().params, model.params);
+    assert_eq!(outside(root.path(), &repo_dir(&cache)), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_hub_sending_unusable_commits_etags_or_file_names_is_refused() {
+    let other_commit = "0123456789abcdef0123456789abcdef01234567";
+    let long = "e".repeat(300);
+    // (file, header, value sent, what the error must say)
+    let cases = [
+        (
+            "config.json",
+            "X-Repo-Commit",
+            ESCAPE,
+            "commit hash \"../../../../escaped\"",
+        ),
+        (
+            "config.json",
+            "X-Repo-Commit",
+            "not-a-commit-hash",
+            "commit hash \"not-a-commit-hash\"",
+        ),
+        ("model.safetensors", "X-Repo-Commit", other_commit, other_commit),
+        (
+            "config.json",
+            "ETag",
+            "\"../../../../escaped\"",
+            "ETag \"../../../../escaped\"",
+        ),
+        ("vocab.json", "ETag", "\"a.incomplete\"", "ETag \"a.incomplete\""),
+        ("model.safetensors", "X-Linked-Etag", &format!("\"{long}\""), "ETag"),
+        // An ETag that is not a hash sends `gpt` to the API, which lists a path outside.
+        (
+            "model.safetensors",
+            "X-Linked-Etag",
+            "\"opaque\"",
+            "file name \"../../../../escaped\"",
+        ),
+    ];
+    for (file, header, value, says) in cases {
+        let (_, mut files) = tiny_model();
+        files.get_mut(file).unwrap().lie.push((header, value.to_string()));
+        let server = Server::start(
+            files,
+            Rules {
+                api: true,
+                listed_as: Some(ESCAPE),
+                ..Rules::default()
+            },
+        );
+        let root = tempfile::tempdir().unwrap();
+        let cache = root.path().join("a/b/hub");
+        let err = format!(
+            "{:#}",
+            hub(&server, &cache, None).download(&repo(), "main").unwrap_err()
+        );
+        assert!(err.contains(says) && err.contains(file), "{header}: {value}: {err}");
+        // Nothing outside the blobs (which hold only verified files), no snapshot, no ref.
+        let blobs = repo_dir(&cache).join("blobs");
+        assert_eq!(outside(root.path(), &blobs), Vec::<PathBuf>::new(), "{value}");
+    }
+}
+
+#[test]
+fn etags_that_are_not_hashes_are_verified_against_the_api() {
+    let (model, mut files) = tiny_model();
+    opaque_etags(&mut files);
+    let server = Server::start(
+        files.clone(),
+        Rules {
+            api: true,
+            ..Rules::default()
+        },
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let done = hub(&server, cache.path(), None).download(&repo(), "main").unwrap();
+    assert_eq!(Gpt::load(&done.snapshot).unwrap().params, model.params);
+    // Blobs are named by the ETag, as huggingface_hub names them.
+    let blob = repo_dir(cache.path()).join("blobs").join(opaque("model.safetensors"));
+    assert_eq!(fs::read(blob).unwrap(), files["model.safetensors"].body);
+    // One question to the API, at the pinned commit, about every file.
+    let asked: Vec<Seen> = server.seen().into_iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].path, format!("/api/models/{REPO}/paths-info/{COMMIT}"));
+    let body: serde_json::Value = serde_json::from_str(&asked[0].body).unwrap();
+    let mut paths: Vec<&str> = body["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["config.json", "merges.txt", "model.safetensors", "vocab.json"]);
+
+    // A corrupt body is caught by the API's hash: the LFS sha256, or the git blob sha1.
+    for (file, hash) in [("model.safetensors", "sha256"), ("config.json", "git blob sha1")] {
+        let mut files = files.clone();
+        files.get_mut(file).unwrap().body[7] ^= 1;
+        let server = Server::start(
+            files,
+            Rules {
+                api: true,
+                ..Rules::default()
+            },
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let err = format!(
+            "{:#}",
+            hub(&server, cache.path(), None).download(&repo(), "main").unwrap_err()
+        );
+        assert!(
+            err.contains(&format!("corrupt download of org/tiny/{file}")) && err.contains(hash),
+            "{err}"
+        );
+        let dir = repo_dir(cache.path());
+        assert!(!dir.join("blobs").join(opaque(file)).exists());
+        assert!(!dir.join("blobs").join(format!("{}.incomplete", opaque(file))).exists());
+        assert!(!dir.join("snapshots").exists() && !dir.join("refs").exists());
+    }
+}
+
+#[test]
+fn files_that_cannot_be_verified_are_named_on_stderr() {
+    let (_, mut files) = tiny_model();
+    opaque_etags(&mut files);
+    // No API to ask (404), or one that lists only another file: nothing names a hash.
+    for (api, why) in [(false, "HTTP 404"), (true, "the Hub's API lists none for it")] {
+        let rules = Rules {
+            api,
+            listed_as: Some("elsewhere.bin"),
+            ..Rules::default()
+        };
+        let server = Server::start(files.clone(), rules);
+        let home = tempfile::tempdir().unwrap();
+        let out = gpt_download(&server, home.path(), None, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        for file in ["config.json", "model.safetensors", "vocab.json", "merges.txt"] {
+            let size = files[file].body.len();
+            assert!(
+                err.contains(&format!("warning: org/tiny/{file} could not be verified"))
+                    && err.contains(&format!("only its size ({size} bytes) is checked")),
+                "{file}: {err}"
+            );
+        }
+        assert!(err.contains(why), "{err}");
+    }
 }

@@ -67,7 +67,6 @@ fn logits_and_greedy_continuations_match_transformers() {
 }
 
 #[test]
-#[ignore = "needs grouped-query attention (n_kv_head < n_head): un-ignore once the GQA attention kernel is merged"]
 fn grouped_query_models_match_transformers() {
     check_models(&GQA);
 }

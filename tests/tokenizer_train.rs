@@ -1,10 +1,16 @@
-//! `gpt tokenizer train`'s library side on tinyshakespeare, against the ids
-//! Hugging Face `tokenizers` gave for the same vocabulary
-//! (tests/golden/bpe_train_golden.json, from scripts/check_bpe_tokenizer_train.py).
+//! `gpt tokenizer train`'s library side against Hugging Face `tokenizers`:
+//! - on a slice of tinyshakespeare, the merges and vocabulary of HF's
+//!   `BpeTrainer` (tests/golden/bpe_trainer_hf.json, from
+//!   scripts/gen_bpe_trainer_golden.py);
+//! - on the whole of it, the merges that scripts/check_bpe_tokenizer_train.py
+//!   found identical to `BpeTrainer`'s, and the ids HF's encoder gave for them
+//!   (tests/golden/bpe_train_golden.json).
 
 use gpt::tokenizer::bpe::train::train;
+use gpt::tokenizer::bpe::ENDOFTEXT;
 use gpt::tokenizer::Bpe;
 use serde::Deserialize;
+use std::collections::HashMap;
 
 #[derive(Deserialize)]
 struct TrainGolden {
@@ -12,6 +18,22 @@ struct TrainGolden {
     merges_fnv1a64: String,
     corpus_tokens: usize,
     corpus_ids_fnv1a64: String,
+}
+
+/// What HF's `BpeTrainer` learned from the first `bytes` of `corpus`.
+#[derive(Deserialize)]
+struct HfTrainerGolden {
+    corpus: String,
+    bytes: usize,
+    vocab_size: usize,
+    min_frequency: u64,
+    special_tokens: Vec<String>,
+    /// How many merges beat a pair of the same count (on smaller ids).
+    merges_won_on_ties: usize,
+    /// `merges.txt` lines: "left right" in byte-level characters.
+    merges: Vec<String>,
+    /// HF's ids: its special tokens first.
+    vocab: HashMap<String, u32>,
 }
 
 fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> String {
@@ -23,7 +45,46 @@ fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> String {
 }
 
 #[test]
-fn tinyshakespeare_vocab_matches_hugging_face_ids() {
+fn merges_match_hugging_face_bpe_trainer_ties_included() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let golden: HfTrainerGolden =
+        serde_json::from_slice(&std::fs::read(format!("{root}/tests/golden/bpe_trainer_hf.json")).unwrap()).unwrap();
+    // Our trainer's settings: no minimum count, `<|endoftext|>` its one special token.
+    assert_eq!(golden.min_frequency, 0);
+    assert_eq!(golden.special_tokens, [ENDOFTEXT]);
+    assert!(
+        golden.merges_won_on_ties > 0,
+        "the golden does not exercise the tie-break"
+    );
+    let text = std::fs::read_to_string(format!("{root}/{}", golden.corpus)).unwrap();
+    let bpe = train(&[&text[..golden.bytes]], golden.vocab_size, |_, _| {}).unwrap();
+
+    let ours: Vec<String> = bpe.merges_txt().lines().skip(1).map(String::from).collect(); // after "#version"
+    let differ = (0..ours.len().max(golden.merges.len())).find(|&i| ours.get(i) != golden.merges.get(i));
+    if let Some(i) = differ {
+        panic!(
+            "merge {i}: ours {:?}, HF {:?} ({} merges vs {})",
+            ours.get(i),
+            golden.merges.get(i),
+            ours.len(),
+            golden.merges.len()
+        );
+    }
+    // The one difference: HF numbers its special tokens first, we put
+    // `<|endoftext|>` last as GPT-2 does; every other id is one less.
+    assert_eq!(golden.vocab[ENDOFTEXT], 0);
+    let last = golden.vocab_size as u32 - 1;
+    let want: HashMap<String, u32> = golden
+        .vocab
+        .iter()
+        .map(|(token, &id)| (token.clone(), if token == ENDOFTEXT { last } else { id - 1 }))
+        .collect();
+    let got: HashMap<String, u32> = serde_json::from_str(&bpe.vocab_json()).unwrap();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn tinyshakespeare_merges_and_ids_match_hugging_face_trainer_and_encoder() {
     let root = env!("CARGO_MANIFEST_DIR");
     let golden: TrainGolden =
         serde_json::from_slice(&std::fs::read(format!("{root}/tests/golden/bpe_train_golden.json")).unwrap()).unwrap();

@@ -220,8 +220,27 @@ mod tests {
         let pos = [0, 1, 2, 0, 1, 0, 1, 2, 3, 4];
         check(&p, 1e-2, |g| {
             let qkv = g.param(qkv);
-            g.attention(qkv, n_head, b, &pos, None)
+            g.attention(qkv, n_head, n_head, b, &pos, None)
         });
+    }
+
+    #[test]
+    fn grouped_query_attention_both_paths_with_packed_documents() {
+        // 4 query heads on 2 and on 1 key/value heads; T = 5 goes one row at a
+        // time, T = 70 by GEMM in query blocks. The first sequence packs a
+        // second document from its middle, the second is one document.
+        let (b, n_head, hs) = (2, 4, 2);
+        for (t, n_kv_head) in [(5, 2), (5, 1), (70, 2), (70, 1)] {
+            let mut p = Params::default();
+            let qkv = randn(&mut p, "qkv", &[b * t, (n_head + 2 * n_kv_head) * hs], 17);
+            let pos: Vec<u32> = (0..b * t)
+                .map(|r| if r < t / 2 || r >= t { r % t } else { r - t / 2 } as u32)
+                .collect();
+            check(&p, 1e-2, |g| {
+                let qkv = g.param(qkv);
+                g.attention(qkv, n_head, n_kv_head, b, &pos, None)
+            });
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The tape: ops run forward as they are recorded, and backward in reverse.
 
 use super::{Grads, ParamId, Params, Workspace};
-use crate::tensor::attention::{attention_backward, attention_forward, AttnShape, KeysValues};
+use crate::tensor::attention::{attention_backward, attention_forward, backward_scratch_len, AttnShape, KeysValues};
 use crate::tensor::concat::{concat_backward, concat_forward};
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::tensor::elementwise::{add_forward, dropout_forward, glu_backward, glu_forward, mul_accumulate, Activation};
@@ -17,8 +17,8 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Var(usize);
 
-/// One layer's slot in a KV cache: `k` and `v` hold `[B, capacity, C]`, of
-/// which the first `past` rows of each sequence are filled.
+/// One layer's slot in a KV cache: `k` and `v` hold `[B, capacity, n_kv_head · head_size]`,
+/// of which the first `past` rows of each sequence are filled.
 pub struct KvSlot<'a> {
     pub k: &'a mut [f32],
     pub v: &'a mut [f32],
@@ -84,11 +84,12 @@ enum Op {
         x: Var,
         rows: Vec<usize>,
     },
+    /// Its backward also reads the node's own output.
     Attention {
         qkv: Var,
         shape: AttnShape,
         pos: Vec<u32>,
-        att: Vec<f32>,
+        lse: Vec<f32>,
     },
     CrossEntropy {
         logits: Var,
@@ -216,7 +217,7 @@ impl<'p> Graph<'p> {
                 self.ws.give(mean);
                 self.ws.give(rstd);
             }
-            Op::Attention { att, .. } => self.ws.give(att),
+            Op::Attention { lse, .. } => self.ws.give(lse),
             Op::Dropout { mask, .. } => self.ws.give(mask),
             Op::CrossEntropy { lse, .. } => self.ws.give(lse),
             _ => {}
@@ -469,50 +470,67 @@ impl<'p> Graph<'p> {
         )
     }
 
-    /// Causal self-attention: `qkv[B·T, 3C] -> [B·T, C]`, each token attending
-    /// to the `pos + 1` tokens of its document that end at itself. With a KV
-    /// cache slot, this call's keys and values are appended after `past`
-    /// cached ones and the queries attend over all of them (inference only).
-    pub fn attention(&mut self, qkv: Var, n_head: usize, b: usize, pos: &[u32], cache: Option<KvSlot>) -> Var {
-        let (n, c3) = self.rows_cols(qkv);
-        let c = c3 / 3;
-        let shape = AttnShape { b, t: n / b, c, n_head };
-        assert_eq!(pos.len(), n);
+    /// Causal self-attention: `qkv[B·T, (n_head + 2·n_kv_head)·hs] -> [B·T, n_head·hs]`
+    /// (all query heads, then the key heads, then the value heads; query head
+    /// `h` reads key/value head `h / (n_head / n_kv_head)`), each token
+    /// attending to the `pos + 1` tokens of its document that end at itself.
+    /// With a KV cache slot, this call's keys and values are appended after
+    /// `past` cached ones and the queries attend over all of them (inference only).
+    pub fn attention(
+        &mut self,
+        qkv: Var,
+        n_head: usize,
+        n_kv_head: usize,
+        b: usize,
+        pos: &[u32],
+        cache: Option<KvSlot>,
+    ) -> Var {
+        let (n, width) = self.rows_cols(qkv);
+        assert!(
+            n_kv_head > 0 && n_head.is_multiple_of(n_kv_head),
+            "attention: {n_head} query heads cannot share {n_kv_head} key/value heads evenly"
+        );
+        let heads = n_head + 2 * n_kv_head;
+        assert!(
+            width.is_multiple_of(heads) && b > 0 && n.is_multiple_of(b) && pos.len() == n,
+            "attention: qkv [{n}, {width}] is not {b} sequences of {heads} heads with {} positions",
+            pos.len()
+        );
+        let shape = AttnShape {
+            b,
+            t: n / b,
+            n_head,
+            n_kv_head,
+            head_size: width / heads,
+        };
+        let (c, kv_c) = (shape.c(), shape.kv_c());
         let mut out = self.ws.take(n * c);
-        let att = match cache {
-            None => {
-                let mut att = self.ws.take(n * n_head * shape.t);
-                let v = self.value(qkv);
-                attention_forward(&mut out, &mut att, v, KeysValues::from_qkv(v, shape), pos, shape);
-                att
-            }
+        let mut lse = self.ws.take(n * n_head);
+        let x = self.value(qkv);
+        match cache {
+            None => attention_forward(&mut out, &mut lse, x, KeysValues::from_qkv(x, shape), pos, shape),
             Some(slot) => {
                 assert!(!self.grad_enabled, "the KV cache is for inference only");
                 assert!(slot.past + shape.t <= slot.capacity, "KV cache is full");
-                let len = slot.past + shape.t;
-                // Sized for the full cache, so each decoded token reuses the same buffer.
-                let mut att = self.ws.take(n * n_head * slot.capacity);
-                let v = self.value(qkv);
-                for (row, src) in v.chunks(3 * c).enumerate() {
-                    let dst = ((row / shape.t) * slot.capacity + slot.past + row % shape.t) * c;
-                    slot.k[dst..dst + c].copy_from_slice(&src[c..2 * c]);
-                    slot.v[dst..dst + c].copy_from_slice(&src[2 * c..]);
+                for (row, src) in x.chunks(width).enumerate() {
+                    let dst = ((row / shape.t) * slot.capacity + slot.past + row % shape.t) * kv_c;
+                    slot.k[dst..dst + kv_c].copy_from_slice(&src[c..c + kv_c]);
+                    slot.v[dst..dst + kv_c].copy_from_slice(&src[c + kv_c..]);
                 }
                 let kv = KeysValues {
                     k: slot.k,
                     v: slot.v,
-                    stride: c,
+                    stride: kv_c,
                     seq_rows: slot.capacity,
-                    len,
+                    len: slot.past + shape.t,
                 };
-                attention_forward(&mut out, &mut att[..n * n_head * len], v, kv, pos, shape);
-                att
+                attention_forward(&mut out, &mut lse, x, kv, pos, shape);
             }
-        };
-        let att = self.keep(att);
+        }
+        let lse = self.keep(lse);
         let pos = if self.grad_enabled { pos.to_vec() } else { Vec::new() };
         let out_shape = self.dims(qkv).with_last(c);
-        self.push(out_shape, Value::Owned(out), Op::Attention { qkv, shape, pos, att })
+        self.push(out_shape, Value::Owned(out), Op::Attention { qkv, shape, pos, lse })
     }
 
     /// Mean cross-entropy of `logits[N, V]` against `targets[N]` (`IGNORE` = no target). A scalar.
@@ -733,10 +751,13 @@ impl<'p> Graph<'p> {
             Op::Attention { qkv, shape, .. } => {
                 let (qkv, shape) = (*qkv, *shape);
                 let mut dqkv = self.grad_buf(g, qkv);
-                let Op::Attention { pos, att, .. } = &self.nodes[i].op else {
+                let mut scratch = self.ws.take(backward_scratch_len(shape));
+                let Op::Attention { pos, lse, .. } = &self.nodes[i].op else {
                     unreachable!()
                 };
-                attention_backward(&mut dqkv, dout, self.value(qkv), att, pos, shape);
+                let (x, out) = (self.value(qkv), self.value(Var(i)));
+                attention_backward(&mut dqkv, &mut scratch, dout, x, out, lse, pos, shape);
+                self.ws.give(scratch);
                 g[qkv.0] = dqkv;
             }
             Op::CrossEntropy { logits, count, .. } => {

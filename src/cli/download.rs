@@ -1,14 +1,14 @@
 //! `gpt download`: fetch a GPT-2 model from the Hugging Face Hub into the cache.
 
-use crate::hub::{Hub, RepoId};
-use anyhow::Result;
+use crate::hub::{Hub, Name, RepoId};
+use anyhow::{Context, Result};
 use clap::Args;
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
     /// gpt2, gpt2-medium, gpt2-large, gpt2-xl, or a Hub repo id (org/name)
     pub model: String,
-    /// Branch, tag or commit to download
+    /// Branch, tag or commit to download (a pull request: refs/pr/N)
     #[arg(long, default_value = "main")]
     pub revision: String,
 }
@@ -16,6 +16,7 @@ pub struct DownloadArgs {
 /// Downloads, says what happened on stderr, and prints the snapshot directory on stdout.
 pub fn run(a: DownloadArgs) -> Result<()> {
     let repo = RepoId::parse(&a.model)?;
+    Name::Revision.check(&a.revision).context("bad --revision")?;
     let hub = Hub::from_env()?;
     let done = hub.download(&repo, &a.revision)?;
     for file in &done.missing {

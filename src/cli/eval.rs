@@ -25,7 +25,7 @@ pub struct EvalArgs {
     pub data: PathBuf,
     /// Tokens between the starts of consecutive windows, for texts longer than
     /// the context: each token is scored once, with up to n_ctx - stride tokens
-    /// of context before the window's scored part [default: n_ctx / 2]
+    /// of context before the window's scored part; at most n_ctx [default: n_ctx / 2]
     #[arg(long)]
     pub stride: Option<usize>,
     /// Print {"loss", "perplexity", "tokens"} as JSON
@@ -58,6 +58,9 @@ impl Scored {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if let Some(stride) = a.stride {
+        super::check::flag(stride >= 1, "--stride", stride, "at least 1")?;
+    }
     let crate::model::Loaded {
         model, tokenizer: tok, ..
     } = crate::model::load(&a.model, &a.dtype.options())?;
@@ -66,7 +69,8 @@ pub fn run(a: EvalArgs) -> Result<()> {
         Tokenizer::Char(chars) => {
             // Documents, BOS targets included: the loss `gpt train` reports.
             let docs = read_documents(Some(&a.data))?;
-            let ids = docs.iter().map(|d| chars.encode_doc(d)).collect::<Result<Vec<_>>>()?;
+            let ids = docs.iter().map(|d| chars.encode_doc(d)).collect::<Result<Vec<_>>>();
+            let ids = ids.with_context(|| format!("{} does not fit the model's characters", a.data.display()))?;
             let tokens = ids.iter().map(|d| d.len().min(n_ctx + 1) - 1).sum();
             (Scored::Docs(Dataset::Docs(ids)), tokens)
         }
@@ -80,6 +84,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "{} has fewer than 2 tokens: nothing to score",
                 a.data.display()
             );
+            // A stride past the context would skip tokens: at most n_ctx.
             let stride = a.stride.unwrap_or(n_ctx / 2).clamp(1, n_ctx);
             let tokens = ids.len() - 1;
             (Scored::Stream(ids, stride), tokens)

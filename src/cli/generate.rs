@@ -1,10 +1,11 @@
 //! `gpt generate`: continue prompts with a GPT (GPT-2 or one trained here).
 
+use super::check;
 use crate::model::{self, Dtype, LoadOptions};
-use crate::sample::{generate, GenerateOptions};
+use crate::sample::{generate, working_memory, GenerateOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use std::io::Write;
 
@@ -149,7 +150,7 @@ fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let sampling = a.sampling.options()?;
-    ensure!(a.num_samples >= 1, "--num-samples must be at least 1");
+    check::flag(a.num_samples >= 1, "--num-samples", a.num_samples, "at least 1")?;
     let model::Loaded {
         model, tokenizer: tok, ..
     } = model::load(&a.model, &a.dtype.options())?;
@@ -159,7 +160,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     } else {
         a.prompts.clone()
     };
-    let mut prompts = Vec::new();
+    let mut encoded = Vec::new();
     for text in &texts {
         let mut ids = encode_prompt(&tok, text)?;
         if ids.len() >= n_ctx {
@@ -169,15 +170,34 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                     ids.len()
                 );
             }
-            let keep = n_ctx.saturating_sub(a.max_new_tokens).max(1).min(n_ctx - 1);
+            // At least one token, and room for one new one where the context allows.
+            let keep = n_ctx.saturating_sub(a.max_new_tokens).min(n_ctx - 1).max(1);
             eprintln!(
                 "note: prompt cut from {} to its last {keep} tokens (--truncate)",
                 ids.len()
             );
             ids.drain(..ids.len() - keep);
         }
-        prompts.extend(std::iter::repeat_n(ids, a.num_samples));
+        encoded.push(ids);
     }
+    let batch = encoded.len().saturating_mul(a.num_samples);
+    let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
+    check::fits_in_memory(
+        working_memory(&model.config, batch, longest, a.max_new_tokens),
+        || {
+            format!(
+                "generating {batch} sequences at once ({} prompts x --num-samples {}, up to -n/--max-new-tokens {} new tokens each)",
+                encoded.len(),
+                a.num_samples,
+                a.max_new_tokens
+            )
+        },
+        "give fewer prompts, or lower --num-samples or -n",
+    )?;
+    let prompts: Vec<Vec<u32>> = encoded
+        .into_iter()
+        .flat_map(|ids| std::iter::repeat_n(ids, a.num_samples))
+        .collect();
     let opts = GenerateOptions {
         sampling,
         max_new_tokens: a.max_new_tokens,
@@ -203,7 +223,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             let _ = stdout.flush();
         }
         !completions[i].stopped
-    });
+    })?;
     if let Some(e) = failure {
         return Err(e);
     }

@@ -1,5 +1,6 @@
 //! The `gpt` command line: one subcommand per job.
 
+mod check;
 mod download;
 mod eval;
 mod generate;
@@ -43,10 +44,19 @@ pub enum Command {
     Tokenizer(tokenize::TokenizerCommand),
 }
 
+/// Most worker threads `--threads` may ask for.
+const MAX_THREADS: usize = 1024;
+
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {
+        check::flag(
+            (1..=MAX_THREADS).contains(&n),
+            "--threads",
+            n,
+            &format!("between 1 and {MAX_THREADS}"),
+        )?;
         pool = pool.num_threads(n);
     }
     let pool = pool.build().context("starting the thread pool")?;

@@ -1,10 +1,11 @@
 //! `gpt sample`: generate new documents from a trained character-level model.
 
+use super::check;
 use crate::model::{self, Loaded};
 use crate::sample::{generate_documents, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 
 /// Sampling flags shared by `gpt sample` and `gpt generate`.
@@ -27,21 +28,18 @@ pub struct SamplingArgs {
 impl SamplingArgs {
     /// The options, checked.
     pub fn options(&self) -> Result<SampleOptions> {
-        ensure!(
-            self.temperature >= 0.0 && self.temperature.is_finite(),
-            "--temperature must be a finite number >= 0"
-        );
-        ensure!(
-            self.top_p.is_none_or(|p| p > 0.0 && p <= 1.0),
-            "--top-p must be in (0, 1]"
-        );
-        Ok(SampleOptions {
+        let opts = SampleOptions {
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
-        })
+        };
+        opts.validate().map_err(check::sampling_flag)?;
+        Ok(opts)
     }
 }
+
+/// Most documents one command may ask for.
+pub const MAX_SAMPLES: usize = 1_000_000;
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
@@ -57,6 +55,12 @@ pub struct SampleArgs {
 
 pub fn run(a: SampleArgs) -> Result<()> {
     let opts = a.sampling.options()?;
+    check::flag(
+        a.num_samples <= MAX_SAMPLES,
+        "--num-samples",
+        a.num_samples,
+        &format!("at most {MAX_SAMPLES}"),
+    )?;
     let Loaded { model, tokenizer, path } = model::load(&a.model, &Default::default())?;
     let Tokenizer::Char(tok) = tokenizer else {
         bail!(
@@ -66,7 +70,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
             a.model
         );
     };
-    for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.sampling.seed)) {
+    for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.sampling.seed))? {
         println!("{}", tok.decode(&ids)?);
     }
     Ok(())

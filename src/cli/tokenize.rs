@@ -60,7 +60,7 @@ pub enum TokenizerCommand {
 
 #[derive(Args, Debug)]
 pub struct TrainTokenizerArgs {
-    /// Vocabulary size: 256 bytes + merges + `<|endoftext|>`
+    /// Vocabulary size: 256 bytes + merges + `<|endoftext|>` (fewer when the text has no more pairs to merge)
     #[arg(long)]
     pub vocab_size: usize,
     /// Text files to learn from (UTF-8)
@@ -166,6 +166,16 @@ pub fn run_tokenizer(command: TokenizerCommand) -> Result<()> {
 }
 
 fn run_train(args: TrainTokenizerArgs) -> Result<()> {
+    super::check::flag(
+        args.vocab_size >= bpe::train::MIN_VOCAB_SIZE,
+        "--vocab-size",
+        args.vocab_size,
+        &format!(
+            "at least {} (the 256 bytes and {})",
+            bpe::train::MIN_VOCAB_SIZE,
+            bpe::ENDOFTEXT
+        ),
+    )?;
     let start = Instant::now();
     let texts = args.files.iter().map(|p| read_text(p)).collect::<Result<Vec<_>>>()?;
     if texts.iter().all(|t| t.is_empty()) {

@@ -44,9 +44,10 @@ impl Dataset {
     }
 
     /// One pass over everything, in order, for evaluation: batches of up to
-    /// 8192 tokens, fewer for a large `vocab`, so their logits stay near 64 MB.
+    /// 8192 tokens, fewer for a large `vocab`, so their logits stay near 64 MB;
+    /// always at least one row of `n_ctx`.
     pub fn eval_batches(&self, n_ctx: usize, vocab: usize) -> Box<dyn Batches + '_> {
-        let tokens = ((16 << 20) / vocab.max(1)).clamp(n_ctx, 8192);
+        let tokens = ((16 << 20) / vocab.max(1)).min(8192).max(n_ctx);
         let rows = (tokens / n_ctx).max(1);
         match self {
             Dataset::Docs(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, true, None)),
@@ -76,5 +77,7 @@ mod tests {
         let gpt2 = rows(50257);
         assert_eq!(gpt2, 2, "logits of 2 x 128 tokens x 50257 = 51 MB");
         assert_eq!(data.eval_batches(1024, 50257).next_batch().unwrap().b, 1);
+        // A context longer than the usual batch: one row of it.
+        assert_eq!(data.eval_batches(10_000, 65).next_batch().unwrap().b, 1);
     }
 }

@@ -207,11 +207,19 @@ impl TokenFile {
         }
     }
 
-    /// All ids.
-    pub fn to_vec(&self) -> Vec<u32> {
+    /// All ids, each checked against the header's vocabulary size: a corrupt
+    /// or foreign file is an error here, not an index past a model's embedding.
+    pub fn ids(&self) -> Result<Vec<u32>> {
         let mut ids = vec![0; self.len()];
         self.read_into(0, &mut ids);
-        ids
+        let vocab = self.header.vocab_size;
+        if let Some((i, id)) = ids.iter().enumerate().find(|(_, &id)| id >= vocab) {
+            bail!(
+                "token {i} is id {id}, outside the vocabulary of {vocab} ids its header names: the file is corrupt; \
+                 make it again with `gpt prepare`"
+            );
+        }
+        Ok(ids)
     }
 
     /// Errors unless the file was made by `tokenizer` (same fingerprint).
@@ -275,7 +283,7 @@ mod tests {
             let f = TokenFile::open(&path).unwrap();
             assert_eq!(f.header(), &header);
             assert_eq!(f.header().tokenizer_name, "gpt2");
-            assert_eq!(f.to_vec(), ids);
+            assert_eq!(f.ids().unwrap(), ids);
             assert_eq!(f.get(2), 50256);
             let mut two = [0; 2];
             f.read_into(3, &mut two);
@@ -315,5 +323,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("\"gpt2\"") && err.contains("\"char\""), "{err}");
+        // An id at or past the header's vocabulary: corrupt.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[HEADER_LEN + 2..HEADER_LEN + 4].copy_from_slice(&50257u16.to_le_bytes());
+        fs::write(&path, &bytes).unwrap();
+        let err = TokenFile::open(&path).unwrap().ids().unwrap_err().to_string();
+        assert!(err.contains("token 1 is id 50257") && err.contains("corrupt"), "{err}");
     }
 }

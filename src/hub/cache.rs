@@ -7,7 +7,11 @@
 //!     refs/{revision}                   the commit a branch or tag pointed to
 //!     snapshots/{commit}/{file}         -> ../../blobs/{etag} (relative symlink)
 //! ```
+//!
+//! Every function here checks the names it builds a path from ([`Name`]), so
+//! no caller can reach outside the repo's folder.
 
+use super::names::{is_commit_hash, Name};
 use super::repo::RepoId;
 use crate::io::write_atomic;
 use anyhow::{bail, Context, Result};
@@ -42,8 +46,9 @@ impl Cache {
         self.root.join(repo.cache_folder())
     }
 
-    pub fn blob_path(&self, repo: &RepoId, etag: &str) -> PathBuf {
-        self.repo_dir(repo).join("blobs").join(etag)
+    pub fn blob_path(&self, repo: &RepoId, etag: &str) -> Result<PathBuf> {
+        Name::Etag.check(etag)?;
+        Ok(self.repo_dir(repo).join("blobs").join(etag))
     }
 
     /// The commit `revision` stands for: itself when it is a commit hash, else
@@ -52,31 +57,48 @@ impl Cache {
         if is_commit_hash(revision) {
             return Ok(Some(revision.to_string()));
         }
-        let path = self.repo_dir(repo).join("refs").join(revision);
-        match fs::read_to_string(&path) {
-            Ok(s) => Ok(Some(s.trim().to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+        let path = self.ref_path(repo, revision)?;
+        let commit = match fs::read_to_string(&path) {
+            Ok(s) => s.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Name::Commit.check(&commit).with_context(|| {
+            format!(
+                "{} does not hold a commit: delete it and download {repo} again",
+                path.display()
+            )
+        })?;
+        Ok(Some(commit))
     }
 
     /// Records that `revision` points to `commit` (nothing to record when the
     /// revision is that commit).
     pub fn write_ref(&self, repo: &RepoId, revision: &str, commit: &str) -> Result<()> {
+        let path = self.ref_path(repo, revision)?;
+        Name::Commit.check(commit)?;
         if revision == commit {
             return Ok(());
         }
-        write_atomic(&self.repo_dir(repo).join("refs").join(revision), commit.as_bytes())
+        write_atomic(&path, commit.as_bytes())
     }
 
-    pub fn snapshot_dir(&self, repo: &RepoId, commit: &str) -> PathBuf {
-        self.repo_dir(repo).join("snapshots").join(commit)
+    fn ref_path(&self, repo: &RepoId, revision: &str) -> Result<PathBuf> {
+        Name::Revision.check(revision)?;
+        Ok(self.repo_dir(repo).join("refs").join(revision))
+    }
+
+    pub fn snapshot_dir(&self, repo: &RepoId, commit: &str) -> Result<PathBuf> {
+        Name::Commit.check(commit)?;
+        Ok(self.repo_dir(repo).join("snapshots").join(commit))
     }
 
     /// Makes `snapshots/{commit}/{file}` point at `blobs/{etag}`: a relative
     /// symlink where the file system allows one, else a copy.
     pub fn link(&self, repo: &RepoId, commit: &str, file: &str, etag: &str) -> Result<()> {
-        let pointer = self.snapshot_dir(repo, commit).join(file);
+        Name::File.check(file)?;
+        let blob = self.blob_path(repo, etag)?;
+        let pointer = self.snapshot_dir(repo, commit)?.join(file);
         let dir = pointer.parent().expect("a snapshot file has a parent");
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         if fs::symlink_metadata(&pointer).is_ok() {
@@ -88,7 +110,6 @@ impl Cache {
         if symlink(&target, &pointer).is_ok() {
             return Ok(());
         }
-        let blob = self.blob_path(repo, etag);
         let tmp = pointer.with_extension("copying");
         fs::copy(&blob, &tmp)
             .and_then(|_| fs::rename(&tmp, &pointer))
@@ -108,7 +129,7 @@ impl Cache {
                 self.root.display()
             );
         };
-        let dir = self.snapshot_dir(repo, &commit);
+        let dir = self.snapshot_dir(repo, &commit)?;
         if !dir.join(super::CONFIG_FILE).is_file() {
             bail!(
                 "the cached snapshot {} of {repo} is incomplete: run `{download}` again",
@@ -117,11 +138,6 @@ impl Cache {
         }
         Ok(dir)
     }
-}
-
-/// A git commit hash: 40 lowercase hex digits.
-pub fn is_commit_hash(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
@@ -167,11 +183,12 @@ mod tests {
         let missing = cache.snapshot(&repo, "main", "org/tiny").unwrap_err().to_string();
         assert!(missing.contains("run `gpt download org/tiny` first"), "{missing}");
 
-        fs::create_dir_all(cache.blob_path(&repo, "e1").parent().unwrap()).unwrap();
-        fs::write(cache.blob_path(&repo, "e1"), "{}").unwrap();
+        let blob = cache.blob_path(&repo, "e1").unwrap();
+        fs::create_dir_all(blob.parent().unwrap()).unwrap();
+        fs::write(blob, "{}").unwrap();
         cache.link(&repo, COMMIT, "config.json", "e1").unwrap();
         cache.link(&repo, COMMIT, "config.json", "e1").unwrap(); // replacing is fine
-        let pointer = cache.snapshot_dir(&repo, COMMIT).join("config.json");
+        let pointer = cache.snapshot_dir(&repo, COMMIT).unwrap().join("config.json");
         assert_eq!(fs::read_link(&pointer).unwrap(), Path::new("../../blobs/e1"));
         assert_eq!(fs::read_to_string(&pointer).unwrap(), "{}");
 

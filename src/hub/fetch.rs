@@ -2,7 +2,7 @@
 //! that exists, verified, and renamed into place only when whole and right.
 
 use super::http::{Client, FileInfo};
-use super::verify::Verifier;
+use super::verify::{Checksum, Verifier};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::{self, File, OpenOptions};
@@ -11,9 +11,17 @@ use std::path::{Path, PathBuf};
 
 const CHUNK: usize = 1 << 20;
 
-/// Downloads the file `info` describes into `blob`. `label` names it in
-/// messages; `progress` shows a progress bar (on a terminal).
-pub fn fetch(client: &Client, info: &FileInfo, blob: &Path, label: &str, progress: bool) -> Result<()> {
+/// Downloads the file `info` describes into `blob`, checking its size and
+/// `checksum`. `label` names it in messages; `progress` shows a progress bar
+/// (on a terminal).
+pub fn fetch(
+    client: &Client,
+    info: &FileInfo,
+    checksum: Option<&Checksum>,
+    blob: &Path,
+    label: &str,
+    progress: bool,
+) -> Result<()> {
     let dir = blob.parent().context("a blob path has a parent")?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let partial = incomplete_path(blob);
@@ -34,7 +42,7 @@ pub fn fetch(client: &Client, info: &FileInfo, blob: &Path, label: &str, progres
         }
     };
     let bar = progress_bar(progress, info.size, start, label);
-    let mut verifier = Verifier::new(&info.etag, info.size);
+    let mut verifier = Verifier::new(checksum, info.size);
     // Keep (and hash) only the bytes the body continues; all of them unless the
     // server ignored the range and sends the whole file.
     file.set_len(start)?;

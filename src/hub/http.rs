@@ -1,9 +1,11 @@
 //! Talking to the Hub: a HEAD on a file's `resolve` URL for its metadata (as
 //! `huggingface_hub` does, without following redirects to the CDN), then a GET,
-//! resumed with a `Range` request when part of the file is already here.
+//! resumed with a `Range` request when part of the file is already here; and,
+//! for a file whose ETag is not a hash, the API's `paths-info` for its hash.
 
 use super::repo::RepoId;
 use anyhow::{bail, Context, Result};
+use serde::Deserialize;
 use std::io::Read;
 use std::time::Duration;
 use ureq::http::{HeaderMap, StatusCode};
@@ -20,6 +22,22 @@ pub struct FileInfo {
     pub size: Option<u64>,
     /// Where the bytes are: the resolve URL, or the CDN it redirects to.
     pub url: String,
+}
+
+/// What the Hub's API says about one file: an entry of its `paths-info` answer.
+#[derive(Debug, Deserialize)]
+pub struct PathInfo {
+    pub path: String,
+    pub size: Option<u64>,
+    /// The git blob sha1 (for an LFS file, that of its pointer).
+    pub oid: Option<String>,
+    pub lfs: Option<LfsInfo>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LfsInfo {
+    /// The sha256 of the file's bytes.
+    pub oid: String,
 }
 
 /// A blocking HTTP client for one Hub endpoint.
@@ -100,6 +118,26 @@ impl Client {
             }));
         }
         bail!("too many redirects resolving {file} in {repo}")
+    }
+
+    /// The API's entries for `files` at `commit`, as `huggingface_hub`'s
+    /// `get_paths_info` asks: `POST /api/models/{repo}/paths-info/{commit}`.
+    pub fn paths_info(&self, repo: &RepoId, commit: &str, files: &[&str]) -> Result<Vec<PathInfo>> {
+        let url = format!("{}/api/models/{repo}/paths-info/{}", self.endpoint, encode(commit));
+        let mut req = self.agent.post(&url).header("Content-Type", "application/json");
+        if let Some(auth) = self.auth(&url) {
+            req = req.header("Authorization", auth);
+        }
+        let body = serde_json::json!({ "paths": files, "expand": false }).to_string();
+        let resp = req.send(body).with_context(|| self.unreachable(&url))?;
+        if !resp.status().is_success() {
+            bail!("{url} answered HTTP {}", resp.status());
+        }
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .with_context(|| format!("reading {url}"))?;
+        serde_json::from_str(&text).with_context(|| format!("{url} answered no list of files"))
     }
 
     /// Opens the file's bytes from offset `from`. Returns the offset the body

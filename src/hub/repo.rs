@@ -77,7 +77,21 @@ mod tests {
     #[test]
     fn bad_names_are_clear_errors() {
         for bad in [
-            "", "gpt3", "a/b/c", "/abs", "org/", "org--x/n", "o/../n", "o/n.", "o/n m", "-o/n",
+            "",
+            "gpt3",
+            "a/b/c",
+            "/abs",
+            "org/",
+            "org--x/n",
+            "o/../n",
+            "o/n.",
+            "o/n m",
+            "-o/n",
+            "../n",
+            "o/..",
+            "./n",
+            "o\\..\\n/x",
+            "o/n\0",
         ] {
             let err = RepoId::parse(bad).unwrap_err().to_string();
             assert!(

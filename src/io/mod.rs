@@ -1,8 +1,10 @@
-//! Files and formats: atomic writes, memory maps, safetensors writing, the
-//! element encodings of stored tensors, NumPy arrays. Below every layer that
+//! Files and formats: atomic writes, memory maps, safetensors writing, GGUF
+//! (llama.cpp's format: [`gguf`]), the element encodings of stored tensors,
+//! NumPy arrays. Below every layer that
 //! saves or loads anything; imports nothing else of ours.
 
 mod atomic;
+pub mod gguf;
 mod npy;
 mod safetensors;
 

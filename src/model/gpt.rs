@@ -10,6 +10,7 @@ use crate::autograd::{Graph, ParamId, Params, Var};
 use crate::tensor::norm::NormKind;
 use crate::tensor::rope::RopeTable;
 use crate::tensor::{Rng, Tensor};
+use anyhow::{bail, ensure, Result};
 use std::sync::Arc;
 
 /// How to draw the initial weights.
@@ -222,9 +223,37 @@ impl Gpt {
         }
     }
 
+    /// Errors unless `tokens` and `pos` are input [`Gpt::forward`] takes: as
+    /// many of each, ids below `vocab_size`, positions below `n_ctx`. Front
+    /// ends check tokens they did not make themselves with this
+    /// (`sample::generate` does); `forward` asserts it.
+    pub fn check_input(&self, tokens: &[u32], pos: &[u32]) -> Result<()> {
+        let c = &self.config;
+        ensure!(
+            tokens.len() == pos.len(),
+            "{} tokens but {} positions",
+            tokens.len(),
+            pos.len()
+        );
+        if let Some((i, t)) = tokens.iter().enumerate().find(|(_, &t)| t as usize >= c.vocab_size) {
+            bail!(
+                "token id {t} (at {i}) is outside the model's vocabulary ({} ids)",
+                c.vocab_size
+            );
+        }
+        if let Some((i, p)) = pos.iter().enumerate().find(|(_, &p)| p as usize >= c.n_ctx) {
+            bail!(
+                "position {p} (at {i}) is beyond the model's context ({} positions)",
+                c.n_ctx
+            );
+        }
+        Ok(())
+    }
+
     /// `tokens[B·T]` at positions `pos[B·T]` (each token's position in its
     /// document) -> logits `[B·T, vocab_size]`. With a KV cache, the tokens
-    /// continue the cached sequences and the cache grows by `T`.
+    /// continue the cached sequences and the cache grows by `T`. Panics on
+    /// input [`Gpt::check_input`] refuses.
     pub fn forward(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, cache: Option<&mut KvCache>) -> Var {
         let h = self.hidden(g, tokens, pos, b, cache);
         self.logits(g, h)
@@ -247,7 +276,7 @@ impl Gpt {
                 qkv = g.rope(qkv, table, c.n_head + c.n_kv_head, pos); // queries and keys rotated
             }
             let slot = cache.as_deref_mut().map(|kv| kv.slot(l));
-            let a = g.attention(qkv, c.n_head, b, pos, slot); // [B·T, C]
+            let a = g.attention(qkv, c.n_head, c.n_kv_head, b, pos, slot); // [B·T, C]
             let a = self.linear(g, a, blk.attn_proj);
             let a = g.dropout(a);
             x = g.add(x, a);
@@ -295,7 +324,9 @@ mod tests {
         Gpt::new(config, Init::Normal(0.3), &mut rng(5))
     }
 
-    /// Tiny configs of every variant: GPT-2, microgpt, and Llama untied, tied and with Qwen2's q/k/v biases.
+    /// Tiny configs of every variant: GPT-2 (also with grouped-query attention),
+    /// microgpt, and Llama untied, tied, with Qwen2's q/k/v biases and with
+    /// grouped-query attention.
     fn variants(vocab: usize, n_ctx: usize, n_embd: usize, n_head: usize, n_layer: usize) -> Vec<GptConfig> {
         let micro = GptConfig {
             n_ctx,
@@ -306,9 +337,21 @@ mod tests {
             ..GptConfig::microgpt(vocab)
         };
         let llama = GptConfig::llama(vocab, n_ctx, n_embd, n_head, n_layer, 3 * n_embd);
+        // Grouped-query attention: 2 n_head query heads on 2 and on 1 key/value heads.
+        let gqa = |n_kv_head, tie_word_embeddings| GptConfig {
+            n_kv_head,
+            tie_word_embeddings,
+            ..GptConfig::llama(vocab, n_ctx, n_embd, 2 * n_head, n_layer, 3 * n_embd)
+        };
         vec![
             GptConfig::gpt2(vocab, n_ctx, n_embd, n_head, n_layer),
+            GptConfig {
+                n_kv_head: 2,
+                ..GptConfig::gpt2(vocab, n_ctx, n_embd, 4, n_layer)
+            },
             micro,
+            gqa(2, false),
+            gqa(1, true),
             GptConfig {
                 tie_word_embeddings: true,
                 ..llama.clone()

@@ -1,5 +1,6 @@
 //! The KV cache: each layer's keys and values of the tokens seen so far, so
 //! each new token costs one row of work instead of re-running the prefix.
+//! Only the key/value heads are held: `[B, capacity, n_kv_head · head_size]` per layer.
 
 use super::config::GptConfig;
 use crate::autograd::KvSlot;
@@ -15,7 +16,7 @@ impl KvCache {
     /// Room for `batch` sequences of up to `capacity` tokens (at most `n_ctx`).
     pub fn new(config: &GptConfig, batch: usize, capacity: usize) -> Self {
         assert!(capacity <= config.n_ctx, "KV cache longer than the context");
-        let size = batch * capacity * config.n_embd;
+        let size = batch * capacity * config.n_kv_head * config.head_size();
         KvCache {
             k: (0..config.n_layer).map(|_| vec![0.0; size]).collect(),
             v: (0..config.n_layer).map(|_| vec![0.0; size]).collect(),

@@ -3,10 +3,10 @@
 //! `gpt download` into the Hugging Face cache, with its tokenizer, its weights
 //! held as asked.
 
-use super::Gpt;
-use crate::tokenizer::Tokenizer;
+use super::{Gpt, GptConfig};
+use crate::tokenizer::{Tokenizer, CHAR_TOKENIZER_FILE};
 use anyhow::{ensure, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How the weight matrices are held in memory (arithmetic is f32 either way).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,18 +36,33 @@ pub struct Loaded {
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
     let path = crate::hub::resolve_model(spec)?;
     let mut model = Gpt::load(&path)?;
-    let tokenizer = Tokenizer::load(&path)?;
-    ensure!(
-        tokenizer.vocab_size() <= model.config.vocab_size,
-        "the tokenizer in {} has {} ids but the model only {}: they do not belong together",
-        path.display(),
-        tokenizer.vocab_size(),
-        model.config.vocab_size
-    );
+    let tokenizer = tokenizer_for(&model.config, &path)?;
     if opts.dtype == Dtype::Bf16 {
         model.params.to_bf16();
     }
     Ok(Loaded { model, tokenizer, path })
+}
+
+/// The tokenizer of the model at `path`, checked against its `config`: a
+/// character tokenizer has exactly the model's ids (BOS is the last one), a
+/// BPE at most as many (GPT-2 checkpoints may pad their vocabulary).
+pub fn tokenizer_for(config: &GptConfig, path: &Path) -> Result<Tokenizer> {
+    let tokenizer = Tokenizer::load(path)?;
+    let (n, v) = (tokenizer.vocab_size(), config.vocab_size);
+    match tokenizer {
+        Tokenizer::Char(_) => ensure!(
+            n == v,
+            "{CHAR_TOKENIZER_FILE} in {} has {n} ids (characters and BOS) but the model {v}: it belongs to another \
+             model; put the model's own {CHAR_TOKENIZER_FILE} beside it",
+            path.display()
+        ),
+        Tokenizer::Bpe(_) => ensure!(
+            n <= v,
+            "the tokenizer in {} has {n} ids but the model only {v}: they do not belong together",
+            path.display()
+        ),
+    }
+    Ok(tokenizer)
 }
 
 /// The tokenizer of the model `spec` names, without loading its weights.

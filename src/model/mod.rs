@@ -14,5 +14,5 @@ pub use config::{Arch, GptConfig};
 pub use gpt::{Gpt, Init};
 pub use io::parse_checkpoint;
 pub use kv_cache::KvCache;
-pub use load::{load, load_tokenizer, Dtype, LoadOptions, Loaded};
+pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};
 pub use names::is_embedding;

@@ -7,8 +7,9 @@
 
 use super::{sample_token, SampleOptions};
 use crate::autograd::{Graph, Workspace};
-use crate::model::{Gpt, KvCache};
+use crate::model::{Gpt, GptConfig, KvCache};
 use crate::tensor::Rng;
+use anyhow::{ensure, Context, Result};
 use std::time::Instant;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -33,35 +34,33 @@ pub struct Generation {
     pub decode_tokens: usize,
 }
 
-/// Continues every prompt (each non-empty, all shorter than `n_ctx`). After
-/// each new token, `on_token(sequence, token)` is called; returning `false`
-/// ends that sequence (e.g. a stop string).
+/// Continues every prompt. After each new token, `on_token(sequence, token)`
+/// is called; returning `false` ends that sequence (e.g. a stop string).
+///
+/// The checked entry point for request data: before any work it errors on
+/// sampling options out of range, an empty prompt, a token outside the
+/// vocabulary, a prompt that leaves no room for a new token in the context,
+/// or a batch whose buffers could not even be addressed. How much memory a
+/// batch may take is the front end's call ([`working_memory`]).
 pub fn generate(
     model: &Gpt,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
     rng: &mut Rng,
     mut on_token: impl FnMut(usize, u32) -> bool,
-) -> Generation {
+) -> Result<Generation> {
+    check_request(model, prompts, opts)?;
     let b = prompts.len();
     let t0 = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    assert!(
-        prompts.iter().all(|p| !p.is_empty()),
-        "every prompt needs at least one token"
-    );
-    assert!(
-        t0 < model.config.n_ctx || opts.max_new_tokens == 0,
-        "prompt fills the whole context"
-    );
     let mut out = Generation {
         tokens: vec![Vec::new(); b],
         stopped: vec![false; b],
         ..Generation::default()
     };
     if b == 0 || opts.max_new_tokens == 0 {
-        return out;
+        return Ok(out);
     }
-    let capacity = model.config.n_ctx.min(t0 + opts.max_new_tokens);
+    let capacity = model.config.n_ctx.min(t0.saturating_add(opts.max_new_tokens));
     let mut cache = KvCache::new(&model.config, b, capacity);
     let mut ws = Workspace::default();
     let mut scratch = (Vec::new(), Vec::new());
@@ -120,24 +119,87 @@ pub fn generate(
         }
     }
     out.decode_secs = start.elapsed().as_secs_f64() - out.prefill_secs;
-    out
+    Ok(out)
+}
+
+/// Errors on anything [`generate`] cannot run, naming the prompt at fault.
+fn check_request(model: &Gpt, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Result<()> {
+    opts.sampling.validate()?;
+    let n_ctx = model.config.n_ctx;
+    for (i, p) in prompts.iter().enumerate() {
+        ensure!(
+            !p.is_empty(),
+            "prompt {i} is empty: give it at least one token (a start token such as <|endoftext|>)"
+        );
+        ensure!(
+            p.len() < n_ctx || opts.max_new_tokens == 0,
+            "prompt {i} has {} tokens, but the model's context is {n_ctx}: at most {} leave room for a new token",
+            p.len(),
+            n_ctx - 1
+        );
+        // Asked for no new token, nothing runs: a longer prompt is checked as far as the context goes.
+        let pos: Vec<u32> = (0..p.len().min(n_ctx) as u32).collect();
+        model
+            .check_input(&p[..pos.len()], &pos)
+            .with_context(|| format!("prompt {i}"))?;
+    }
+    let t0 = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let bytes = working_memory(&model.config, prompts.len(), t0, opts.max_new_tokens);
+    ensure!(
+        bytes <= isize::MAX as u128,
+        "{} prompts of up to {t0} tokens with {} new tokens each need {bytes} bytes of buffers: ask for fewer",
+        prompts.len(),
+        opts.max_new_tokens
+    );
+    Ok(())
+}
+
+/// Bytes [`generate`] allocates for `b` prompts of up to `t0` tokens and
+/// `max_new_tokens` more: the KV cache, the prefill's activations and
+/// attention scores, the logits. In u128, saturating, so any request can be sized.
+pub fn working_memory(config: &GptConfig, b: usize, t0: usize, max_new_tokens: usize) -> u128 {
+    let capacity = config.n_ctx.min(t0.saturating_add(max_new_tokens)) as u128;
+    let (b, t0, c) = (b as u128, t0 as u128, config.n_embd as u128);
+    let kv = (2 * config.n_layer as u128).saturating_mul(b.saturating_mul(capacity).saturating_mul(c));
+    // Per prefill token: about ten C-wide buffers (qkv, MLP, norms) and a row of scores per head.
+    let per_token = (10 * c).saturating_add((config.n_head as u128).saturating_mul(capacity));
+    let prefill = b.saturating_mul(t0).saturating_mul(per_token);
+    let logits = b.saturating_mul(config.vocab_size as u128);
+    kv.saturating_add(prefill).saturating_add(logits).saturating_mul(4)
+}
+
+/// `n` continuations of the single token `start`, in batches of at most 256
+/// sequences (a small KV cache). Returns their new tokens.
+pub fn generate_from(
+    model: &Gpt,
+    start: u32,
+    n: usize,
+    opts: &GenerateOptions,
+    rng: &mut Rng,
+) -> Result<Vec<Vec<u32>>> {
+    let mut out = Vec::new();
+    for first in (0..n).step_by(256) {
+        let prompts = vec![vec![start]; (n - first).min(256)];
+        out.extend(generate(model, &prompts, opts, rng, |_, _| true)?.tokens);
+    }
+    Ok(out)
 }
 
 /// Generates `n` documents from BOS (character models): each stops at the
 /// next BOS or when the context is full. Returns their ids without BOS.
-pub fn generate_documents(model: &Gpt, bos: u32, n: usize, sampling: SampleOptions, rng: &mut Rng) -> Vec<Vec<u32>> {
+pub fn generate_documents(
+    model: &Gpt,
+    bos: u32,
+    n: usize,
+    sampling: SampleOptions,
+    rng: &mut Rng,
+) -> Result<Vec<Vec<u32>>> {
     let opts = GenerateOptions {
         sampling,
         max_new_tokens: model.config.n_ctx - 1,
         eos: Some(bos),
     };
-    // Batches of at most 256 sequences keep the KV cache small.
-    let mut docs = Vec::with_capacity(n);
-    for start in (0..n).step_by(256) {
-        let prompts = vec![vec![bos]; (n - start).min(256)];
-        docs.extend(generate(model, &prompts, &opts, rng, |_, _| true).tokens);
-    }
-    docs
+    generate_from(model, bos, n, &opts, rng)
 }
 
 #[cfg(test)]
@@ -168,10 +230,73 @@ mod tests {
             max_new_tokens: 10,
             eos: None,
         };
-        let got = generate(&model, &prompts, &opts, &mut rng(0), |_, _| true);
+        let got = generate(&model, &prompts, &opts, &mut rng(0), |_, _| true).unwrap();
         for (p, toks) in prompts.iter().zip(&got.tokens) {
             assert_eq!(toks, &greedy_reference(&model, p, 10), "prompt {p:?}");
         }
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        let model = Gpt::new(GptConfig::gpt2(8, 6, 8, 2, 1), Init::Normal(0.5), &mut rng(1));
+        let greedy = GenerateOptions {
+            sampling: SampleOptions::GREEDY,
+            max_new_tokens: 3,
+            eos: None,
+        };
+        let err = |prompts: &[Vec<u32>], opts: &GenerateOptions| {
+            let got = generate(&model, prompts, opts, &mut rng(0), |_, _| true);
+            format!("{:#}", got.expect_err("a bad request must be an error"))
+        };
+        let e = err(&[vec![1], vec![]], &greedy);
+        assert!(e.contains("prompt 1 is empty"), "{e}");
+        let e = err(&[vec![1, 8]], &greedy);
+        assert!(
+            e.contains("prompt 0") && e.contains("token id 8") && e.contains("8 ids"),
+            "{e}"
+        );
+        assert!(err(&[vec![u32::MAX]], &greedy).contains("outside the model's vocabulary"));
+        let e = err(&[vec![1, 2], vec![1; 6]], &greedy);
+        assert!(e.contains("prompt 1 has 6 tokens") && e.contains("context is 6"), "{e}");
+        let nothing = GenerateOptions {
+            max_new_tokens: 0,
+            ..greedy.clone()
+        };
+        let g = generate(&model, &[vec![1; 6]], &nothing, &mut rng(0), |_, _| true).unwrap();
+        assert_eq!(g.tokens, [Vec::<u32>::new()]);
+        let opts = |temperature, top_k, top_p| SampleOptions {
+            temperature,
+            top_k,
+            top_p,
+        };
+        for (sampling, name) in [
+            (opts(f32::NAN, None, None), "temperature NaN"),
+            (opts(-1.0, None, None), "temperature -1"),
+            (opts(f32::INFINITY, None, None), "temperature inf"),
+            (opts(1.0, Some(0), None), "top_k 0"),
+            (opts(1.0, None, Some(1.5)), "top_p 1.5"),
+            (opts(1.0, None, Some(f32::NAN)), "top_p NaN"),
+        ] {
+            let e = err(
+                &[vec![1]],
+                &GenerateOptions {
+                    sampling,
+                    ..greedy.clone()
+                },
+            );
+            assert!(e.starts_with(name), "{e}");
+        }
+        // Asking for more tokens than fit is honoured: the context ends the sequence.
+        let long = GenerateOptions {
+            max_new_tokens: usize::MAX,
+            ..greedy.clone()
+        };
+        let g = generate(&model, &[vec![1, 2]], &long, &mut rng(0), |_, _| true).unwrap();
+        assert_eq!(g.tokens[0].len(), 5);
+        // Any batch can be sized; one beyond every address space is refused by size.
+        assert!(working_memory(&model.config, usize::MAX, 5, usize::MAX) > isize::MAX as u128);
+        assert!(generate_documents(&model, 7, 300, SampleOptions::GREEDY, &mut rng(0)).is_ok_and(|d| d.len() == 300));
+        assert!(generate_documents(&model, 8, 1, SampleOptions::GREEDY, &mut rng(0)).is_err());
     }
 
     #[test]
@@ -184,7 +309,7 @@ mod tests {
         };
         // A context of 6 holds the 2-token prompt and 4 fed tokens; the 5th new
         // token is predicted from that full context and needs no slot.
-        let g = generate(&model, &[vec![1, 2]], &greedy, &mut rng(0), |_, _| true);
+        let g = generate(&model, &[vec![1, 2]], &greedy, &mut rng(0), |_, _| true).unwrap();
         assert_eq!((g.tokens[0].len(), g.stopped[0]), (5, false));
         assert_eq!(
             g.tokens[0],
@@ -198,7 +323,8 @@ mod tests {
         let g = generate(&model, &[vec![1, 2]], &greedy, &mut rng(0), |_, _| {
             seen += 1;
             seen < 2
-        });
+        })
+        .unwrap();
         assert_eq!((g.tokens[0].len(), g.stopped[0]), (2, true));
         // EOS = the first greedy token: nothing is emitted.
         let first = greedy_reference(&model, &[1, 2], 1)[0];
@@ -206,7 +332,7 @@ mod tests {
             eos: Some(first),
             ..greedy
         };
-        let g = generate(&model, &[vec![1, 2]], &eos, &mut rng(0), |_, _| true);
+        let g = generate(&model, &[vec![1, 2]], &eos, &mut rng(0), |_, _| true).unwrap();
         assert_eq!((g.tokens[0].len(), g.stopped[0]), (0, true));
     }
 }

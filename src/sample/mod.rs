@@ -6,10 +6,11 @@
 
 mod generate;
 
-pub use generate::{generate, generate_documents, GenerateOptions, Generation};
+pub use generate::{generate, generate_documents, generate_from, working_memory, GenerateOptions, Generation};
 
 use crate::tensor::Rng;
 use rand::RngExt;
+use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SampleOptions {
@@ -27,7 +28,43 @@ impl SampleOptions {
         top_k: None,
         top_p: None,
     };
+
+    /// Checks every option is in its range (a request's or a flag's values).
+    pub fn validate(&self) -> Result<(), BadOption> {
+        let bad = |name, value: String, want| Err(BadOption { name, value, want });
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(
+                "temperature",
+                self.temperature.to_string(),
+                "a finite number >= 0 (0 = greedy)",
+            );
+        }
+        if let Some(0) = self.top_k {
+            return bad("top_k", "0".into(), "at least 1 (leave it out to keep every token)");
+        }
+        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return bad("top_p", p.to_string(), "in (0, 1]");
+        }
+        Ok(())
+    }
 }
+
+/// An option outside its range: its name as in [`SampleOptions`], the value
+/// given and what it must be. Front ends map the name to their own (a flag, a JSON field).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadOption {
+    pub name: &'static str,
+    pub value: String,
+    pub want: &'static str,
+}
+
+impl fmt::Display for BadOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: must be {}", self.name, self.value, self.want)
+    }
+}
+
+impl std::error::Error for BadOption {}
 
 fn argmax(xs: &[f32]) -> u32 {
     xs.iter()

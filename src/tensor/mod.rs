@@ -14,6 +14,7 @@ pub mod embedding;
 pub mod linear;
 pub mod matmul;
 pub mod norm;
+pub mod quant;
 pub mod rope;
 
 /// A contiguous row-major f32 tensor.

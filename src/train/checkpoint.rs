@@ -77,14 +77,20 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
         meta.get(key)
             .with_context(|| format!("{} has no {key:?} in its metadata", path.display()))
     };
+    let number = |key: &str| -> Result<u64> {
+        let text = field(key)?;
+        text.parse()
+            .with_context(|| format!("{}: {key} {text:?} is not a count", path.display()))
+    };
     ensure!(
-        field("step")?.parse::<usize>()? == step,
+        number("step")? == step as u64,
         "{} belongs to another step",
         path.display()
     );
-    let config: AdamWConfig = serde_json::from_str(field("adamw")?)?;
+    let config: AdamWConfig = serde_json::from_str(field("adamw")?)
+        .with_context(|| format!("{}: the adamw settings are unreadable", path.display()))?;
     let mut opt = AdamW::new(config, &model.params);
-    opt.t = field("adam_t")?.parse()?;
+    opt.t = number("adam_t")?;
     for (i, (name, t)) in model.params.names.iter().zip(&model.params.tensors).enumerate() {
         for (suffix, dst) in [("exp_avg", &mut opt.m[i]), ("exp_avg_sq", &mut opt.v[i])] {
             let key = format!("{name}.{suffix}");
@@ -96,12 +102,15 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
                 "{key} in {} has the wrong shape or dtype",
                 path.display()
             );
-            dst.copy_from_slice(bytemuck::cast_slice::<u8, f32>(view.data()));
+            // Byte by byte: a tensor's data need not be 4-byte aligned in the file.
+            for (d, b) in dst.iter_mut().zip(view.data().chunks_exact(4)) {
+                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
         }
     }
     let state = TrainState {
         step,
-        batches_drawn: field("batches_drawn")?.parse()?,
+        batches_drawn: number("batches_drawn")?,
         opt,
     };
     Ok((model, state, field("run")?.clone()))
@@ -159,6 +168,24 @@ mod tests {
         fs::copy(train_state_path(other.path(), 8), train_state_path(dir.path(), 8)).unwrap();
         let (_, state, _) = load_checkpoint(dir.path()).unwrap();
         assert_eq!(state.step, 4);
+    }
+
+    #[test]
+    fn a_state_file_with_unaligned_tensors_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run").unwrap();
+        // One more byte of header (a space: still JSON) moves every tensor off 4-byte alignment.
+        let path = train_state_path(dir.path(), 3);
+        let bytes = fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut shifted = (n as u64 + 1).to_le_bytes().to_vec();
+        shifted.extend_from_slice(&bytes[8..8 + n]);
+        shifted.push(b' ');
+        shifted.extend_from_slice(&bytes[8 + n..]);
+        fs::write(&path, shifted).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        assert_eq!(state.opt.m, state_at(&model, 3).opt.m);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 
 pub mod golden;
 
-use std::process::{Command, Output};
+use std::io::{Read, Seek, SeekFrom};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// Runs the `gpt` binary with `args`.
 pub fn gpt(args: &[&str]) -> Output {
@@ -13,6 +15,42 @@ pub fn gpt(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("gpt runs")
+}
+
+/// Runs the `gpt` binary with `args`, killing it after `limit`: `Err` says it hung.
+pub fn gpt_within(args: &[&str], limit: Duration) -> Result<Output, String> {
+    // Files, not pipes: a child blocked on a full pipe would look hung.
+    let (mut stdout, mut stderr) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout.try_clone().unwrap())
+        .stderr(stderr.try_clone().unwrap())
+        .spawn()
+        .expect("gpt starts");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("gpt can be waited on") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            child.kill().expect("gpt can be killed");
+            child.wait().expect("gpt ends once killed");
+            return Err(format!("still running after {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |f: &mut std::fs::File| {
+        let mut bytes = Vec::new();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    Ok(Output {
+        status,
+        stdout: read(&mut stdout),
+        stderr: read(&mut stderr),
+    })
 }
 
 /// Asserts the command succeeded (showing its stderr if not) and hands it back.

@@ -7,7 +7,7 @@ use crate::data::dataset::Dataset;
 use crate::data::docs::{read_documents, read_text, split_documents};
 use crate::data::tokens::TokenFile;
 use crate::tokenizer::{CharTokenizer, Tokenizer};
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
 
 /// The data of a run, encoded, with its tokenizer.
@@ -106,9 +106,11 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
     let (train, val, val_wanted) = match s.data.as_deref() {
         Some(dir) if dir.join("train.bin").is_file() => {
             let load = |name: &str| -> Result<Vec<u32>> {
-                let f = TokenFile::open(&dir.join(name))?;
-                f.check_tokenizer(&tok)?;
-                Ok(f.to_vec())
+                let path = dir.join(name);
+                let f = TokenFile::open(&path)?;
+                f.check_tokenizer(&tok)
+                    .and_then(|()| f.ids())
+                    .with_context(|| format!("reading {}", path.display()))
             };
             let wanted = dir.join("val.bin").is_file();
             let val = if wanted {

@@ -2,10 +2,11 @@
 //! continue a saved run (`--resume`).
 
 mod data;
+mod limits;
 mod start;
 
 use crate::model::{Gpt, Init};
-use crate::sample::{generate, generate_documents, GenerateOptions, SampleOptions};
+use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
@@ -249,8 +250,15 @@ impl From<DecayArg> for Decay {
     }
 }
 
-/// `base` (a preset's settings, or a resumed run's) with the flags given on top.
-fn settings(a: &TrainArgs, base: Settings) -> Settings {
+/// `base` (a preset's settings, or a resumed run's) with the flags given on
+/// top, every one checked.
+fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
+    if let Some(c) = a.grad_clip {
+        super::check::flag(c.is_finite() && c >= 0.0, "--grad-clip", c, limits::GRAD_CLIP)?;
+    }
+    if let Some(n) = a.stop_at {
+        super::check::flag(n >= 1, "--stop-at", n, "at least 1")?;
+    }
     let mut s = base;
     macro_rules! flags_override {
         ($($field:ident),*) => { $( if let Some(v) = a.$field { s.$field = v; } )* };
@@ -276,7 +284,8 @@ fn settings(a: &TrainArgs, base: Settings) -> Settings {
     s.min_lr = a.min_lr.or(s.min_lr);
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
     s.pack &= !a.no_pack;
-    s
+    limits::check_settings(&s)?;
+    Ok(s)
 }
 
 fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
@@ -386,7 +395,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 /// `n` samples: new documents (characters) or text from `<|endoftext|>` (BPE).
-fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Vec<String> {
+fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Result<Vec<String>> {
     let sampling = SampleOptions {
         temperature: s.temperature,
         top_k: None,
@@ -394,24 +403,23 @@ fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Vec<String> {
     };
     let mut rng = rng(s.seed);
     let ids = match &p.tok {
-        Tokenizer::Char(tok) => generate_documents(model, tok.bos(), n, sampling, &mut rng),
+        Tokenizer::Char(tok) => generate_documents(model, tok.bos(), n, sampling, &mut rng)?,
         Tokenizer::Bpe(_) => {
-            let start = p.tok.document_separator().unwrap_or(0);
             let opts = GenerateOptions {
                 sampling,
                 max_new_tokens: 80.min(model.config.n_ctx - 1),
                 eos: p.tok.document_separator(),
             };
-            generate(model, &vec![vec![start]; n], &opts, &mut rng, |_, _| true).tokens
+            generate_from(model, p.tok.document_separator().unwrap_or(0), n, &opts, &mut rng)?
         }
     };
-    ids.iter().map(|ids| p.tok.decode(ids).unwrap_or_default()).collect()
+    Ok(ids.iter().map(|ids| p.tok.decode(ids).unwrap_or_default()).collect())
 }
 
 /// The samples printed after training; for documents, how many are new.
 fn print_samples(model: &Gpt, p: &Prepared, s: &Settings) -> Result<()> {
     println!("\n{} samples (temperature {}):", s.num_samples, s.temperature);
-    let texts = samples(model, p, s, s.num_samples);
+    let texts = samples(model, p, s, s.num_samples)?;
     if let Tokenizer::Char(_) = p.tok {
         let seen: HashSet<&str> = p.train_docs.iter().map(String::as_str).collect();
         texts.iter().for_each(|t| println!("{t}"));

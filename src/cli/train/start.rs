@@ -3,9 +3,10 @@
 //! (checkpoints, samples, its log).
 
 use super::data::{prepare, Prepared};
+use super::limits::check_memory;
 use super::{samples, settings, train_options, Settings, TrainArgs};
 use crate::io::write_atomic;
-use crate::model::{Gpt, GptConfig};
+use crate::model::{tokenizer_for, Gpt, GptConfig};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
@@ -67,7 +68,7 @@ pub struct Start {
 
 /// A new run, from random weights or from `--init`'s checkpoint.
 pub fn fresh(a: &TrainArgs) -> Result<Start> {
-    let mut s = settings(a, a.preset.settings());
+    let mut s = settings(a, a.preset.settings())?;
     // Recorded for --resume, which may run from another directory.
     s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
     let mut model = None;
@@ -95,11 +96,11 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
     }
     let data = prepare(&s, tok, model.as_ref().map(|m: &Gpt| m.config.n_ctx))?;
     s.n_ctx = Some(data.n_ctx);
-    let model = match model {
-        Some(m) => m,
+    let config = match &model {
+        Some(m) => m.config.clone(),
         None => {
             let vocab = data.tok.vocab_size();
-            let config = GptConfig {
+            GptConfig {
                 n_ctx: data.n_ctx,
                 n_embd: s.n_embd,
                 n_head: s.n_head,
@@ -111,11 +112,12 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
                 } else {
                     GptConfig::gpt2(vocab, data.n_ctx, s.n_embd, s.n_head, s.n_layer)
                 }
-            };
-            config.validate()?;
-            Gpt::new(config, s.init_weights, &mut rng(s.seed))
+            }
         }
     };
+    config.validate()?;
+    check_memory(&s, &config)?;
+    let model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
     let state = TrainState::new(&model, train_options(&s, None).adamw);
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
     let train_data = data.train.fingerprint();
@@ -135,8 +137,19 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
 pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
     let (model, state, record) = load_checkpoint(dir)?;
     let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
-    let s = settings(a, record.settings.clone());
+    let s = settings(a, record.settings.clone())?;
     check_same_run(&record.settings, &s)?;
+    // Each step draws --grad-accum batches: another count would resume on other data (or
+    // spend ages skipping batches).
+    ensure!(
+        (state.step as u64).checked_mul(s.grad_accum as u64) == Some(state.batches_drawn),
+        "the checkpoint in {} is corrupt: {} steps of --grad-accum {} draw {} batches, but it records {}",
+        dir.display(),
+        state.step,
+        s.grad_accum,
+        state.step as u128 * s.grad_accum as u128,
+        state.batches_drawn
+    );
     ensure!(
         s.steps > state.step,
         "the checkpoint is at step {} of {}: give --steps above {} to train further",
@@ -157,7 +170,8 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
             out.display()
         );
     }
-    let data = prepare(&s, Some(Tokenizer::load(dir)?), Some(model.config.n_ctx))?;
+    let data = prepare(&s, Some(tokenizer_for(&model.config, dir)?), Some(model.config.n_ctx))?;
+    check_memory(&s, &model.config)?;
     let train_data = data.train.fingerprint();
     ensure!(
         train_data == record.train_data,
@@ -198,7 +212,10 @@ impl TrainHooks for RunHooks<'_> {
     }
 
     fn sample(&mut self, model: &Gpt) -> Option<String> {
-        (self.s.num_samples > 0).then(|| samples(model, self.data, self.s, 1).join("\n"))
+        (self.s.num_samples > 0).then(|| match samples(model, self.data, self.s, 1) {
+            Ok(texts) => texts.join("\n"),
+            Err(e) => format!("(no sample: {e:#})"),
+        })
     }
 }
 
@@ -206,7 +223,15 @@ impl TrainHooks for RunHooks<'_> {
 pub fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
     let path = out.join("log.jsonl");
     if resumed_at > 0 {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            read => read.with_context(|| {
+                format!(
+                    "reading {} to continue it (not UTF-8 text? move it aside to start a new log)",
+                    path.display()
+                )
+            })?,
+        };
         let kept: String = text
             .lines()
             .filter(|l| {
