@@ -1,7 +1,10 @@
 //! Property tests of the GPT-2 BPE: exact round trip, decoding never panics,
 //! the hand-written pre-tokenizer equals the regex, and cutting at piece
-//! boundaries (what parallel encoding does) never changes the ids.
+//! boundaries (what parallel encoding does) never changes the ids. The same
+//! for the pre-tokenizers of Llama 3 and Qwen2.
 
+use gpt::tokenizer::bpe::llama3;
+use gpt::tokenizer::bpe::pre::{PreTokenizer, Step};
 use gpt::tokenizer::bpe::pretokenize::{is_piece_boundary, pieces};
 use gpt::tokenizer::Bpe;
 use proptest::prelude::*;
@@ -16,6 +19,18 @@ fn pattern() -> &'static fancy_regex::Regex {
     static R: OnceLock<fancy_regex::Regex> = OnceLock::new();
     R.get_or_init(|| {
         fancy_regex::Regex::new(r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+").unwrap()
+    })
+}
+
+/// Llama 3's pattern (`max_digits` 3) or Qwen2's (1).
+fn llama3_pattern(max_digits: usize) -> &'static fancy_regex::Regex {
+    static R: [OnceLock<fancy_regex::Regex>; 2] = [OnceLock::new(), OnceLock::new()];
+    R[(max_digits == 3) as usize].get_or_init(|| {
+        let digits = if max_digits == 3 { r"\p{N}{1,3}" } else { r"\p{N}" };
+        let pattern = format!(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{{L}}\p{{N}}]?\p{{L}}+|{digits}| ?[^\s\p{{L}}\p{{N}}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+        );
+        fancy_regex::Regex::new(&pattern).unwrap()
     })
 }
 
@@ -50,6 +65,13 @@ fn tricky_text() -> impl Strategy<Value = String> {
         "'LL",
         "'re",
         "'d",
+        "'T",
+        "'ſ",
+        "'Ve",
+        "\r",
+        ".\n\n",
+        " \n",
+        "123",
         "’",
         "!",
         "?!",
@@ -96,6 +118,36 @@ proptest! {
         let want: Vec<&str> = pattern().find_iter(&text).map(|m| m.unwrap().as_str()).collect();
         let got: Vec<&str> = pieces(&text).collect();
         prop_assert_eq!(got, want);
+    }
+
+    #[test]
+    fn llama3_and_qwen2_pretokenizers_equal_their_regexes(text in any_text()) {
+        for max_digits in [3, 1] {
+            let want: Vec<&str> = llama3_pattern(max_digits).find_iter(&text).map(|m| m.unwrap().as_str()).collect();
+            let got: Vec<&str> = llama3::pieces(&text, max_digits).collect();
+            prop_assert_eq!(got, want, "max_digits {}", max_digits);
+        }
+    }
+
+    #[test]
+    fn cutting_at_any_pre_tokenizers_boundaries_keeps_the_pieces(text in tricky_text()) {
+        for steps in [
+            vec![Step::Llama3 { max_digits: 3 }],
+            vec![Step::Llama3 { max_digits: 1 }],
+            vec![Step::Digits { individual: true }, Step::Gpt2],
+            vec![Step::Digits { individual: false }, Step::Gpt2],
+        ] {
+            let pre = PreTokenizer::new(steps);
+            let split = |t: &str| {
+                let mut out = Vec::new();
+                pre.for_each_piece(t, &mut |p| out.push(p.to_string()));
+                out
+            };
+            let whole = split(&text);
+            for at in (1..text.len()).filter(|&at| pre.is_piece_boundary(&text, at)) {
+                prop_assert_eq!(&[split(&text[..at]), split(&text[at..])].concat(), &whole, "{} cut at {}", pre.describe(), at);
+            }
+        }
     }
 
     #[test]

@@ -169,7 +169,11 @@ impl GptConfig {
                 self.head_size()
             );
         }
-        ensure!(self.norm_eps > 0.0, "the norm epsilon must be positive");
+        ensure!(
+            self.norm_eps > 0.0 && self.norm_eps.is_finite(),
+            "the norm epsilon must be a positive number, not {}",
+            self.norm_eps
+        );
         ensure!(self.vocab_size <= u32::MAX as usize, "vocab_size too large");
         match self.arch {
             Arch::Gpt2 => {

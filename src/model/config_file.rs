@@ -238,9 +238,12 @@ fn rope_config(f: &LlamaFile) -> Result<RopeConfig> {
                     .original_max_position_embeddings
                     .unwrap_or(f.max_position_embeddings),
             };
+            let finite = [s.factor, s.low_freq_factor, s.high_freq_factor]
+                .iter()
+                .all(|x| x.is_finite());
             ensure!(
-                s.factor > 0.0 && s.low_freq_factor > 0.0 && s.high_freq_factor > s.low_freq_factor,
-                "rope_scaling needs factor > 0 and high_freq_factor > low_freq_factor > 0 (got {s:?})"
+                finite && s.factor > 0.0 && s.low_freq_factor > 0.0 && s.high_freq_factor > s.low_freq_factor,
+                "rope_scaling needs finite factors, factor > 0 and high_freq_factor > low_freq_factor > 0 (got {s:?})"
             );
             ensure!(
                 s.original_max_position_embeddings > 0,
@@ -557,6 +560,9 @@ mod tests {
                 "multiple of num_key_value_heads",
             ),
             (r#""rope_theta": 500000.0"#, r#""rope_theta": 0.5"#, "rope_theta"),
+            // Beyond f32: infinite, which JSON cannot write back.
+            (r#""factor": 32.0"#, r#""factor": 1e39"#, "finite factors"),
+            (r#""rms_norm_eps": 1e-06"#, r#""rms_norm_eps": 1e39"#, "norm epsilon"),
         ] {
             assert!(LLAMA_3_2_1B.contains(from), "{from}");
             let e = err(&LLAMA_3_2_1B.replace(from, to));

@@ -2,12 +2,14 @@
 //! model directory holds.
 
 use super::bpe::hash::Fnv64;
-use super::bpe::Bpe;
+use super::bpe::{Bpe, SpecialTokens, TOKENIZER_FILE};
 use super::char::{CharTokenizer, CHAR_TOKENIZER_FILE};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
 
 /// Either tokenizer, behind one API.
+// A program holds one or two tokenizers: boxing the large variant saves nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Tokenizer {
     Char(CharTokenizer),
@@ -21,11 +23,12 @@ impl Tokenizer {
     }
 
     /// The tokenizer of a model directory: `char_tokenizer.json` if present,
-    /// else `vocab.json` + `merges.txt` if present, else `encoder.json` +
-    /// `vocab.bpe` (the same files as OpenAI names them in its TensorFlow
-    /// release) if present, else GPT-2's built-in one. For a model file (an
-    /// llm.c `.bin`) it is the directory holding the file. A missing
-    /// directory is an error.
+    /// else `tokenizer.json` (Hugging Face's, with `tokenizer_config.json`
+    /// naming its special tokens) if present, else `vocab.json` +
+    /// `merges.txt` if present, else `encoder.json` + `vocab.bpe` (the same
+    /// files as OpenAI names them in its TensorFlow release) if present, else
+    /// GPT-2's built-in one. For a model file (an llm.c `.bin`) it is the
+    /// directory holding the file. A missing directory is an error.
     pub fn load(path: &Path) -> Result<Tokenizer> {
         let dir = match path.parent().filter(|_| path.is_file()) {
             Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
@@ -36,6 +39,8 @@ impl Tokenizer {
         let (encoder, merges) = (dir.join("encoder.json"), dir.join("vocab.bpe"));
         if dir.join(CHAR_TOKENIZER_FILE).is_file() {
             Ok(Tokenizer::Char(CharTokenizer::load(dir)?))
+        } else if dir.join(TOKENIZER_FILE).is_file() {
+            Ok(Tokenizer::Bpe(Bpe::load_tokenizer_json(dir)?))
         } else if Bpe::exists_in(dir) {
             Ok(Tokenizer::Bpe(Bpe::load(dir)?))
         } else if encoder.is_file() && merges.is_file() {
@@ -48,7 +53,8 @@ impl Tokenizer {
         }
     }
 
-    /// Short name for file headers: "char", "gpt2" or "bpe".
+    /// Short name for file headers: "char", "gpt2", "bpe", "hf" (from
+    /// `tokenizer.json`) or "gguf".
     pub fn name(&self) -> &str {
         match self {
             Tokenizer::Char(_) => "char",
@@ -65,11 +71,24 @@ impl Tokenizer {
     }
 
     /// The id that separates documents: BOS for characters, `<|endoftext|>`
-    /// for BPE (if the vocabulary has it).
+    /// for BPE (if the vocabulary has it, else its EOS).
     pub fn document_separator(&self) -> Option<u32> {
         match self {
             Tokenizer::Char(t) => Some(t.bos()),
-            Tokenizer::Bpe(t) => t.endoftext(),
+            Tokenizer::Bpe(t) => t.endoftext().or(t.special_tokens().eos),
+        }
+    }
+
+    /// BOS, EOS, padding, end-of-turn and unknown ids, where known (for
+    /// characters: BOS, which also ends a document).
+    pub fn special_tokens(&self) -> SpecialTokens {
+        match self {
+            Tokenizer::Char(t) => SpecialTokens {
+                bos: Some(t.bos()),
+                eos: Some(t.bos()),
+                ..SpecialTokens::default()
+            },
+            Tokenizer::Bpe(t) => t.special_tokens(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Tokenizers: text <-> token ids.
 //!
 //! - [`CharTokenizer`]: one token per character plus BOS, as in microgpt.
-//! - [`Bpe`]: byte-level BPE, identical to GPT-2's (built in) or trained here.
+//! - [`Bpe`]: byte-level BPE: GPT-2's (built in), trained here, or a
+//!   Llama-family model's from its `tokenizer.json` or GGUF metadata.
 //! - [`Tokenizer`]: either of them, as a model directory selects.
 
 mod any;
@@ -9,5 +10,5 @@ pub mod bpe;
 mod char;
 
 pub use self::any::Tokenizer;
-pub use self::bpe::Bpe;
+pub use self::bpe::{Bpe, GgufVocab, SpecialTokens};
 pub use self::char::{CharTokenizer, CHAR_TOKENIZER_FILE};

@@ -9,7 +9,7 @@
 //! unknown types, sizes that overflow, duplicate names, non-UTF-8 strings) is
 //! an error naming the file and the problem, never a panic or a huge
 //! allocation. Tensor bytes are handed out as slices of the file, in ggml's
-//! block layout; `crate::tensor::quant` turns them into f32.
+//! block layout; the tensor layer's `quant` module turns them into f32.
 //!
 //! [`GgufWriter`] writes version 3, atomically.
 

@@ -127,8 +127,14 @@ impl<B: AsRef<[u8]>> Gguf<B> {
             self.tensors.push(info);
         }
 
-        let len = bytes.len();
-        self.data_offset = c.pos.next_multiple_of(self.alignment);
+        self.place_tensors(c.pos)
+    }
+
+    /// Puts the data section at the first aligned byte from `table_end` and
+    /// checks every tensor lies inside the file, aligned, overlapping none.
+    fn place_tensors(&mut self, table_end: usize) -> Result<()> {
+        let len = self.bytes.as_ref().len();
+        self.data_offset = table_end.next_multiple_of(self.alignment);
         let mut ranges = Vec::with_capacity(self.tensors.len());
         for t in &self.tensors {
             let name = &t.name;
@@ -189,6 +195,9 @@ impl<B: AsRef<[u8]>> Gguf<B> {
         self.metadata.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// The value of `key`, of whatever type. The typed getters below return
+    /// it only if it has exactly their type, else an error naming the file,
+    /// the key and the type found.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.keys.get(key).map(|&i| &self.metadata[i].1)
     }

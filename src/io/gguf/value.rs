@@ -24,6 +24,7 @@ impl ValueType {
         [U8, I8, U16, I16, U32, I32, F32, Bool, String, Array, U64, I64, F64]
     };
 
+    /// The type with tag `id` in the file, if there is one.
     pub fn from_id(id: u32) -> Option<Self> {
         Self::ALL.get(id as usize).copied()
     }
@@ -40,6 +41,7 @@ impl ValueType {
         }
     }
 
+    /// `u32`, `string`, ...: for messages.
     pub fn name(self) -> &'static str {
         use ValueType::*;
         match self {
@@ -96,6 +98,7 @@ macro_rules! scalars {
         }
 
         impl Value {
+            /// The value, if it is of this type.
             pub fn $as(&self) -> Option<$t> {
                 match self {
                     Value::$variant(x) => Some(*x),
@@ -145,6 +148,7 @@ impl From<Vec<&str>> for Value {
 }
 
 impl Value {
+    /// Its type tag.
     pub fn ty(&self) -> ValueType {
         match self {
             Value::U8(_) => ValueType::U8,
@@ -171,6 +175,7 @@ impl Value {
         }
     }
 
+    /// The string, if this is one.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Value::String(s) => Some(s),

@@ -1,9 +1,11 @@
-//! Parallel encoding: the text is cut into chunks where a cut leaves the
-//! pre-tokenizer pieces unchanged (see [`is_piece_boundary`]), the chunks are
+//! Parallel encoding: added tokens are found first (one fast pass), then the
+//! text between them is cut into chunks where a cut leaves the pre-tokenizer
+//! pieces unchanged (see [`PreTokenizer::is_piece_boundary`]), the chunks are
 //! encoded on rayon's threads and their ids concatenated. Each piece is merged
 //! on its own, so the ids equal the serial ones.
 
-use super::pretokenize::is_piece_boundary;
+use super::added::Segment;
+use super::pre::PreTokenizer;
 use super::{Bpe, Work};
 use rayon::prelude::*;
 
@@ -27,27 +29,37 @@ impl Bpe {
         allow_special: bool,
         progress: impl Fn(usize) + Sync,
     ) -> Vec<u32> {
-        let chunks = split_chunks(text, target);
-        let parts: Vec<Vec<u32>> = chunks
+        let mut parts = Vec::new();
+        self.added.split(text, allow_special, &mut |segment| match segment {
+            Segment::Text(text) => parts.extend(split_chunks(text, target, &self.pre).into_iter().map(Segment::Text)),
+            token => parts.push(token),
+        });
+        let ids: Vec<Vec<u32>> = parts
             .par_iter()
-            .map_init(Work::default, |work, chunk| {
-                let mut ids = Vec::with_capacity(chunk.len() / 4 + 1);
-                self.encode_into(chunk, allow_special, &mut ids, work);
-                progress(chunk.len());
-                ids
+            .map_init(Work::default, |work, part| match *part {
+                Segment::Text(chunk) => {
+                    let mut ids = Vec::with_capacity(chunk.len() / 4 + 1);
+                    self.encode_text_into(chunk, &mut ids, work);
+                    progress(chunk.len());
+                    ids
+                }
+                Segment::Token { id, len } => {
+                    progress(len);
+                    vec![id]
+                }
             })
             .collect();
-        parts.concat()
+        ids.concat()
     }
 }
 
 /// Cuts `text` into chunks of at least `target` bytes (except the last), each
-/// ending at a piece boundary. Text without boundaries stays one chunk.
-pub(super) fn split_chunks(text: &str, target: usize) -> Vec<&str> {
+/// ending at a piece boundary of `pre`. Text without boundaries stays one chunk.
+pub(super) fn split_chunks<'a>(text: &'a str, target: usize, pre: &PreTokenizer) -> Vec<&'a str> {
     let mut chunks = Vec::new();
     let mut rest = text;
     while rest.len() > target {
-        match next_boundary(rest, target) {
+        match next_boundary(rest, target, pre) {
             Some(at) => {
                 chunks.push(&rest[..at]);
                 rest = &rest[at..];
@@ -59,13 +71,14 @@ pub(super) fn split_chunks(text: &str, target: usize) -> Vec<&str> {
     chunks
 }
 
-/// The first piece boundary at or after byte `from`, looking before ASCII
+/// The first piece boundary at or after byte `from`, looking beside ASCII
 /// white space other than U+0020 (line ends, tabs).
-fn next_boundary(text: &str, from: usize) -> Option<usize> {
+fn next_boundary(text: &str, from: usize, pre: &PreTokenizer) -> Option<usize> {
     let bytes = text.as_bytes();
+    let control_space = |i: usize| matches!(bytes[i], b'\t' | b'\n' | 0x0B | 0x0C | b'\r');
     (from.max(1)..bytes.len())
-        .filter(|&i| matches!(bytes[i], b'\t' | b'\n' | 0x0B | 0x0C | b'\r'))
-        .find(|&i| is_piece_boundary(text, i))
+        .filter(|&i| control_space(i) || control_space(i - 1))
+        .find(|&i| pre.is_piece_boundary(text, i))
 }
 
 #[cfg(test)]
@@ -76,16 +89,16 @@ mod tests {
     fn chunks_cover_the_text_and_end_at_boundaries() {
         let text = "one two\nthree\n\n  four\tfive\n".repeat(50);
         for target in [1, 7, 40, 1000] {
-            let chunks = split_chunks(&text, target);
+            let chunks = split_chunks(&text, target, &PreTokenizer::default());
             assert_eq!(chunks.concat(), text);
             let mut at = 0;
             for c in &chunks[..chunks.len() - 1] {
                 assert!(c.len() >= target);
                 at += c.len();
-                assert!(is_piece_boundary(&text, at), "cut at {at}");
+                assert!(PreTokenizer::default().is_piece_boundary(&text, at), "cut at {at}");
             }
         }
-        assert_eq!(split_chunks("no boundary at all", 3).len(), 1);
+        assert_eq!(split_chunks("no boundary at all", 3, &PreTokenizer::default()).len(), 1);
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn contraction_len(rest: &[u8]) -> Option<usize> {
 }
 
 /// End of the run of `class` characters starting at byte `pos`.
-fn run_end(b: &[u8], mut pos: usize, class: CharClass) -> usize {
+pub(super) fn run_end(b: &[u8], mut pos: usize, class: CharClass) -> usize {
     while pos < b.len() {
         let byte = b[pos];
         if byte < 0x80 {
@@ -127,7 +127,7 @@ fn run_end(b: &[u8], mut pos: usize, class: CharClass) -> usize {
 }
 
 /// End of the white-space piece starting at `start`: `\s+(?!\S)|\s+`.
-fn space_end(b: &[u8], start: usize) -> usize {
+pub(super) fn space_end(b: &[u8], start: usize) -> usize {
     let mut pos = start;
     let mut last = start;
     let mut count = 0;
@@ -147,7 +147,7 @@ fn space_end(b: &[u8], start: usize) -> usize {
 
 /// The code point at byte `i` of valid UTF-8 and its length in bytes.
 #[inline]
-fn decode(b: &[u8], i: usize) -> (u32, usize) {
+pub(super) fn decode(b: &[u8], i: usize) -> (u32, usize) {
     let b0 = b[i] as u32;
     let cont = |k: usize| (b[i + k] & 0x3F) as u32;
     match b0 {
@@ -159,7 +159,7 @@ fn decode(b: &[u8], i: usize) -> (u32, usize) {
 }
 
 #[inline]
-fn class_of(c: u32) -> CharClass {
+pub(super) fn class_of(c: u32) -> CharClass {
     if c < 0x80 {
         ASCII[c as usize]
     } else if c < 0x1_0000 {

@@ -10,6 +10,7 @@
 use super::bytes::bytes_in_gpt2_order;
 use super::hash::FastMap;
 use super::parallel::split_chunks;
+use super::pre::PreTokenizer;
 use super::{pretokenize, Bpe, ENDOFTEXT};
 use anyhow::{bail, Result};
 use rayon::prelude::*;
@@ -63,7 +64,10 @@ pub fn train(texts: &[&str], vocab_size: usize, mut progress: impl FnMut(usize, 
 
 /// Counts of each distinct pre-tokenizer piece, counted in parallel.
 fn count_words<'a>(texts: &[&'a str]) -> FastMap<&'a str, u64> {
-    let chunks: Vec<&str> = texts.iter().flat_map(|t| split_chunks(t, 1 << 20)).collect();
+    let chunks: Vec<&str> = texts
+        .iter()
+        .flat_map(|t| split_chunks(t, 1 << 20, &PreTokenizer::default()))
+        .collect();
     chunks
         .par_iter()
         .map(|chunk| {

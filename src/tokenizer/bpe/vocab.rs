@@ -2,13 +2,10 @@
 //! in the GPT-2 / Hugging Face text forms (`encoder.json` = `vocab.json`,
 //! `vocab.bpe` = `merges.txt`).
 
+use super::build::Parts;
 use super::bytes::{byte_to_char, bytes_to_text, text_to_bytes};
-use super::hash::{FastMap, Fnv64};
-use super::merge::{MergeTable, Scratch};
-use super::piece_map::PieceMap;
-use super::{Bpe, ENDOFTEXT};
-use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
+use super::{AddedToken, Bpe, SpecialTokens, ENDOFTEXT};
+use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -88,98 +85,35 @@ impl Bpe {
         Bpe::new(name, tokens, &pairs, endoftext)
     }
 
-    /// Builds a tokenizer from token bytes (index = id), merges in rank order
-    /// as pairs of ids (each merged token must be in the vocabulary) and the
-    /// id of `<|endoftext|>`, if any.
+    /// Builds a GPT-2-style tokenizer from token bytes (index = id; every
+    /// single byte must be a token), merges in rank order as pairs of ids
+    /// (each merged token must be in the vocabulary) and the id of
+    /// `<|endoftext|>`, if any (its special token, and BOS, EOS and end of turn).
     pub fn new(name: &str, tokens: Vec<Vec<u8>>, merges: &[(u32, u32)], endoftext: Option<u32>) -> Result<Bpe> {
-        let mut by_bytes: FastMap<&[u8], u32> = FastMap::default();
-        for (id, t) in tokens.iter().enumerate().rev() {
-            by_bytes.insert(t, id as u32);
+        let mut has_byte = [false; 256];
+        for t in &tokens {
+            if let [b] = t[..] {
+                has_byte[b as usize] = true;
+            }
         }
-        let mut byte_ids = [0u32; 256];
-        for (b, slot) in byte_ids.iter_mut().enumerate() {
-            *slot = *by_bytes
-                .get(&[b as u8][..])
-                .with_context(|| format!("the vocabulary lacks the single byte 0x{b:02X}"))?;
+        if let Some(b) = has_byte.iter().position(|&has| !has) {
+            bail!("the vocabulary lacks the single byte 0x{b:02X}");
         }
-        let mut table = MergeTable::default();
-        for (rank, &(left, right)) in merges.iter().enumerate() {
-            let get = |id: u32| {
-                tokens
-                    .get(id as usize)
-                    .with_context(|| format!("merge {rank} uses id {id}, outside the vocabulary"))
-            };
-            let merged = [get(left)?.as_slice(), get(right)?].concat();
-            let Some(&id) = by_bytes.get(merged.as_slice()) else {
-                bail!(
-                    "merge {rank} makes {:?}, which is not in the vocabulary",
-                    String::from_utf8_lossy(&merged)
-                );
-            };
-            table.push(left, right, id);
+        let mut parts = Parts::new(name, tokens, merges.to_vec());
+        if let Some(eot) = endoftext {
+            parts.added = vec![AddedToken::special(eot, ENDOFTEXT)];
         }
-        if let Some(id) = endoftext.filter(|&id| id as usize >= tokens.len()) {
-            bail!("<|endoftext|> id {id} is outside the vocabulary");
-        }
-        let mut bpe = Bpe {
-            name: name.to_string(),
-            bytes: tokens.concat(),
-            offsets: Some(0)
-                .into_iter()
-                .chain(tokens.iter().scan(0u32, |end, t| {
-                    *end += t.len() as u32;
-                    Some(*end)
-                }))
-                .collect(),
-            byte_ids: Box::new(byte_ids),
-            merges: table,
-            whole: PieceMap::default(),
-            endoftext,
-            fingerprint: 0,
-        };
-        bpe.whole = bpe.reachable_tokens(&tokens);
-        bpe.fingerprint = bpe.compute_fingerprint();
+        let mut bpe = parts.build()?;
+        bpe.set_special_tokens(
+            SpecialTokens {
+                bos: endoftext,
+                eos: endoftext,
+                eot: endoftext,
+                ..SpecialTokens::default()
+            },
+            false,
+        )?;
         Ok(bpe)
-    }
-
-    /// Tokens that the merge loop turns their own bytes into: for those, a
-    /// piece lookup gives the same id as merging (all of GPT-2's tokens).
-    fn reachable_tokens(&self, tokens: &[Vec<u8>]) -> PieceMap<u32> {
-        let reachable: Vec<u32> = (0..tokens.len() as u32)
-            .into_par_iter()
-            .filter(|&id| tokens[id as usize].len() > 1 && Some(id) != self.endoftext)
-            .map_init(
-                || (Vec::new(), Scratch::default()),
-                |(ids, scratch), id| {
-                    ids.clear();
-                    ids.extend(tokens[id as usize].iter().map(|&b| self.byte_ids[b as usize]));
-                    self.merges.apply(ids, scratch);
-                    (ids[..] == [id]).then_some(id)
-                },
-            )
-            .flatten()
-            .collect();
-        let mut whole = PieceMap::default();
-        for id in reachable {
-            whole.insert(&tokens[id as usize], id);
-        }
-        whole
-    }
-
-    fn compute_fingerprint(&self) -> u64 {
-        let mut h = Fnv64::default();
-        h.update(&(self.vocab_size() as u32).to_le_bytes());
-        for id in 0..self.vocab_size() as u32 {
-            let t = self.token_bytes(id).expect("id in vocabulary");
-            h.update(&(t.len() as u32).to_le_bytes());
-            h.update(t);
-        }
-        for &(left, right, _) in self.merges.merges() {
-            h.update(&left.to_le_bytes());
-            h.update(&right.to_le_bytes());
-        }
-        h.update(&self.endoftext.map_or(u32::MAX, |id| id).to_le_bytes());
-        h.finish()
     }
 
     /// The vocabulary as `vocab.json` text, in id order.
@@ -208,6 +142,12 @@ impl Bpe {
     /// Writes `vocab.json` and `merges.txt` into `dir` (atomically each).
     pub fn save(&self, dir: &Path) -> Result<()> {
         use crate::io::write_atomic;
+        let extras = self.encoding_extras();
+        ensure!(
+            extras.is_empty(),
+            "this tokenizer cannot be written as {VOCAB_FILE} + {MERGES_FILE}, which hold GPT-2-style \
+             tokenizers only (it has: {extras})"
+        );
         write_atomic(&dir.join(VOCAB_FILE), self.vocab_json().as_bytes())?;
         write_atomic(&dir.join(MERGES_FILE), self.merges_txt().as_bytes())
     }

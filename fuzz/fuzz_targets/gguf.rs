@@ -1,0 +1,27 @@
+//! Fuzzes the GGUF reader: whatever the bytes, `Gguf::parse` returns a file
+//! or an error, never panics, never reads out of bounds, never allocates
+//! beyond what the input can describe; and every tensor of a file it accepts
+//! dequantizes (when it is of a kind we read).
+//!
+//! Seeds: the golden files of `tests/golden/gguf/` (made by `scripts/gen_quant_golden.py`).
+//!
+//!     RUSTC_BOOTSTRAP=1 cargo fuzz run gguf fuzz/corpus/gguf tests/golden/gguf
+
+#![no_main]
+
+use gpt::io::gguf::Gguf;
+use gpt::tensor::quant::{dequantize_row, Kind};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(gguf) = Gguf::parse(data, "fuzz.gguf") else {
+        return;
+    };
+    for (t, bytes) in gguf.tensors() {
+        assert_eq!(Some(bytes.len()), t.ty.bytes_of(t.n_elements()));
+        if let Some(kind) = Kind::from_ggml_id(t.ty.id()) {
+            let mut out = vec![0.0; t.n_elements()];
+            dequantize_row(kind, bytes, &mut out);
+        }
+    }
+});

@@ -1,0 +1,168 @@
+//! The tokenizer of a GGUF file from its `tokenizer.ggml.*` values, as
+//! llama.cpp reads them (`llama-vocab.cpp`): the same [`Bpe`] as the model's
+//! `tokenizer.json` gives.
+
+use super::build::Parts;
+use super::bytes::text_to_bytes;
+use super::pre::{PreTokenizer, Step};
+use super::{AddedToken, Bpe, SpecialTokens};
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::HashMap;
+
+/// The `tokenizer.ggml.*` metadata of a GGUF file, as plain values.
+#[derive(Clone, Debug, Default)]
+pub struct GgufVocab {
+    /// `tokenizer.ggml.model`: only "gpt2" (byte-level BPE) is supported.
+    pub model: String,
+    /// `tokenizer.ggml.pre`, naming the pre-tokenizer: "smollm",
+    /// "llama-bpe", "qwen2", "gpt-2", ... (see [`pre_tokenizer`]).
+    pub pre: Option<String>,
+    /// `tokenizer.ggml.tokens` in id order: byte-level text, except control
+    /// and user-defined tokens, which are plain text.
+    pub tokens: Vec<String>,
+    /// `tokenizer.ggml.token_type`: 1 normal, 2 unknown, 3 control, 4 user
+    /// defined, 5 unused, 6 byte; empty means all normal.
+    pub token_types: Vec<i32>,
+    /// `tokenizer.ggml.merges`: `"left right"`, by rank.
+    pub merges: Vec<String>,
+    /// `tokenizer.ggml.bos_token_id`.
+    pub bos: Option<u32>,
+    /// `tokenizer.ggml.eos_token_id`.
+    pub eos: Option<u32>,
+    /// `tokenizer.ggml.padding_token_id`.
+    pub pad: Option<u32>,
+    /// `tokenizer.ggml.eot_token_id`; found by its text when absent.
+    pub eot: Option<u32>,
+    /// `tokenizer.ggml.unknown_token_id`.
+    pub unk: Option<u32>,
+    /// `tokenizer.ggml.add_bos_token`; absent: llama.cpp's default for `pre`.
+    pub add_bos: Option<bool>,
+    /// `tokenizer.ggml.add_eos_token`; absent: false.
+    pub add_eos: Option<bool>,
+}
+
+const UNKNOWN: i32 = 2;
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+
+/// The pre-tokenizer of a `tokenizer.ggml.pre` name, for the names whose
+/// llama.cpp pattern we have: (steps, `ignore_merges`, `add_bos` default).
+pub fn pre_tokenizer(name: &str) -> Option<(PreTokenizer, bool, bool)> {
+    let gpt2 = vec![Step::Gpt2];
+    let llama3 = vec![Step::Llama3 { max_digits: 3 }];
+    let qwen2 = vec![Step::Llama3 { max_digits: 1 }];
+    let digits_gpt2 = vec![Step::Digits { individual: true }, Step::Gpt2];
+    let (steps, ignore_merges, add_bos) = match name {
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0" | "mellum"
+        | "exaone4" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling" => (gpt2, false, false),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+        | "jina-v5-nano" => (llama3, true, true),
+        "dbrx" | "smaug-bpe" => (llama3, false, false),
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "megrez" | "stablelm2" | "hunyuan" => (qwen2, false, false),
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
+            (digits_gpt2, false, false)
+        }
+        _ => return None,
+    };
+    Some((PreTokenizer::new(steps), ignore_merges, add_bos))
+}
+
+impl Bpe {
+    /// The tokenizer a GGUF file describes. Control (and unknown) tokens are
+    /// special added tokens, user-defined ones are added tokens matched always.
+    pub fn from_gguf(v: &GgufVocab) -> Result<Bpe> {
+        ensure!(
+            v.model == "gpt2",
+            "tokenizer.ggml.model {:?} is not supported: only \"gpt2\" (byte-level BPE)",
+            v.model
+        );
+        let pre_name = v.pre.as_deref().unwrap_or("default");
+        let Some((pre, ignore_merges, add_bos_default)) = pre_tokenizer(pre_name) else {
+            bail!(
+                "tokenizer.ggml.pre {pre_name:?} is not supported: the pre-tokenizers known are GPT-2's \
+                 (\"gpt-2\", ...), Llama 3's (\"llama-bpe\", ...), Qwen2's (\"qwen2\", ...) and \
+                 SmolLM's (\"smollm\", \"starcoder\", ...)"
+            );
+        };
+        let n = v.tokens.len();
+        ensure!(n > 0, "tokenizer.ggml.tokens is empty");
+        ensure!(
+            v.token_types.is_empty() || v.token_types.len() == n,
+            "tokenizer.ggml.token_type has {} entries for {n} tokens",
+            v.token_types.len()
+        );
+        let kind = |id: usize| v.token_types.get(id).copied().unwrap_or(1);
+        let mut tokens = Vec::with_capacity(n);
+        let mut in_model = Vec::with_capacity(n);
+        let mut added = Vec::new();
+        for (id, text) in v.tokens.iter().enumerate() {
+            let bytes = text_to_bytes(text);
+            let special = matches!(kind(id), CONTROL | UNKNOWN);
+            if special || kind(id) == USER_DEFINED {
+                added.push(AddedToken {
+                    special,
+                    ..AddedToken::special(id as u32, text)
+                });
+            } else {
+                ensure!(
+                    bytes.is_some(),
+                    "tokenizer.ggml.tokens[{id}] {text:?} is not byte-level text"
+                );
+            }
+            in_model.push(bytes.is_some());
+            tokens.push(bytes.unwrap_or_else(|| text.as_bytes().to_vec()));
+        }
+        let mut by_text: HashMap<&str, u32> = HashMap::with_capacity(n);
+        for (id, text) in v.tokens.iter().enumerate().rev() {
+            by_text.insert(text, id as u32);
+        }
+        let mut merges = Vec::with_capacity(v.merges.len());
+        for (rank, merge) in v.merges.iter().enumerate() {
+            // Split at the first space after the first byte, as llama.cpp does.
+            let at = merge.bytes().skip(1).position(|b| b == b' ').map(|p| p + 1);
+            let (left, right) = at
+                .map(|at| (&merge[..at], &merge[at + 1..]))
+                .with_context(|| format!("tokenizer.ggml.merges[{rank}]: expected \"left right\", got {merge:?}"))?;
+            let id = |t: &str| {
+                by_text
+                    .get(t)
+                    .copied()
+                    .with_context(|| format!("tokenizer.ggml.merges[{rank}]: {t:?} is not a token"))
+            };
+            let pair = (id(left)?, id(right)?);
+            if in_model[pair.0 as usize] && in_model[pair.1 as usize] {
+                merges.push(pair);
+            }
+        }
+        let given = SpecialTokens {
+            bos: v.bos,
+            eos: v.eos,
+            pad: v.pad,
+            eot: v.eot,
+            unk: v.unk,
+        };
+        given.check(n).context("tokenizer.ggml.*_token_id")?;
+        let add = |flag: Option<bool>, default: bool, id: Option<u32>, what: &str, key: &str| -> Result<Vec<u32>> {
+            if !flag.unwrap_or(default) {
+                return Ok(Vec::new());
+            }
+            let id = id.with_context(|| format!("tokenizer.ggml.add_{what}_token is true but {key} is not set"))?;
+            Ok(vec![id])
+        };
+        let template = (
+            add(v.add_bos, add_bos_default, v.bos, "bos", "tokenizer.ggml.bos_token_id")?,
+            add(v.add_eos, false, v.eos, "eos", "tokenizer.ggml.eos_token_id")?,
+        );
+        let mut bpe = Parts {
+            in_model,
+            ignore_merges,
+            pre,
+            added,
+            template,
+            ..Parts::new("gguf", tokens, merges)
+        }
+        .build()?;
+        bpe.set_special_tokens(given, false)?;
+        Ok(bpe)
+    }
+}
