@@ -279,12 +279,12 @@ fn tokenizers_are_found_beside_tensorflow_and_llmc_checkpoints() {
 fn the_fuzz_seeds_are_valid_checkpoints() {
     let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     let mut n = 0;
-    // Files of this target; the other targets' seeds are in folders.
-    for seed in std::fs::read_dir(seeds)
+    // The files directly in fuzz/seeds; other targets' seeds are in folders of their own.
+    let files = std::fs::read_dir(seeds)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-    {
+        .filter(|p| p.is_file());
+    for seed in files {
         let bytes = std::fs::read(seed).unwrap();
         let len = u16::from_le_bytes([bytes[0], bytes[1]]) as usize;
         let (config, weights) = bytes[2..].split_at(len);
