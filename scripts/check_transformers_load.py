@@ -7,10 +7,10 @@ mean loss as `gpt eval --json` on the same text, window by window.
 
 With `--arch gpt2` (the default) it trains a small GPT-2 from scratch; with
 `--arch llama` it fine-tunes a random Llama that transformers makes (2 layers,
-64 wide, 4 heads, intermediate 192, tied embeddings, Llama 3 rope scaling,
-GPT-2's vocabulary and tokenizer files beside it). Either way on GPT-2's
-tokenizer, by default 100 steps at lr 3e-3 on data/tinyshakespeare.txt with
-n_ctx 64; then it scores a held-out passage of the text with sliding windows
+64 wide, 4 heads on 2 key/value heads, intermediate 192, tied embeddings,
+Llama 3 rope scaling, GPT-2's vocabulary and tokenizer files beside it).
+Either way on GPT-2's tokenizer, by default 100 steps at lr 3e-3 on
+data/tinyshakespeare.txt with n_ctx 64; then it scores a held-out passage of the text with sliding windows
 (stride n_ctx / 2, as `gpt eval` does by default), and runs the same windows
 through transformers. Prints the figures; exits non-zero on any mismatch.
 
@@ -64,7 +64,7 @@ def random_llama(dir, n_ctx):
     """A random Llama with GPT-2's vocabulary, saved by transformers with GPT-2's tokenizer files beside it."""
     cfg = LlamaConfig(
         vocab_size=50257, hidden_size=64, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=n_ctx, tie_word_embeddings=True,
+        num_key_value_heads=2, max_position_embeddings=n_ctx, tie_word_embeddings=True,
         rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 0.5,
                          "high_freq_factor": 4.0, "original_max_position_embeddings": n_ctx // 2},
         bos_token_id=50256, eos_token_id=50256,

@@ -1,8 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerates tests/golden/llama/ (but train/, which gen_train_golden.py
-writes): tiny random Llama-family models saved by `transformers`, with
-`transformers`' logits and greedy continuations for them (read by
-tests/llama_golden.rs).
+"""Regenerates tests/golden/llama/: tiny random Llama-family models saved by
+`transformers`, with `transformers`' logits and greedy continuations for them
+(read by tests/llama_golden.rs; training parity is gen_train_golden.py's).
 
 Every model is Llama's architecture at toy size (vocab 64, 64 positions,
 hidden 32, 2 layers, 4 heads of 8, intermediate 96 = 3x, RMSNorm eps 1e-5),
@@ -99,10 +98,8 @@ def main():
     prompts = [gen.integers(0, VOCAB, n).tolist() for n in PROMPT_LENGTHS]
 
     if OUT.exists():
-        for child in OUT.iterdir():
-            if child.name != "train" and not child.name.startswith("train_"):
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    OUT.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
     entries = {}
     # name -> (model whose logits are the reference, directory, save options)
     cases = {name: (m, name, {}) for name, m in models.items()}
@@ -139,9 +136,8 @@ def main():
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     (OUT / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
-    ours = [f for f in OUT.rglob("*") if f.is_file() and not f.relative_to(OUT).parts[0].startswith("train")]
-    total = sum(f.stat().st_size for f in ours)
-    print(f"wrote {OUT} ({total / 1e6:.2f} MB, train/ aside); {len(shards)} shards; "
+    total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
+    print(f"wrote {OUT} ({total / 1e6:.2f} MB); {len(shards)} shards; "
           f"margins { {k: round(v['greedy_min_margin'], 4) for k, v in entries.items()} }")
 
 

@@ -1,22 +1,27 @@
 #!/usr/bin/env python3
-"""Regenerates tests/golden/train/: ten AdamW steps of tiny GPT-2s in PyTorch,
-the reference that tests/train_golden.rs holds `gpt::train::train_step` to
-(llm.c's test_gpt2, for our trainer).
+"""Regenerates tests/golden/train/: ten AdamW steps of tiny GPT-2s and Llamas
+in PyTorch, the reference that tests/train_golden.rs holds
+`gpt::train::train_step` to (llm.c's test_gpt2, for our trainer).
 
 The models are GPT-2's architecture at toy size (vocab 64, gelu_new, tied
-wte, dropout 0), with weights drawn larger than GPT-2's init (as in
+wte, dropout 0) and Llama's (vocab 64, intermediate 3x hidden, rope_theta
+10000), with weights drawn larger than the usual init (as in
 gen_gpt2_golden.py) so attention is far from uniform and every parameter gets
 a gradient well above float noise:
 
-    init        n_ctx 32, n_embd 32, 2 layers, 4 heads
-    init_long   n_ctx 160, n_embd 16, 2 layers, 2 heads: room for rows of
-                64+ queries, where our attention switches to its GEMM path
-                (src/tensor/attention.rs), which works in blocks of 64 queries
+    init             GPT-2, n_ctx 32, n_embd 32, 2 layers, 4 heads
+    init_long        GPT-2, n_ctx 160, n_embd 16, 2 layers, 2 heads: room for rows of
+                     64+ queries, where our attention switches to its GEMM path
+                     (src/tensor/attention.rs), which works in blocks of 64 queries
+    llama_init       Llama, 32 positions, hidden 32, 2 layers, 4 heads, untied lm_head
+    llama_gqa_init   the same with 2 key/value heads and tied embeddings
+    llama_long_init  Llama, 160 positions, hidden 16, 2 layers, 2 heads on 1 key/value
+                     head, untied
 
 The optimizer is torch.optim.AdamW with two parameter groups, weight decay
 only on the 2-D matrices that are not embeddings (our rule: not biases,
-LayerNorm, wte or wpe), constant learning rate. Four runs, each step on its
-own batch:
+norms, wte, wpe or embed_tokens), constant learning rate. Seven runs, each
+step on its own batch:
 
     plain   init; B=4 rows of T=16 random tokens (T < n_ctx, so the last wpe
             rows get no gradient and must not move); no gradient clipping
@@ -34,14 +39,18 @@ own batch:
             that of each document run alone). Even steps fill two rows of over
             64 queries (the GEMM path, documents straddling query blocks), odd
             steps one short row (the row-by-row path)
+    llama, llama_gqa   llama_init, llama_gqa_init on plain's rows
+    llama_packed       llama_long_init on packed's documents: rotary positions from
+                       each document's start
 
 PyTorch runs in float64 on the float32 initial weights, so the reference is
 the exact answer to float32 precision and what the test measures is our
 error alone. It runs on one thread, so the files regenerate byte for byte
 (for the same torch and transformers). Written:
 
-    init/, init_long/   config.json + model.safetensors: the float32 starts (our
-                        names, no `transformer.` prefix, Conv1D [in, out])
+    init/, init_long/, llama_*init/   config.json + model.safetensors: the float32
+                        starts (our names: GPT-2's with no `transformer.` prefix,
+                        Conv1D [in, out]; Llama's as they are, nn.Linear [out, in])
     RUN/                config.json + model.safetensors: the weights after the run;
                         grads0.safetensors: every parameter's gradient at step 0
                         (before the optimizer step; not for clip, whose step 0 is
@@ -61,7 +70,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 from safetensors.torch import save_file
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers.models.llama import modeling_llama
 
 from gen_gpt2_golden import draw_weights
 
@@ -69,8 +79,11 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "golden" / "train"
 VOCAB = 64
 BOS = VOCAB - 1
-# (n_ctx, n_embd, n_layer, n_head) of each start.
+# (n_ctx, n_embd, n_layer, n_head) of each GPT-2 start.
 MODELS = {"init": (32, 32, 2, 4), "init_long": (160, 16, 2, 2)}
+# (n_ctx, hidden, layers, heads, key/value heads, tied) of each Llama start.
+LLAMAS = {"llama_init": (32, 32, 2, 4, 4, False), "llama_gqa_init": (32, 32, 2, 4, 2, True),
+          "llama_long_init": (160, 16, 2, 2, 1, False)}
 STEPS = 10
 LR, BETAS, EPS, WEIGHT_DECAY = 1e-3, (0.9, 0.95), 1e-8, 0.1
 PACKED_ROWS = 2
@@ -78,17 +91,53 @@ SEED = 5
 
 
 def build_model(init):
-    n_ctx, n_embd, n_layer, n_head = MODELS[init]
-    cfg = GPT2Config(
-        vocab_size=VOCAB, n_positions=n_ctx, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
-        activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        tie_word_embeddings=True, bos_token_id=BOS, eos_token_id=BOS,
-    )
+    if init in LLAMAS:
+        n_ctx, hidden, n_layer, n_head, n_kv_head, tied = LLAMAS[init]
+        cfg = LlamaConfig(
+            vocab_size=VOCAB, hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=n_layer,
+            num_attention_heads=n_head, num_key_value_heads=n_kv_head, max_position_embeddings=n_ctx,
+            rms_norm_eps=1e-5, rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+            tie_word_embeddings=tied, bos_token_id=BOS, eos_token_id=BOS, attention_dropout=0.0,
+        )
+        model_class, fan_in_dim = LlamaForCausalLM, 1
+    else:
+        n_ctx, n_embd, n_layer, n_head = MODELS[init]
+        cfg = GPT2Config(
+            vocab_size=VOCAB, n_positions=n_ctx, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+            activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            tie_word_embeddings=True, bos_token_id=BOS, eos_token_id=BOS,
+        )
+        model_class, fan_in_dim = GPT2LMHeadModel, 0
     cfg._attn_implementation = "eager"
     torch.manual_seed(SEED)
-    model = GPT2LMHeadModel(cfg)
-    draw_weights(model)
+    model = model_class(cfg)
+    draw_weights(model, fan_in_dim)
     return model
+
+
+# transformers' Llama computes RMSNorm and the attention softmax in float32 even in a float64 model, which
+# would leave the reference only float32-exact: here both run in the input's precision (the same functions
+# on float32 input). The rotary angles stay float32: that is the model's definition, and ours.
+def rms_norm_in_input_precision(self, x):
+    return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+
+
+def eager_attention_in_input_precision(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    key = modeling_llama.repeat_kv(key, module.num_key_value_groups)
+    value = modeling_llama.repeat_kv(value, module.num_key_value_groups)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.dropout(F.softmax(scores, dim=-1), p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+modeling_llama.LlamaRMSNorm.forward = rms_norm_in_input_precision
+modeling_llama.eager_attention_forward = eager_attention_in_input_precision
+
+
+def n_ctx_of(model):
+    return getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
 
 
 def ours(name):
@@ -97,7 +146,7 @@ def ours(name):
 
 def decays(name, p):
     """Our weight-decay rule (src/train/optim.rs): matrices, not embeddings."""
-    return p.dim() == 2 and not ours(name).startswith(("wte.", "wpe."))
+    return p.dim() == 2 and not ours(name).startswith(("wte.", "wpe.", "model.embed_tokens."))
 
 
 def tensors(model, of=lambda p: p):
@@ -132,7 +181,7 @@ def pack(docs, n_ctx):
 def packed_loss(model, docs):
     """Mean loss of `docs` packed into rows, each document attending only to itself from position 0.
     Padding (document -1) has target -100: it counts for nothing."""
-    rows = pack(docs, model.config.n_positions)
+    rows = pack(docs, n_ctx_of(model))
     t = max(map(len, rows))
     rows = [r + [(0, -100, -1)] * (t - len(r)) for r in rows]
     ids, targets, doc = (torch.tensor([[e[i] for e in r] for r in rows]) for i in range(3))
@@ -195,7 +244,7 @@ def key_bias(name, n_embd):
 def max_abs(a, b, keys=False):
     """Max abs difference over every weight but the key biases, or (keys=True) over the key biases only."""
     out = 0.0
-    n_embd = b["wte.weight"].shape[1]
+    n_embd = next(b[k].shape[1] for k in ("wte.weight", "model.embed_tokens.weight") if k in b)
     for k in b:
         d = (a[k].double() - b[k].double()).abs()
         s = key_bias(k, n_embd)
@@ -233,7 +282,7 @@ def documents(gen):
 
 def main():
     torch.set_num_threads(1)
-    starts = {name: build_model(name) for name in MODELS}
+    starts = {name: build_model(name) for name in [*MODELS, *LLAMAS]}
     gen = np.random.default_rng(SEED)
     data = {
         "rows16": gen.integers(0, VOCAB, (STEPS, 4, 17)).tolist(),
@@ -245,6 +294,10 @@ def main():
         "clip": {"init": "init", "data": "rows16", "packed_rows": None, "grad_clip": None},
         "long": {"init": "init_long", "data": "rows150", "packed_rows": None, "grad_clip": None},
         "packed": {"init": "init_long", "data": "documents", "packed_rows": PACKED_ROWS, "grad_clip": None},
+        "llama": {"init": "llama_init", "data": "rows16", "packed_rows": None, "grad_clip": None},
+        "llama_gqa": {"init": "llama_gqa_init", "data": "rows16", "packed_rows": None, "grad_clip": None},
+        "llama_packed": {"init": "llama_long_init", "data": "documents", "packed_rows": PACKED_ROWS,
+                         "grad_clip": None},
     }
     init = {name: {k: v.clone() for k, v in m.state_dict().items()} for name, m in starts.items()}
 
@@ -252,7 +305,7 @@ def main():
         spec = specs[name]
         return run(spec, data[spec["data"]], init[spec["init"]], dtype)
 
-    results = {name: go(name) for name in ["plain", "long", "packed"]}
+    results = {name: go(name) for name in specs if name != "clip"}
     # A threshold the clipped run crosses both ways: below its larger norms, above its smaller.
     specs["clip"]["grad_clip"] = clip = float(np.round(np.median(results["plain"][1]), 2))
     results["clip"] = go("clip")

@@ -293,3 +293,22 @@ fn the_fuzz_seeds_are_valid_checkpoints() {
     }
     assert!(n >= 4);
 }
+
+#[test]
+fn the_config_fuzz_seeds_parse_and_survive_a_round_trip() {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/config");
+    let mut n = 0;
+    for seed in std::fs::read_dir(seeds).unwrap() {
+        let path = seed.unwrap().path();
+        let config = GptConfig::from_json(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        assert_eq!(
+            GptConfig::from_json(&config.to_json()).unwrap(),
+            config,
+            "{}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n >= 5);
+}

@@ -5,7 +5,9 @@
 //! micro-batches, on rows of 150 tokens (attention's GEMM path, in blocks of
 //! 64 queries), and on documents packed several to a row by `DocBatcher`
 //! (each with its own positions, attending only to itself; PyTorch uses a
-//! block-diagonal causal mask). The reference is tests/golden/train/, made by
+//! block-diagonal causal mask). So do tiny Llamas: untied, tied with
+//! grouped-query attention, and on packed documents (rotary positions from
+//! each document's start). The reference is tests/golden/train/, made by
 //! scripts/gen_train_golden.py (PyTorch in float64 on the float32 start, so
 //! it is exact to our precision).
 //!
@@ -278,12 +280,13 @@ fn check_run(name: &str, grad_accum: usize) -> Figures {
         }
     }
     // Positions no token had never get a gradient nor decay: they must not move at all.
-    let used = steps.iter().flatten().flat_map(|b| &b.pos).max().unwrap() + 1;
-    let wpe = model.params.find("wpe.weight").unwrap();
-    let (got, start) = (&model.params.get(wpe).data, &init.params.get(wpe).data);
-    let unused = used as usize * n_embd..;
-    assert!(unused.start < got.len(), "{name}: every position is used");
-    assert_eq!(got[unused.clone()], start[unused], "{name}: unused wpe rows moved");
+    if let Some(wpe) = model.params.find("wpe.weight") {
+        let used = steps.iter().flatten().flat_map(|b| &b.pos).max().unwrap() + 1;
+        let (got, start) = (&model.params.get(wpe).data, &init.params.get(wpe).data);
+        let unused = used as usize * n_embd..;
+        assert!(unused.start < got.len(), "{name}: every position is used");
+        assert_eq!(got[unused.clone()], start[unused], "{name}: unused wpe rows moved");
+    }
     println!("{name} in {grad_accum} micro-batch(es): {fig:?}");
     fig
 }
@@ -329,4 +332,28 @@ fn ten_adamw_steps_on_packed_documents_match_pytorch_with_a_block_diagonal_mask(
     assert!(batches.iter().enumerate().all(|(i, b)| docs(i) > b.b));
     assert!(batches.iter().any(|b| b.t > 128) && batches.iter().any(|b| b.t < 64));
     check_run("packed", 1);
+}
+
+#[test]
+fn ten_adamw_steps_of_a_llama_match_pytorch_whole_and_accumulated() {
+    check_run("llama", 1);
+    check_run("llama", 2);
+}
+
+#[test]
+fn ten_adamw_steps_of_a_tied_grouped_query_llama_match_pytorch() {
+    let g = golden();
+    let model = load(&g.runs["llama_gqa"].init);
+    assert!(model.config.tie_word_embeddings && model.config.n_kv_head < model.config.n_head);
+    check_run("llama_gqa", 1);
+}
+
+#[test]
+fn ten_adamw_steps_of_a_llama_on_packed_documents_match_pytorch() {
+    // Rotary positions restart at each document; rows take both attention paths.
+    let g = golden();
+    let run = &g.runs["llama_packed"];
+    assert_eq!(run.data, g.runs["packed"].data);
+    assert!(load(&run.init).config.rope.is_some());
+    check_run("llama_packed", 1);
 }

@@ -25,7 +25,8 @@ pub struct GptConfig {
     pub n_embd: usize,
     pub n_head: usize,
     /// Key/value heads: `n_head`, or fewer, each shared by `n_head / n_kv_head`
-    /// query heads (grouped-query attention).
+    /// query heads (grouped-query attention). `config.json`'s
+    /// `num_key_value_heads` (in GPT-2's, written only when it differs from `n_head`).
     pub n_kv_head: usize,
     pub n_layer: usize,
     /// Width of the MLP's hidden layer: `4 n_embd` in GPT-2, `intermediate_size` in Llama.
@@ -143,7 +144,7 @@ impl GptConfig {
             ("n_ctx", self.n_ctx),
             ("n_embd", self.n_embd),
             ("n_head", self.n_head),
-            ("n_kv_head", self.n_kv_head),
+            ("num_key_value_heads", self.n_kv_head),
             ("n_layer", self.n_layer),
             ("n_inner", self.n_inner),
         ] {
@@ -157,7 +158,7 @@ impl GptConfig {
         );
         ensure!(
             self.n_head.is_multiple_of(self.n_kv_head),
-            "n_head ({}) must be a multiple of n_kv_head ({}): each key/value head serves n_head / n_kv_head query heads",
+            "n_head ({}) must be a multiple of num_key_value_heads ({}): each key/value head serves as many query heads",
             self.n_head,
             self.n_kv_head
         );
@@ -168,13 +169,17 @@ impl GptConfig {
                 self.head_size()
             );
         }
-        ensure!(self.norm_eps > 0.0, "the norm epsilon must be positive");
+        ensure!(
+            self.norm_eps > 0.0 && self.norm_eps.is_finite(),
+            "the norm epsilon must be a positive number, not {}",
+            self.norm_eps
+        );
         ensure!(self.vocab_size <= u32::MAX as usize, "vocab_size too large");
         match self.arch {
             Arch::Gpt2 => {
                 ensure!(
-                    self.rope.is_none() && !self.gated_mlp && self.n_kv_head == self.n_head,
-                    "GPT-2 checkpoints hold neither rotary embeddings, a gated MLP nor grouped-query attention"
+                    self.rope.is_none() && !self.gated_mlp,
+                    "GPT-2 checkpoints hold neither rotary embeddings nor a gated MLP"
                 );
                 ensure!(
                     self.qkv_bias == self.bias && self.norm_weight == (self.norm == NormKind::LayerNorm),
@@ -217,7 +222,9 @@ mod tests {
         (c.n_head, c.n_kv_head) = (2, 2);
         c.validate().unwrap();
         c.n_kv_head = 3;
-        assert!(c.validate().unwrap_err().to_string().contains("multiple of n_kv_head"));
+        assert!(c.validate().unwrap_err().to_string().contains("num_key_value_heads"));
+        c.n_kv_head = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("at least 1"));
         c.gated_mlp = true;
         c.n_kv_head = 2;
         assert!(c

@@ -54,6 +54,7 @@ impl GptConfig {
             n_ctx: Some(self.n_ctx),
             n_embd: self.n_embd,
             n_head: self.n_head,
+            num_key_value_heads: (self.n_kv_head != self.n_head).then_some(self.n_kv_head),
             n_layer: self.n_layer,
             n_inner: (self.n_inner != self.n_embd.saturating_mul(4)).then_some(self.n_inner),
             activation_function: activation_name(self.activation_function).into(),
@@ -75,6 +76,7 @@ impl GptConfig {
             .context("config has neither n_positions nor n_ctx")?;
         let norm = parse_norm(&f.norm)?;
         Ok(GptConfig {
+            n_kv_head: f.num_key_value_heads.unwrap_or(f.n_head),
             n_inner: f.n_inner.unwrap_or(f.n_embd.saturating_mul(4)),
             norm,
             norm_weight: norm == NormKind::LayerNorm,
@@ -236,9 +238,12 @@ fn rope_config(f: &LlamaFile) -> Result<RopeConfig> {
                     .original_max_position_embeddings
                     .unwrap_or(f.max_position_embeddings),
             };
+            let finite = [s.factor, s.low_freq_factor, s.high_freq_factor]
+                .iter()
+                .all(|x| x.is_finite());
             ensure!(
-                s.factor > 0.0 && s.low_freq_factor > 0.0 && s.high_freq_factor > s.low_freq_factor,
-                "rope_scaling needs factor > 0 and high_freq_factor > low_freq_factor > 0 (got {s:?})"
+                finite && s.factor > 0.0 && s.low_freq_factor > 0.0 && s.high_freq_factor > s.low_freq_factor,
+                "rope_scaling needs finite factors, factor > 0 and high_freq_factor > low_freq_factor > 0 (got {s:?})"
             );
             ensure!(
                 s.original_max_position_embeddings > 0,
@@ -322,6 +327,8 @@ struct Gpt2File {
     n_ctx: Option<usize>,
     n_embd: usize,
     n_head: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_key_value_heads: Option<usize>,
     n_layer: usize,
     n_inner: Option<usize>,
     #[serde(default = "default_activation")]
@@ -427,6 +434,7 @@ mod tests {
             tie_word_embeddings: true,
             bos_token_id: Some(128000),
             eos_token_id: vec![128001, 128008, 128009],
+            n_kv_head: 8,
             ..GptConfig::llama(128256, 131072, 2048, 32, 16, 8192)
         }
     }
@@ -443,12 +451,12 @@ mod tests {
         );
     }
 
-    /// Llama 3.2 1B's config.json as on the Hub (but for GQA: 8 KV heads, which the kernel does not serve yet).
+    /// Llama 3.2 1B's config.json as on the Hub.
     const LLAMA_3_2_1B: &str = r#"{"architectures": ["LlamaForCausalLM"], "attention_bias": false,
         "attention_dropout": 0.0, "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
         "head_dim": 64, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
         "intermediate_size": 8192, "max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
-        "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 32, "pretraining_tp": 1,
+        "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "pretraining_tp": 1,
         "rms_norm_eps": 1e-06, "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
         "original_max_position_embeddings": 8192, "rope_type": "llama3"}, "rope_theta": 500000.0,
         "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.45.0.dev0",
@@ -500,7 +508,12 @@ mod tests {
             bias: true,
             ..GptConfig::llama(50, 32, 16, 2, 1, 40)
         };
+        let gpt2_gqa = GptConfig {
+            n_kv_head: 4,
+            ..GptConfig::gpt2(50257, 1024, 768, 12, 12)
+        };
         for c in [
+            gpt2_gqa,
             GptConfig::gpt2(50257, 1024, 768, 12, 12),
             GptConfig::microgpt(27),
             llama3_tied(),
@@ -510,6 +523,11 @@ mod tests {
         ] {
             assert_eq!(GptConfig::from_json(&c.to_json()).unwrap(), c, "{}", c.to_json());
         }
+        let json = GptConfig::gpt2(50257, 1024, 768, 12, 12).to_json();
+        assert!(
+            !json.contains("num_key_value_heads"),
+            "GPT-2's config.json is unchanged"
+        );
     }
 
     #[test]
@@ -537,11 +555,14 @@ mod tests {
             ),
             (r#""mlp_bias": false"#, r#""mlp_bias": true"#, "mlp_bias = true"),
             (
-                r#""num_key_value_heads": 32"#,
+                r#""num_key_value_heads": 8"#,
                 r#""num_key_value_heads": 5"#,
-                "multiple of n_kv_head",
+                "multiple of num_key_value_heads",
             ),
             (r#""rope_theta": 500000.0"#, r#""rope_theta": 0.5"#, "rope_theta"),
+            // Beyond f32: infinite, which JSON cannot write back.
+            (r#""factor": 32.0"#, r#""factor": 1e39"#, "finite factors"),
+            (r#""rms_norm_eps": 1e-06"#, r#""rms_norm_eps": 1e39"#, "norm epsilon"),
         ] {
             assert!(LLAMA_3_2_1B.contains(from), "{from}");
             let e = err(&LLAMA_3_2_1B.replace(from, to));

@@ -324,7 +324,9 @@ mod tests {
         Gpt::new(config, Init::Normal(0.3), &mut rng(5))
     }
 
-    /// Tiny configs of every variant: GPT-2, microgpt, and Llama untied, tied and with Qwen2's q/k/v biases.
+    /// Tiny configs of every variant: GPT-2 (also with grouped-query attention),
+    /// microgpt, and Llama untied, tied, with Qwen2's q/k/v biases and with
+    /// grouped-query attention.
     fn variants(vocab: usize, n_ctx: usize, n_embd: usize, n_head: usize, n_layer: usize) -> Vec<GptConfig> {
         let micro = GptConfig {
             n_ctx,
@@ -335,20 +337,27 @@ mod tests {
             ..GptConfig::microgpt(vocab)
         };
         let llama = GptConfig::llama(vocab, n_ctx, n_embd, n_head, n_layer, 3 * n_embd);
+        // Grouped-query attention: 2 n_head query heads on 2 and on 1 key/value heads.
+        let gqa = |n_kv_head, tie_word_embeddings| GptConfig {
+            n_kv_head,
+            tie_word_embeddings,
+            ..GptConfig::llama(vocab, n_ctx, n_embd, 2 * n_head, n_layer, 3 * n_embd)
+        };
         vec![
             GptConfig::gpt2(vocab, n_ctx, n_embd, n_head, n_layer),
+            GptConfig {
+                n_kv_head: 2,
+                ..GptConfig::gpt2(vocab, n_ctx, n_embd, 4, n_layer)
+            },
             micro,
+            gqa(2, false),
+            gqa(1, true),
             GptConfig {
                 tie_word_embeddings: true,
                 ..llama.clone()
             },
             GptConfig {
                 qkv_bias: true,
-                ..llama.clone()
-            },
-            // Grouped-query attention: every query head on one key/value head.
-            GptConfig {
-                n_kv_head: 1,
                 ..llama.clone()
             },
             llama,

@@ -71,9 +71,14 @@ pub const GRAD_CLIP: &str = "a finite number >= 0 (0 = off)";
 fn training_memory(c: &GptConfig, s: &Settings) -> u128 {
     let [v, ctx, e, l, h] = [c.vocab_size, c.n_ctx, c.n_embd, c.n_layer, c.n_head].map(|x| x as u128);
     let heads = if c.tie_word_embeddings { v } else { 2 * v };
-    let params = (heads + ctx)
+    // A learned position table (rotary positions have none); per layer q, o, k, v and the MLP's two or three matrices.
+    let positions = if c.rope.is_some() { 0 } else { ctx };
+    let kv = (c.n_kv_head as u128).saturating_mul(c.head_size() as u128);
+    let mlp = (if c.gated_mlp { 3 } else { 2 } as u128).saturating_mul(c.n_inner as u128);
+    let per_layer = e.saturating_mul((2 * e).saturating_add(2 * kv).saturating_add(mlp));
+    let params = (heads + positions)
         .saturating_mul(e)
-        .saturating_add(l.saturating_mul(12).saturating_mul(e.saturating_mul(e)));
+        .saturating_add(l.saturating_mul(per_layer));
     let t = s.n_ctx.unwrap_or(c.n_ctx) as u128;
     let tokens = (s.batch_size as u128).saturating_mul(t);
     let per_layer = e.saturating_mul(17).saturating_add(h.saturating_mul(t));
