@@ -158,7 +158,11 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
                 "{key} in {} has the wrong shape or dtype",
                 path.display()
             );
-            dst.copy_from_slice(bytemuck::cast_slice::<u8, f32>(view.data()));
+            // Decoded, not cast: the data need not be 4-byte aligned in the file
+            // (the header length is the writer's choice). Lengths match by the shape.
+            for (d, b) in dst.iter_mut().zip(view.data().chunks_exact(4)) {
+                *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
         }
     }
     let state = TrainState {
@@ -233,6 +237,25 @@ mod tests {
         assert_eq!(state.opt.m, state_at(&model, 6).opt.m);
         assert_eq!(state.opt.v, state_at(&model, 6).opt.v);
         assert_eq!(state.opt.config.beta2, 0.95);
+    }
+
+    #[test]
+    fn a_state_whose_data_is_not_aligned_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = tiny_model();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run").unwrap();
+        // One more space in the JSON header: the data starts at an odd offset.
+        let path = train_state_path(dir.path(), 3);
+        let bytes = fs::read(&path).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut shifted = (n as u64 + 1).to_le_bytes().to_vec();
+        shifted.extend_from_slice(&bytes[8..8 + n]);
+        shifted.push(b' ');
+        shifted.extend_from_slice(&bytes[8 + n..]);
+        fs::write(&path, shifted).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        assert_eq!(state.opt.m, state_at(&model, 3).opt.m);
+        assert_eq!(state.opt.v, state_at(&model, 3).opt.v);
     }
 
     #[test]
