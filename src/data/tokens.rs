@@ -135,8 +135,11 @@ impl TokenFile {
     /// Opens and checks a token file (header, and length against the count).
     pub fn open(path: &Path) -> Result<TokenFile> {
         let file = File::open(path).with_context(|| format!("opening token file {}", path.display()))?;
-        // SAFETY: the map is read-only; token files are written to a temporary
-        // name and renamed into place, never modified where they are.
+        // SAFETY: read-only, so nothing in this process writes through the map;
+        // token files (like every file this crate writes) are written to a
+        // temporary name and renamed into place, never modified where they
+        // are. Only another program writing or truncating the file in place
+        // could change the bytes under the map, which no mapping can prevent.
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
         let header = TokenHeader::parse(&map).with_context(|| format!("reading {}", path.display()))?;
         let want = header

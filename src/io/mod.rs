@@ -19,8 +19,11 @@ use std::path::Path;
 /// Read-only memory map of a whole file, with the path in any error.
 pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    // SAFETY: the map is read-only and dropped once the weights are copied
-    // out; a writer that replaces the file by rename leaves this inode intact.
+    // SAFETY: read-only, so nothing in this process writes through the map;
+    // every file this crate writes is replaced by rename (`write_atomic`,
+    // downloads), which leaves a mapped inode intact. Only another program
+    // writing or truncating the file in place could change the bytes under
+    // the map, which no mapping can prevent (why `Mmap::map` is unsafe).
     unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))
 }
 

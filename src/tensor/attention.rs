@@ -448,6 +448,9 @@ mod tests {
             .collect()
     }
 
+    /// Head width: narrow under Miri, which interprets every flop (and gemm's).
+    const HEAD: usize = if cfg!(miri) { 2 } else { 8 };
+
     fn worst(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
     }
@@ -460,7 +463,7 @@ mod tests {
                 t: 70,
                 n_head: 4,
                 n_kv_head,
-                head_size: 8,
+                head_size: HEAD,
             };
             let (n, past) = (s.b * s.t, 5);
             let tk = past + s.t;
@@ -528,13 +531,19 @@ mod tests {
     fn blocked_backward_matches_the_full_probabilities_reference() {
         // T = 130: three query blocks, the last a partial one; sequence 1 packs
         // a second document from query 70, inside the second block.
-        for (t, n_kv_head) in [(130, 4), (130, 2), (130, 1), (20, 2)] {
+        // Under Miri one case: two blocks, the second partial.
+        let cases: &[(usize, usize)] = if cfg!(miri) {
+            &[(70, 2)]
+        } else {
+            &[(130, 4), (130, 2), (130, 1), (20, 2)]
+        };
+        for &(t, n_kv_head) in cases {
             let s = AttnShape {
                 b: 2,
                 t,
                 n_head: 4,
                 n_kv_head,
-                head_size: 8,
+                head_size: HEAD,
             };
             let n = s.b * s.t;
             let qkv = Tensor::randn(&[n, s.qkv_c()], 1.0, &mut rng(4)).data;
@@ -567,7 +576,7 @@ mod tests {
                 t: 70,
                 n_head: 4,
                 n_kv_head,
-                head_size: 8,
+                head_size: HEAD,
             };
             let n = s.b * s.t;
             let qkv = Tensor::randn(&[n, s.qkv_c()], 1.0, &mut rng(6)).data;

@@ -207,6 +207,7 @@ pub fn add_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
 #[cfg(test)]
 mod tests {
     #[test]
+    #[cfg_attr(miri, ignore = "millions of scalar evaluations, no unsafe or indexing to check")]
     fn fast_tanh_matches_f64_tanh() {
         let mut worst = 0.0f64;
         for i in -200_000..=200_000 {
@@ -217,6 +218,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "millions of scalar evaluations, no unsafe or indexing to check")]
     fn fast_exp_matches_f64_exp() {
         let mut worst = 0.0f64;
         for i in -870_000..=880_000 {

@@ -76,11 +76,13 @@ impl Tensor {
 pub fn advise_huge_pages<T>(buf: &mut [std::mem::MaybeUninit<T>]) {
     const HUGE: usize = 2 << 20;
     let (start, len) = (buf.as_mut_ptr() as usize, std::mem::size_of_val(buf));
-    let aligned = start.next_multiple_of(HUGE);
     if len < 2 * HUGE {
         return;
     }
-    // SAFETY: the range lies inside `buf`; MADV_HUGEPAGE changes no contents.
+    // No overflow: `buf` ends at `start + len` and `aligned` is below it.
+    let aligned = start.next_multiple_of(HUGE);
+    // SAFETY: whole huge pages from `aligned` up to the end of `buf`, memory
+    // this unique borrow owns; MADV_HUGEPAGE is a hint that changes no contents.
     unsafe {
         libc::madvise(
             aligned as *mut libc::c_void,

@@ -81,11 +81,17 @@ impl<'a> Source<'a> {
 
     fn release(&self, chunk: &[u8]) {
         let Some(map) = self.map else { return };
-        let offset = chunk.as_ptr() as usize - map.as_ptr() as usize;
-        debug_assert!(offset + chunk.len() <= map.len());
-        // SAFETY: a read-only mapping of a file: DONTNEED only drops the pages
-        // (memmap2 widens the range to whole pages), and a later read faults
-        // the same bytes back in from the file.
+        // Only a chunk inside the map: memmap2 checks the offset and the length
+        // each against the map's length, not their sum, and DONTNEED on other
+        // (anonymous) memory would zero it under its borrows.
+        let offset = (chunk.as_ptr() as usize).checked_sub(map.as_ptr() as usize);
+        let Some(offset) = offset.filter(|o| o.checked_add(chunk.len()).is_some_and(|end| end <= map.len())) else {
+            return;
+        };
+        // SAFETY: the range lies inside a read-only, file-backed map: DONTNEED
+        // only drops its pages (memmap2 widens the range to whole pages, all
+        // of them the map's), and a later read faults the same bytes back in
+        // from the file.
         let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, chunk.len()) };
     }
 }
@@ -111,6 +117,26 @@ pub(crate) fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mapped_source_releases_only_its_own_pages() {
+        let xs: Vec<f32> = (0..1000).map(|i| i as f32 - 500.0).collect();
+        let bytes: Vec<u8> = xs.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weights.bin");
+        std::fs::write(&path, &bytes).unwrap();
+        let map = crate::io::map_file(&path).unwrap();
+        let source = Source::mapped(&map);
+        assert_eq!(source.decode(Elem::F32, &source.bytes()[400..]), xs[100..]);
+        assert_eq!(
+            source.decode(Elem::F32, source.bytes()),
+            xs,
+            "released pages read back the same"
+        );
+        // Bytes from elsewhere (the heap) decode, and are never advised away.
+        assert_eq!(source.decode(Elem::F32, &bytes), xs);
+        assert_eq!(Elem::F32.to_f32(&bytes), xs);
+    }
 
     #[test]
     fn transpose_swaps_rows_and_columns() {
