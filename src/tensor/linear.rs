@@ -129,8 +129,9 @@ pub fn linear_backward(
         }
     }
     if let Some(db) = db {
-        // Each task sums a block of columns over all rows.
-        let cols = (MIN_ELEMS_PER_TASK / s.n.max(1)).clamp(16, s.d_out.max(16));
+        // Each task sums a block of columns over all rows, row after row; at
+        // least 64 columns, so the inner loop is long and vectorised.
+        let cols = (MIN_ELEMS_PER_TASK / s.n.max(1)).max(64).min(s.d_out.max(1));
         db.par_chunks_mut(cols).enumerate().for_each(|(j, db)| {
             for row in dout.chunks(s.d_out) {
                 db.iter_mut().zip(&row[j * cols..]).for_each(|(d, g)| *d += g);
