@@ -27,12 +27,11 @@
 //!   in PyTorch float32 as much as in ours (2e-3 from the reference there).
 //!   It does not change the loss; the test only bounds how far it moves.
 
-use gpt::autograd::Workspace;
 use gpt::data::batch::{Batch, Batches, DocBatcher};
 use gpt::model::Gpt;
 use gpt::train::optim::{AdamW, AdamWConfig};
 use gpt::train::schedule::{Decay, Schedule};
-use gpt::train::{train_step, TrainOptions};
+use gpt::train::{train_step, StepBuffers, TrainOptions};
 use safetensors::SafeTensors;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -216,13 +215,13 @@ fn check_run(name: &str, grad_accum: usize) -> Figures {
     let opts = options(&g, run, &steps, grad_accum);
     let mut opt = AdamW::new(opts.adamw, &model.params);
     let mut grads = model.params.zero_grads();
-    let mut ws = Workspace::default();
+    let mut bufs = StepBuffers::default();
     let mut fig = Figures::default();
 
     for (step, micro) in steps.iter().enumerate() {
         let lr = opts.schedule.lr_at(step);
         let first = (step * grad_accum) as u64;
-        let loss = train_step(&mut model, &mut opt, &mut grads, &mut ws, micro, first, lr, &opts);
+        let loss = train_step(&mut model, &mut opt, &mut grads, &mut bufs, micro, first, lr, &opts);
         let want = run.losses[step];
         let rel = (loss as f64 - want).abs() / want.abs();
         assert!(

@@ -606,6 +606,16 @@ impl<'p> Graph<'p> {
         }
     }
 
+    /// The gradient buffer of `v` taken out of `g`, and whether to add to it:
+    /// a first gradient is written into a fresh buffer, not added to zeros.
+    fn input_grad(&mut self, g: &mut [Vec<f32>], v: Var) -> (Vec<f32>, bool) {
+        if g[v.0].is_empty() {
+            (self.ws.take(self.value(v).len()), false)
+        } else {
+            (mem::take(&mut g[v.0]), true)
+        }
+    }
+
     fn backward_node(&mut self, i: usize, dout: &mut Vec<f32>, g: &mut [Vec<f32>]) {
         if let Op::Add { a, b } = self.nodes[i].op {
             return self.add_backward(a, b, dout, g);
@@ -638,14 +648,8 @@ impl<'p> Graph<'p> {
             }
             &Op::Linear { x, w, b, shape } => {
                 if !self.is_constant(x) {
-                    // A first gradient is written, not added to zeros.
-                    let fresh = g[x.0].is_empty();
-                    let mut dx = if fresh {
-                        self.ws.take(self.value(x).len())
-                    } else {
-                        mem::take(&mut g[x.0])
-                    };
-                    linear_backward_input(&mut dx, dout, self.value(w), shape, !fresh);
+                    let (mut dx, accumulate) = self.input_grad(g, x);
+                    linear_backward_input(&mut dx, dout, self.value(w), shape, accumulate);
                     g[x.0] = dx;
                 }
                 with_grad!(w, |dw| linear_backward(
@@ -697,7 +701,11 @@ impl<'p> Graph<'p> {
                     g[b.0] = db;
                 }
             }
-            &Op::Activation { x, f } => with_grad!(x, |dx| f.backward(&mut dx, self.value(x), dout)),
+            &Op::Activation { x, f } => {
+                let (mut dx, accumulate) = self.input_grad(g, x);
+                f.backward(&mut dx, self.value(x), dout, accumulate);
+                g[x.0] = dx;
+            }
             &Op::Glu { gate, up, f } => {
                 // Taken one after the other, so `glu(x, x)` gets both contributions.
                 let mut dgate = self.grad_buf(g, gate);

@@ -23,7 +23,12 @@ pub struct Batch {
 impl Batch {
     /// Tokens that have a target (that count in the loss).
     pub fn n_targets(&self) -> usize {
-        self.targets.iter().filter(|&&t| t != IGNORE).count()
+        Self::count_targets(&self.targets)
+    }
+
+    /// How many of `targets` count in the loss.
+    pub fn count_targets(targets: &[u32]) -> usize {
+        targets.iter().filter(|&&t| t != IGNORE).count()
     }
 }
 

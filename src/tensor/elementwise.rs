@@ -129,15 +129,20 @@ impl Activation {
         })
     }
 
-    /// `dx += f'(x) * dout`.
-    pub fn backward(self, dx: &mut [f32], x: &[f32], dout: &[f32]) {
+    /// `dx (+)= f'(x) * dout`: added, or written without `accumulate` (a
+    /// fresh buffer then needs no zeroing and is not read).
+    pub fn backward(self, dx: &mut [f32], x: &[f32], dout: &[f32], accumulate: bool) {
         with_activation!(self, |f| {
             dx.par_chunks_mut(MIN_ELEMS_PER_TASK)
                 .zip(x.par_chunks(MIN_ELEMS_PER_TASK))
                 .zip(dout.par_chunks(MIN_ELEMS_PER_TASK))
                 .for_each(|((dx, x), dout)| {
-                    for ((dx, &x), &d) in dx.iter_mut().zip(x).zip(dout) {
-                        *dx += f(x).1 * d;
+                    // Two loops, so that each vectorises without a branch inside.
+                    let grads = x.iter().zip(dout).map(|(&x, &d)| f(x).1 * d);
+                    if accumulate {
+                        dx.iter_mut().zip(grads).for_each(|(dx, g)| *dx += g);
+                    } else {
+                        dx.iter_mut().zip(grads).for_each(|(dx, g)| *dx = g);
                     }
                 })
         })

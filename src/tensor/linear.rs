@@ -42,22 +42,39 @@ pub fn linear_forward<W: WeightElem>(
     scratch: &mut [f32],
 ) {
     assert_eq!(scratch.len(), scratch_len::<W>(s), "linear: wrong scratch size");
-    if s.n <= FEW_ROWS {
-        few_rows_forward(out, x, w, s, scratch);
-    } else if let Some(w) = W::as_f32(w) {
-        matmul(out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, false);
-    } else {
-        scratch
-            .par_chunks_mut(MIN_ELEMS_PER_TASK)
-            .zip(w.par_chunks(MIN_ELEMS_PER_TASK))
-            .for_each(|(d, w)| d.iter_mut().zip(w).for_each(|(d, w)| *d = w.to_f32()));
-        matmul(out, x, false, scratch, s.w_t, s.n, s.d_in, s.d_out, false);
-    }
-    if let Some(b) = b {
+    let add_bias = |out: &mut [f32], b: &[f32], add: bool| {
         out.par_chunks_mut(s.d_out)
             .with_min_len(super::min_rows_per_task(s.d_out))
-            .for_each(|row| row.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+            .for_each(|row| {
+                if add {
+                    row.iter_mut().zip(b).for_each(|(o, b)| *o += b)
+                } else {
+                    row.copy_from_slice(&b[..s.d_out])
+                }
+            });
+    };
+    if s.n <= FEW_ROWS {
+        few_rows_forward(out, x, w, s, scratch);
+        if let Some(b) = b {
+            add_bias(out, b, true);
+        }
+        return;
     }
+    // GEMM adds the product to the bias written first: one pass over `out` fewer.
+    if let Some(b) = b {
+        add_bias(out, b, false);
+    }
+    let w = match W::as_f32(w) {
+        Some(w) => w,
+        None => {
+            scratch
+                .par_chunks_mut(MIN_ELEMS_PER_TASK)
+                .zip(w.par_chunks(MIN_ELEMS_PER_TASK))
+                .for_each(|(d, w)| d.iter_mut().zip(w).for_each(|(d, w)| *d = w.to_f32()));
+            scratch
+        }
+    };
+    matmul(out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, b.is_some());
 }
 
 /// `out = x @ W` for a few rows, reading each weight once. Threads take
@@ -129,8 +146,9 @@ pub fn linear_backward(
         }
     }
     if let Some(db) = db {
-        // Each task sums a block of columns over all rows.
-        let cols = (MIN_ELEMS_PER_TASK / s.n.max(1)).clamp(16, s.d_out.max(16));
+        // Each task sums a block of columns over all rows, row after row; at
+        // least 64 columns, so the inner loop is long and vectorised.
+        let cols = (MIN_ELEMS_PER_TASK / s.n.max(1)).max(64).min(s.d_out.max(1));
         db.par_chunks_mut(cols).enumerate().for_each(|(j, db)| {
             for row in dout.chunks(s.d_out) {
                 db.iter_mut().zip(&row[j * cols..]).for_each(|(d, g)| *d += g);

@@ -48,11 +48,12 @@ pub fn norm_forward(
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
         .with_min_len(min_rows_per_task(c))
         .for_each(|((o, x), (m, r))| {
+            // Sums in lanes (`sum_map`): a serial sum is a chain of dependent adds.
             let mu = match kind {
-                NormKind::LayerNorm => x.iter().sum::<f32>() / c as f32,
+                NormKind::LayerNorm => super::sum_map(x, |v| v) / c as f32,
                 NormKind::RmsNorm => 0.0,
             };
-            let var = x.iter().map(|v| (v - mu) * (v - mu)).sum::<f32>() / c as f32;
+            let var = super::sum_map(x, |v| (v - mu) * (v - mu)) / c as f32;
             let rs = 1.0 / (var + eps).sqrt();
             for (((o, x), w), b) in o.iter_mut().zip(x).zip(w).zip(b) {
                 *o = (x - mu) * rs * w + b;
@@ -89,28 +90,27 @@ pub fn norm_backward(
         .map(|(task, dx)| {
             // Partial sums for dw and db (computed even when unused: cheaper than branching).
             let (mut pdw, mut pdb) = (vec![0.0; c], vec![0.0; c]);
-            let mut xhat = vec![0.0; c];
+            let (mut xhat, mut g) = (vec![0.0; c], vec![0.0; c]);
             for (i, dx) in dx.chunks_mut(c).enumerate() {
                 let r = task * rows_per_task + i;
                 let (x, dout) = (&x[r * c..(r + 1) * c], &dout[r * c..(r + 1) * c]);
                 let (mu, rs) = (mean[r], rstd[r]);
-                let (mut g_mean, mut g_xhat_mean) = (0.0, 0.0);
+                // All of length c, so the loops below need no bounds checks and vectorise.
+                let (xhat, g, pdw, pdb, w) = (&mut xhat[..c], &mut g[..c], &mut pdw[..c], &mut pdb[..c], &w[..c]);
                 for j in 0..c {
                     xhat[j] = (x[j] - mu) * rs;
-                    let g = dout[j] * w[j];
-                    g_mean += g;
-                    g_xhat_mean += g * xhat[j];
+                    g[j] = dout[j] * w[j];
                     pdw[j] += dout[j] * xhat[j];
                     pdb[j] += dout[j];
                 }
-                g_mean = if kind == NormKind::LayerNorm {
-                    g_mean / c as f32
-                } else {
-                    0.0
+                // The two row means as vectorised sums, not serial chains.
+                let g_mean = match kind {
+                    NormKind::LayerNorm => super::sum_map(g, |v| v) / c as f32,
+                    NormKind::RmsNorm => 0.0,
                 };
-                g_xhat_mean /= c as f32;
+                let g_xhat_mean = super::dot(g, xhat) / c as f32;
                 for j in 0..c {
-                    dx[j] += rs * (dout[j] * w[j] - g_mean - xhat[j] * g_xhat_mean);
+                    dx[j] += rs * (g[j] - g_mean - xhat[j] * g_xhat_mean);
                 }
             }
             (pdw, pdb)

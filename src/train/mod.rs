@@ -15,4 +15,4 @@ pub mod schedule;
 pub mod trainer;
 
 pub use eval::{evaluate, score};
-pub use trainer::{train, train_step, NoHooks, TrainHooks, TrainOptions, TrainReport, TrainState};
+pub use trainer::{train, train_step, NoHooks, StepBuffers, TrainHooks, TrainOptions, TrainReport, TrainState};

@@ -52,25 +52,32 @@ impl AdamW {
         } = self.config;
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2 = 1.0 - beta2.powi(self.t as i32);
-        for (i, p) in params.tensors.iter_mut().enumerate() {
-            let wd = if self.decay[i] { weight_decay } else { 0.0 };
-            p.data
-                .par_chunks_mut(MIN_ELEMS_PER_TASK)
-                .zip(grads.0[i].par_chunks(MIN_ELEMS_PER_TASK))
-                .zip(
-                    self.m[i]
-                        .par_chunks_mut(MIN_ELEMS_PER_TASK)
-                        .zip(self.v[i].par_chunks_mut(MIN_ELEMS_PER_TASK)),
-                )
-                .for_each(|((p, g), (m, v))| {
-                    for j in 0..p.len() {
-                        m[j] = beta1 * m[j] + (1.0 - beta1) * g[j];
-                        v[j] = beta2 * v[j] + (1.0 - beta2) * g[j] * g[j];
-                        let update = (m[j] / bc1) / ((v[j] / bc2).sqrt() + eps);
-                        p[j] -= lr * (update + wd * p[j]);
-                    }
-                });
-        }
+        // Over all tensors at once, each in chunks: a small model's many small
+        // tensors are spread over the threads too.
+        params
+            .tensors
+            .par_iter_mut()
+            .zip(&grads.0)
+            .zip(self.m.par_iter_mut().zip(&mut self.v))
+            .zip(&self.decay)
+            .for_each(|(((p, g), (m, v)), &decay)| {
+                let wd = if decay { weight_decay } else { 0.0 };
+                p.data
+                    .par_chunks_mut(MIN_ELEMS_PER_TASK)
+                    .zip(g.par_chunks(MIN_ELEMS_PER_TASK))
+                    .zip(
+                        m.par_chunks_mut(MIN_ELEMS_PER_TASK)
+                            .zip(v.par_chunks_mut(MIN_ELEMS_PER_TASK)),
+                    )
+                    .for_each(|((p, g), (m, v))| {
+                        for j in 0..p.len() {
+                            m[j] = beta1 * m[j] + (1.0 - beta1) * g[j];
+                            v[j] = beta2 * v[j] + (1.0 - beta2) * g[j] * g[j];
+                            let update = (m[j] / bc1) / ((v[j] / bc2).sqrt() + eps);
+                            p[j] -= lr * (update + wd * p[j]);
+                        }
+                    });
+            });
     }
 }
 

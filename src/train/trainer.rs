@@ -76,10 +76,131 @@ pub struct TrainReport {
     pub tokens: usize,
 }
 
-/// The dropout masks of the `i`-th micro-batch of a run: one stream each, so
-/// a run can be replayed or resumed exactly.
-fn dropout_seed(seed: u64, i: u64) -> u64 {
-    seed ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// The dropout masks of shard `shard` of the `i`-th micro-batch of a run: one
+/// stream each, so a run can be replayed or resumed exactly.
+fn dropout_seed(seed: u64, i: u64, shard: usize) -> u64 {
+    seed ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (shard as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+}
+
+/// Up to this many parameters a micro-batch is split by rows into one shard
+/// per thread, each running the whole model on its rows: one fork-join per
+/// step instead of several per op, and each core keeps its own activations in
+/// its cache. A small model's ops are too small to split well, and a gradient
+/// buffer per extra shard costs little; larger models split each op instead.
+const MAX_SHARDED_PARAMS: usize = 1 << 22;
+
+/// Buffers that training steps reuse: a workspace per shard of the batch, and
+/// gradients for every shard but the first (which adds into the step's own).
+#[derive(Default)]
+pub struct StepBuffers {
+    ws: Vec<Workspace>,
+    grads: Vec<Grads>,
+    /// Each shard's mean loss in the current micro-batch.
+    losses: Vec<f32>,
+}
+
+impl StepBuffers {
+    /// Shards for a micro-batch of `rows` rows.
+    fn shards(model: &Gpt, rows: usize) -> usize {
+        if model.params.count() > MAX_SHARDED_PARAMS {
+            1
+        } else {
+            rayon::current_num_threads().clamp(1, rows.max(1))
+        }
+    }
+
+    /// Buffers for `shards` shards, the extra gradients zeroed.
+    fn prepare(&mut self, model: &Gpt, shards: usize) {
+        self.ws.resize_with(shards.max(self.ws.len()), Workspace::default);
+        self.losses.resize(self.ws.len(), 0.0);
+        while self.grads.len() + 1 < shards {
+            self.grads.push(model.params.zero_grads());
+        }
+        self.grads[..shards - 1].iter_mut().for_each(Grads::zero);
+    }
+
+    /// Forward and backward of `batch` in `shards` shards of rows, in
+    /// parallel, adding `scale` x the gradient of its mean loss into `grads`
+    /// and the extra shards' gradients. Returns the mean loss; where it is not
+    /// finite, no gradient is computed.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_backward(
+        &mut self,
+        model: &Gpt,
+        grads: &mut Grads,
+        batch: &Batch,
+        shards: usize,
+        scale: f32,
+        dropout: f32,
+        seed: impl Fn(usize) -> u64 + Sync,
+    ) -> f32 {
+        let rows = batch.b.div_ceil(shards);
+        let range = |j: usize| (j * rows).min(batch.b)..((j + 1) * rows).min(batch.b);
+        let count = |j: usize| {
+            let r = range(j);
+            Batch::count_targets(&batch.targets[r.start * batch.t..r.end * batch.t])
+        };
+        let total = batch.n_targets().max(1) as f32;
+        // Each shard's gradient is of its own mean loss: weighted by its share of the targets.
+        let run = |j: usize, ws: &mut Workspace, grads: &mut Grads| {
+            let weight = scale * count(j) as f32 / total;
+            shard_step(model, ws, grads, batch, range(j), weight, dropout, seed(j))
+        };
+        let (ws0, ws) = self.ws[..shards].split_first_mut().expect("one shard at least");
+        let (loss0, losses) = self.losses[..shards].split_first_mut().expect("one shard at least");
+        rayon::scope(|s| {
+            for (j, ((ws, grads), loss)) in ws.iter_mut().zip(&mut self.grads).zip(losses).enumerate() {
+                s.spawn(move |_| *loss = run(j + 1, ws, grads));
+            }
+            *loss0 = run(0, ws0, grads);
+        });
+        let sum: f64 = (0..shards).map(|j| self.losses[j] as f64 * count(j) as f64).sum();
+        (sum / total as f64) as f32
+    }
+
+    /// Adds the extra shards' gradients into `grads`, in shard order.
+    fn reduce(&self, grads: &mut Grads, shards: usize) {
+        use rayon::prelude::*;
+        let extra = &self.grads[..shards - 1];
+        grads.0.par_iter_mut().enumerate().for_each(|(p, g)| {
+            for e in extra {
+                g.iter_mut().zip(&e.0[p]).for_each(|(g, e)| *g += e);
+            }
+        });
+    }
+}
+
+/// Forward and backward of rows `rows` of `batch`: adds `weight` x the
+/// gradient of their mean loss into `grads` and returns that loss (not
+/// finite: no backward).
+#[allow(clippy::too_many_arguments)]
+fn shard_step(
+    model: &Gpt,
+    ws: &mut Workspace,
+    grads: &mut Grads,
+    batch: &Batch,
+    rows: std::ops::Range<usize>,
+    weight: f32,
+    dropout: f32,
+    seed: u64,
+) -> f32 {
+    let r = rows.start * batch.t..rows.end * batch.t;
+    let mut g = Graph::new(&model.params, std::mem::take(ws));
+    g.enable_dropout(dropout, rng(seed));
+    let logits = model.forward(
+        &mut g,
+        &batch.tokens[r.clone()],
+        &batch.pos[r.clone()],
+        rows.len(),
+        None,
+    );
+    let loss_var = g.cross_entropy(logits, &batch.targets[r]);
+    let loss = g.value(loss_var)[0];
+    if loss.is_finite() {
+        g.backward_from(loss_var, vec![weight], grads);
+    }
+    *ws = g.finish();
+    loss
 }
 
 /// One optimizer step: the gradient of the mean loss over `micro` (gradient
@@ -91,29 +212,27 @@ pub fn train_step(
     model: &mut Gpt,
     opt: &mut AdamW,
     grads: &mut Grads,
-    ws: &mut Workspace,
+    bufs: &mut StepBuffers,
     micro: &[Batch],
     first: u64,
     lr: f32,
     opts: &TrainOptions,
 ) -> f32 {
+    let shards = StepBuffers::shards(model, micro.iter().map(|b| b.b).max().unwrap_or(1));
+    bufs.prepare(model, shards);
     grads.zero();
     let scale = 1.0 / micro.len() as f32;
     let mut mean = 0.0;
     for (i, batch) in micro.iter().enumerate() {
-        let mut g = Graph::new(&model.params, std::mem::take(ws));
-        g.enable_dropout(opts.dropout, rng(dropout_seed(opts.seed, first + i as u64)));
-        let logits = model.forward(&mut g, &batch.tokens, &batch.pos, batch.b, None);
-        let loss_var = g.cross_entropy(logits, &batch.targets);
-        let loss = g.value(loss_var)[0];
+        let shards = shards.min(batch.b.max(1));
+        let seed = |shard| dropout_seed(opts.seed, first + i as u64, shard);
+        let loss = bufs.forward_backward(model, grads, batch, shards, scale, opts.dropout, seed);
         if !loss.is_finite() {
-            *ws = g.finish();
             return loss;
         }
-        g.backward_from(loss_var, vec![scale], grads);
-        *ws = g.finish();
         mean += loss * scale;
     }
+    bufs.reduce(grads, shards);
     if let Some(max) = opts.grad_clip {
         clip_grad_norm(grads, max);
     }
@@ -157,7 +276,8 @@ pub fn train(
     let mut batches = train_data.training_batches(opts.batch_size, opts.n_ctx, opts.pack, opts.seed);
     batches.skip(state.batches_drawn);
     let mut grads = model.params.zero_grads();
-    let mut ws = Workspace::default();
+    let mut bufs = StepBuffers::default();
+    let mut ws = Workspace::default(); // for validation
     let mut report = TrainReport::default();
     let mut last_saved = (state.step > 0).then_some(state.step);
 
@@ -182,7 +302,7 @@ pub fn train(
             model,
             &mut state.opt,
             &mut grads,
-            &mut ws,
+            &mut bufs,
             &micro,
             state.batches_drawn,
             lr,
@@ -382,7 +502,7 @@ mod tests {
                 &mut m,
                 &mut opt,
                 &mut grads,
-                &mut Workspace::default(),
+                &mut StepBuffers::default(),
                 micro,
                 0,
                 1e-3,
