@@ -2,11 +2,13 @@
 //!
 //! GPT-2 124M (12 layers, 768 wide, 12 heads, vocab 50257, n_ctx 1024, tied
 //! `wte`), random init, f32, dropout 0, AdamW with gradient clipping, at
-//! B=4, T=64 and B=4, T=256. Prints, from one run on this machine:
+//! B=4 and T=64, 256 and 1024 (GPT-2's full context, where attention's
+//! memory shows). Prints, from one run on this machine:
 //! - ms per training step (forward + backward + clipping + AdamW: the step of
 //!   `gpt train`, driven through the library, without data loading) and
-//!   tokens/s, ours beside PyTorch CPU (Hugging Face transformers,
-//!   `torch.set_num_threads` = our threads, `bench/train_peer.py`);
+//!   tokens/s, ours beside PyTorch CPU (Hugging Face transformers with
+//!   `scaled_dot_product_attention`, `torch.set_num_threads` = our threads,
+//!   `bench/train_peer.py`);
 //! - the achieved GFLOP/s of both, counting `6·N·tokens` (N: parameters less
 //!   `wpe`, which does no matmul) plus attention's `12·L·C·T` per token
 //!   (nanoGPT's estimate), beside the machine's sgemm ceiling: the best of our
@@ -34,7 +36,7 @@ use std::process::Command;
 use std::time::Instant;
 
 const CHILD: &str = "GPT_BENCH_TRAIN_CHILD";
-const SHAPES: [(usize, usize); 2] = [(4, 64), (4, 256)];
+const SHAPES: [(usize, usize); 3] = [(4, 64), (4, 256), (4, 1024)];
 
 fn config() -> GptConfig {
     GptConfig::gpt2(50257, 1024, 768, 12, 12)

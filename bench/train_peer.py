@@ -4,7 +4,9 @@ usage: train_peer.py B T STEPS THREADS
        train_peer.py sgemm N THREADS
 
 Hugging Face transformers' GPT2LMHeadModel (12 layers, 768 wide, 12 heads,
-vocab 50257, n_ctx 1024, tied wte), random init, f32, dropout 0, AdamW,
+vocab 50257, n_ctx 1024, tied wte) with attn_implementation="sdpa" (causal
+torch.nn.functional.scaled_dot_product_attention, which does not keep the
+attention probabilities), random init, f32, dropout 0, AdamW,
 gradient clipping at 1.0: the same step as ours. One warm-up step, then STEPS
 timed steps. Prints one JSON object: each step's seconds and the peak RSS.
 With `sgemm`, prints torch.mm's (MKL) best GFLOP/s at N×N×N instead.
@@ -33,7 +35,8 @@ B, T, steps, threads = map(int, sys.argv[1:5])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 config = GPT2Config(n_layer=12, n_embd=768, n_head=12, vocab_size=50257, n_positions=1024,
-                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True)
+                    resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+                    attn_implementation="sdpa")
 model = GPT2LMHeadModel(config).train()
 decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "wte" not in n and "wpe" not in n]
 other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "wte" not in n and "wpe" not in n)]

@@ -512,6 +512,12 @@ impl<'p> Graph<'p> {
             Some(slot) => {
                 assert!(!self.grad_enabled, "the KV cache is for inference only");
                 assert!(slot.past + shape.t <= slot.capacity, "KV cache is full");
+                let size = b * slot.capacity * kv_c;
+                assert!(
+                    slot.k.len() == size && slot.v.len() == size,
+                    "KV cache slot is not [{b}, {}, {kv_c}]",
+                    slot.capacity
+                );
                 for (row, src) in x.chunks(width).enumerate() {
                     let dst = ((row / shape.t) * slot.capacity + slot.past + row % shape.t) * kv_c;
                     slot.k[dst..dst + kv_c].copy_from_slice(&src[c..c + kv_c]);

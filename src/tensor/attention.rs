@@ -198,7 +198,7 @@ fn attention_forward_rows<'a>(
                 }
                 let m = max(p);
                 if m > run_max {
-                    let r = exp(run_max - m); // 0 on the first chunk: nothing summed yet
+                    let r = exp(run_max - m); // the first chunk has nothing to rescale: sum and o are 0
                     sum *= r;
                     o.iter_mut().for_each(|x| *x *= r);
                     run_max = m;
