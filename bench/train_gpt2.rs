@@ -17,7 +17,8 @@
 //!   steps; PyTorch's: getrusage in the peer).
 //!
 //! Each shape runs a warm-up step and then `$GPT_BENCH_STEPS` (default 3)
-//! timed steps; the median is reported, the best beside it. The peer runs
+//! timed steps; the median is reported, the best beside it.
+//! `$GPT_BENCH_SHAPES` (e.g. `4x1024`) picks the shapes. The peer runs
 //! with the Python in `$GPT_BENCH_PYTHON`, else `~/.cache/gpt-venv/bin/python`,
 //! else `python3`; without torch it prints "peer not available".
 
@@ -201,7 +202,18 @@ fn main() {
         fmt(torch_mm)
     );
 
-    for (b, t) in SHAPES {
+    // `GPT_BENCH_SHAPES=4x1024,4x64` runs only those shapes.
+    let shapes: Vec<(usize, usize)> = match std::env::var("GPT_BENCH_SHAPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|bt| {
+                let (b, t) = bt.split_once('x').expect("GPT_BENCH_SHAPES: BxT,...");
+                (b.parse().expect("B"), t.parse().expect("T"))
+            })
+            .collect(),
+        Err(_) => SHAPES.to_vec(),
+    };
+    for (b, t) in shapes {
         let flops = step_flops(b, t);
         let tokens = (b * t) as f64;
         let line = |name: &str, r: &Run| {
