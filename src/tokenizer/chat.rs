@@ -76,6 +76,14 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
+        // Python prints booleans and None capitalised.
+        env.set_formatter(|out, state, value| match value.kind() {
+            ValueKind::Bool => out
+                .write_str(if value.is_true() { "True" } else { "False" })
+                .map_err(Error::from),
+            ValueKind::None => out.write_str("None").map_err(Error::from),
+            _ => minijinja::escape_formatter(out, state, value),
+        });
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| anyhow!("{}", describe(&e)))
             .context("the chat template does not compile")?;
@@ -91,13 +99,14 @@ impl ChatTemplate {
     }
 
     /// Renders a conversation, ending with the start of an assistant turn
-    /// when `add_generation_prompt` (and the template has one).
+    /// when `add_generation_prompt` (and the template has one). A BOS or EOS
+    /// text not given is undefined in the template, as in `transformers`.
     pub fn render(
         &self,
         messages: &[Message],
         add_generation_prompt: bool,
-        bos_token: &str,
-        eos_token: &str,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
     ) -> Result<String> {
         let msgs: Vec<Value> = messages
             .iter()
@@ -106,8 +115,11 @@ impl ChatTemplate {
         let ctx = minijinja::context! {
             messages => msgs,
             add_generation_prompt => add_generation_prompt,
-            bos_token => bos_token,
-            eos_token => eos_token,
+            bos_token => bos_token.map_or(Value::UNDEFINED, Value::from),
+            eos_token => eos_token.map_or(Value::UNDEFINED, Value::from),
+            // transformers defines both, as None when not given.
+            tools => Value::from(()),
+            documents => Value::from(()),
         };
         // Fuel for every byte of the conversation, beyond the fixed budget.
         let bytes: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
@@ -468,7 +480,7 @@ mod tests {
     use super::*;
 
     fn render(source: &str, messages: &[Message], gen: bool) -> Result<String> {
-        ChatTemplate::new(source)?.render(messages, gen, "<s>", "</s>")
+        ChatTemplate::new(source)?.render(messages, gen, Some("<s>"), Some("</s>"))
     }
 
     #[test]
@@ -532,6 +544,16 @@ mod tests {
         assert_eq!(strftime("%Y-%m-%d %a", 0).unwrap(), "1970-01-01 Thu");
         assert!(strftime("%Q", 0).is_err() && strftime("50%", 0).is_err());
         assert!(render("{{ strftime_now('%Y') }}", &[], false).unwrap().len() == 4);
+    }
+
+    #[test]
+    fn values_print_as_python_prints_them() {
+        let t = "{{ true }} {{ 1 == 2 }} {{ none }} [{{ nothing }}] {{ tools }} {{ 2.5 }} {{ bos_token is defined }}";
+        let got = ChatTemplate::new(t)
+            .unwrap()
+            .render(&[], false, None, Some("e"))
+            .unwrap();
+        assert_eq!(got, "True False None [] None 2.5 False");
     }
 
     #[test]
