@@ -51,12 +51,6 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
-impl Clone for ChatTemplate {
-    fn clone(&self) -> Self {
-        ChatTemplate::new(&self.source).expect("the template compiled once")
-    }
-}
-
 /// Instructions (and 64-byte pieces of data made) one render may spend
 /// beyond what its messages' size allows: about a second, some hundred MB.
 const FUEL: u64 = 10_000_000;
