@@ -164,3 +164,23 @@ fn a_model_directory_gives_its_template_and_stop_ids() {
     let e = format!("{:#}", load(dir.path()).unwrap_err());
     assert!(e.contains("chat_template"), "{e}");
 }
+
+#[test]
+fn llama3_stops_at_end_of_text_and_end_of_turn_and_gpt2_at_its_separator() {
+    let dir = root().join("hf_tokenizers/llama3");
+    let tok = Tokenizer::load(&dir).unwrap();
+    let mut config = GptConfig::gpt2(tok.vocab_size(), 8, 8, 1, 1);
+    // A GPT-2 keeps stopping where it always did: <|endoftext|>, else EOS.
+    assert_eq!(ChatSpec::from_dir(&dir, &config, &tok).unwrap().stop_ids, [2006]);
+    config.arch = gpt::model::Arch::Llama;
+    // <|end_of_text|> (EOS) and <|eot_id|>; an id past the model's vocabulary is left out.
+    config.eos_token_id = vec![5_000_000];
+    let spec = ChatSpec::from_dir(&dir, &config, &tok).unwrap();
+    assert_eq!(spec.stop_ids, [2006, 2009]);
+    assert_eq!(spec.bos_token.as_deref(), Some("<|begin_of_text|>"));
+    // What a GGUF loader gives: its template and EOS id.
+    let spec = ChatSpec::new(Some("{{ bos_token }}".into()), &[2009], &config, &tok);
+    assert_eq!(spec.stop_ids, [2009, 2006]);
+    let text = spec.render(&spec.compile().unwrap(), &[], false).unwrap();
+    assert_eq!(text, "<|begin_of_text|>");
+}
