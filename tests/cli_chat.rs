@@ -152,6 +152,22 @@ fn generate_chat_answers_one_turn_through_the_template() {
         String::from_utf8(out.stdout).unwrap(),
         format!("{}\n", s.turns[0].reply)
     );
+    // Several prompts, one batch: each reply under its message, not appended to it.
+    let hi = s.turns[0].user.as_str();
+    let out = succeeds(gpt(&[
+        "generate",
+        "--chat",
+        "--model",
+        m,
+        "--temperature",
+        "0",
+        "-n",
+        &n,
+        hi,
+        hi,
+    ]));
+    let one = format!("--- sample 1 of prompt {hi:?}\n{}\n", s.turns[0].reply);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), one.repeat(2));
     // --system and --template need --chat.
     fails_with(&gpt(&["generate", "--model", m, "--system", "x", "hi"]), "--chat");
 }

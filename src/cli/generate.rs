@@ -289,7 +289,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                 "--- sample {} of prompt {:?}\n{}{}",
                 i % a.num_samples + 1,
                 texts[i / a.num_samples],
-                texts[i / a.num_samples],
+                // A chat's reply is not a continuation of the message.
+                if a.chat { "" } else { texts[i / a.num_samples].as_str() },
                 c.text
             )?;
         }
