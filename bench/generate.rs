@@ -79,7 +79,7 @@ fn ours(model: &Gpt, prompt_len: usize, new_tokens: usize) -> (f64, f64) {
     let opts = GenerateOptions {
         sampling: SampleOptions::GREEDY,
         max_new_tokens: new_tokens,
-        eos: None,
+        stop: Vec::new(),
     };
     let g = generate(model, &[prompt], &opts, &mut rng(0), |_, _| true).expect("a valid prompt");
     (g.prefill_secs, g.decode_secs / g.decode_tokens.max(1) as f64)

@@ -74,6 +74,11 @@ const ROWS: &[Row] = &[
     ("generate", "--top-k", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
     ("generate", "--top-p", &[], &[("0", F), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", R)]),
     ("generate", "--seed", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    ("chat", "--max-new-tokens", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    ("chat", "--temperature", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", R)]),
+    ("chat", "--top-k", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    ("chat", "--top-p", &[], &[("0", F), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", R)]),
+    ("chat", "--seed", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
     ("eval", "--stride", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
     ("prepare", "--val-fraction", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F)]),
     ("tokenizer train", "--vocab-size", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R), ("256", F)]),
@@ -81,7 +86,7 @@ const ROWS: &[Row] = &[
 
 /// The flags each subcommand runs with (a flag under test replaces its base
 /// value), then its positional arguments. `{names}`, `{text}`, `{char}`,
-/// `{bpe}` and `{out}` name the fixtures.
+/// `{bpe}`, `{template}` and `{out}` name the fixtures.
 fn base(cmd: &str) -> (&'static [[&'static str; 2]], &'static [&'static str]) {
     match cmd {
         "" => (&[], &["tokenize", "--count", "{text}"]),
@@ -100,6 +105,7 @@ fn base(cmd: &str) -> (&'static [[&'static str; 2]], &'static [&'static str]) {
         ),
         "sample" => (&[["--model", "{char}"], ["--num-samples", "2"]], &[]),
         "generate" => (&[["--model", "{bpe}"], ["--max-new-tokens", "2"]], &["Hi"]),
+        "chat" => (&[["--model", "{bpe}"], ["--template", "{template}"]], &[]),
         "eval" => (&[["--model", "{bpe}"], ["--data", "{text}"]], &[]),
         "prepare" => (&[["--input", "{text}"], ["--out", "{out}"]], &[]),
         "tokenizer train" => (&[["--out", "{out}"]], &["{text}"]),
@@ -108,7 +114,8 @@ fn base(cmd: &str) -> (&'static [[&'static str; 2]], &'static [&'static str]) {
 }
 
 /// Files the commands run on, made once: 60 names, a short text, a character
-/// model trained on the names and a tiny random GPT-2 (its built-in BPE).
+/// model trained on the names, a tiny random GPT-2 (its built-in BPE) and a
+/// chat template for it (`gpt chat` reads no message: its stdin is empty).
 struct Fixtures {
     dir: PathBuf,
 }
@@ -123,6 +130,8 @@ fn fixtures() -> &'static Fixtures {
         std::fs::write(dir.join("names.txt"), names.join("\n")).unwrap();
         let text = "The quick brown fox jumps over the lazy dog; then it sleeps. ".repeat(8);
         std::fs::write(dir.join("text.txt"), text).unwrap();
+        let template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:";
+        std::fs::write(dir.join("chat.jinja"), template).unwrap();
         let fx = Fixtures { dir };
         let train = fx.args("train", &[format!("--out={}", fx.path("char"))]);
         common::succeeds(gpt(&train.iter().map(String::as_str).collect::<Vec<_>>()));
@@ -149,6 +158,7 @@ impl Fixtures {
             ("{text}", "text.txt"),
             ("{char}", "char"),
             ("{bpe}", "bpe"),
+            ("{template}", "chat.jinja"),
             ("{out}", out.as_str()),
         ];
         let fill = |s: &str| {
@@ -213,6 +223,11 @@ fn train_flags() {
 fn sample_and_generate_flags() {
     check_rows("sample");
     check_rows("generate");
+}
+
+#[test]
+fn chat_flags() {
+    check_rows("chat");
 }
 
 #[test]

@@ -37,7 +37,7 @@ fn allocations_for(model: &Gpt, new_tokens: usize, sampling: SampleOptions) -> u
     let opts = GenerateOptions {
         sampling,
         max_new_tokens: new_tokens,
-        eos: None,
+        stop: Vec::new(),
     };
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let out = generate(model, &[vec![1, 2, 3]], &opts, &mut rng(0), |_, _| true).unwrap();

@@ -1,10 +1,10 @@
 //! `gpt generate`: continue prompts with a GPT (GPT-2 or one trained here).
 
 use super::check;
-use crate::model::{self, Dtype, LoadOptions};
+use crate::model::{self, encode_chat, Dtype, LoadOptions};
 use crate::sample::{generate, working_memory, GenerateOptions};
 use crate::tensor::rng;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Message, Tokenizer};
 use anyhow::{bail, Result};
 use clap::Args;
 use std::io::Write;
@@ -50,8 +50,17 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub json: bool,
     /// Cut prompts longer than the context from the left instead of failing
-    #[arg(long)]
+    #[arg(long, conflicts_with = "chat")]
     pub truncate: bool,
+    /// Each prompt is a user's message: rendered with the model's chat template, and answered
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: a system message before each prompt
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// With --chat: a chat template (Jinja, as tokenizer_config.json's chat_template) instead of the model's
+    #[arg(long, value_name = "FILE", requires = "chat")]
+    pub template: Option<std::path::PathBuf>,
     /// How to hold the weights in memory
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: DtypeArg,
@@ -59,15 +68,15 @@ pub struct GenerateArgs {
 
 /// Text of a growing completion, released only when it is safe: whole UTF-8
 /// characters, and never a piece that may still turn into a stop string.
-struct Completion {
+pub(super) struct Completion {
     bytes: Vec<u8>,
-    text: String,
+    pub(super) text: String,
     released: usize,
     stopped: bool,
 }
 
 impl Completion {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Completion {
             bytes: Vec::new(),
             text: String::new(),
@@ -77,7 +86,7 @@ impl Completion {
     }
 
     /// Adds a token's bytes; returns the text that can be shown now.
-    fn push(&mut self, token_bytes: &[u8], stops: &[String]) -> &str {
+    pub(super) fn push(&mut self, token_bytes: &[u8], stops: &[String]) -> &str {
         self.bytes.extend_from_slice(token_bytes);
         let complete = complete_utf8_len(&self.bytes);
         self.text = String::from_utf8_lossy(&self.bytes[..complete]).into_owned();
@@ -102,7 +111,7 @@ impl Completion {
     }
 
     /// Everything not yet shown, at the end.
-    fn rest(&mut self) -> String {
+    pub(super) fn rest(&mut self) -> String {
         if !self.stopped {
             self.text = String::from_utf8_lossy(&self.bytes).into_owned();
         }
@@ -129,7 +138,7 @@ fn complete_utf8_len(b: &[u8]) -> usize {
     b.len()
 }
 
-fn token_bytes(tok: &Tokenizer, id: u32) -> Result<Vec<u8>> {
+pub(super) fn token_bytes(tok: &Tokenizer, id: u32) -> Result<Vec<u8>> {
     Ok(match tok {
         Tokenizer::Bpe(bpe) => bpe.decode_bytes(&[id])?,
         Tokenizer::Char(_) => tok.decode(&[id])?.into_bytes(),
@@ -152,8 +161,15 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let sampling = a.sampling.options()?;
     check::flag(a.num_samples >= 1, "--num-samples", a.num_samples, "at least 1")?;
     let model::Loaded {
-        model, tokenizer: tok, ..
+        model,
+        tokenizer: tok,
+        mut chat,
+        ..
     } = model::load(&a.model, &a.dtype.options())?;
+    let template = match a.chat {
+        true => Some(super::chat::chat_template(&mut chat, a.template.as_deref(), &a.model)?),
+        false => None,
+    };
     let n_ctx = model.config.n_ctx;
     let texts = if a.prompts.is_empty() {
         vec![String::new()]
@@ -162,12 +178,28 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     };
     let mut encoded = Vec::new();
     for text in &texts {
-        let mut ids = encode_prompt(&tok, text)?;
+        let mut ids = match &template {
+            Some(template) => {
+                let messages = [
+                    super::chat::opening(a.system.as_deref()),
+                    vec![Message::new("user", text)],
+                ]
+                .concat();
+                encode_chat(&tok, &chat.render(template, &messages, true)?)?
+            }
+            None => encode_prompt(&tok, text)?,
+        };
         if ids.len() >= n_ctx {
             if !a.truncate {
                 bail!(
-                    "the prompt is {} tokens but the model's context is {n_ctx}: shorten it, or pass --truncate to keep its last tokens",
-                    ids.len()
+                    "the prompt is {} tokens{} but the model's context is {n_ctx}: shorten it{}",
+                    ids.len(),
+                    if a.chat { " with the chat template" } else { "" },
+                    if a.chat {
+                        ""
+                    } else {
+                        ", or pass --truncate to keep its last tokens"
+                    }
                 );
             }
             // At least one token, and room for one new one where the context allows.
@@ -201,7 +233,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let opts = GenerateOptions {
         sampling,
         max_new_tokens: a.max_new_tokens,
-        eos: tok.document_separator(),
+        stop: chat.stop_ids.clone(),
     };
 
     // One sequence without --json streams its text as it comes.
@@ -257,7 +289,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                 "--- sample {} of prompt {:?}\n{}{}",
                 i % a.num_samples + 1,
                 texts[i / a.num_samples],
-                texts[i / a.num_samples],
+                // A chat's reply is not a continuation of the message.
+                if a.chat { "" } else { texts[i / a.num_samples].as_str() },
                 c.text
             )?;
         }

@@ -1,5 +1,6 @@
 //! The `gpt` command line: one subcommand per job.
 
+mod chat;
 mod check;
 mod download;
 mod eval;
@@ -31,6 +32,8 @@ pub enum Command {
     Sample(sample::SampleArgs),
     /// Continue prompts with a GPT (GPT-2 or your own), streamed as they are generated
     Generate(generate::GenerateArgs),
+    /// Chat with a chat model in the terminal (or through a pipe): one message per line
+    Chat(chat::ChatArgs),
     /// Mean loss per token and perplexity of a model over a text file
     Eval(eval::EvalArgs),
     /// Download a GPT-2 model from the Hugging Face Hub into its cache (gpt2, gpt2-medium, …, org/name)
@@ -65,6 +68,7 @@ pub fn run() -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Sample(a) => sample::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Download(a) => download::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),

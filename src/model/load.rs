@@ -3,7 +3,7 @@
 //! `gpt download` into the Hugging Face cache, with its tokenizer, its weights
 //! held as asked.
 
-use super::{Gpt, GptConfig};
+use super::{ChatSpec, Gpt, GptConfig};
 use crate::tokenizer::{Tokenizer, CHAR_TOKENIZER_FILE};
 use anyhow::{ensure, Result};
 use std::path::{Path, PathBuf};
@@ -29,6 +29,8 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     /// Where it was found (a Hub name resolves to its snapshot directory).
     pub path: PathBuf,
+    /// Its chat template and the ids that end a reply.
+    pub chat: ChatSpec,
 }
 
 /// Loads the model `spec` names: a directory or checkpoint file, or a name
@@ -37,10 +39,16 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
     let path = crate::hub::resolve_model(spec)?;
     let mut model = Gpt::load(&path)?;
     let tokenizer = tokenizer_for(&model.config, &path)?;
+    let chat = ChatSpec::from_dir(&path, &model.config, &tokenizer)?;
     if opts.dtype == Dtype::Bf16 {
         model.params.to_bf16();
     }
-    Ok(Loaded { model, tokenizer, path })
+    Ok(Loaded {
+        model,
+        tokenizer,
+        path,
+        chat,
+    })
 }
 
 /// The tokenizer of the model at `path`, checked against its `config`: a

@@ -1,6 +1,7 @@
 //! The GPT model (GPT-2 and the Llama family): config, definition, KV cache, checkpoint files, and
 //! [`load`], the one entry point for front ends.
 
+mod chat;
 mod config;
 mod config_file;
 mod gpt;
@@ -10,6 +11,7 @@ mod kv_cache;
 mod load;
 mod names;
 
+pub use chat::{encode_chat, ChatSpec, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE};
 pub use config::{Arch, GptConfig};
 pub use gpt::{Gpt, Init};
 pub use io::parse_checkpoint;

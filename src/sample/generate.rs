@@ -17,8 +17,9 @@ pub struct GenerateOptions {
     pub sampling: SampleOptions,
     /// At most this many new tokens per sequence (fewer if the context fills up).
     pub max_new_tokens: usize,
-    /// A token that ends a sequence (not included in the output).
-    pub eos: Option<u32>,
+    /// Tokens that end a sequence (not included in the output): the model's
+    /// end of sequence and end of turn.
+    pub stop: Vec<u32>,
 }
 
 /// What [`generate`] produced, and how long it took.
@@ -26,7 +27,7 @@ pub struct GenerateOptions {
 pub struct Generation {
     /// New tokens of each sequence (without the prompt and the EOS).
     pub tokens: Vec<Vec<u32>>,
-    /// Whether each sequence ended by EOS or by the callback (not by length).
+    /// Whether each sequence ended by a stop token or by the callback (not by length).
     pub stopped: Vec<bool>,
     pub prefill_secs: f64,
     pub decode_secs: f64,
@@ -92,7 +93,7 @@ pub fn generate(
             let mut t = 0;
             if active[i] {
                 t = sample_token(row, opts.sampling, &mut scratch, rng);
-                if Some(t) == opts.eos {
+                if opts.stop.contains(&t) {
                     (active[i], out.stopped[i]) = (false, true);
                 } else {
                     out.tokens[i].push(t);
@@ -197,7 +198,7 @@ pub fn generate_documents(
     let opts = GenerateOptions {
         sampling,
         max_new_tokens: model.config.n_ctx - 1,
-        eos: Some(bos),
+        stop: vec![bos],
     };
     generate_from(model, bos, n, &opts, rng)
 }
@@ -228,7 +229,7 @@ mod tests {
         let opts = GenerateOptions {
             sampling: SampleOptions::GREEDY,
             max_new_tokens: 10,
-            eos: None,
+            stop: Vec::new(),
         };
         let got = generate(&model, &prompts, &opts, &mut rng(0), |_, _| true).unwrap();
         for (p, toks) in prompts.iter().zip(&got.tokens) {
@@ -242,7 +243,7 @@ mod tests {
         let greedy = GenerateOptions {
             sampling: SampleOptions::GREEDY,
             max_new_tokens: 3,
-            eos: None,
+            stop: Vec::new(),
         };
         let err = |prompts: &[Vec<u32>], opts: &GenerateOptions| {
             let got = generate(&model, prompts, opts, &mut rng(0), |_, _| true);
@@ -305,7 +306,7 @@ mod tests {
         let greedy = GenerateOptions {
             sampling: SampleOptions::GREEDY,
             max_new_tokens: 100,
-            eos: None,
+            stop: Vec::new(),
         };
         // A context of 6 holds the 2-token prompt and 4 fed tokens; the 5th new
         // token is predicted from that full context and needs no slot.
@@ -326,13 +327,29 @@ mod tests {
         })
         .unwrap();
         assert_eq!((g.tokens[0].len(), g.stopped[0]), (2, true));
-        // EOS = the first greedy token: nothing is emitted.
-        let first = greedy_reference(&model, &[1, 2], 1)[0];
+        // A stop token = the first greedy token: nothing is emitted.
+        let reference = greedy_reference(&model, &[1, 2], 4);
         let eos = GenerateOptions {
-            eos: Some(first),
-            ..greedy
+            stop: vec![7, reference[0]],
+            ..greedy.clone()
         };
         let g = generate(&model, &[vec![1, 2]], &eos, &mut rng(0), |_, _| true).unwrap();
         assert_eq!((g.tokens[0].len(), g.stopped[0]), (0, true));
+        // Any of several stop tokens ends a sequence, the first one met: a
+        // prompt whose greedy tokens change, stopped at the first new one.
+        let (prompt, reference, at) = (0..64u32)
+            .map(|i| vec![i / 8, i % 8])
+            .find_map(|p| {
+                let r = greedy_reference(&model, &p, 4);
+                let at = r.iter().position(|&t| t != r[0])?;
+                Some((p, r, at))
+            })
+            .expect("some prompt's greedy tokens change within 4 steps");
+        let eot = GenerateOptions {
+            stop: vec![reference[at], 99],
+            ..greedy
+        };
+        let g = generate(&model, &[prompt], &eot, &mut rng(0), |_, _| true).unwrap();
+        assert_eq!((&g.tokens[0][..], g.stopped[0]), (&reference[..at], true));
     }
 }

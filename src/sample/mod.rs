@@ -3,9 +3,12 @@
 //! - [`sample_token`]: one token from logits, with temperature, top-k and top-p
 //! - [`generate`]: batched generation with a KV cache (prompts of any lengths)
 //! - [`generate_documents`]: new documents from BOS, for character models
+//! - [`fit_conversation`]: a chat's prompt kept inside the context
 
+mod chat;
 mod generate;
 
+pub use chat::fit_conversation;
 pub use generate::{generate, generate_documents, generate_from, working_memory, GenerateOptions, Generation};
 
 use crate::tensor::Rng;

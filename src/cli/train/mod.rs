@@ -408,7 +408,7 @@ fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Result<Vec<Stri
             let opts = GenerateOptions {
                 sampling,
                 max_new_tokens: 80.min(model.config.n_ctx - 1),
-                eos: p.tok.document_separator(),
+                stop: p.tok.document_separator().into_iter().collect(),
             };
             generate_from(model, p.tok.document_separator().unwrap_or(0), n, &opts, &mut rng)?
         }
