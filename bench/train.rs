@@ -63,7 +63,10 @@ fn main() {
     let threads = rayon::current_num_threads();
     println!("threads: {threads}");
 
-    for (name, args) in [("default preset", &[][..]), ("--preset microgpt", &["--preset", "microgpt"])] {
+    for (name, args) in [
+        ("default preset", &[][..]),
+        ("--preset microgpt", &["--preset", "microgpt"]),
+    ] {
         let r = train(args);
         println!(
             "gpt train ({name}): {:.3} ms/step over {} steps; whole run {:.2} s; val loss {}",
