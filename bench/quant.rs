@@ -8,6 +8,8 @@
 //! GB/s of weight bytes that streams, beside the machine's read bandwidth
 //! (a multi-threaded sum over 512 MB) measured in the same run, before and
 //! after: decoding at batch 1 reads every weight once, so that is its bound.
+//! The formats take turns, a token each, for 20 rounds (after one to warm
+//! up), so load from other processes falls on all alike.
 
 use gpt::tensor::linear::{linear_forward, scratch_len, LinearShape};
 use gpt::tensor::quant::{qmatmul_scratch_len, qmatmul_with, Isa, Kind, QMatrix};
@@ -153,14 +155,25 @@ fn main() {
     let x = random(FFN, 99);
     let mut out = vec![0.0; VOCAB];
     let mut scratch = Vec::new();
-    let mut rows = Vec::new();
-    for (name, w) in &formats {
-        w.token(&x, &mut out, &mut scratch); // warm up: pages, threads
-        let mut times: Vec<f64> = (0..15).map(|_| w.token(&x, &mut out, &mut scratch)).collect();
-        times.sort_by(f64::total_cmp);
-        let (best, median) = (times[0], times[times.len() / 2]);
-        rows.push((name, w.bytes(), best, median));
+    // Rounds of one token per format in turn, so that load from elsewhere
+    // falls on every format alike; best and median over the rounds.
+    let mut times = vec![Vec::new(); formats.len()];
+    for round in 0..21 {
+        for ((_, w), t) in formats.iter().zip(&mut times) {
+            let s = w.token(&x, &mut out, &mut scratch);
+            if round > 0 {
+                t.push(s); // round 0 warms up: pages, threads
+            }
+        }
     }
+    let rows: Vec<_> = formats
+        .iter()
+        .zip(&mut times)
+        .map(|((name, w), t)| {
+            t.sort_by(f64::total_cmp);
+            (name, w.bytes(), t[0], t[t.len() / 2])
+        })
+        .collect();
     let bw_after = read_bandwidth();
     println!("machine read bandwidth: {bw_before:.1} GB/s before, {bw_after:.1} GB/s after");
     println!(

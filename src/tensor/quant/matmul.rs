@@ -387,9 +387,21 @@ fn row_dot(kind: Kind, isa: Isa) -> RowDot {
         Q5_0 => legacy!(BlockQ5_0),
         Q5_1 => legacy!(BlockQ5_1),
         Q8_0 => legacy!(BlockQ8_0),
-        Q4_K => |w, a| k_scalar::<BlockQ4_K>(cast(w), cast(a)),
-        Q5_K => |w, a| k_scalar::<BlockQ5_K>(cast(w), cast(a)),
-        Q6_K => |w, a| k_scalar::<BlockQ6_K>(cast(w), cast(a)),
+        // The K-quants have an AVX2 kernel, which AVX-512 machines run too.
+        Q4_K | Q5_K | Q6_K if isa == Isa::Scalar => match kind {
+            Q4_K => |w, a| k_scalar::<BlockQ4_K>(cast(w), cast(a)),
+            Q5_K => |w, a| k_scalar::<BlockQ5_K>(cast(w), cast(a)),
+            _ => |w, a| k_scalar::<BlockQ6_K>(cast(w), cast(a)),
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY (all three): `qmatmul_with` checked that this CPU has AVX2 and FMA.
+        Q4_K => |w, a| unsafe { x86::q4k_avx2(cast(w), cast(a)) },
+        #[cfg(target_arch = "x86_64")]
+        Q5_K => |w, a| unsafe { x86::q5k_avx2(cast(w), cast(a)) },
+        #[cfg(target_arch = "x86_64")]
+        Q6_K => |w, a| unsafe { x86::q6k_avx2(cast(w), cast(a)) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Q4_K | Q5_K | Q6_K => unreachable!(),
         F32 => |w, a| fallback(Kind::F32, w, a),
         F16 => |w, a| fallback(Kind::F16, w, a),
         BF16 => |w, a| fallback(Kind::BF16, w, a),
@@ -648,8 +660,145 @@ fn k_scalar<B: KBlock>(w: &[B], a: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BlockQ8, Legacy};
+    use super::{f16_of, scale_min, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8, BlockQ8K, Legacy};
     use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn load32(p: &[u8]) -> __m256i {
+        assert!(p.len() >= 32);
+        // SAFETY: 32 bytes (checked), unaligned.
+        unsafe { _mm256_loadu_si256(p.as_ptr().cast()) }
+    }
+
+    #[inline(always)]
+    unsafe fn load32i(p: &[i8]) -> __m256i {
+        // SAFETY: as `load32`.
+        unsafe { load32(bytemuck::cast_slice(p)) }
+    }
+
+    /// One Q4_K / Q5_K super-block (`qh` for Q5_K's fifth bits) against its
+    /// activations: the scaled integer sums added to `acc`, and the minimums'
+    /// share returned (as ggml's `ggml_vec_dot_q4_K_q8_K`, minimums from `bsums`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn k45_block(
+        d: [u8; 2],
+        dmin: [u8; 2],
+        scales: &[u8; 12],
+        qs: &[u8; 128],
+        qh: Option<&[u8; 32]>,
+        a: &BlockQ8K,
+        acc: __m256,
+    ) -> (__m256, f32) {
+        // SAFETY: register operations and the checked loads; the caller has AVX2 and FMA.
+        unsafe {
+            let m4 = _mm256_set1_epi8(0x0F);
+            let one = _mm256_set1_epi8(1);
+            let hbits = qh.map(|h| load32(h));
+            let mut sumi = _mm256_setzero_si256();
+            let mut msum = 0i32;
+            for c in 0..4 {
+                let (sc1, m1) = scale_min(2 * c, scales);
+                let (sc2, m2) = scale_min(2 * c + 1, scales);
+                let q = load32(&qs[32 * c..]);
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if let Some(h) = hbits {
+                    // Bit 2c of each byte, then bit 2c + 1: masked to bit 0 before moving to bit 4.
+                    let b1 = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * c as i32)), one);
+                    let b2 = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * c as i32 + 1)), one);
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(b1, 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(b2, 4));
+                }
+                let p1 = _mm256_maddubs_epi16(lo, load32i(&a.qs[64 * c..]));
+                let p2 = _mm256_maddubs_epi16(hi, load32i(&a.qs[64 * c + 32..]));
+                let p1 = _mm256_madd_epi16(p1, _mm256_set1_epi16(sc1 as i16));
+                let p2 = _mm256_madd_epi16(p2, _mm256_set1_epi16(sc2 as i16));
+                sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p1, p2));
+                let bs = |k: usize| a.bsums[k] as i32;
+                msum += m1 as i32 * (bs(4 * c) + bs(4 * c + 1)) + m2 as i32 * (bs(4 * c + 2) + bs(4 * c + 3));
+            }
+            let acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_of(d) * a.d), _mm256_cvtepi32_ps(sumi), acc);
+            (acc, f16_of(dmin) * a.d * msum as f32)
+        }
+    }
+
+    /// A row of Q4_K super-blocks with its Q8_K activations.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q4k_avx2(w: &[BlockQ4_K], a: &[BlockQ8K]) -> f32 {
+        let (mut acc, mut mins) = (_mm256_setzero_ps(), 0.0f32);
+        for (b, a) in w.iter().zip(a) {
+            // SAFETY: this function's features.
+            let (s, m) = unsafe { k45_block(b.d, b.dmin, &b.scales, &b.qs, None, a, acc) };
+            (acc, mins) = (s, mins + m);
+        }
+        // SAFETY: this function's features.
+        unsafe { hsum(acc) - mins }
+    }
+
+    /// A row of Q5_K super-blocks with its Q8_K activations.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q5k_avx2(w: &[BlockQ5_K], a: &[BlockQ8K]) -> f32 {
+        let (mut acc, mut mins) = (_mm256_setzero_ps(), 0.0f32);
+        for (b, a) in w.iter().zip(a) {
+            // SAFETY: this function's features.
+            let (s, m) = unsafe { k45_block(b.d, b.dmin, &b.scales, &b.qs, Some(&b.qh), a, acc) };
+            (acc, mins) = (s, mins + m);
+        }
+        // SAFETY: this function's features.
+        unsafe { hsum(acc) - mins }
+    }
+
+    /// A row of Q6_K super-blocks with its Q8_K activations (ggml's
+    /// `ggml_vec_dot_q6_K_q8_K`: `q - 32` as `q · y - 32 · y`, so `maddubs` sees unsigned `q`).
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn q6k_avx2(w: &[BlockQ6_K], a: &[BlockQ8K]) -> f32 {
+        let (m4, m3, m32) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3), _mm256_set1_epi8(32));
+        let mut acc = _mm256_setzero_ps();
+        for (b, a) in w.iter().zip(a) {
+            let mut sumi = _mm256_setzero_si256();
+            for h in 0..2 {
+                // SAFETY: the checked loads; this function's features.
+                let (ql0, ql1, qh) = unsafe {
+                    (
+                        load32(&b.ql[64 * h..]),
+                        load32(&b.ql[64 * h + 32..]),
+                        load32(&b.qh[32 * h..]),
+                    )
+                };
+                let high = |shift: i32| {
+                    let bits = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(shift)), m3);
+                    _mm256_slli_epi16(bits, 4)
+                };
+                let q = [
+                    _mm256_or_si256(_mm256_and_si256(ql0, m4), high(0)),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), high(2)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), high(4)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), high(6)),
+                ];
+                for (i, q) in q.into_iter().enumerate() {
+                    // SAFETY: the checked load.
+                    let y = unsafe { load32i(&a.qs[128 * h + 32 * i..]) };
+                    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(m32, y));
+                    let sc = |k: usize| _mm_set1_epi16(b.scales[8 * h + 2 * i + k] as i16);
+                    let s = _mm256_set_m128i(sc(1), sc(0));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                }
+            }
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(f16_of(b.d) * a.d), _mm256_cvtepi32_ps(sumi), acc);
+        }
+        // SAFETY: this function's features.
+        unsafe { hsum(acc) }
+    }
 
     /// The 32 nibbles of `qs` in order: low nibbles (values 0..16) in the low lane.
     #[inline(always)]
