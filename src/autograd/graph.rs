@@ -5,9 +5,10 @@ use crate::tensor::attention::{attention_backward, attention_forward, backward_s
 use crate::tensor::concat::{concat_backward, concat_forward};
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::tensor::elementwise::{add_forward, dropout_forward, glu_backward, glu_forward, mul_accumulate, Activation};
-use crate::tensor::embedding::{embedding_backward, embedding_forward};
+use crate::tensor::embedding::{embedding_backward, embedding_forward, embedding_forward_quantized};
 use crate::tensor::linear::{linear_backward, linear_backward_input, linear_forward, scratch_len, LinearShape};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
+use crate::tensor::quant::{qmatmul, qmatmul_scratch_len, QMatrix};
 use crate::tensor::rope::{rope_backward, rope_forward, RopeTable};
 use crate::tensor::{accumulate, copy, Bf16, Rng, Tensor};
 use std::mem;
@@ -246,8 +247,8 @@ impl<'p> Graph<'p> {
         match &self.nodes[v.0].value {
             Value::Param(id) => {
                 assert!(
-                    self.params.get_bf16(*id).is_none(),
-                    "{} is held as bf16: only linear and embedding read it",
+                    self.params.get_bf16(*id).is_none() && self.params.get_quantized(*id).is_none(),
+                    "{} is held as bf16 or quantized: only linear and embedding read it",
                     self.params.names[id.0]
                 );
                 &self.params.get(*id).data
@@ -261,6 +262,15 @@ impl<'p> Graph<'p> {
         let params: &'p Params = self.params;
         match self.nodes[v.0].value {
             Value::Param(id) => params.get_bf16(id),
+            Value::Owned(_) => None,
+        }
+    }
+
+    /// The quantized weights behind `v`, if it is a parameter held that way.
+    fn quantized(&self, v: Var) -> Option<&'p QMatrix> {
+        let params: &'p Params = self.params;
+        match self.nodes[v.0].value {
+            Value::Param(id) => params.get_quantized(id),
             Value::Owned(_) => None,
         }
     }
@@ -309,9 +319,18 @@ impl<'p> Graph<'p> {
         }
         let mut out = self.ws.take(tokens.len() * c);
         let wpe_value = wpe.map(|w| self.value(w));
-        match self.bf16(wte) {
-            Some(w) => embedding_forward(&mut out, tokens, pos, w, wpe_value, c),
-            None => embedding_forward(&mut out, tokens, pos, self.value(wte), wpe_value, c),
+        match (self.bf16(wte), self.quantized(wte)) {
+            (Some(w), _) => embedding_forward(&mut out, tokens, pos, w, wpe_value, c),
+            (_, Some(w)) => {
+                assert!(!self.grad_enabled, "quantized weights are for inference only");
+                assert_eq!(
+                    (w.rows(), w.cols()),
+                    (vocab, c),
+                    "embedding: quantized table of another shape"
+                );
+                embedding_forward_quantized(&mut out, tokens, pos, w, wpe_value, c)
+            }
+            (None, None) => embedding_forward(&mut out, tokens, pos, self.value(wte), wpe_value, c),
         }
         let (tokens, pos) = if self.grad_enabled {
             (tokens.to_vec(), pos.to_vec())
@@ -333,6 +352,24 @@ impl<'p> Graph<'p> {
         assert_eq!(w_in, d_in, "linear: input has {d_in} features, weight expects {w_in}");
         let shape = LinearShape { n, d_in, d_out, w_t };
         let mut out = self.ws.take(n * d_out);
+        if let Some(q) = self.quantized(w) {
+            assert!(!self.grad_enabled, "quantized weights are for inference only");
+            assert_eq!(
+                (q.rows(), q.cols()),
+                (d_out, d_in),
+                "linear: a quantized matrix holds W as [out, in] rows"
+            );
+            let mut scratch = self.ws.take(qmatmul_scratch_len(q, n));
+            qmatmul(&mut out, self.value(x), n, q, &mut scratch);
+            self.ws.give(scratch);
+            if let Some(b) = b {
+                let b = self.value(b);
+                out.chunks_mut(d_out)
+                    .for_each(|o| o.iter_mut().zip(b).for_each(|(o, b)| *o += b));
+            }
+            let out_shape = self.dims(x).with_last(d_out);
+            return self.push(out_shape, Value::Owned(out), Op::Linear { x, w, b, shape });
+        }
         let w16 = self.bf16(w);
         let mut scratch = match w16 {
             Some(_) => self.ws.take(scratch_len::<Bf16>(shape)),

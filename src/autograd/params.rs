@@ -1,5 +1,6 @@
 //! Named parameter tensors and their gradients.
 
+use crate::tensor::quant::{CannotQuantize, Kind, QMatrix};
 use crate::tensor::{Bf16, Tensor, MIN_ELEMS_PER_TASK};
 
 /// The trainable tensors of a model, in a fixed order, with their names.
@@ -9,6 +10,9 @@ pub struct Params {
     pub tensors: Vec<Tensor>,
     /// Matrices held as bf16 for inference ([`Params::to_bf16`]); their f32 data is then empty.
     pub bf16: Vec<Option<Vec<Bf16>>>,
+    /// Matrices held in ggml's quantized blocks for inference
+    /// ([`Params::set_quantized`]); their f32 data is then empty.
+    pub quant: Vec<Option<QMatrix>>,
 }
 
 /// Index of a parameter in its [`Params`].
@@ -20,6 +24,7 @@ impl Params {
         self.names.push(name.into());
         self.tensors.push(tensor);
         self.bf16.push(None);
+        self.quant.push(None);
         ParamId(self.tensors.len() - 1)
     }
 
@@ -35,11 +40,71 @@ impl Params {
     /// f32 copy: for inference, where reading the weights is the cost.
     pub fn to_bf16(&mut self) {
         for ((name, t), half) in self.names.iter().zip(&mut self.tensors).zip(&mut self.bf16) {
-            if t.shape.len() == 2 && !name.ends_with("wpe.weight") && half.is_none() {
+            if t.shape.len() == 2 && !name.ends_with("wpe.weight") && half.is_none() && !t.data.is_empty() {
                 *half = Some(t.data.iter().map(|&x| Bf16::from_f32(x)).collect());
                 t.data = Vec::new();
             }
         }
+    }
+
+    /// Holds matrix `id` as `q` from now on, for inference (linear layers and
+    /// the embedding lookup read it; nothing trains it), freeing its f32 and
+    /// bf16 copies. A [`QMatrix`] is always `W` as `[out, in]` rows, as ggml
+    /// stores it: for a parameter of shape `[a, b]` that is `a` rows of `b`
+    /// values when layers use it `[out, in]` (`nn.Linear`, Llama, GGUF, and
+    /// every token embedding), and `b` rows of `a` — the transpose — for
+    /// GPT-2's Conv1D `[in, out]` (see [`Params::quantize`]).
+    ///
+    /// The GGUF loader feeds a tensor's raw blocks in this way: a GGUF tensor
+    /// of `ne = [cols, rows]` is `QMatrix::new(kind, rows, cols, bytes)`.
+    /// Panics when `q` is neither the parameter's shape nor its transpose.
+    pub fn set_quantized(&mut self, id: ParamId, q: QMatrix) {
+        let t = &mut self.tensors[id.0];
+        let fits = t.shape.len() == 2
+            && ((t.shape[0], t.shape[1]) == (q.rows(), q.cols()) || (t.shape[1], t.shape[0]) == (q.rows(), q.cols()));
+        assert!(
+            fits,
+            "{}: a {} x {} quantized matrix for a parameter of shape {:?}",
+            self.names[id.0],
+            q.rows(),
+            q.cols(),
+            t.shape
+        );
+        t.data = Vec::new();
+        self.bf16[id.0] = None;
+        self.quant[id.0] = Some(q);
+    }
+
+    /// Quantizes matrix `id` (held as f32) to `kind` (Q8_0, Q4_0 or Q4_1:
+    /// [`Kind::can_quantize`]) and holds it so ([`Params::set_quantized`]);
+    /// `transpose` for a weight stored `[in, out]`. `gpt quantize` and the
+    /// tests use it.
+    pub fn quantize(&mut self, id: ParamId, kind: Kind, transpose: bool) -> Result<(), CannotQuantize> {
+        let t = &self.tensors[id.0];
+        assert!(
+            t.shape.len() == 2 && t.data.len() == t.numel(),
+            "{}: only a matrix held as f32 can be quantized",
+            self.names[id.0]
+        );
+        let (a, b) = (t.shape[0], t.shape[1]);
+        let q = if transpose {
+            let mut wt = vec![0.0; a * b];
+            for (i, row) in t.data.chunks(b).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    wt[j * a + i] = v;
+                }
+            }
+            QMatrix::quantize(kind, &wt, b, a)?
+        } else {
+            QMatrix::quantize(kind, &t.data, a, b)?
+        };
+        self.set_quantized(id, q);
+        Ok(())
+    }
+
+    /// The quantized matrix of a parameter, if it is held that way.
+    pub fn get_quantized(&self, id: ParamId) -> Option<&QMatrix> {
+        self.quant[id.0].as_ref()
     }
 
     /// The bf16 copy of a parameter, if it is held that way.

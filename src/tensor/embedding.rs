@@ -1,6 +1,7 @@
 //! Token embedding, plus the learned position embedding where there is one
 //! (GPT-2; Llama's positions are rotary, applied in attention).
 
+use super::quant::QMatrix;
 use super::{min_rows_per_task, WeightElem};
 use rayon::prelude::*;
 
@@ -19,6 +20,29 @@ pub fn embedding_forward<W: WeightElem>(
         .for_each(|(o, (&t, &p))| {
             let t = t as usize * c;
             o.iter_mut().zip(&wte[t..t + c]).for_each(|(o, a)| *o = a.to_f32());
+            if let Some(wpe) = wpe {
+                let p = p as usize * c;
+                o.iter_mut().zip(&wpe[p..p + c]).for_each(|(o, b)| *o += b);
+            }
+        });
+}
+
+/// [`embedding_forward`] from a quantized table `[vocab, C]`: each token's
+/// row is dequantized as ggml would (`get_rows`).
+pub fn embedding_forward_quantized(
+    out: &mut [f32],
+    tokens: &[u32],
+    pos: &[u32],
+    wte: &QMatrix,
+    wpe: Option<&[f32]>,
+    c: usize,
+) {
+    assert_eq!(wte.cols(), c, "embedding: table rows of {} values, not {c}", wte.cols());
+    out.par_chunks_mut(c)
+        .zip(tokens.par_iter().zip(pos.par_iter()))
+        .with_min_len(min_rows_per_task(c))
+        .for_each(|(o, (&t, &p))| {
+            wte.dequantize_row(t as usize, o);
             if let Some(wpe) = wpe {
                 let p = p as usize * c;
                 o.iter_mut().zip(&wpe[p..p + c]).for_each(|(o, b)| *o += b);

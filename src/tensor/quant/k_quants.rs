@@ -46,7 +46,7 @@ pub(crate) struct BlockQ6_K {
 /// 6 bits of bytes 0..4 / 4..8 for j < 4; else 4 bits of byte 8 + (j - 4)
 /// topped with the 2 high bits of bytes j - 4 / j.
 #[inline(always)]
-fn scale_min(j: usize, s: &[u8; 12]) -> (u8, u8) {
+pub(super) fn scale_min(j: usize, s: &[u8; 12]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
