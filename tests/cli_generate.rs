@@ -56,6 +56,44 @@ fn greedy_json_is_deterministic_and_complete() {
     let sampled = ["generate", "--model", m, "--seed", "7", "-n", "6", "--json", "Hi"];
     assert_eq!(output(&sampled), output(&sampled));
     ok(&gpt(&["generate", "--model", m, "--dtype", "bf16", "-n", "3", "Hi"]));
+    // Quantizing needs rows of whole 32-value blocks: an 8-wide model says so.
+    let out = gpt(&["generate", "--model", m, "--dtype", "q8_0", "-n", "3", "Hi"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("whole blocks of 32"), "{err}");
+}
+
+#[test]
+fn quantized_on_load_runs_and_stays_close_to_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Gpt::new(
+        GptConfig::gpt2(50257, 32, 32, 2, 1),
+        Init::Normal(0.02),
+        &mut gpt::tensor::rng(2),
+    );
+    model.save(dir.path()).unwrap();
+    let m = dir.path().to_str().unwrap();
+    let greedy = |dtype: &str| {
+        let args = [
+            "generate",
+            "--model",
+            m,
+            "--dtype",
+            dtype,
+            "--temperature",
+            "0",
+            "-n",
+            "4",
+            "--json",
+            "Hi",
+        ];
+        let v: serde_json::Value = serde_json::from_str(ok(&gpt(&args)).trim()).unwrap();
+        v["tokens"].clone()
+    };
+    // Small weights: Q8_0's rounding does not change the greedy tokens.
+    assert_eq!(greedy("q8_0"), greedy("f32"));
+    for dtype in ["q4_0", "q4_1", "auto"] {
+        assert_eq!(greedy(dtype).as_array().map(Vec::len), Some(4), "{dtype}");
+    }
 }
 
 #[test]

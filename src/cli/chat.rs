@@ -32,7 +32,7 @@ pub struct ChatArgs {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// How to hold the weights in memory
-    #[arg(long, value_enum, default_value = "f32")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
     /// Print each prompt's token ids to stderr before its reply, as `prompt ids: [..]`
     #[arg(long)]

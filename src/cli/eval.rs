@@ -38,7 +38,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "FILE")]
     pub logits: Option<PathBuf>,
     /// How to hold the weights in memory
-    #[arg(long, value_enum, default_value = "f32")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub dtype: super::generate::DtypeArg,
 }
 

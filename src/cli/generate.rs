@@ -10,19 +10,36 @@ use clap::Args;
 use std::io::Write;
 
 /// How to hold the weights in memory (the `--dtype` flag of every command that runs a model).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DtypeArg {
-    /// Exact: the checkpoint's values
+    /// As the file holds them: a GGUF's quantized matrices stay quantized, the rest f32
+    #[default]
+    Auto,
+    /// Exact: the checkpoint's values (quantized matrices dequantized)
     F32,
     /// Matrices rounded to bfloat16: half the bytes to read per token
     Bf16,
+    /// Matrices quantized to 8 bits per weight (ggml's Q8_0) on load
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// Matrices quantized to 4 bits per weight (ggml's Q4_0) on load
+    #[value(name = "q4_0")]
+    Q4_0,
+    /// Matrices quantized to 4 bits per weight with a minimum (ggml's Q4_1) on load
+    #[value(name = "q4_1")]
+    Q4_1,
 }
 
 impl DtypeArg {
     pub fn options(self) -> LoadOptions {
+        use crate::tensor::quant::Kind;
         let dtype = match self {
+            DtypeArg::Auto => Dtype::Stored,
             DtypeArg::F32 => Dtype::F32,
             DtypeArg::Bf16 => Dtype::Bf16,
+            DtypeArg::Q8_0 => Dtype::Quant(Kind::Q8_0),
+            DtypeArg::Q4_0 => Dtype::Quant(Kind::Q4_0),
+            DtypeArg::Q4_1 => Dtype::Quant(Kind::Q4_1),
         };
         LoadOptions { dtype }
     }
@@ -62,7 +79,7 @@ pub struct GenerateArgs {
     #[arg(long, value_name = "FILE", requires = "chat")]
     pub template: Option<std::path::PathBuf>,
     /// How to hold the weights in memory
-    #[arg(long, value_enum, default_value = "f32")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
 }
 

@@ -5,17 +5,22 @@
 
 use super::{ChatSpec, Gpt, GptConfig};
 use crate::tokenizer::{Tokenizer, CHAR_TOKENIZER_FILE};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// How the weight matrices are held in memory (arithmetic is f32 either way).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Dtype {
-    /// Exact: the checkpoint's values.
+    /// As the file holds them: a GGUF's quantized matrices stay in their
+    /// blocks, everything else is f32.
     #[default]
+    Stored,
+    /// Exact: the checkpoint's values (quantized ones dequantized).
     F32,
     /// Rounded to bfloat16: half the bytes to read per decoded token.
     Bf16,
+    /// Quantized to one of ggml's block formats on load (Q8_0, Q4_0, Q4_1).
+    Quant(crate::tensor::quant::Kind),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -40,8 +45,12 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
     let mut model = Gpt::load(&path)?;
     let tokenizer = tokenizer_for(&model.config, &path)?;
     let chat = ChatSpec::from_dir(&path, &model.config, &tokenizer)?;
-    if opts.dtype == Dtype::Bf16 {
-        model.params.to_bf16();
+    match opts.dtype {
+        Dtype::Stored | Dtype::F32 => {}
+        Dtype::Bf16 => model.params.to_bf16(),
+        Dtype::Quant(kind) => model
+            .quantize(kind)
+            .with_context(|| format!("holding {} as {kind}", path.display()))?,
     }
     Ok(Loaded {
         model,

@@ -453,7 +453,10 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "over 40 minutes under Miri; matmul_strided's own tests cover the GEMM calls")]
+    #[cfg_attr(
+        miri,
+        ignore = "over 40 minutes under Miri; matmul_strided's own tests cover the GEMM calls"
+    )]
     fn gemm_and_row_paths_agree_with_packing_a_cache_and_grouped_heads() {
         for n_kv_head in [4, 2, 1] {
             let s = AttnShape {
@@ -526,7 +529,10 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "over 40 minutes under Miri; matmul_strided's own tests cover the GEMM calls")]
+    #[cfg_attr(
+        miri,
+        ignore = "over 40 minutes under Miri; matmul_strided's own tests cover the GEMM calls"
+    )]
     fn blocked_backward_matches_the_full_probabilities_reference() {
         // T = 130: three query blocks, the last a partial one; sequence 1 packs
         // a second document from query 70, inside the second block.
@@ -568,7 +574,10 @@ mod tests {
     }
 
     #[test]
-    #[cfg_attr(miri, ignore = "over 40 minutes under Miri; matmul_strided's own tests cover the GEMM calls")]
+    #[cfg_attr(
+        miri,
+        ignore = "over 40 minutes under Miri; matmul_strided's own tests cover the GEMM calls"
+    )]
     fn gemm_and_row_backward_agree() {
         for n_kv_head in [2, 1] {
             let s = AttnShape {
