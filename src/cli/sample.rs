@@ -61,7 +61,9 @@ pub fn run(a: SampleArgs) -> Result<()> {
         a.num_samples,
         &format!("at most {MAX_SAMPLES}"),
     )?;
-    let Loaded { model, tokenizer, path } = model::load(&a.model, &Default::default())?;
+    let Loaded {
+        model, tokenizer, path, ..
+    } = model::load(&a.model, &Default::default())?;
     let Tokenizer::Char(tok) = tokenizer else {
         bail!(
             "{} is not a character-level model: `gpt sample` makes whole documents from one; continue text with \

@@ -1,11 +1,11 @@
 //! [`load`]: the one way a front end (the command line, the server) gets a
 //! model: a path in any format [`Gpt::load`] reads, or a name fetched with
 //! `gpt download` into the Hugging Face cache, with its tokenizer, its weights
-//! held as asked.
+//! held as asked. A GGUF file brings its own tokenizer and chat template.
 
 use super::{Gpt, GptConfig};
 use crate::tokenizer::{Tokenizer, CHAR_TOKENIZER_FILE};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// How the weight matrices are held in memory (arithmetic is f32 either way).
@@ -29,18 +29,44 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     /// Where it was found (a Hub name resolves to its snapshot directory).
     pub path: PathBuf,
+    /// The chat template the model came with (a GGUF's `tokenizer.chat_template`).
+    pub chat_template: Option<String>,
 }
 
 /// Loads the model `spec` names: a directory or checkpoint file, or a name
 /// (`gpt2`, `org/name`, optionally `@revision`) in the Hugging Face cache.
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
     let path = crate::hub::resolve_model(spec)?;
-    let mut model = Gpt::load(&path)?;
-    let tokenizer = tokenizer_for(&model.config, &path)?;
+    let (mut model, tokenizer, chat_template) = match super::io::gguf_file(&path)? {
+        Some(file) => load_gguf(&file)?,
+        None => {
+            let model = Gpt::load(&path)?;
+            let tokenizer = tokenizer_for(&model.config, &path)?;
+            (model, tokenizer, None)
+        }
+    };
     if opts.dtype == Dtype::Bf16 {
         model.params.to_bf16();
     }
-    Ok(Loaded { model, tokenizer, path })
+    Ok(Loaded {
+        model,
+        tokenizer,
+        path,
+        chat_template,
+    })
+}
+
+/// A GGUF file's model, with the tokenizer its metadata describes.
+fn load_gguf(file: &Path) -> Result<(Gpt, Tokenizer, Option<String>)> {
+    let g = crate::io::gguf::Gguf::open(file)?;
+    let read = super::import::gguf::read(&g)?;
+    let tokenizer = read.tokenizer.with_context(|| {
+        format!(
+            "{} has no tokenizer (tokenizer.ggml.* metadata): a GGUF model file must carry its own",
+            file.display()
+        )
+    })?;
+    Ok((read.model, Tokenizer::Bpe(tokenizer), read.chat_template))
 }
 
 /// The tokenizer of the model at `path`, checked against its `config`: a
@@ -67,5 +93,18 @@ pub fn tokenizer_for(config: &GptConfig, path: &Path) -> Result<Tokenizer> {
 
 /// The tokenizer of the model `spec` names, without loading its weights.
 pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
-    Tokenizer::load(&crate::hub::resolve_model(spec)?)
+    let path = crate::hub::resolve_model(spec)?;
+    let Some(file) = super::io::gguf_file(&path)? else {
+        return Tokenizer::load(&path);
+    };
+    let g = crate::io::gguf::Gguf::open(&file)?;
+    let vocab = super::import::gguf::vocab(&g)?.with_context(|| {
+        format!(
+            "{} has no tokenizer (tokenizer.ggml.* metadata): a GGUF model file must carry its own",
+            file.display()
+        )
+    })?;
+    let bpe = crate::tokenizer::Bpe::from_gguf(&vocab)
+        .with_context(|| format!("{}: reading its tokenizer", file.display()))?;
+    Ok(Tokenizer::Bpe(bpe))
 }
