@@ -1,7 +1,9 @@
 //! Fuzzes the GGUF reader: whatever the bytes, `Gguf::parse` returns a file
 //! or an error, never panics, never reads out of bounds, never allocates
 //! beyond what the input can describe; and every tensor of a file it accepts
-//! dequantizes (when it is of a kind we read).
+//! dequantizes (when it is of a kind we read). Then the model import runs on
+//! it (`gpt::model::gguf::read`: config, weights, tokenizer), which must
+//! likewise return a model or an error.
 //!
 //! Seeds: the golden files of `tests/golden/gguf/` (made by `scripts/gen_quant_golden.py`).
 //!
@@ -23,5 +25,9 @@ fuzz_target!(|data: &[u8]| {
             let mut out = vec![0.0; t.n_elements()];
             dequantize_row(kind, bytes, &mut out);
         }
+    }
+    if let Ok(m) = gpt::model::gguf::read(&gguf) {
+        let n: usize = m.model.params.tensors.iter().map(|t| t.data.len()).sum();
+        assert!(n <= 8 * data.len() + m.model.config.n_ctx * m.model.config.n_embd);
     }
 });
