@@ -231,7 +231,10 @@ mod tests {
             targets += batch.n_targets();
             slots += batch.b * batch.t;
         }
-        assert!(targets as f64 > 0.95 * slots as f64, "{targets} of {slots} slots filled");
+        assert!(
+            targets as f64 > 0.95 * slots as f64,
+            "{targets} of {slots} slots filled"
+        );
     }
 
     #[test]

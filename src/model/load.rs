@@ -93,18 +93,5 @@ pub fn tokenizer_for(config: &GptConfig, path: &Path) -> Result<Tokenizer> {
 
 /// The tokenizer of the model `spec` names, without loading its weights.
 pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
-    let path = crate::hub::resolve_model(spec)?;
-    let Some(file) = super::io::gguf_file(&path)? else {
-        return Tokenizer::load(&path);
-    };
-    let g = crate::io::gguf::Gguf::open(&file)?;
-    let vocab = super::import::gguf::vocab(&g)?.with_context(|| {
-        format!(
-            "{} has no tokenizer (tokenizer.ggml.* metadata): a GGUF model file must carry its own",
-            file.display()
-        )
-    })?;
-    let bpe = crate::tokenizer::Bpe::from_gguf(&vocab)
-        .with_context(|| format!("{}: reading its tokenizer", file.display()))?;
-    Ok(Tokenizer::Bpe(bpe))
+    Tokenizer::load(&crate::hub::resolve_model(spec)?)
 }

@@ -464,26 +464,7 @@ pub fn raw_weights<'a, B: AsRef<[u8]>>(g: &'a Gguf<B>, config: &GptConfig) -> Re
 
 /// The `tokenizer.ggml.*` metadata, if the file has a tokenizer.
 pub fn vocab<B: AsRef<[u8]>>(g: &Gguf<B>) -> Result<Option<GgufVocab>> {
-    let Some(model) = optional(g, "tokenizer.ggml.model", |k| g.get_str(k))? else {
-        return Ok(None);
-    };
-    let strings =
-        |key: &str| -> Result<Vec<String>> { Ok(g.get_str_array(key)?.into_iter().map(str::to_string).collect()) };
-    let flag = |key: &str| optional(g, key, |k| g.get_bool(k));
-    Ok(Some(GgufVocab {
-        model: model.to_string(),
-        pre: optional(g, "tokenizer.ggml.pre", |k| g.get_str(k).map(str::to_string))?,
-        tokens: strings("tokenizer.ggml.tokens")?,
-        token_types: optional(g, "tokenizer.ggml.token_type", |k| g.get_i32_array(k))?.unwrap_or_default(),
-        merges: optional(g, "tokenizer.ggml.merges", strings)?.unwrap_or_default(),
-        bos: token_id(g, "tokenizer.ggml.bos_token_id")?,
-        eos: token_id(g, "tokenizer.ggml.eos_token_id")?,
-        pad: token_id(g, "tokenizer.ggml.padding_token_id")?,
-        eot: token_id(g, "tokenizer.ggml.eot_token_id")?,
-        unk: token_id(g, "tokenizer.ggml.unknown_token_id")?,
-        add_bos: flag("tokenizer.ggml.add_bos_token")?,
-        add_eos: flag("tokenizer.ggml.add_eos_token")?,
-    }))
+    GgufVocab::read(g)
 }
 
 #[cfg(test)]
