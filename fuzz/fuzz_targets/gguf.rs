@@ -5,9 +5,10 @@
 //! it (`gpt::model::gguf::read`: config, weights, tokenizer), which must
 //! likewise return a model or an error.
 //!
-//! Seeds: the golden files of `tests/golden/gguf/` (made by `scripts/gen_quant_golden.py`).
+//! Seeds: the golden files of `tests/golden/gguf/` and `tests/golden/gguf_models/`
+//! (made by `scripts/gen_quant_golden.py` and `scripts/gen_gguf_model_golden.py`).
 //!
-//!     RUSTC_BOOTSTRAP=1 cargo fuzz run gguf fuzz/corpus/gguf tests/golden/gguf
+//!     RUSTC_BOOTSTRAP=1 cargo fuzz run gguf fuzz/corpus/gguf tests/golden/gguf tests/golden/gguf_models
 
 #![no_main]
 
