@@ -8,6 +8,8 @@ continuations (read by tests/gguf_model_golden.rs).
     llama_q8_0.gguf     the same, matrices in Q8_0 (norms stay F32, as llama.cpp keeps them)
     gqa_tied.gguf       a tied Llama with 2 KV heads (grouped-query attention), F32
     gqa_tied_q8_0.gguf  the same in Q8_0
+    gqa_llama3_tied.gguf  gen_llama_golden's gqa_llama3_tied (2 KV heads, tied, Llama 3 rope
+                        scaling stored as llama.cpp does: rope_freqs.weight), F32
     gpt2.gguf           gen_gpt2_golden's tiny GPT-2 (biases, learned positions), F32
     gpt2_q8_0.gguf      the same in Q8_0
     logits_NAME.bin     float32 little-endian logits of every prompt position, prompts
@@ -26,11 +28,14 @@ replaced by the file's dequantized values (`gguf.quants.dequantize`, the
 permutation undone): for F32 files, the original weights. Every file is
 also loaded by `transformers` itself (`from_pretrained(dir, gguf_file=...)`,
 which dequantizes and undoes the permutation on its own); its logits must
-agree with the reference (the figure is recorded in golden.json).
+agree with the reference (the figure is recorded in golden.json). Not for
+gqa_llama3_tied: transformers' GGUF loader ignores rope_freqs.weight, so there
+the reference is the safetensors model's own logits only.
 
     ~/.cache/gpt-venv/bin/python scripts/gen_gguf_model_golden.py
 """
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -81,6 +86,26 @@ def unpermute(w, n_head):
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+def rope_freqs(cfg):
+    """Llama 3's rope scaling as llama.cpp's converter stores it (LlamaModel.generate_extra_tensors)."""
+    rope = cfg.rope_parameters
+    dim = cfg.hidden_size // cfg.num_attention_heads
+    freqs = 1.0 / (rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old = rope["original_max_position_embeddings"]
+    factors = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < old / high:
+            factors.append(1)
+        elif wavelen > old / low:
+            factors.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
+
+
 def llama_tensors(model):
     """(gguf name, numpy array in the file's row layout, HF name, undo) for a LlamaForCausalLM."""
     cfg = model.config
@@ -104,6 +129,9 @@ def llama_tensors(model):
             (f"blk.{i}.ffn_down.weight", sd[p + "mlp.down_proj.weight"], p + "mlp.down_proj.weight", None),
         ]
     out.append(("output_norm.weight", sd["model.norm.weight"], "model.norm.weight", None))
+    rope = cfg.rope_parameters
+    if rope.get("rope_type") == "llama3":
+        out.append(("rope_freqs.weight", rope_freqs(cfg), None, None))
     if not cfg.tie_word_embeddings:
         out.append(("output.weight", sd["lm_head.weight"], "lm_head.weight", None))
     return out
@@ -165,14 +193,15 @@ def write(path, arch, model, tensors, qtype, specials):
     w.add_chat_template(CHAT_TEMPLATE)
     state = {}
     for name, data, hf_name, undo in tensors:
-        if qtype == Q8_0 and data.ndim == 2:
+        if qtype == Q8_0 and data.ndim == 2 and hf_name is not None:
             q = gguf.quants.quantize(data, Q8_0)
             w.add_tensor(name, q, raw_dtype=Q8_0)
             back = gguf.quants.dequantize(q, Q8_0).reshape(data.shape)
         else:
             w.add_tensor(name, data)
             back = data
-        state[hf_name] = torch.from_numpy(np.ascontiguousarray(undo(back) if undo else back))
+        if hf_name is not None:
+            state[hf_name] = torch.from_numpy(np.ascontiguousarray(undo(back) if undo else back))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -189,6 +218,8 @@ def main():
         "llama": (gl.build(), "llama", llama_tensors, {1: "<s>", 2: "</s>"}, llama_prompts, gl.N_CTX),
         "gqa_tied": (gl.build(n_kv_head=2, tied=True, seed=gl.SEED + 1), "llama", llama_tensors,
                      {1: "<s>", 2: "</s>"}, llama_prompts, gl.N_CTX),
+        "gqa_llama3_tied": (gl.build(n_kv_head=2, tied=True, scaling=gl.LLAMA3), "llama", llama_tensors,
+                            {1: "<s>", 2: "</s>"}, llama_prompts, gl.N_CTX),
         "gpt2": (g2.build_model(g2.SEED), "gpt2", gpt2_tensors, {g2.VOCAB - 1: "<|endoftext|>"}, gpt2_prompts,
                  g2.N_CTX),
     }
@@ -197,7 +228,8 @@ def main():
     OUT.mkdir(parents=True)
     entries = {}
     for base, (model, arch, tensors_of, specials, prompts, n_ctx) in models.items():
-        for qtype, suffix in [(F32, ""), (Q8_0, "_q8_0")]:
+        kinds = [(F32, "")] if base == "gqa_llama3_tied" else [(F32, ""), (Q8_0, "_q8_0")]
+        for qtype, suffix in kinds:
             name = base + suffix
             file = OUT / f"{name}.gguf"
             state = write(file, arch, model, tensors_of(model), qtype, specials)
@@ -210,16 +242,19 @@ def main():
             logits = g2.logits_of(reference, prompts)
             greedy, margin = g2.greedy_of(reference, prompts, n_ctx)
             assert margin > g2.MIN_MARGIN, f"{name}: a greedy step is nearly a tie ({margin})"
-            # transformers' own GGUF loader: dequantizes and undoes the permutation itself.
-            with tempfile.TemporaryDirectory() as tmp:
-                shutil.copy(file, Path(tmp) / file.name)
-                # transformers maps gpt2.context_length to n_ctx, not n_positions (the size of wpe): say it.
-                extra = {"n_positions": n_ctx} if arch == "gpt2" else {}
-                theirs = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=file.name, dtype=torch.float32,
-                                                              **extra).eval()
-                theirs.config._attn_implementation = "eager"
-                hf_diff = float(np.abs(g2.logits_of(theirs, prompts) - logits).max())
-            assert hf_diff < 1e-5, f"{name}: transformers' GGUF loader differs by {hf_diff}"
+            # transformers' own GGUF loader: dequantizes and undoes the permutation itself (but
+            # ignores rope_freqs.weight, so a Llama 3 scaled file is checked against the reference only).
+            hf_diff = None
+            if base != "gqa_llama3_tied":
+                with tempfile.TemporaryDirectory() as tmp:
+                    shutil.copy(file, Path(tmp) / file.name)
+                    # transformers maps gpt2.context_length to n_ctx, not n_positions (the size of wpe): say it.
+                    extra = {"n_positions": n_ctx} if arch == "gpt2" else {}
+                    theirs = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=file.name, dtype=torch.float32,
+                                                                  **extra).eval()
+                    theirs.config._attn_implementation = "eager"
+                    hf_diff = float(np.abs(g2.logits_of(theirs, prompts) - logits).max())
+                assert hf_diff < 1e-5, f"{name}: transformers' GGUF loader differs by {hf_diff}"
             logits_file = f"logits_{name}.bin"
             (OUT / logits_file).write_bytes(logits.tobytes())
             entries[name] = {
@@ -248,7 +283,7 @@ def main():
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())
     print(f"wrote {OUT} ({total / 1e3:.0f} KB)")
     for k, v in entries.items():
-        print(f"  {k}: transformers' GGUF loader vs reference {v['max_abs_transformers_gguf_loader_vs_reference']:.1e}, "
+        print(f"  {k}: transformers' GGUF loader vs reference {v['max_abs_transformers_gguf_loader_vs_reference']}, "
               f"vs original weights {v['max_abs_vs_original_weights']:.1e}, margin {v['greedy_min_margin']:.3f}")
 
 

@@ -1,5 +1,6 @@
 //! Golden tests of GGUF models against `transformers`: tiny Llamas (untied;
-//! tied with grouped-query attention) and a tiny GPT-2, written by llama.cpp's
+//! tied with grouped-query attention, also with Llama 3's rope scaling as
+//! `rope_freqs.weight`) and a tiny GPT-2, written by llama.cpp's
 //! `gguf` package as its converter lays them out, in F32 and Q8_0
 //! (tests/golden/gguf_models/, made by scripts/gen_gguf_model_golden.py).
 //! Loaded (dequantized to f32) they must give the reference logits within
@@ -9,6 +10,7 @@
 
 use gpt::io::gguf::{GgmlType, Gguf, GgufWriter, Value};
 use gpt::model::{self, Gpt, LoadOptions};
+use gpt::tensor::rope::inv_freq;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,7 +59,7 @@ fn check(names: &[&str]) {
 
 #[test]
 fn llama_gguf_matches_transformers_in_f32_and_q8_0() {
-    check(&["llama", "llama_q8_0", "gqa_tied", "gqa_tied_q8_0"]);
+    check(&["llama", "llama_q8_0", "gqa_tied", "gqa_tied_q8_0", "gqa_llama3_tied"]);
 }
 
 #[test]
@@ -67,13 +69,28 @@ fn gpt2_gguf_matches_transformers_in_f32_and_q8_0() {
 
 #[test]
 fn f32_gguf_holds_the_safetensors_weights() {
-    // The untied Llama is gen_llama_golden's `llama`: the permutation undone, every weight is the same.
-    let llama = common::golden::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/llama/llama"));
-    let mut from_gguf = common::golden::load(&dir().join("llama.gguf"));
-    // The GGUF names its own special tokens; everything else is the checkpoint's.
-    from_gguf.config.bos_token_id = llama.config.bos_token_id;
-    from_gguf.config.eos_token_id = llama.config.eos_token_id.clone();
-    assert_same_weights(&from_gguf, &llama, "llama.gguf");
+    // gen_llama_golden's `llama` and `gqa_llama3_tied`: the permutation undone, every weight is the same.
+    for name in ["llama", "gqa_llama3_tied"] {
+        let safetensors = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden/llama")
+            .join(name);
+        let want = common::golden::load(&safetensors);
+        let mut from_gguf = common::golden::load(&dir().join(format!("{name}.gguf")));
+        // The GGUF names its own special tokens; everything else is the checkpoint's.
+        from_gguf.config.bos_token_id = want.config.bos_token_id;
+        from_gguf.config.eos_token_id = want.config.eos_token_id.clone();
+        // Llama 3's scaling comes back from rope_freqs.weight as the same frequencies, not
+        // necessarily the same parameters (only their ratios matter).
+        let (ours, theirs) = (from_gguf.config.rope.unwrap(), want.config.rope.unwrap());
+        let hs = want.config.head_size();
+        let (a, b) = (inv_freq(hs, ours), inv_freq(hs, theirs));
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-6 * y),
+            "{name}: {a:?} vs {b:?}"
+        );
+        from_gguf.config.rope = want.config.rope;
+        assert_same_weights(&from_gguf, &want, name);
+    }
 }
 
 #[test]
@@ -253,6 +270,13 @@ fn lying_gguf_files_are_errors_naming_the_problem() {
         &load_err(rewrite(&g, set("general.architecture", Value::String("falcon".into())))),
         "architecture \"falcon\" is not supported",
     );
+    // Rotary factors that are not Llama 3's scaling.
+    let bad: Vec<u8> = [1.0f32, 3.0, 2.0, 8.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let err = load_err(rewrite(&g, |e| {
+        e.tensors
+            .push(("rope_freqs.weight".into(), vec![4], GgmlType::F32, &bad[..]))
+    }));
+    assert_contains(&err, "are not Llama 3's rope scaling");
     // Missing tensors.
     assert_contains(
         &load_err(rewrite(&g, |e| e.tensors.retain(|t| t.0 != "blk.1.ffn_down.weight"))),

@@ -25,7 +25,7 @@ use crate::io::gguf::{GgmlType, Gguf, Value};
 use crate::model::config::{Arch, GptConfig};
 use crate::model::Gpt;
 use crate::tensor::quant::{dequantize_row, Kind};
-use crate::tensor::rope::RopeConfig;
+use crate::tensor::rope::{inv_freq, Llama3Scaling, RopeConfig};
 use crate::tensor::Tensor;
 use crate::tokenizer::{Bpe, GgufVocab};
 use anyhow::{anyhow, bail, ensure, Context, Result};
@@ -260,7 +260,7 @@ pub fn config<B: AsRef<[u8]>>(g: &Gguf<B>) -> Result<GptConfig> {
             let mut c = GptConfig::llama(vocab_size, n_ctx, n_embd, n_head, n_layer, n_inner);
             c.n_kv_head = n_kv_head;
             c.norm_eps = float(g, &key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5);
-            c.rope = Some(rope(g, arch, n_embd, n_head)?);
+            c.rope = Some(rope(g, arch, n_embd, n_head, n_ctx)?);
             c.tie_word_embeddings = g.tensor("output.weight").is_none();
             // Biases on q/k/v (as Qwen2 has them), where the file holds them.
             c.qkv_bias = g.tensor("blk.0.attn_q.bias").is_some();
@@ -285,8 +285,9 @@ fn token_id<B: AsRef<[u8]>>(g: &Gguf<B>, key: &str) -> Result<Option<u32>> {
     }
 }
 
-/// Rotary embeddings: `rope.freq_base`, checked to be the plain rotation we compute.
-fn rope<B: AsRef<[u8]>>(g: &Gguf<B>, arch: &str, n_embd: usize, n_head: usize) -> Result<RopeConfig> {
+/// Rotary embeddings: `rope.freq_base`, and Llama 3's scaling where the file
+/// holds `rope_freqs.weight`; other scalings are refused.
+fn rope<B: AsRef<[u8]>>(g: &Gguf<B>, arch: &str, n_embd: usize, n_head: usize, n_ctx: usize) -> Result<RopeConfig> {
     let src = g.source();
     let key = |k: &str| format!("{arch}.{k}");
     let theta = float(g, &key("rope.freq_base"))?.unwrap_or(10000.0);
@@ -312,11 +313,104 @@ fn rope<B: AsRef<[u8]>>(g: &Gguf<B>, arch: &str, n_embd: usize, n_head: usize) -
             key("rope.scaling.type")
         );
     }
+    let plain = RopeConfig { theta, scaling: None };
+    let Some((info, bytes)) = g.tensor(ROPE_FREQS) else {
+        return Ok(plain);
+    };
+    let hs = n_embd / n_head;
     ensure!(
-        g.tensor("rope_freqs.weight").is_none(),
-        "{src}: it holds `rope_freqs.weight` (Llama 3's rescaled rotary frequencies), which is not supported yet"
+        info.ty == GgmlType::F32 && info.dims == [hs / 2],
+        "{src}: tensor `{ROPE_FREQS}` is {} {:?}, expected F32 [{}] (one factor per rotary frequency)",
+        info.ty,
+        info.dims,
+        hs / 2
     );
-    Ok(RopeConfig { theta, scaling: None })
+    let factors: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let scaling = llama3_scaling(&factors, hs, theta, n_ctx).ok_or_else(|| {
+        anyhow!("{src}: tensor `{ROPE_FREQS}` holds factors that are not Llama 3's rope scaling: not supported")
+    })?;
+    Ok(RopeConfig { theta, scaling })
+}
+
+/// Llama 3's rescaled rotary frequencies, as llama.cpp's converter stores them.
+const ROPE_FREQS: &str = "rope_freqs.weight";
+
+/// Llama 3's rope scaling whose frequencies are `inv_freq[i] / factors[i]`
+/// (llama.cpp's `rope_freqs`: 1 for short wavelengths, `factor` for long
+/// ones, a blend between), checked to reproduce every factor; `Some(None)`
+/// when every factor is 1. Only the ratios of the context length to the two
+/// frequency factors matter, so the context is taken as `n_ctx`.
+fn llama3_scaling(factors: &[f32], hs: usize, theta: f32, n_ctx: usize) -> Option<Option<Llama3Scaling>> {
+    let base = inv_freq(hs, RopeConfig { theta, scaling: None });
+    if factors.iter().any(|f| !f.is_finite() || *f < 1.0 - 1e-6) {
+        return None;
+    }
+    let big = factors.iter().copied().fold(1.0f32, f32::max);
+    if big <= 1.0 + 1e-6 {
+        return Some(None);
+    }
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-5 * b.abs();
+    let wavelen = |i: usize| 2.0 * std::f64::consts::PI / base[i] as f64;
+    let (big64, l) = (big as f64, n_ctx as f64);
+    let (mut high, mut low, mut mid) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, &f) in factors.iter().enumerate() {
+        if close(f, 1.0) {
+            high.push(i);
+        } else if close(f, big) {
+            low.push(i);
+        } else {
+            // smooth = (L / wavelen - lff) / (hff - lff), from 1 / f = (1 - smooth) / factor + smooth.
+            mid.push((i, (1.0 / f as f64 - 1.0 / big64) / (1.0 - 1.0 / big64)));
+        }
+    }
+    // Wavelengths grow with i: the short (kept) ones come first, the long (slowed) ones last.
+    let max_high = high.iter().map(|&i| wavelen(i)).fold(0.0, f64::max);
+    let min_low = low.iter().map(|&i| wavelen(i)).fold(f64::INFINITY, f64::min);
+    let (lff, hff) = match mid.as_slice() {
+        [] => {
+            let (a, b) = (max_high.max(1e-3), min_low.min(max_high.max(1e-3) * 1e6));
+            // Any thresholds between the two bands.
+            (l / (b / (b / a).powf(0.25)), l / (a * (b / a).powf(0.25)))
+        }
+        [(i, s)] => {
+            let w = wavelen(*i);
+            let a = if high.is_empty() { w / 2.0 } else { max_high };
+            let hff = l / (a * (w / a).sqrt());
+            let x = l / w;
+            ((x - s * hff) / (1.0 - s), hff)
+        }
+        [(i, si), .., (j, sj)] => {
+            let (xi, xj) = (l / wavelen(*i), l / wavelen(*j));
+            let slope = (sj - si) / (xj - xi); // 1 / (hff - lff)
+            let lff = xi - si / slope;
+            (lff, lff + 1.0 / slope)
+        }
+    };
+    let s = Llama3Scaling {
+        factor: big,
+        low_freq_factor: lff as f32,
+        high_freq_factor: hff as f32,
+        original_max_position_embeddings: n_ctx,
+    };
+    if !(s.low_freq_factor > 0.0 && s.high_freq_factor > s.low_freq_factor && s.high_freq_factor.is_finite()) {
+        return None;
+    }
+    let scaled = inv_freq(
+        hs,
+        RopeConfig {
+            theta,
+            scaling: Some(s),
+        },
+    );
+    let same = scaled
+        .iter()
+        .zip(&base)
+        .zip(factors)
+        .all(|((got, b), f)| close(*got, b / f));
+    same.then_some(Some(s))
 }
 
 /// Checks the sizes the config implies against the file before any table is
@@ -454,7 +548,7 @@ pub fn raw_weights<'a, B: AsRef<[u8]>>(g: &'a Gguf<B>, config: &GptConfig) -> Re
     // Tensors with no place in the model mean the metadata and the weights disagree.
     for (t, _) in g.tensors() {
         ensure!(
-            used.contains(&t.name),
+            used.contains(&t.name) || (t.name == ROPE_FREQS && config.rope.is_some()),
             "{src}: unexpected tensor `{}`: the metadata describes no model that has it",
             t.name
         );
@@ -470,6 +564,74 @@ pub fn vocab<B: AsRef<[u8]>>(g: &Gguf<B>) -> Result<Option<GgufVocab>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// llama.cpp's converter's `rope_freqs` for Llama 3's scaling (`LlamaModel.generate_extra_tensors`).
+    fn converter_factors(hs: usize, theta: f32, s: Llama3Scaling) -> Vec<f32> {
+        let (low_wl, high_wl) = (
+            s.original_max_position_embeddings as f64 / s.low_freq_factor as f64,
+            s.original_max_position_embeddings as f64 / s.high_freq_factor as f64,
+        );
+        inv_freq(hs, RopeConfig { theta, scaling: None })
+            .into_iter()
+            .map(|f| {
+                let wl = 2.0 * std::f64::consts::PI / f as f64;
+                if wl < high_wl {
+                    1.0
+                } else if wl > low_wl {
+                    s.factor
+                } else {
+                    let smooth = (s.original_max_position_embeddings as f64 / wl - s.low_freq_factor as f64)
+                        / (s.high_freq_factor as f64 - s.low_freq_factor as f64);
+                    (1.0 / ((1.0 - smooth) / s.factor as f64 + smooth)) as f32
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn llama3_scaling_is_recovered_from_rope_freqs() {
+        let cases = [
+            // The golden's tiny model: one blended frequency.
+            (8, 10000.0, 8.0, 0.5, 4.0, 32),
+            // Llama 3.1 / 3.2: head 128 and 64.
+            (128, 500000.0, 8.0, 1.0, 4.0, 8192),
+            (64, 500000.0, 32.0, 1.0, 4.0, 8192),
+            // No blended frequency at all.
+            (8, 10000.0, 4.0, 1.0, 1.5, 32),
+        ];
+        for (hs, theta, factor, lff, hff, old) in cases {
+            let s = Llama3Scaling {
+                factor,
+                low_freq_factor: lff,
+                high_freq_factor: hff,
+                original_max_position_embeddings: old,
+            };
+            let factors = converter_factors(hs, theta, s);
+            let got = llama3_scaling(&factors, hs, theta, 4 * old)
+                .expect("recovered")
+                .expect("scaled");
+            let want = inv_freq(
+                hs,
+                RopeConfig {
+                    theta,
+                    scaling: Some(s),
+                },
+            );
+            let mine = inv_freq(
+                hs,
+                RopeConfig {
+                    theta,
+                    scaling: Some(got),
+                },
+            );
+            for (a, b) in mine.iter().zip(&want) {
+                assert!((a - b).abs() <= 1e-5 * b, "{hs} {theta}: {mine:?} vs {want:?}");
+            }
+        }
+        assert_eq!(llama3_scaling(&[1.0; 4], 8, 10000.0, 64), Some(None));
+        assert_eq!(llama3_scaling(&[1.0, 3.0, 2.0, 8.0], 8, 10000.0, 64), None);
+        assert_eq!(llama3_scaling(&[f32::NAN; 4], 8, 10000.0, 64), None);
+    }
 
     #[test]
     fn unpermute_undoes_llama_cpps_permute() {
