@@ -305,3 +305,33 @@ fn lying_gguf_files_are_errors_naming_the_problem() {
     let bare = Gguf::parse(bare, "bare.gguf").unwrap();
     gpt::model::gguf::model(&bare).unwrap();
 }
+
+#[test]
+fn damaged_model_files_are_errors_or_models_never_panics() {
+    // A cheap stand-in for the fuzz target: cuts and bit flips all over a real model file.
+    let bytes = std::fs::read(dir().join("llama_q8_0.gguf")).unwrap();
+    let try_read = |b: Vec<u8>| {
+        if let Ok(g) = Gguf::parse(b, "damaged.gguf") {
+            let _ = gpt::model::gguf::read(&g);
+        }
+    };
+    for cut in (0..bytes.len()).step_by(389) {
+        try_read(bytes[..cut].to_vec());
+    }
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..1500 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        // Mostly the header, metadata and tensor table, where a flip changes meaning.
+        let span = if state % 4 == 0 {
+            bytes.len()
+        } else {
+            6000.min(bytes.len())
+        };
+        let at = (state >> 8) as usize % span;
+        let mut b = bytes.clone();
+        b[at] ^= 1 << (state >> 3 & 7);
+        try_read(b);
+    }
+}
