@@ -324,7 +324,7 @@ fn damaged_model_files_are_errors_or_models_never_panics() {
         state ^= state >> 7;
         state ^= state << 17;
         // Mostly the header, metadata and tensor table, where a flip changes meaning.
-        let span = if state % 4 == 0 {
+        let span = if state.is_multiple_of(4) {
             bytes.len()
         } else {
             6000.min(bytes.len())
