@@ -824,3 +824,42 @@ fn files_that_cannot_be_verified_are_named_on_stderr() {
         assert!(err.contains(why), "{err}");
     }
 }
+
+#[test]
+fn one_chosen_file_such_as_a_gguf_model() {
+    let (_, mut files) = tiny_model();
+    let gguf = fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gguf_models/gpt2_q8_0.gguf")).unwrap();
+    files.insert("tiny.Q8_0.gguf", lfs(&gguf));
+    let server = Server::start(files, Rules::default());
+    let home = tempfile::tempdir().unwrap();
+
+    let out = gpt_download(&server, home.path(), None, &["--file", "tiny.Q8_0.gguf"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let path = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    assert!(path.ends_with("tiny.Q8_0.gguf"), "{}", path.display());
+    assert_eq!(fs::read(&path).unwrap(), gguf);
+    // Only that file was asked for.
+    let asked: Vec<String> = server.seen().into_iter().map(|r| r.path).collect();
+    assert!(asked.iter().all(|p| p.ends_with("tiny.Q8_0.gguf")), "{asked:?}");
+    // The file loads, and so does the repo by name: its snapshot holds that one GGUF file.
+    let model = Gpt::load(&path).unwrap();
+    assert_eq!(model.config.vocab_size, 300);
+    let cache = Cache::new(home.path().join("hub"));
+    let snapshot = resolve_model_in(&cache, REPO).unwrap();
+    assert_eq!(Gpt::load(&snapshot).unwrap().params, model.params);
+
+    // A file the repo does not have, and a name that would leave the snapshot.
+    let out = gpt_download(&server, home.path(), None, &["--file", "nope.gguf"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("nope.gguf was not found in org/tiny at revision main"),
+        "{stderr}"
+    );
+    let out = gpt_download(&server, home.path(), None, &["--file", "../escape.gguf"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("bad --file") && stderr.contains("`..` part"),
+        "{stderr}"
+    );
+}

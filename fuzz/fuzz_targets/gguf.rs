@@ -1,11 +1,14 @@
 //! Fuzzes the GGUF reader: whatever the bytes, `Gguf::parse` returns a file
 //! or an error, never panics, never reads out of bounds, never allocates
 //! beyond what the input can describe; and every tensor of a file it accepts
-//! dequantizes (when it is of a kind we read).
+//! dequantizes (when it is of a kind we read). Then the model import runs on
+//! it (`gpt::model::gguf::read`: config, weights, tokenizer), which must
+//! likewise return a model or an error.
 //!
-//! Seeds: the golden files of `tests/golden/gguf/` (made by `scripts/gen_quant_golden.py`).
+//! Seeds: the golden files of `tests/golden/gguf/` and `tests/golden/gguf_models/`
+//! (made by `scripts/gen_quant_golden.py` and `scripts/gen_gguf_model_golden.py`).
 //!
-//!     RUSTC_BOOTSTRAP=1 cargo fuzz run gguf fuzz/corpus/gguf tests/golden/gguf
+//!     RUSTC_BOOTSTRAP=1 cargo fuzz run gguf fuzz/corpus/gguf tests/golden/gguf tests/golden/gguf_models
 
 #![no_main]
 
@@ -22,6 +25,13 @@ fuzz_target!(|data: &[u8]| {
         if let Some(kind) = Kind::from_ggml_id(t.ty.id()) {
             let mut out = vec![0.0; t.n_elements()];
             dequantize_row(kind, bytes, &mut out);
+        }
+    }
+    // Dequantized, and with its quantized matrices kept in their blocks.
+    for keep_quantized in [false, true] {
+        if let Ok(m) = gpt::model::gguf::read(&gguf, keep_quantized) {
+            let n: usize = m.model.params.tensors.iter().map(|t| t.data.len()).sum();
+            assert!(n <= 8 * data.len() + m.model.config.n_ctx * m.model.config.n_embd);
         }
     }
 });

@@ -1,4 +1,5 @@
-//! `gpt download`: fetch a GPT-2 model from the Hugging Face Hub into the cache.
+//! `gpt download`: fetch a model from the Hugging Face Hub into the cache
+//! (a GPT-2 or Llama directory, or one chosen file: a GGUF model).
 
 use crate::hub::{Hub, Name, RepoId};
 use anyhow::{Context, Result};
@@ -11,6 +12,9 @@ pub struct DownloadArgs {
     /// Branch, tag or commit to download (a pull request: refs/pr/N)
     #[arg(long, default_value = "main")]
     pub revision: String,
+    /// Fetch only this file of the repo (a GGUF model: `--file model.Q8_0.gguf`)
+    #[arg(long)]
+    pub file: Option<String>,
 }
 
 /// Downloads, says what happened on stderr, and prints the snapshot directory on stdout.
@@ -18,7 +22,10 @@ pub fn run(a: DownloadArgs) -> Result<()> {
     let repo = RepoId::parse(&a.model)?;
     Name::Revision.check(&a.revision).context("bad --revision")?;
     let hub = Hub::from_env()?;
-    let done = hub.download(&repo, &a.revision)?;
+    let done = match &a.file {
+        Some(file) => hub.download_file(&repo, &a.revision, file)?,
+        None => hub.download(&repo, &a.revision)?,
+    };
     for file in &done.missing {
         eprintln!("note: {repo} has no {file} (optional); skipped it");
     }
@@ -30,7 +37,20 @@ pub fn run(a: DownloadArgs) -> Result<()> {
         "main" => a.model.clone(),
         rev => format!("{}@{rev}", a.model),
     };
-    eprintln!("{repo} at commit {}: {how}; use it with --model {model}", done.commit);
-    println!("{}", done.snapshot.display());
+    match &a.file {
+        Some(file) => {
+            let path = done.snapshot.join(file);
+            eprintln!(
+                "{repo} at commit {}: {how}; use it with --model {}",
+                done.commit,
+                path.display()
+            );
+            println!("{}", path.display());
+        }
+        None => {
+            eprintln!("{repo} at commit {}: {how}; use it with --model {model}", done.commit);
+            println!("{}", done.snapshot.display());
+        }
+    }
     Ok(())
 }

@@ -130,7 +130,15 @@ impl Cache {
             );
         };
         let dir = self.snapshot_dir(repo, &commit)?;
-        if !dir.join(super::CONFIG_FILE).is_file() {
+        // A model directory has its config; a GGUF file (`gpt download --file`) is a model by itself.
+        let has_gguf = || {
+            fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .any(|e| e.path().extension() == Some("gguf".as_ref()) && e.path().is_file())
+        };
+        if !dir.join(super::CONFIG_FILE).is_file() && !has_gguf() {
             bail!(
                 "the cached snapshot {} of {repo} is incomplete: run `{download}` again",
                 dir.display()

@@ -54,9 +54,9 @@ pub struct Downloaded {
     pub snapshot: PathBuf,
     pub commit: String,
     /// Files fetched now (the others were already in the cache).
-    pub fetched: Vec<&'static str>,
+    pub fetched: Vec<String>,
     /// Optional files the repo does not have.
-    pub missing: Vec<&'static str>,
+    pub missing: Vec<String>,
 }
 
 impl Hub {
@@ -77,31 +77,58 @@ impl Hub {
 
     /// Downloads the model files of `repo` at `revision` (a branch, tag or commit).
     pub fn download(&self, repo: &RepoId, revision: &str) -> Result<Downloaded> {
+        let not_found = |file: &str| not_found(file, repo, revision, &self.endpoint);
+        self.download_files(repo, revision, &REQUIRED, &OPTIONAL, &not_found)
+    }
+
+    /// Downloads the one file `file` of `repo` at `revision` (a GGUF model, say).
+    pub fn download_file(&self, repo: &RepoId, revision: &str, file: &str) -> Result<Downloaded> {
+        Name::File.check(file).context("bad --file")?;
+        let not_found = |file: &str| {
+            format!(
+                "{file} was not found in {repo} at revision {revision} on {}: check the file's name (and folder) \
+                 on the repo's \"Files\" page",
+                self.endpoint
+            )
+        };
+        self.download_files(repo, revision, &[file], &[], &not_found)
+    }
+
+    /// Downloads `required` and what there is of `optional` (`required` not empty).
+    fn download_files(
+        &self,
+        repo: &RepoId,
+        revision: &str,
+        required: &[&str],
+        optional: &[&str],
+        not_found: &dyn Fn(&str) -> String,
+    ) -> Result<Downloaded> {
         Name::Revision.check(revision)?;
         let client = http::Client::new(&self.endpoint, self.token.clone());
         // The first answer pins the commit (unless the revision is one); the
         // other files are asked for at that commit, so a push during the
         // download cannot mix two versions.
+        let head = required.first().context("nothing to download")?;
         let first = client
-            .file_info(repo, revision, CONFIG_FILE)?
-            .with_context(|| not_found(CONFIG_FILE, repo, revision, &self.endpoint))?;
+            .file_info(repo, revision, head)?
+            .with_context(|| not_found(head))?;
         let commit = if is_commit_hash(revision) {
             revision
         } else {
             &first.commit
         }
         .to_string();
-        check_answer(CONFIG_FILE, &first, &commit)?;
-        let mut files = vec![(CONFIG_FILE, first)];
+        check_answer(head, &first, &commit)?;
+        let mut files = vec![(*head, first)];
         let mut missing = Vec::new();
-        for file in REQUIRED.into_iter().chain(OPTIONAL).skip(1) {
+        for &file in required.iter().chain(optional).skip(1) {
             match client.file_info(repo, &commit, file)? {
                 Some(info) => {
                     check_answer(file, &info, &commit)?;
                     files.push((file, info));
                 }
-                None if OPTIONAL.contains(&file) => missing.push(file),
-                None => bail!(not_found(file, repo, revision, &self.endpoint)),
+                None if optional.contains(&file) => missing.push(file.to_string()),
+                None => bail!(not_found(file)),
             }
         }
         // The blobs to fetch: those not in the cache, once each.
@@ -125,7 +152,7 @@ impl Hub {
         Ok(Downloaded {
             snapshot: self.cache.snapshot_dir(repo, &commit)?,
             commit,
-            fetched: todo.iter().map(|(file, _, _)| *file).collect(),
+            fetched: todo.iter().map(|(file, _, _)| file.to_string()).collect(),
             missing,
         })
     }

@@ -29,6 +29,8 @@ enum Format {
     Tf(PathBuf),
     /// An llm.c model file.
     Llmc(PathBuf),
+    /// A GGUF file (llama.cpp).
+    Gguf(PathBuf),
 }
 
 impl Format {
@@ -43,10 +45,13 @@ impl Format {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 return Ok(Format::Safetensors(dir.to_path_buf()));
             }
+            if is_gguf(path) {
+                return Ok(Format::Gguf(path.to_path_buf()));
+            }
             ensure!(
                 is_llmc(path),
                 "{} is not a model: give a model directory (config.json + model.safetensors, or OpenAI's \
-                 hparams.json + model.ckpt.*) or an llm.c .bin model file",
+                 hparams.json + model.ckpt.*), a GGUF file or an llm.c .bin model file",
                 path.display()
             );
             return Ok(Format::Llmc(path.to_path_buf()));
@@ -64,9 +69,31 @@ impl Format {
         if path.join(import::tf::HPARAMS_FILE).is_file() {
             return Ok(Format::Tf(path.to_path_buf()));
         }
-        let mut bins: Vec<PathBuf> = std::fs::read_dir(path)
+        let files: Vec<PathBuf> = std::fs::read_dir(path)
             .with_context(|| format!("listing {}", path.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        let mut ggufs: Vec<PathBuf> = files
+            .iter()
+            .filter(|p| p.extension() == Some("gguf".as_ref()) && p.is_file())
+            .cloned()
+            .collect();
+        ggufs.sort();
+        match ggufs.as_slice() {
+            [] => {}
+            [one] => return Ok(Format::Gguf(one.clone())),
+            many => bail!(
+                "{} holds {} GGUF files ({}): pass the one to load",
+                path.display(),
+                many.len(),
+                many.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        let mut bins: Vec<PathBuf> = files
+            .into_iter()
             .filter(|p| p.extension() == Some("bin".as_ref()) && is_llmc(p))
             .collect();
         bins.sort();
@@ -74,7 +101,7 @@ impl Format {
             [one] => Ok(Format::Llmc(one.clone())),
             [] => bail!(
                 "{} holds no model: expected config.json + model.safetensors (Hugging Face or `gpt train`), \
-                 hparams.json + model.ckpt.* (OpenAI's TensorFlow release) or one llm.c .bin file",
+                 hparams.json + model.ckpt.* (OpenAI's TensorFlow release), one .gguf file or one llm.c .bin file",
                 path.display()
             ),
             many => bail!(
@@ -88,6 +115,26 @@ impl Format {
             ),
         }
     }
+}
+
+/// True when `path` is called `*.gguf` or starts with GGUF's magic.
+fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    path.extension() == Some("gguf".as_ref())
+        || std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+            && &head == b"GGUF"
+}
+
+/// The GGUF file `path` names (the file, or the one `.gguf` in a directory
+/// that holds no other kind of model), if it names one.
+pub(crate) fn gguf_file(path: &Path) -> Result<Option<PathBuf>> {
+    Ok(match Format::detect(path)? {
+        Format::Gguf(file) => Some(file),
+        _ => None,
+    })
 }
 
 /// True when `path` starts with llm.c's model magic number.
@@ -126,13 +173,15 @@ impl Gpt {
     /// Loads a checkpoint in any format we read: a directory with
     /// `config.json` + `model.safetensors` or its shards (GPT-2 or a Llama-family
     /// model: ours, the Hub's, or saved by `transformers`; F32, F16 or BF16,
-    /// computed in f32), OpenAI's TensorFlow release folder, or an llm.c
-    /// `.bin` file (or a directory holding exactly one).
+    /// computed in f32), OpenAI's TensorFlow release folder, a GGUF file
+    /// (llama.cpp's `llama` or `gpt2`, dequantized to f32), or an llm.c `.bin`
+    /// file (or a directory holding exactly one GGUF or llm.c file).
     pub fn load(path: &Path) -> Result<Self> {
         match Format::detect(path)? {
             Format::Safetensors(dir) => load_safetensors(&dir),
             Format::Tf(dir) => import::tf::load(&dir).with_context(|| format!("loading {}", dir.display())),
             Format::Llmc(file) => import::llmc::load(&file).with_context(|| format!("loading {}", file.display())),
+            Format::Gguf(file) => import::gguf::model(&crate::io::gguf::Gguf::open(&file)?, false),
         }
     }
 }

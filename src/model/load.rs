@@ -1,7 +1,7 @@
 //! [`load`]: the one way a front end (the command line, the server) gets a
 //! model: a path in any format [`Gpt::load`] reads, or a name fetched with
 //! `gpt download` into the Hugging Face cache, with its tokenizer, its weights
-//! held as asked.
+//! held as asked. A GGUF file brings its own tokenizer and chat template.
 
 use super::{ChatSpec, Gpt, GptConfig};
 use crate::tokenizer::{Tokenizer, CHAR_TOKENIZER_FILE};
@@ -42,9 +42,15 @@ pub struct Loaded {
 /// (`gpt2`, `org/name`, optionally `@revision`) in the Hugging Face cache.
 pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
     let path = crate::hub::resolve_model(spec)?;
-    let mut model = Gpt::load(&path)?;
-    let tokenizer = tokenizer_for(&model.config, &path)?;
-    let chat = ChatSpec::from_dir(&path, &model.config, &tokenizer)?;
+    let (mut model, tokenizer, chat) = match super::io::gguf_file(&path)? {
+        Some(file) => load_gguf(&file, opts.dtype)?,
+        None => {
+            let model = Gpt::load(&path)?;
+            let tokenizer = tokenizer_for(&model.config, &path)?;
+            let chat = ChatSpec::from_dir(&path, &model.config, &tokenizer)?;
+            (model, tokenizer, chat)
+        }
+    };
     match opts.dtype {
         Dtype::Stored | Dtype::F32 => {}
         Dtype::Bf16 => model.params.to_bf16(),
@@ -58,6 +64,28 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
         path,
         chat,
     })
+}
+
+/// A GGUF file's model (its quantized matrices kept in their blocks when
+/// `dtype` is [`Dtype::Stored`]), with the tokenizer and chat template its
+/// metadata describes.
+fn load_gguf(file: &Path, dtype: Dtype) -> Result<(Gpt, Tokenizer, ChatSpec)> {
+    let g = crate::io::gguf::Gguf::open(file)?;
+    let read = super::import::gguf::read(&g, dtype == Dtype::Stored)?;
+    let tokenizer = read.tokenizer.with_context(|| {
+        format!(
+            "{} has no tokenizer (tokenizer.ggml.* metadata): a GGUF model file must carry its own",
+            file.display()
+        )
+    })?;
+    let tokenizer = Tokenizer::Bpe(tokenizer);
+    let chat = ChatSpec::new(
+        read.chat_template,
+        &read.model.config.eos_token_id,
+        &read.model.config,
+        &tokenizer,
+    );
+    Ok((read.model, tokenizer, chat))
 }
 
 /// The tokenizer of the model at `path`, checked against its `config`: a

@@ -14,6 +14,8 @@ mod names;
 pub use chat::{encode_chat, ChatSpec, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE};
 pub use config::{Arch, GptConfig};
 pub use gpt::{Gpt, Init};
+/// llama.cpp's GGUF model files: config, weights (dequantized, or as stored) and tokenizer.
+pub use import::gguf;
 pub use io::parse_checkpoint;
 pub use kv_cache::KvCache;
 pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};

@@ -7,6 +7,27 @@ use super::char::{CharTokenizer, CHAR_TOKENIZER_FILE};
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
 
+/// True when `path` is called `*.gguf` or starts with GGUF's magic.
+fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    path.extension() == Some("gguf".as_ref())
+        || std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+            && &head == b"GGUF"
+}
+
+/// The one `.gguf` file in `dir`, if it holds exactly one.
+fn only_gguf(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut found = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension() == Some("gguf".as_ref()) && p.is_file());
+    let one = found.next()?;
+    found.next().is_none().then_some(one)
+}
+
 /// Either tokenizer, behind one API.
 // A program holds one or two tokenizers: boxing the large variant saves nothing.
 #[allow(clippy::large_enum_variant)]
@@ -27,9 +48,14 @@ impl Tokenizer {
     /// naming its special tokens) if present, else `vocab.json` +
     /// `merges.txt` if present, else `encoder.json` + `vocab.bpe` (the same
     /// files as OpenAI names them in its TensorFlow release) if present, else
-    /// GPT-2's built-in one. For a model file (an llm.c `.bin`) it is the
-    /// directory holding the file. A missing directory is an error.
+    /// the one in the metadata of the directory's only `.gguf` file, else
+    /// GPT-2's built-in one. A GGUF file gives the tokenizer in its metadata;
+    /// for another model file (an llm.c `.bin`) it is the directory holding
+    /// the file. A missing directory is an error.
     pub fn load(path: &Path) -> Result<Tokenizer> {
+        if path.is_file() && is_gguf(path) {
+            return Ok(Tokenizer::Bpe(super::bpe::load_gguf(path)?));
+        }
         let dir = match path.parent().filter(|_| path.is_file()) {
             Some(parent) if parent.as_os_str().is_empty() => Path::new("."),
             Some(parent) => parent,
@@ -48,6 +74,8 @@ impl Tokenizer {
             let bpe = Bpe::from_text("bpe", &read(&encoder)?, &read(&merges)?)
                 .with_context(|| format!("loading the BPE tokenizer in {}", dir.display()))?;
             Ok(Tokenizer::Bpe(bpe))
+        } else if let Some(file) = only_gguf(dir) {
+            Ok(Tokenizer::Bpe(super::bpe::load_gguf(&file)?))
         } else {
             Ok(Tokenizer::gpt2())
         }

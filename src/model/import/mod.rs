@@ -1,8 +1,9 @@
-//! Readers for GPT-2 checkpoints made by other programs: llm.c's `.bin` and
-//! OpenAI's original TensorFlow release. Each turns its file into the same
+//! Readers for checkpoints made by other programs: llm.c's `.bin`, OpenAI's
+//! original TensorFlow release (GPT-2) and llama.cpp's GGUF (Llama, GPT-2). Each turns its file into the same
 //! [`Params`](crate::autograd::Params) that `model.safetensors` loads to, and
 //! each checks every size against the file before it reads a byte.
 
+pub mod gguf;
 pub mod llmc;
 mod proto;
 mod table;

@@ -103,6 +103,11 @@ impl Kind {
         self.geometry().1
     }
 
+    /// A block format (Q4_0 ... Q6_K), as opposed to a plain float type.
+    pub fn is_block_quant(self) -> bool {
+        !matches!(self, Kind::F32 | Kind::F16 | Kind::BF16)
+    }
+
     /// Whether [`quantize_row`] can write this kind.
     pub fn can_quantize(self) -> bool {
         use Kind::*;

@@ -6,6 +6,7 @@ use super::build::Parts;
 use super::bytes::text_to_bytes;
 use super::pre::{PreTokenizer, Step};
 use super::{AddedToken, Bpe, SpecialTokens};
+use crate::io::gguf::{Gguf, Value};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
 
@@ -39,6 +40,69 @@ pub struct GgufVocab {
     pub add_bos: Option<bool>,
     /// `tokenizer.ggml.add_eos_token`; absent: false.
     pub add_eos: Option<bool>,
+}
+
+impl GgufVocab {
+    /// The `tokenizer.ggml.*` values of a GGUF file; `None` when it has no
+    /// `tokenizer.ggml.model`. A value of the wrong type is an error naming the file and key.
+    pub fn read<B: AsRef<[u8]>>(g: &Gguf<B>) -> Result<Option<GgufVocab>> {
+        let present = |key: &str| g.get(key).is_some();
+        if !present("tokenizer.ggml.model") {
+            return Ok(None);
+        }
+        let strings =
+            |key: &str| -> Result<Vec<String>> { Ok(g.get_str_array(key)?.into_iter().map(str::to_string).collect()) };
+        let string = |key: &str| -> Result<Option<String>> {
+            present(key).then(|| g.get_str(key).map(str::to_string)).transpose()
+        };
+        let flag = |key: &str| present(key).then(|| g.get_bool(key)).transpose();
+        let id = |key: &str| -> Result<Option<u32>> {
+            let Some(v) = g.get(key) else { return Ok(None) };
+            let n = match *v {
+                Value::U32(x) => Some(x),
+                Value::I32(x) => u32::try_from(x).ok(),
+                Value::U64(x) => u32::try_from(x).ok(),
+                Value::I64(x) => u32::try_from(x).ok(),
+                Value::U16(x) => Some(x.into()),
+                Value::U8(x) => Some(x.into()),
+                _ => None,
+            };
+            n.map(Some)
+                .with_context(|| format!("{}: metadata `{key}` is {v:?}, not a token id", g.source()))
+        };
+        Ok(Some(GgufVocab {
+            model: g.get_str("tokenizer.ggml.model")?.to_string(),
+            pre: string("tokenizer.ggml.pre")?,
+            tokens: strings("tokenizer.ggml.tokens")?,
+            token_types: match present("tokenizer.ggml.token_type") {
+                true => g.get_i32_array("tokenizer.ggml.token_type")?,
+                false => Vec::new(),
+            },
+            merges: match present("tokenizer.ggml.merges") {
+                true => strings("tokenizer.ggml.merges")?,
+                false => Vec::new(),
+            },
+            bos: id("tokenizer.ggml.bos_token_id")?,
+            eos: id("tokenizer.ggml.eos_token_id")?,
+            pad: id("tokenizer.ggml.padding_token_id")?,
+            eot: id("tokenizer.ggml.eot_token_id")?,
+            unk: id("tokenizer.ggml.unknown_token_id")?,
+            add_bos: flag("tokenizer.ggml.add_bos_token")?,
+            add_eos: flag("tokenizer.ggml.add_eos_token")?,
+        }))
+    }
+}
+
+/// The tokenizer of the GGUF file at `path`, from its metadata.
+pub fn load_gguf(path: &std::path::Path) -> Result<Bpe> {
+    let g = Gguf::open(path)?;
+    let vocab = GgufVocab::read(&g)?.with_context(|| {
+        format!(
+            "{} has no tokenizer (tokenizer.ggml.* metadata): a GGUF model file must carry its own",
+            path.display()
+        )
+    })?;
+    Bpe::from_gguf(&vocab).with_context(|| format!("{}: reading its tokenizer", path.display()))
 }
 
 const UNKNOWN: i32 = 2;

@@ -41,7 +41,7 @@ use self::pre::PreTokenizer;
 use anyhow::{anyhow, Result};
 
 pub use self::added::AddedToken;
-pub use self::gguf::GgufVocab;
+pub use self::gguf::{load_gguf, GgufVocab};
 pub use self::hf_json::{TOKENIZER_CONFIG_FILE, TOKENIZER_FILE};
 pub use self::specials::SpecialTokens;
 pub use self::vocab::{MERGES_FILE, VOCAB_FILE};
