@@ -93,7 +93,7 @@ fn resume_refuses_what_does_not_belong_to_the_run() {
         &resume(&["--n-embd", "32", "--lr", "0.1"]),
         "--n-embd 32 (the run has 16)",
     );
-    fails_with(&resume(&["--lr", "0.1"]), "--lr 0.1 (the run has 0.004)");
+    fails_with(&resume(&["--lr", "0.1"]), "--lr 0.1 (the run has 0.008)");
     let other = tmp.path().join("other.txt");
     std::fs::write(&other, "anna\nbob\ncarl\ndora\nemil\nfrida\n").unwrap();
     fails_with(&resume(&["--data", s(&other)]), "training data is not the run's");
