@@ -24,5 +24,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(ids.len(), file.len());
         assert!(ids.iter().all(|&id| id < file.header().vocab_size));
     }
-    let _ = file.check_tokenizer(&gpt::tokenizer::Tokenizer::gpt2());
+    // GPT-2's tokenizer is built once: building it per input took a second.
+    static GPT2: OnceLock<gpt::tokenizer::Tokenizer> = OnceLock::new();
+    let _ = file.check_tokenizer(GPT2.get_or_init(gpt::tokenizer::Tokenizer::gpt2));
 });
