@@ -14,12 +14,11 @@
 
 #[path = "common.rs"]
 mod common;
-use common::python;
+use common::{python, read_bandwidth};
 
 use gpt::model::{Gpt, GptConfig, Init};
 use gpt::sample::{generate, GenerateOptions, SampleOptions};
 use gpt::tensor::rng;
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -33,30 +32,6 @@ fn model_dir() -> PathBuf {
         model.save(&dir).expect("saving the bench model");
     }
     dir
-}
-
-/// Read bandwidth in GB/s: best of 5 multi-threaded sums over 512 MB.
-fn read_bandwidth() -> f64 {
-    // Same huge-page advice as the model's weights get, so both read memory alike.
-    let mut buf: Vec<f32> = Vec::with_capacity(128 << 20);
-    gpt::tensor::advise_huge_pages(buf.spare_capacity_mut());
-    buf.resize(128 << 20, 1.0);
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        // 16 independent partial sums per chunk: vectorised, so memory is the limit, not additions.
-        let s: f32 = buf
-            .par_chunks(1 << 16)
-            .map(|c| {
-                let mut acc = [0.0f32; 16];
-                c.chunks_exact(16).for_each(|x| (0..16).for_each(|i| acc[i] += x[i]));
-                acc.iter().sum::<f32>()
-            })
-            .sum();
-        std::hint::black_box(s);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (buf.len() * 4) as f64 / best / 1e9
 }
 
 fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> T

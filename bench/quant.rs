@@ -11,6 +11,10 @@
 //! The formats take turns, a token each, for 20 rounds (after one to warm
 //! up), so load from other processes falls on all alike.
 
+#[path = "common.rs"]
+mod common;
+use common::read_bandwidth;
+
 use gpt::tensor::linear::{linear_forward, scratch_len, LinearShape};
 use gpt::tensor::quant::{qmatmul_scratch_len, qmatmul_with, Isa, Kind, QMatrix};
 use gpt::tensor::{advise_huge_pages, Bf16, WeightElem};
@@ -46,28 +50,6 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
         })
         .collect_into_vec(&mut v);
     v
-}
-
-/// Read bandwidth in GB/s: best of 5 multi-threaded sums over 512 MB.
-fn read_bandwidth() -> f64 {
-    let mut buf: Vec<f32> = Vec::with_capacity(128 << 20);
-    advise_huge_pages(buf.spare_capacity_mut());
-    buf.resize(128 << 20, 1.0);
-    let mut best = f64::MAX;
-    for _ in 0..5 {
-        let t = Instant::now();
-        let s: f32 = buf
-            .par_chunks(1 << 16)
-            .map(|c| {
-                let mut acc = [0.0f32; 16];
-                c.chunks_exact(16).for_each(|x| (0..16).for_each(|i| acc[i] += x[i]));
-                acc.iter().sum::<f32>()
-            })
-            .sum();
-        std::hint::black_box(s);
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    (buf.len() * 4) as f64 / best / 1e9
 }
 
 /// One format's matrices and how to apply one.

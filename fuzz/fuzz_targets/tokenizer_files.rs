@@ -11,12 +11,9 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fn take<'a>(data: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (len, rest) = data.split_first_chunk::<2>()?;
-    let (head, tail) = rest.split_at(usize::from(u16::from_le_bytes(*len)).min(rest.len()));
-    *data = tail;
-    Some(head)
-}
+#[path = "split.rs"]
+mod split;
+use split::take;
 
 fuzz_target!(|data: &[u8]| {
     let mut data = data;
