@@ -22,6 +22,8 @@ pub struct Gguf<B = Mmap> {
     names: HashMap<String, usize>,
     alignment: usize,
     data_offset: usize,
+    /// Hands back the pages of bytes already copied (a map's; see [`Gguf::release`]).
+    release: Option<fn(&B, &[u8])>,
 }
 
 /// One entry of the tensor table.
@@ -55,7 +57,9 @@ impl Gguf<Mmap> {
         // SAFETY: the map is read-only; a writer that replaces the file by
         // rename (as ours and llama.cpp's do) leaves this inode intact.
         let map = unsafe { Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))?;
-        Self::parse(map, &path.display().to_string())
+        let mut gguf = Self::parse(map, &path.display().to_string())?;
+        gguf.release = Some(crate::io::release_pages);
+        Ok(gguf)
     }
 }
 
@@ -72,6 +76,7 @@ impl<B: AsRef<[u8]>> Gguf<B> {
             names: HashMap::new(),
             alignment: DEFAULT_ALIGNMENT,
             data_offset: 0,
+            release: None,
         };
         gguf.read_layout()
             .with_context(|| format!("{source} is not a valid GGUF file"))?;
@@ -174,6 +179,16 @@ impl<B: AsRef<[u8]>> Gguf<B> {
     /// Names the file in errors.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Tells the file that `bytes` (a tensor's, say) have been copied out and
+    /// will not be read again soon: a mapped file hands their pages back, so
+    /// that a loader's peak memory is the copies, not the copies plus the file.
+    /// Reading them again is still correct (the pages fault back in).
+    pub fn release(&self, bytes: &[u8]) {
+        if let Some(release) = self.release {
+            release(&self.bytes, bytes);
+        }
     }
 
     pub fn version(&self) -> u32 {

@@ -96,6 +96,7 @@ pub fn model<B: AsRef<[u8]>>(g: &Gguf<B>, keep_quantized: bool) -> Result<Gpt> {
     // `raw_weights` gives the expected tensors, in order.
     for (w, (_, shape)) in raw_weights(g, &config)?.into_iter().zip(Gpt::expected_tensors(&config)) {
         let context = || format!("{}: tensor `{}`", g.source(), w.gguf_name);
+        let bytes = w.bytes;
         match quantized(&w, keep_quantized).with_context(context)? {
             Some(q) => {
                 let id = params.add(
@@ -112,6 +113,7 @@ pub fn model<B: AsRef<[u8]>>(g: &Gguf<B>, keep_quantized: bool) -> Result<Gpt> {
                 params.add(w.name, Tensor::from_vec(&shape, data));
             }
         }
+        g.release(bytes);
     }
     Ok(Gpt::from_params(config, params))
 }

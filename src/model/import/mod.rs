@@ -81,19 +81,9 @@ impl<'a> Source<'a> {
     }
 
     fn release(&self, chunk: &[u8]) {
-        let Some(map) = self.map else { return };
-        // Only a chunk inside the map: memmap2 checks the offset and the length
-        // each against the map's length, not their sum, and DONTNEED on other
-        // (anonymous) memory would zero it under its borrows.
-        let offset = (chunk.as_ptr() as usize).checked_sub(map.as_ptr() as usize);
-        let Some(offset) = offset.filter(|o| o.checked_add(chunk.len()).is_some_and(|end| end <= map.len())) else {
-            return;
-        };
-        // SAFETY: the range lies inside a read-only, file-backed map: DONTNEED
-        // only drops its pages (memmap2 widens the range to whole pages, all
-        // of them the map's), and a later read faults the same bytes back in
-        // from the file.
-        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, chunk.len()) };
+        if let Some(map) = self.map {
+            crate::io::release_pages(map, chunk);
+        }
     }
 }
 
