@@ -5,6 +5,7 @@ mod check;
 mod download;
 mod eval;
 mod generate;
+mod quantize;
 mod sample;
 mod tokenize;
 mod train;
@@ -40,6 +41,8 @@ pub enum Command {
     Download(download::DownloadArgs),
     /// Print the token ids of a text as one JSON array (GPT-2's BPE by default)
     Tokenize(tokenize::TokenizeArgs),
+    /// Write a model as a GGUF file llama.cpp runs, its weights quantized (q8_0, q4_0, q4_1) or as floats
+    Quantize(quantize::QuantizeArgs),
     /// Tokenize a text corpus into train.bin / val.bin token files
     Prepare(tokenize::PrepareArgs),
     /// Tokenizer tools: learn a byte-level BPE vocabulary
@@ -72,6 +75,7 @@ pub fn run() -> Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Download(a) => download::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
+        Command::Quantize(a) => quantize::run(a),
         Command::Prepare(a) => tokenize::run_prepare(a),
         Command::Tokenizer(c) => tokenize::run_tokenizer(c),
     })

@@ -4,6 +4,7 @@
 mod chat;
 mod config;
 mod config_file;
+mod export;
 mod gpt;
 pub(crate) mod import;
 mod io;
@@ -13,6 +14,7 @@ mod names;
 
 pub use chat::{encode_chat, ChatSpec, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE};
 pub use config::{Arch, GptConfig};
+pub use export::{write_gguf, GgufMeta, EXPORT_KINDS};
 pub use gpt::{Gpt, Init};
 /// llama.cpp's GGUF model files: config, weights (dequantized, or as stored) and tokenizer.
 pub use import::gguf;

@@ -38,6 +38,14 @@ pub enum Tokenizer {
 }
 
 impl Tokenizer {
+    /// The tokenizer as GGUF `tokenizer.ggml.*` metadata.
+    pub fn to_gguf(&self) -> Result<super::GgufVocab> {
+        match self {
+            Tokenizer::Char(t) => t.to_gguf(),
+            Tokenizer::Bpe(t) => t.to_gguf(),
+        }
+    }
+
     /// GPT-2's built-in byte-level BPE.
     pub fn gpt2() -> Tokenizer {
         Tokenizer::Bpe(Bpe::gpt2())

@@ -2,6 +2,7 @@
 //! the sorted set of characters in the training data, and one more id, BOS
 //! (= the number of characters), marks both the start and the end of a document.
 
+use super::GgufVocab;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -71,6 +72,12 @@ impl CharTokenizer {
             }
         }
         Ok(s)
+    }
+
+    /// This vocabulary as GGUF tokenizer metadata ([`GgufVocab::characters`]),
+    /// BOS named `<|bos|>`.
+    pub fn to_gguf(&self) -> Result<GgufVocab> {
+        GgufVocab::characters(&self.chars, "<|bos|>")
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {

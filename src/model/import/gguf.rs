@@ -162,14 +162,28 @@ fn dequantize(w: &RawWeight) -> Result<Vec<f32>> {
 /// or a quantized row's bytes): within each head of `rows / heads` rows, file
 /// row `2j + a` becomes row `a * half + j`.
 fn unpermute<T: Copy + Default>(data: &[T], rows: usize, row_len: usize, heads: usize) -> Vec<T> {
+    rotary_rows(data, rows, row_len, heads, false)
+}
+
+/// Moves rows between llama.cpp's rotary order and ours within each head of
+/// `rows / heads` rows: file row `2j + a` is our row `a * half + j`;
+/// `to_file` goes from ours to the file's (`LlamaModel.permute`).
+pub(crate) fn rotary_rows<T: Copy + Default>(
+    data: &[T],
+    rows: usize,
+    row_len: usize,
+    heads: usize,
+    to_file: bool,
+) -> Vec<T> {
     let hs = rows / heads;
     let half = hs / 2;
     let mut out = vec![T::default(); data.len()];
     for h in 0..heads {
         for j in 0..half {
             for a in 0..2 {
-                let from = (h * hs + 2 * j + a) * row_len;
-                let to = (h * hs + a * half + j) * row_len;
+                let file = (h * hs + 2 * j + a) * row_len;
+                let ours = (h * hs + a * half + j) * row_len;
+                let (from, to) = if to_file { (ours, file) } else { (file, ours) };
                 out[to..to + row_len].copy_from_slice(&data[from..from + row_len]);
             }
         }
@@ -378,7 +392,7 @@ fn rope<B: AsRef<[u8]>>(g: &Gguf<B>, arch: &str, n_embd: usize, n_head: usize, n
 }
 
 /// Llama 3's rescaled rotary frequencies, as llama.cpp's converter stores them.
-const ROPE_FREQS: &str = "rope_freqs.weight";
+pub(crate) const ROPE_FREQS: &str = "rope_freqs.weight";
 
 /// Llama 3's rope scaling whose frequencies are `inv_freq[i] / factors[i]`
 /// (llama.cpp's `rope_freqs`: 1 for short wavelengths, `factor` for long
@@ -477,7 +491,7 @@ fn check_sizes<B: AsRef<[u8]>>(g: &Gguf<B>, c: &GptConfig) -> Result<()> {
 }
 
 /// The file's name for our parameter `name` (of architecture `arch`), and what turns its values into ours.
-fn gguf_name(c: &GptConfig, name: &str) -> Result<(String, Fix)> {
+pub(crate) fn gguf_name(c: &GptConfig, name: &str) -> Result<(String, Fix)> {
     let (base, suffix) = name
         .rsplit_once('.')
         .ok_or_else(|| anyhow!("parameter {name} has no suffix"))?;
@@ -692,5 +706,6 @@ mod tests {
             }
         }
         assert_eq!(unpermute(&file, rows, cols, heads), hf);
+        assert_eq!(rotary_rows(&hf, rows, cols, heads, true), file);
     }
 }

@@ -3,10 +3,10 @@
 //! `tokenizer.json` gives.
 
 use super::build::Parts;
-use super::bytes::text_to_bytes;
+use super::bytes::{byte_to_char, bytes_to_text, text_to_bytes};
 use super::pre::{PreTokenizer, Step};
 use super::{AddedToken, Bpe, SpecialTokens};
-use crate::io::gguf::{Gguf, Value};
+use crate::io::gguf::{Gguf, GgufWriter, Value};
 use anyhow::{bail, ensure, Context, Result};
 use std::collections::HashMap;
 
@@ -93,6 +93,75 @@ impl GgufVocab {
     }
 }
 
+impl GgufVocab {
+    /// A character vocabulary (ids in order of `chars`, then `bos`) as a
+    /// byte-level BPE without merges, which llama.cpp runs: each character
+    /// is one byte, found by its byte-level text; BOS is a control token
+    /// put before each text and ending a document. A character of more than
+    /// one byte would need merges from tokens the vocabulary lacks: refused.
+    pub fn characters(chars: &[char], bos: &str) -> Result<GgufVocab> {
+        let table = byte_to_char();
+        let mut tokens = Vec::with_capacity(chars.len() + 1);
+        for &c in chars {
+            ensure!(
+                c.is_ascii(),
+                "the character vocabulary holds {c:?} (U+{:04X}), more than one byte: only ASCII vocabularies \
+                 have a GGUF form",
+                c as u32
+            );
+            tokens.push(bytes_to_text(&[c as u8], &table));
+        }
+        tokens.push(bos.to_string());
+        let bos_id = chars.len() as u32;
+        let mut token_types = vec![NORMAL; chars.len()];
+        token_types.push(CONTROL);
+        Ok(GgufVocab {
+            model: "gpt2".to_string(),
+            pre: Some("gpt-2".to_string()),
+            tokens,
+            token_types,
+            merges: Vec::new(),
+            bos: Some(bos_id),
+            eos: Some(bos_id),
+            add_bos: Some(true),
+            add_eos: Some(false),
+            ..GgufVocab::default()
+        })
+    }
+
+    /// Sets the `tokenizer.ggml.*` keys that [`GgufVocab::read`] reads back.
+    pub fn write(&self, w: &mut GgufWriter) -> Result<()> {
+        w.set("tokenizer.ggml.model", self.model.as_str())?;
+        if let Some(pre) = &self.pre {
+            w.set("tokenizer.ggml.pre", pre.as_str())?;
+        }
+        w.set("tokenizer.ggml.tokens", self.tokens.clone())?;
+        if !self.token_types.is_empty() {
+            w.set("tokenizer.ggml.token_type", self.token_types.clone())?;
+        }
+        // llama.cpp requires the key for a BPE vocabulary, even when empty.
+        w.set("tokenizer.ggml.merges", self.merges.clone())?;
+        let ids = [
+            ("bos_token_id", self.bos),
+            ("eos_token_id", self.eos),
+            ("padding_token_id", self.pad),
+            ("eot_token_id", self.eot),
+            ("unknown_token_id", self.unk),
+        ];
+        for (key, id) in ids {
+            if let Some(id) = id {
+                w.set(&format!("tokenizer.ggml.{key}"), id)?;
+            }
+        }
+        for (key, flag) in [("add_bos_token", self.add_bos), ("add_eos_token", self.add_eos)] {
+            if let Some(flag) = flag {
+                w.set(&format!("tokenizer.ggml.{key}"), flag)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The tokenizer of the GGUF file at `path`, from its metadata.
 pub fn load_gguf(path: &std::path::Path) -> Result<Bpe> {
     let g = Gguf::open(path)?;
@@ -105,6 +174,7 @@ pub fn load_gguf(path: &std::path::Path) -> Result<Bpe> {
     Bpe::from_gguf(&vocab).with_context(|| format!("{}: reading its tokenizer", path.display()))
 }
 
+const NORMAL: i32 = 1;
 const UNKNOWN: i32 = 2;
 const CONTROL: i32 = 3;
 const USER_DEFINED: i32 = 4;
@@ -131,7 +201,77 @@ pub fn pre_tokenizer(name: &str) -> Option<(PreTokenizer, bool, bool)> {
     Some((PreTokenizer::new(steps), ignore_merges, add_bos))
 }
 
+/// The `tokenizer.ggml.pre` names [`Bpe::to_gguf`] writes, one per pre-tokenizer we have.
+const PRE_NAMES: [&str; 5] = ["gpt-2", "llama-bpe", "smaug-bpe", "qwen2", "smollm"];
+
 impl Bpe {
+    /// This tokenizer as `tokenizer.ggml.*` metadata that [`Bpe::from_gguf`]
+    /// (and llama.cpp) read back as the same tokenizer: normal tokens as
+    /// byte-level text, added tokens as their text (control when special,
+    /// user-defined otherwise), the merges by rank, the pre-tokenizer by the
+    /// llama.cpp name of its pattern.
+    pub fn to_gguf(&self) -> Result<GgufVocab> {
+        let pre = PRE_NAMES
+            .into_iter()
+            .find(|name| {
+                pre_tokenizer(name)
+                    .is_some_and(|(p, ignore, _)| &p == self.pre_tokenizer() && ignore == self.ignores_merges())
+            })
+            .with_context(|| {
+                format!(
+                    "the pre-tokenizer `{}` has no llama.cpp name (GGUF files can hold GPT-2's, Llama 3's, Qwen2's and \
+                     SmolLM's)",
+                    self.pre_tokenizer().describe()
+                )
+            })?;
+        let table = byte_to_char();
+        let n = self.vocab_size();
+        let mut tokens = Vec::with_capacity(n);
+        let mut token_types = Vec::with_capacity(n);
+        for id in 0..n as u32 {
+            match self.added_tokens().iter().find(|t| t.id == id) {
+                Some(t) => {
+                    tokens.push(t.content.clone());
+                    token_types.push(if t.special { CONTROL } else { USER_DEFINED });
+                }
+                None => {
+                    let bytes = self.token_bytes(id).unwrap_or_default();
+                    tokens.push(bytes_to_text(bytes, &table));
+                    token_types.push(NORMAL);
+                }
+            }
+        }
+        let merges = self
+            .merges()
+            .iter()
+            .map(|&(l, r, _)| format!("{} {}", tokens[l as usize], tokens[r as usize]))
+            .collect();
+        let specials = self.special_tokens();
+        // The post-processor's ids: a BOS before and an EOS after are all GGUF can say.
+        let added = |ids: &[u32], id: Option<u32>, what: &str| -> Result<bool> {
+            match ids {
+                [] => Ok(false),
+                [x] if Some(*x) == id => Ok(true),
+                _ => bail!("the tokenizer adds {ids:?} {what} each text: GGUF can only say \"add BOS\" / \"add EOS\""),
+            }
+        };
+        let (before, after) = self.template();
+        Ok(GgufVocab {
+            model: "gpt2".to_string(),
+            pre: Some(pre.to_string()),
+            tokens,
+            token_types,
+            merges,
+            bos: specials.bos,
+            eos: specials.eos,
+            pad: specials.pad,
+            eot: specials.eot,
+            unk: specials.unk,
+            add_bos: Some(added(before, specials.bos, "before")?),
+            add_eos: Some(added(after, specials.eos, "after")?),
+        })
+    }
+
     /// The tokenizer a GGUF file describes. Control (and unknown) tokens are
     /// special added tokens, user-defined ones are added tokens matched always.
     pub fn from_gguf(v: &GgufVocab) -> Result<Bpe> {

@@ -127,6 +127,21 @@ impl Bpe {
         &self.pre
     }
 
+    /// The merges by rank: `(left, right, merged)` ids.
+    pub fn merges(&self) -> &[(u32, u32, u32)] {
+        self.merges.merges()
+    }
+
+    /// Whether a piece that is a whole token skips the merge loop (Llama 3's `ignore_merges`).
+    pub fn ignores_merges(&self) -> bool {
+        self.ignore_merges
+    }
+
+    /// The ids the post-processor puts before and after a text's (a BOS, say).
+    pub fn template(&self) -> (&[u32], &[u32]) {
+        (&self.template.0, &self.template.1)
+    }
+
     /// A stable 64-bit hash of everything encoding depends on (vocabulary,
     /// merges, pre-tokenizer, added tokens): equal fingerprints mean the same
     /// token ids for any text.

@@ -69,6 +69,10 @@ impl PreTokenizer {
         })
     }
 
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
+    }
+
     /// A short stable description, e.g. `digits(individual) gpt2`.
     pub fn describe(&self) -> String {
         let step = |s: &Step| match *s {
