@@ -75,11 +75,15 @@ pub struct GgufModel {
 /// matrices stored in a block format (Q4_0 ... Q6_K) stay in their blocks
 /// ([`Params::set_quantized`]); everything else is dequantized to f32.
 pub fn read<B: AsRef<[u8]>>(g: &Gguf<B>, keep_quantized: bool) -> Result<GgufModel> {
-    let model = model(g, keep_quantized)?;
+    // The tokenizer before the weights (once the metadata is known to agree
+    // with them): the scratch its building takes is then freed before the
+    // weights arrive, not held beside them (peak memory).
+    config(g)?;
     let tokenizer = match vocab(g)? {
         Some(v) => Some(Bpe::from_gguf(&v).with_context(|| format!("{}: reading its tokenizer", g.source()))?),
         None => None,
     };
+    let model = model(g, keep_quantized)?;
     let chat_template = optional(g, "tokenizer.chat_template", |k| g.get_str(k).map(str::to_string))?;
     Ok(GgufModel {
         model,
