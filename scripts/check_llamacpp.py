@@ -7,8 +7,9 @@ llama.cpp from source) on GGUF files:
    1 % of llama.cpp's on the same file and the same token ids.
 2. `gpt quantize` writes files llama.cpp runs: the tiny GGUF golden models
    (tests/golden/gguf_models, F32) written as f32, q8_0, q4_0 and q4_1 are
-   loaded by llama.cpp, whose logits must match `transformers`' reference
-   ones (f32: within 1e-3; quantized: printed, with the greedy agreement),
+   loaded by llama.cpp (KV cache in f32), whose logits must match
+   `transformers`' reference ones (f32: within 1e-3; quantized: printed,
+   with how often the argmax agrees),
    and SmolLM2 re-quantized to q4_1 by `gpt quantize` must decode greedily
    in llama.cpp as llama.cpp decodes the original file.
 
@@ -36,9 +37,11 @@ LOSS_TOLERANCE = 0.01
 F32_TOLERANCE = 1e-3
 
 
-def llama(path, n_ctx):
+def llama(path, n_ctx, f32_cache=False):
+    """llama.cpp on `path`; `f32_cache` keeps the KV cache in f32 (its default, f16, rounds keys and values)."""
+    cache = {"type_k": 0, "type_v": 0} if f32_cache else {}
     return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=512, logits_all=True, verbose=False,
-                           n_threads=2)
+                           n_threads=2, **cache)
 
 
 def llama_logits(m, ids):
@@ -104,7 +107,7 @@ def main():
             for kind in ["f32", "q8_0", "q4_0", "q4_1"]:
                 out = work / f"{name}.{kind}.gguf"
                 gpt(a.gpt, "quantize", GOLDEN / entry["file"], out, "--to", kind)
-                m = llama(out, 64)
+                m = llama(out, 64, f32_cache=True)
                 got = np.concatenate([llama_logits(m, p).ravel() for p in prompts])
                 if got.shape != want.shape:
                     problems.append(f"{name} {kind}: {got.shape} logits vs {want.shape}")

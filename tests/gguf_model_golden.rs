@@ -354,8 +354,8 @@ fn damaged_model_files_are_errors_or_models_never_panics() {
     // A cheap stand-in for the fuzz target: cuts and bit flips all over a real model file.
     let bytes = std::fs::read(dir().join("llama_q8_0.gguf")).unwrap();
     let try_read = |b: Vec<u8>| {
-        if let Ok(g) = Gguf::parse(b, "damaged.gguf") {
-            let _ = gpt::model::gguf::read(&g, false);
+        if let Ok(mut g) = Gguf::parse(b, "damaged.gguf") {
+            let _ = gpt::model::gguf::read(&mut g, false);
         }
     };
     for cut in (0..bytes.len()).step_by(389) {

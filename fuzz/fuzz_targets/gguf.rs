@@ -27,9 +27,11 @@ fuzz_target!(|data: &[u8]| {
             dequantize_row(kind, bytes, &mut out);
         }
     }
-    // Dequantized, and with its quantized matrices kept in their blocks.
+    // Dequantized, and with its quantized matrices kept in their blocks (each
+    // from a fresh parse: reading frees the metadata's arrays).
     for keep_quantized in [false, true] {
-        if let Ok(m) = gpt::model::gguf::read(&gguf, keep_quantized) {
+        let Ok(mut gguf) = Gguf::parse(data, "fuzz.gguf") else { return };
+        if let Ok(m) = gpt::model::gguf::read(&mut gguf, keep_quantized) {
             let n: usize = m.model.params.tensors.iter().map(|t| t.data.len()).sum();
             assert!(n <= 8 * data.len() + m.model.config.n_ctx * m.model.config.n_embd);
         }

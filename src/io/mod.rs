@@ -27,6 +27,18 @@ pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))
 }
 
+/// Hands the free pages of the heap back to the kernel: what a loader's
+/// scratch (a vocabulary's strings, say) left behind before the weights are
+/// allocated, which the allocator would otherwise keep resident. glibc keeps
+/// such pages; elsewhere this does nothing.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory no allocation holds.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Hands the pages under `chunk` back to the kernel once its bytes are
 /// copied, when `chunk` lies inside `map`, so that a loader holds the copies
 /// and not the whole file besides (peak RSS about 1x the file, not 2x).

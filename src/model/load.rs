@@ -70,8 +70,8 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
 /// `dtype` is [`Dtype::Stored`]), with the tokenizer and chat template its
 /// metadata describes.
 fn load_gguf(file: &Path, dtype: Dtype) -> Result<(Gpt, Tokenizer, ChatSpec)> {
-    let g = crate::io::gguf::Gguf::open(file)?;
-    let read = super::import::gguf::read(&g, dtype == Dtype::Stored)?;
+    let mut g = crate::io::gguf::Gguf::open(file)?;
+    let read = super::import::gguf::read(&mut g, dtype == Dtype::Stored)?;
     let tokenizer = read.tokenizer.with_context(|| {
         format!(
             "{} has no tokenizer (tokenizer.ggml.* metadata): a GGUF model file must carry its own",

@@ -181,6 +181,17 @@ impl<B: AsRef<[u8]>> Gguf<B> {
         &self.source
     }
 
+    /// Frees the metadata's arrays once they are read (a vocabulary's tokens
+    /// and merges take megabytes): [`Gguf::get`] no longer finds them.
+    pub fn drop_arrays(&mut self) {
+        for (key, value) in &mut self.metadata {
+            if let Value::Array(ty, _) = value {
+                *value = Value::Array(*ty, Vec::new());
+                self.keys.remove(key.as_str());
+            }
+        }
+    }
+
     /// Tells the file that `bytes` (a tensor's, say) have been copied out and
     /// will not be read again soon: a mapped file hands their pages back, so
     /// that a loader's peak memory is the copies, not the copies plus the file.
@@ -207,7 +218,11 @@ impl<B: AsRef<[u8]>> Gguf<B> {
 
     /// Metadata in file order.
     pub fn metadata(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.metadata.iter().map(|(k, v)| (k.as_str(), v))
+        let kept = |k: &String| self.keys.contains_key(k);
+        self.metadata
+            .iter()
+            .filter(move |(k, _)| kept(k))
+            .map(|(k, v)| (k.as_str(), v))
     }
 
     /// The value of `key`, of whatever type. The typed getters below return

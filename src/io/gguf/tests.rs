@@ -138,6 +138,18 @@ fn writer_and_reader_round_trip_every_value_type() {
         assert_eq!(g.tensor("empty").unwrap().1, &[] as &[u8]);
         let names: Vec<_> = g.tensors().map(|(t, _)| t.name.as_str()).collect();
         assert_eq!(names, ["w", "q", "scalar", "empty"]);
+
+        // Once read, the arrays can go; scalars and tensors stay.
+        let mut g = g;
+        g.drop_arrays();
+        let arrays = values.iter().filter(|(_, v)| matches!(v, Value::Array(..))).count();
+        assert!(arrays >= 5);
+        for (k, v) in &values {
+            let kept = !matches!(v, Value::Array(..));
+            assert_eq!(g.get(k).is_some(), kept, "{k}");
+        }
+        assert_eq!(g.metadata().count(), values.len() - arrays + 1 + alignment.is_some() as usize);
+        assert_eq!(g.tensor("q").unwrap().1, &q8[..]);
         for (t, _) in g.tensors() {
             assert_eq!(t.offset % g.alignment() as u64, 0, "{}", t.name);
         }

@@ -73,8 +73,9 @@ pub struct GgufModel {
 
 /// Reads everything: config, weights, tokenizer. With `keep_quantized`, the
 /// matrices stored in a block format (Q4_0 ... Q6_K) stay in their blocks
-/// ([`Params::set_quantized`]); everything else is dequantized to f32.
-pub fn read<B: AsRef<[u8]>>(g: &Gguf<B>, keep_quantized: bool) -> Result<GgufModel> {
+/// ([`Params::set_quantized`]); everything else is dequantized to f32. The
+/// metadata's arrays are freed before the weights are read ([`Gguf::drop_arrays`]).
+pub fn read<B: AsRef<[u8]>>(g: &mut Gguf<B>, keep_quantized: bool) -> Result<GgufModel> {
     // The tokenizer before the weights (once the metadata is known to agree
     // with them): the scratch its building takes is then freed before the
     // weights arrive, not held beside them (peak memory).
@@ -83,8 +84,10 @@ pub fn read<B: AsRef<[u8]>>(g: &Gguf<B>, keep_quantized: bool) -> Result<GgufMod
         Some(v) => Some(Bpe::from_gguf(&v).with_context(|| format!("{}: reading its tokenizer", g.source()))?),
         None => None,
     };
-    let model = model(g, keep_quantized)?;
     let chat_template = optional(g, "tokenizer.chat_template", |k| g.get_str(k).map(str::to_string))?;
+    g.drop_arrays();
+    crate::io::return_freed_memory();
+    let model = model(g, keep_quantized)?;
     Ok(GgufModel {
         model,
         tokenizer,
