@@ -99,7 +99,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
     let mut messages = opening(a.system.as_deref());
     let mut rng = rng(a.sampling.seed);
     let mut stdin = std::io::stdin().lock();
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = super::out::stdout();
     let mut line = Vec::new();
     loop {
         if interactive {
@@ -145,9 +145,13 @@ pub fn run(a: ChatArgs) -> Result<()> {
         generate(&model, &[ids], &opts, &mut rng, |_, id| match token_bytes(&tok, id) {
             Ok(bytes) => {
                 let shown = reply.push(&bytes, &[]);
-                let _ = write!(stdout, "{shown}");
-                let _ = stdout.flush();
-                true
+                match write!(stdout, "{shown}").and_then(|()| stdout.flush()) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failure = Some(e.into());
+                        false
+                    }
+                }
             }
             Err(e) => {
                 failure = Some(e);

@@ -4,6 +4,7 @@
 use crate::hub::{Hub, Name, RepoId};
 use anyhow::{Context, Result};
 use clap::Args;
+use std::io::Write;
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
@@ -45,11 +46,11 @@ pub fn run(a: DownloadArgs) -> Result<()> {
                 done.commit,
                 path.display()
             );
-            println!("{}", path.display());
+            writeln!(super::out::stdout(), "{}", path.display())?;
         }
         None => {
             eprintln!("{repo} at commit {}: {how}; use it with --model {model}", done.commit);
-            println!("{}", done.snapshot.display());
+            writeln!(super::out::stdout(), "{}", done.snapshot.display())?;
         }
     }
     Ok(())

@@ -12,7 +12,7 @@ use crate::train::score;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -127,13 +127,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
     bar.finish_and_clear();
     let loss = sum / count as f64;
     let perplexity = loss.exp();
+    let mut out = super::out::stdout();
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({ "loss": loss, "perplexity": perplexity, "tokens": count })
-        );
+        let line = serde_json::json!({ "loss": loss, "perplexity": perplexity, "tokens": count });
+        writeln!(out, "{line}")?;
     } else {
-        println!("loss {loss:.4} nats/token | perplexity {perplexity:.3} | {count} tokens");
+        writeln!(
+            out,
+            "loss {loss:.4} nats/token | perplexity {perplexity:.3} | {count} tokens"
+        )?;
     }
     Ok(())
 }

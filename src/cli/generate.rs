@@ -256,7 +256,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     // One sequence without --json streams its text as it comes.
     let stream = prompts.len() == 1 && !a.json;
     let mut completions: Vec<Completion> = prompts.iter().map(|_| Completion::new()).collect();
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = super::out::stdout();
     let mut failure = None;
     let result = generate(&model, &prompts, &opts, &mut rng(a.sampling.seed), |i, id| {
         let bytes = match token_bytes(&tok, id) {
@@ -268,8 +268,10 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         };
         let shown = completions[i].push(&bytes, &a.stop);
         if stream {
-            let _ = write!(stdout, "{shown}");
-            let _ = stdout.flush();
+            if let Err(e) = write!(stdout, "{shown}").and_then(|()| stdout.flush()) {
+                failure = Some(e.into());
+                return false;
+            }
         }
         !completions[i].stopped
     })?;

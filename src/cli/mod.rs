@@ -5,12 +5,15 @@ mod check;
 mod download;
 mod eval;
 mod generate;
+mod out;
 mod sample;
 mod tokenize;
 mod train;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(name = "gpt", version, about = "Train, fine-tune and run GPT models", long_about = None)]
@@ -50,7 +53,22 @@ pub enum Command {
 /// Most worker threads `--threads` may ask for.
 const MAX_THREADS: usize = 1024;
 
-pub fn run() -> Result<()> {
+/// Runs the command line: status 0 on success, and when the reader of
+/// standard output closed it (`gpt sample | head -1`); 1 on an error, said
+/// on stderr.
+pub fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if out::is_closed(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed stderr leaves nothing to report to.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {

@@ -7,6 +7,7 @@ use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
 use clap::Args;
+use std::io::Write;
 
 /// Sampling flags shared by `gpt sample` and `gpt generate`.
 #[derive(Args, Debug)]
@@ -72,8 +73,9 @@ pub fn run(a: SampleArgs) -> Result<()> {
             a.model
         );
     };
+    let mut out = super::out::stdout();
     for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.sampling.seed))? {
-        println!("{}", tok.decode(&ids)?);
+        writeln!(out, "{}", tok.decode(&ids)?)?;
     }
     Ok(())
 }

@@ -86,7 +86,7 @@ pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
         (Tokenizer::Bpe(bpe), true) => bpe.encode_parallel(&text, true),
         _ => tokenizer.encode(&text)?,
     };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(super::out::stdout());
     if args.count {
         writeln!(out, "{}", ids.len())?;
     } else {
