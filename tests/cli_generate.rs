@@ -227,3 +227,31 @@ fn eval_reports_loss_and_perplexity() {
     let missing = gpt(&["eval", "--model", m, "--data", "/nonexistent.txt"]);
     assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("nonexistent"));
 }
+
+#[test]
+fn asking_for_more_tokens_than_the_context_holds_is_said() {
+    let dir = tiny_gpt2();
+    let m = dir.path().to_str().unwrap();
+    // "Hello world" is 2 tokens: 31 new ones fill the 32 positions.
+    let out = gpt(&[
+        "generate",
+        "--model",
+        m,
+        "--temperature",
+        "0",
+        "-n",
+        "40",
+        "--json",
+        "Hello world",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 31);
+    assert_eq!(v["finish_reason"], "length");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("-n 40") && err.contains("at most 31 new tokens after a 2-token prompt"),
+        "{err}"
+    );
+    let out = gpt(&["generate", "--model", m, "-n", "31", "Hello world"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("note"));
+}

@@ -1,6 +1,7 @@
 //! `gpt eval`: mean loss per token and perplexity of a model over a text file,
 //! and optionally the logits of every scored token (`--logits`, a `.npy`).
 
+use super::out::count;
 use crate::autograd::Workspace;
 use crate::data::batch::Batches;
 use crate::data::dataset::Dataset;
@@ -9,7 +10,7 @@ use crate::data::windows::SlidingWindows;
 use crate::io::{npy_header, write_atomic_with};
 use crate::tokenizer::Tokenizer;
 use crate::train::score;
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
 use std::io::{self, Write};
@@ -67,14 +68,37 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let n_ctx = model.config.n_ctx;
     let (scored, tokens) = match &tok {
         Tokenizer::Char(chars) => {
+            if let Some(stride) = a.stride {
+                bail!(
+                    "--stride {stride}: a character model scores each line of {} as a document of its own, \
+                     from its start: there is no window to slide; leave --stride out",
+                    a.data.display()
+                );
+            }
             // Documents, BOS targets included: the loss `gpt train` reports.
             let docs = read_documents(Some(&a.data))?;
             let ids = docs.iter().map(|d| chars.encode_doc(d)).collect::<Result<Vec<_>>>();
             let ids = ids.with_context(|| format!("{} does not fit the model's characters", a.data.display()))?;
+            let cut = ids.iter().filter(|d| d.len() > n_ctx + 1).count();
+            if cut > 0 {
+                eprintln!(
+                    "note: {} longer than the model's context of {n_ctx}: scored on {} first {n_ctx} characters",
+                    count(cut, "document is", "documents are"),
+                    if cut == 1 { "its" } else { "their" }
+                );
+            }
             let tokens = ids.iter().map(|d| d.len().min(n_ctx + 1) - 1).sum();
             (Scored::Docs(Dataset::Docs(ids)), tokens)
         }
         Tokenizer::Bpe(_) => {
+            let stride = a.stride.unwrap_or(n_ctx / 2).max(1);
+            // A stride past the context would skip tokens.
+            super::check::flag(
+                stride <= n_ctx,
+                "--stride",
+                stride,
+                &format!("at most the model's context, {n_ctx} (a longer one would skip tokens)"),
+            )?;
             let bytes = std::fs::read(&a.data).with_context(|| format!("cannot read {}", a.data.display()))?;
             let text =
                 String::from_utf8(bytes).with_context(|| format!("{} is not valid UTF-8 text", a.data.display()))?;
@@ -84,8 +108,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "{} has fewer than 2 tokens: nothing to score",
                 a.data.display()
             );
-            // A stride past the context would skip tokens: at most n_ctx.
-            let stride = a.stride.unwrap_or(n_ctx / 2).clamp(1, n_ctx);
             let tokens = ids.len() - 1;
             (Scored::Stream(ids, stride), tokens)
         }

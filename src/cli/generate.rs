@@ -1,6 +1,7 @@
 //! `gpt generate`: continue prompts with a GPT (GPT-2 or one trained here).
 
 use super::check;
+use super::out::count;
 use crate::model::{self, encode_chat, Dtype, LoadOptions};
 use crate::sample::{generate, working_memory, GenerateOptions};
 use crate::tensor::rng;
@@ -52,7 +53,7 @@ pub struct GenerateArgs {
     pub model: String,
     /// Prompts, generated together as one batch [default: one empty prompt]
     pub prompts: Vec<String>,
-    /// New tokens to generate per sample
+    /// New tokens per sample, at most (llama.cpp's -n); a sample also ends when the context is full (said on stderr)
     #[arg(short = 'n', long = "max-new-tokens", default_value_t = 50)]
     pub max_new_tokens: usize,
     #[command(flatten)]
@@ -231,6 +232,16 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     let batch = encoded.len().saturating_mul(a.num_samples);
     let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
+    // The last new token is predicted from a full context: it needs no slot.
+    let room = n_ctx + 1 - longest;
+    if a.max_new_tokens > room {
+        eprintln!(
+            "note: -n {}: the model's context of {n_ctx} tokens holds at most {} after a {longest}-token prompt; \
+             a sample ends when its context is full",
+            a.max_new_tokens,
+            count(room, "new token", "new tokens"),
+        );
+    }
     check::fits_in_memory(
         working_memory(&model.config, batch, longest, a.max_new_tokens),
         || {

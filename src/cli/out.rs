@@ -52,3 +52,9 @@ pub fn is_closed(err: &anyhow::Error) -> bool {
                 .is_some_and(|inner| inner.is::<Closed>())
     })
 }
+
+/// `n` and the noun that goes with it: `count(1, "sample", "samples")` is
+/// `1 sample`, `count(3, …)` is `3 samples`.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
