@@ -31,7 +31,7 @@ pub struct Cli {
 pub enum Command {
     /// Train a GPT on your text (default: the built-in names), fine-tune one (--init), or resume a run
     Train(train::TrainArgs),
-    /// Generate documents from a model trained with `gpt train`
+    /// Generate new documents from a model (a name per line from a character model trained with `gpt train`)
     Sample(sample::SampleArgs),
     /// Continue prompts with a GPT (GPT-2 or your own), streamed as they are generated
     Generate(generate::GenerateArgs),

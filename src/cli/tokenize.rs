@@ -11,10 +11,11 @@ use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
-    /// Model directory whose tokenizer to use (char_tokenizer.json, or
-    /// vocab.json + merges.txt) [default: GPT-2's built-in BPE]
+    /// Whose tokenizer to use: a model as `gpt generate` takes it (a directory, a .gguf file,
+    /// or a name fetched with `gpt download`), gpt2, or a directory with tokenizer files
+    /// [default: GPT-2's built-in BPE]
     #[arg(long)]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
     /// Text file to tokenize; `-` or none reads standard input
     pub file: Option<PathBuf>,
     /// Print only the number of tokens
@@ -37,7 +38,8 @@ pub struct PrepareArgs {
     /// Fraction of the tokens (the last ones) held out in val.bin
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// `gpt2` (built in) or a directory with vocab.json + merges.txt or char_tokenizer.json
+    /// gpt2 (built in), a directory with tokenizer files (vocab.json + merges.txt,
+    /// tokenizer.json, char_tokenizer.json), or a model whose tokenizer to use (as `gpt generate` takes it)
     #[arg(long, default_value = "gpt2")]
     pub tokenizer: String,
     /// Bytes per token id: `auto` is u16 when the vocabulary fits, else u32
@@ -74,7 +76,7 @@ pub struct TrainTokenizerArgs {
 /// `gpt tokenize`: prints the ids as one JSON array (or their count).
 pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
     let tokenizer = match &args.model {
-        Some(dir) => Tokenizer::load(dir)?,
+        Some(spec) => named_tokenizer("--model", spec, "")?,
         None => Tokenizer::gpt2(),
     };
     let text = match args.file.as_deref() {
@@ -104,7 +106,7 @@ pub fn run_prepare(args: PrepareArgs) -> Result<()> {
         "--val-fraction must be in [0, 1), got {}",
         args.val_fraction
     );
-    let tokenizer = tokenizer_from_arg(&args.tokenizer)?;
+    let tokenizer = named_tokenizer("--tokenizer", &args.tokenizer, "")?;
     let width = match args.dtype {
         Dtype::Auto => IdWidth::for_vocab(tokenizer.vocab_size()),
         Dtype::U16 => IdWidth::U16,
@@ -202,21 +204,19 @@ fn run_train(args: TrainTokenizerArgs) -> Result<()> {
     Ok(())
 }
 
-/// `gpt2`, or a directory that holds a tokenizer.
-fn tokenizer_from_arg(spec: &str) -> Result<Tokenizer> {
+/// What a flag naming a tokenizer takes (`gpt train --tokenizer` takes `char` too).
+const TOKENIZER_CHOICES: &str = "gpt2 (GPT-2's BPE, built in), a directory with tokenizer files \
+     (vocab.json + merges.txt as `gpt tokenizer train` writes them, tokenizer.json, char_tokenizer.json), \
+     or a model's (a directory, a .gguf file, or a name fetched with `gpt download`)";
+
+/// The tokenizer `spec` names, given as `flag`: `gpt2`, or the tokenizer of
+/// a directory or model as [`crate::model::load_tokenizer`] finds it. An
+/// error lists the choices, `also` first (the caller's own, such as `char`).
+pub(super) fn named_tokenizer(flag: &str, spec: &str, also: &str) -> Result<Tokenizer> {
     if spec == "gpt2" {
         return Ok(Tokenizer::gpt2());
     }
-    let dir = Path::new(spec);
-    let has_files = dir.join(crate::tokenizer::CHAR_TOKENIZER_FILE).is_file() || bpe::Bpe::exists_in(dir);
-    ensure!(
-        has_files,
-        "--tokenizer {spec}: expected `gpt2` or a directory with {} + {} or {}",
-        bpe::VOCAB_FILE,
-        bpe::MERGES_FILE,
-        crate::tokenizer::CHAR_TOKENIZER_FILE
-    );
-    Tokenizer::load(dir)
+    crate::model::load_tokenizer(spec).with_context(|| format!("{flag} {spec}: give {also}{TOKENIZER_CHOICES}"))
 }
 
 /// Reads a UTF-8 text file, with the file named in any error.
