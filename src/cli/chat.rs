@@ -3,7 +3,8 @@
 //! is decoded, the conversation kept inside the model's context.
 
 use super::check;
-use super::generate::{token_bytes, Completion, DtypeArg};
+use super::completion::Completion;
+use super::generate::{token_bytes, DtypeArg};
 use super::sample::SamplingArgs;
 use crate::model::{self, encode_chat, ChatSpec};
 use crate::sample::{fit_conversation, generate, working_memory, GenerateOptions};
@@ -142,29 +143,35 @@ pub fn run(a: ChatArgs) -> Result<()> {
         }
         let mut reply = Completion::new();
         let mut failure = None;
-        generate(&model, &[ids], &opts, &mut rng, |_, id| match token_bytes(&tok, id) {
-            Ok(bytes) => {
-                let shown = reply.push(&bytes, &[]);
-                match write!(stdout, "{shown}").and_then(|()| stdout.flush()) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        failure = Some(e.into());
-                        false
+        generate(
+            &model,
+            &[ids],
+            &opts,
+            std::slice::from_mut(&mut rng),
+            |_, id| match token_bytes(&tok, id) {
+                Ok(bytes) => {
+                    let shown = reply.push(&bytes, &[]);
+                    match write!(stdout, "{shown}").and_then(|()| stdout.flush()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failure = Some(e.into());
+                            false
+                        }
                     }
                 }
-            }
-            Err(e) => {
-                failure = Some(e);
-                false
-            }
-        })?;
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            },
+        )?;
         if let Some(e) = failure {
             return Err(e);
         }
         let rest = reply.rest();
         writeln!(stdout, "{rest}")?;
         stdout.flush()?;
-        messages.push(Message::new("assistant", &reply.text));
+        messages.push(Message::new("assistant", &reply.text()));
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 mod chat;
 mod check;
+mod completion;
 mod download;
 mod eval;
 mod generate;

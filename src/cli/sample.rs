@@ -57,7 +57,7 @@ pub struct SampleArgs {
 /// New documents: each starts where the model's documents start (BOS, or
 /// `<|endoftext|>`) and ends at the end of one or when the context is full.
 /// A character model's are printed one per line; a BPE model's, which may
-/// hold newlines, each after a `---` line.
+/// hold newlines, with a `---` line between them (as `gpt generate` prints samples).
 pub fn run(a: SampleArgs) -> Result<()> {
     let sampling = a.sampling.options()?;
     check::flag(
@@ -86,12 +86,11 @@ pub fn run(a: SampleArgs) -> Result<()> {
     };
     let docs = generate_from(&model, start, a.num_samples, &opts, &mut rng(a.sampling.seed))?;
     let mut out = super::out::stdout();
-    for ids in docs {
-        let text = tokenizer.decode(&ids)?;
-        match tokenizer {
-            Tokenizer::Char(_) => writeln!(out, "{text}")?,
-            Tokenizer::Bpe(_) => writeln!(out, "---\n{text}")?,
+    for (i, ids) in docs.iter().enumerate() {
+        if i > 0 && matches!(tokenizer, Tokenizer::Bpe(_)) {
+            writeln!(out, "---")?;
         }
+        writeln!(out, "{}", tokenizer.decode(ids)?)?;
     }
     Ok(())
 }

@@ -220,7 +220,7 @@ pub(super) fn named_tokenizer(flag: &str, spec: &str, also: &str) -> Result<Toke
 }
 
 /// Reads a UTF-8 text file, with the file named in any error.
-fn read_text(path: &Path) -> Result<String> {
+pub(super) fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
@@ -231,7 +231,7 @@ fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-fn read_stdin() -> Result<String> {
+pub(super) fn read_stdin() -> Result<String> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .read_to_end(&mut bytes)
