@@ -5,6 +5,7 @@
 use super::check;
 use super::completion::Completion;
 use super::generate::{token_bytes, DtypeArg};
+use super::out::note;
 use super::sample::SamplingArgs;
 use crate::model::{self, encode_chat, ChatSpec};
 use crate::sample::{fit_conversation, generate, working_memory, GenerateOptions};
@@ -38,6 +39,8 @@ pub struct ChatArgs {
     /// Print each prompt's token ids to stderr before its reply, as `prompt ids: [..]`
     #[arg(long)]
     pub show_prompt: bool,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 /// The model's chat template, or the one in `file`; an error saying what to
@@ -62,6 +65,7 @@ pub(super) fn opening(system: Option<&str>) -> Vec<Message> {
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
+    a.quiet.apply();
     let sampling = a.sampling.options()?;
     check::flag(
         a.max_new_tokens >= 1,
@@ -95,7 +99,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
 
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("chatting with {} (/reset starts over, /exit or Ctrl-D ends)", a.model);
+        note!("chatting with {} (/reset starts over, /exit or Ctrl-D ends)", a.model);
     }
     let mut messages = opening(a.system.as_deref());
     let mut rng = rng(a.sampling.seed);
@@ -118,7 +122,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             "/exit" | "/quit" => break,
             "/reset" => {
                 messages = opening(a.system.as_deref());
-                eprintln!("(conversation reset)");
+                note!("(conversation reset)");
                 continue;
             }
             _ => {}
@@ -133,7 +137,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             }
         };
         if dropped > 0 {
-            eprintln!(
+            note!(
                 "(dropped the oldest {dropped} turn{} to stay within the model's context of {n_ctx} tokens)",
                 if dropped == 1 { "" } else { "s" }
             );

@@ -1,7 +1,7 @@
 //! `gpt eval`: mean loss per token and perplexity of a model over a text file,
 //! and optionally the logits of every scored token (`--logits`, a `.npy`).
 
-use super::out::count;
+use super::out::{count, note};
 use crate::autograd::Workspace;
 use crate::data::batch::Batches;
 use crate::data::dataset::Dataset;
@@ -41,6 +41,8 @@ pub struct EvalArgs {
     /// How to hold the weights in memory
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: super::generate::DtypeArg,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 /// What to score: a character model's documents or a BPE model's token stream.
@@ -59,6 +61,7 @@ impl Scored {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    a.quiet.apply();
     if let Some(stride) = a.stride {
         super::check::flag(stride >= 1, "--stride", stride, "at least 1")?;
     }
@@ -81,7 +84,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
             let ids = ids.with_context(|| format!("{} does not fit the model's characters", a.data.display()))?;
             let cut = ids.iter().filter(|d| d.len() > n_ctx + 1).count();
             if cut > 0 {
-                eprintln!(
+                note!(
                     "note: {} longer than the model's context of {n_ctx}: scored on {} first {n_ctx} characters",
                     count(cut, "document is", "documents are"),
                     if cut == 1 { "its" } else { "their" }
@@ -116,12 +119,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let bar = if a.json {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(tokens as u64)
+        super::out::bar(tokens as u64)
     };
     let mut batches = scored.batches(n_ctx, model.config.vocab_size);
     let mut ws = Workspace::default();
     let mut progress = |n: usize| bar.inc(n as u64);
-    let (sum, count) = match &a.logits {
+    let (sum, n_scored) = match &a.logits {
         None => score(&model, &mut *batches, &mut ws, &mut progress, None)?,
         Some(path) => {
             let mut result = (0.0, 0);
@@ -147,16 +150,17 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     };
     bar.finish_and_clear();
-    let loss = sum / count as f64;
+    let loss = sum / n_scored as f64;
     let perplexity = loss.exp();
     let mut out = super::out::stdout();
     if a.json {
-        let line = serde_json::json!({ "loss": loss, "perplexity": perplexity, "tokens": count });
+        let line = serde_json::json!({ "loss": loss, "perplexity": perplexity, "tokens": n_scored });
         writeln!(out, "{line}")?;
     } else {
         writeln!(
             out,
-            "loss {loss:.4} nats/token | perplexity {perplexity:.3} | {count} tokens"
+            "loss {loss:.4} nats/token | perplexity {perplexity:.3} | {}",
+            count(n_scored, "token", "tokens")
         )?;
     }
     Ok(())

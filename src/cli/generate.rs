@@ -2,7 +2,7 @@
 
 use super::check;
 use super::completion::{unescape, Completion};
-use super::out::count;
+use super::out::{count, note};
 use super::tokenize::{read_stdin, read_text};
 use crate::model::{self, encode_chat, Dtype, LoadOptions};
 use crate::sample::{generate, split_rng, working_memory, GenerateOptions};
@@ -94,6 +94,8 @@ pub struct GenerateArgs {
     /// How to hold the weights in memory
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 pub(super) fn token_bytes(tok: &Tokenizer, id: u32) -> Result<Vec<u8>> {
@@ -179,7 +181,7 @@ fn encode_prompts(a: &GenerateArgs, texts: &[String], loaded: &mut model::Loaded
             }
             // At least one token, and room for one new one where the context allows.
             let keep = n_ctx.saturating_sub(a.max_new_tokens).min(n_ctx - 1).max(1);
-            eprintln!(
+            note!(
                 "note: prompt cut from {} to its last {keep} tokens (--truncate)",
                 ids.len()
             );
@@ -195,6 +197,7 @@ fn encode_prompts(a: &GenerateArgs, texts: &[String], loaded: &mut model::Loaded
 /// `---` line separates samples, however many there are; a lone sample is
 /// streamed as it comes.
 pub fn run(a: GenerateArgs) -> Result<()> {
+    a.quiet.apply();
     let sampling = a.sampling.options()?;
     check::flag(a.num_samples >= 1, "--num-samples", a.num_samples, "at least 1")?;
     let stops = a
@@ -217,7 +220,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     // The last new token is predicted from a full context: it needs no slot.
     let room = n_ctx + 1 - longest;
     if a.max_new_tokens > room {
-        eprintln!(
+        note!(
             "note: -n {}: the model's context of {n_ctx} tokens holds at most {} after a {longest}-token prompt; \
              a sample ends when its context is full",
             a.max_new_tokens,
@@ -313,11 +316,11 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
     }
     if !a.json {
-        eprintln!(
-            "prefill {} tokens in {:.0} ms | decode {} tokens in {:.0} ms ({:.1} tokens/s)",
-            prefill_tokens,
+        note!(
+            "prefill {} in {:.0} ms | decode {} in {:.0} ms ({:.1} tokens/s)",
+            count(prefill_tokens, "token", "tokens"),
             result.prefill_secs * 1e3,
-            result.decode_tokens,
+            count(result.decode_tokens, "token", "tokens"),
             result.decode_secs * 1e3,
             result.decode_tokens as f64 / result.decode_secs.max(1e-9)
         );

@@ -6,6 +6,8 @@ mod completion;
 mod download;
 mod eval;
 mod generate;
+mod info;
+mod models;
 mod out;
 mod sample;
 mod tokenize;
@@ -40,9 +42,13 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Mean loss per token and perplexity of a model over a text file
     Eval(eval::EvalArgs),
+    /// What a model is: architecture, sizes, parameters, dtype, context, tokenizer, size on disk
+    Info(info::InfoArgs),
+    /// The models in the local Hugging Face cache (what `gpt download` fetched), by name and size
+    Models(models::ModelsArgs),
     /// Download a GPT-2 model from the Hugging Face Hub into its cache (gpt2, gpt2-medium, …, org/name)
     Download(download::DownloadArgs),
-    /// Print the token ids of a text as one JSON array (GPT-2's BPE by default)
+    /// Print the token ids of a text as one JSON array (GPT-2's BPE by default), or with --decode the text of ids
     Tokenize(tokenize::TokenizeArgs),
     /// Tokenize a text corpus into train.bin / val.bin token files
     Prepare(tokenize::PrepareArgs),
@@ -89,6 +95,8 @@ fn run() -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Models(a) => models::run(a),
         Command::Download(a) => download::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Prepare(a) => tokenize::run_prepare(a),

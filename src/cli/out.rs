@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Standard output, locked, with a closed pipe turned into [`Closed`].
 pub struct Stdout(io::StdoutLock<'static>);
@@ -57,4 +58,69 @@ pub fn is_closed(err: &anyhow::Error) -> bool {
 /// `1 sample`, `count(3, …)` is `3 samples`.
 pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `n` in three significant figures with the unit of its size:
+/// `short(1234567.0, &["", "K", "M"])` is `1.2M`.
+pub fn short(n: f64, units: &[&str]) -> String {
+    let (mut x, mut i) = (n, 0);
+    while x >= 1000.0 && i + 1 < units.len() {
+        x /= 1000.0;
+        i += 1;
+    }
+    match i {
+        0 => format!("{x:.0}{}", units[0]),
+        _ => format!("{x:.1}{}", units[i]),
+    }
+}
+
+/// A number of bytes for people: `548.1 MB`.
+pub fn size(bytes: u64) -> String {
+    short(bytes as f64, &[" B", " kB", " MB", " GB", " TB"])
+}
+
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `--quiet`: no notes, summaries or progress bars on stderr; results and errors only.
+#[derive(clap::Args, Debug)]
+pub struct Quiet {
+    /// Print only results (and errors): no notes, timings or progress bars on stderr
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+impl Quiet {
+    /// Makes [`note!`] and [`bar`] silent for the rest of the process if asked.
+    pub fn apply(&self) {
+        QUIET.store(self.quiet, Ordering::Relaxed);
+    }
+}
+
+/// Whether `--quiet` was given.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// Writes a note to stderr unless `--quiet` (and ignores a stderr that is gone).
+pub fn write_note(args: fmt::Arguments) {
+    if !quiet() {
+        let _ = writeln!(io::stderr(), "{args}");
+    }
+}
+
+/// `eprintln!` for what a person may want to know and a script can do
+/// without: silent with `--quiet`.
+macro_rules! note {
+    ($($t:tt)*) => {
+        $crate::cli::out::write_note(format_args!($($t)*))
+    };
+}
+pub(crate) use note;
+
+/// A progress bar of `len` steps on stderr (drawn only on a terminal), hidden with `--quiet`.
+pub fn bar(len: u64) -> indicatif::ProgressBar {
+    match quiet() {
+        true => indicatif::ProgressBar::hidden(),
+        false => indicatif::ProgressBar::new(len),
+    }
 }

@@ -1,5 +1,6 @@
 //! `gpt tokenize`, `gpt prepare` and `gpt tokenizer train`.
 
+use super::out::note;
 use crate::data::tokens::{write_token_file, IdWidth, TokenHeader};
 use crate::tokenizer::{bpe, Tokenizer};
 use anyhow::{bail, ensure, Context, Result};
@@ -24,6 +25,10 @@ pub struct TokenizeArgs {
     /// Encode `<|endoftext|>` in the text as its special token, not as text
     #[arg(long)]
     pub allow_special: bool,
+    /// The other way: read token ids (as this command prints them: a JSON array; spaces or
+    /// commas also separate them) and print their text
+    #[arg(long, conflicts_with_all = ["count", "allow_special"])]
+    pub decode: bool,
 }
 
 #[derive(Args, Debug)]
@@ -45,6 +50,8 @@ pub struct PrepareArgs {
     /// Bytes per token id: `auto` is u16 when the vocabulary fits, else u32
     #[arg(long, value_enum, default_value_t = Dtype::Auto)]
     pub dtype: Dtype,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -71,6 +78,8 @@ pub struct TrainTokenizerArgs {
     /// Directory for vocab.json and merges.txt (Hugging Face compatible)
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 /// `gpt tokenize`: prints the ids as one JSON array (or their count).
@@ -84,6 +93,16 @@ pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
         Some(p) if p == Path::new("-") => read_stdin()?,
         Some(p) => read_text(p)?,
     };
+    if args.decode {
+        let ids = parse_ids(&text)?;
+        let bytes = match &tokenizer {
+            Tokenizer::Bpe(bpe) => bpe.decode_bytes(&ids)?,
+            Tokenizer::Char(_) => tokenizer.decode(&ids)?.into_bytes(),
+        };
+        let mut out = super::out::stdout();
+        out.write_all(&bytes)?;
+        return Ok(out.flush()?);
+    }
     let ids = match (&tokenizer, args.allow_special) {
         (Tokenizer::Bpe(bpe), true) => bpe.encode_parallel(&text, true),
         _ => tokenizer.encode(&text)?,
@@ -99,8 +118,26 @@ pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Token ids from text: a JSON array as `gpt tokenize` prints it, or ids
+/// separated by spaces or commas.
+fn parse_ids(text: &str) -> Result<Vec<u32>> {
+    let inner = text
+        .trim()
+        .strip_prefix('[')
+        .map_or(text, |t| t.trim_end().strip_suffix(']').unwrap_or(t));
+    inner
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("--decode: {s:?} is not a token id (ids are whole numbers from 0)"))
+        })
+        .collect()
+}
+
 /// `gpt prepare`: tokenizes a corpus into train.bin and val.bin.
 pub fn run_prepare(args: PrepareArgs) -> Result<()> {
+    args.quiet.apply();
     ensure!(
         (0.0..1.0).contains(&args.val_fraction),
         "--val-fraction must be in [0, 1), got {}",
@@ -147,10 +184,10 @@ pub fn run_prepare(args: PrepareArgs) -> Result<()> {
         let header = TokenHeader::new(&tokenizer, width, part.len())?;
         write_token_file(&args.out.join(name), &header, part)?;
     }
-    eprintln!(
-        "wrote {dir}/train.bin ({} tokens) and {dir}/val.bin ({} tokens), {} bytes per id, tokenizer {} ({} ids, fingerprint {:016x})",
-        train.len(),
-        val.len(),
+    note!(
+        "wrote {dir}/train.bin ({}) and {dir}/val.bin ({}), {} bytes per id, tokenizer {} ({} ids, fingerprint {:016x})",
+        super::out::count(train.len(), "token", "tokens"),
+        super::out::count(val.len(), "token", "tokens"),
         width.bytes(),
         tokenizer.name(),
         tokenizer.vocab_size(),
@@ -168,6 +205,7 @@ pub fn run_tokenizer(command: TokenizerCommand) -> Result<()> {
 }
 
 fn run_train(args: TrainTokenizerArgs) -> Result<()> {
+    args.quiet.apply();
     super::check::flag(
         args.vocab_size >= bpe::train::MIN_VOCAB_SIZE,
         "--vocab-size",
@@ -184,14 +222,14 @@ fn run_train(args: TrainTokenizerArgs) -> Result<()> {
         bail!("the corpus is empty: {} has no text", list(&args.files));
     }
     let slices: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let bar = ProgressBar::new(args.vocab_size.saturating_sub(bpe::train::MIN_VOCAB_SIZE) as u64);
+    let bar = super::out::bar(args.vocab_size.saturating_sub(bpe::train::MIN_VOCAB_SIZE) as u64);
     bar.set_style(style("{msg} [{bar:40}] {pos}/{len} merges ({per_sec}, {eta})"));
     bar.set_message("learning BPE");
     let tokenizer = bpe::train::train(&slices, args.vocab_size, |done, _| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     tokenizer.save(&args.out)?;
     let bytes: usize = texts.iter().map(String::len).sum();
-    eprintln!(
+    note!(
         "learned {} merges (vocabulary {}) from {:.1} MB in {:.2} s; wrote {dir}/{} and {dir}/{}",
         tokenizer.vocab_size() - bpe::train::MIN_VOCAB_SIZE,
         tokenizer.vocab_size(),
@@ -254,7 +292,7 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 fn progress_bar(total: u64, message: &'static str) -> ProgressBar {
-    let bar = ProgressBar::new(total);
+    let bar = super::out::bar(total);
     bar.set_style(style("{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})"));
     bar.set_message(message);
     bar

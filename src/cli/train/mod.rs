@@ -422,7 +422,11 @@ fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Result<Vec<Stri
 
 /// The samples printed after training; for documents, how many are new.
 fn print_samples(out: &mut impl Write, model: &Gpt, p: &Prepared, s: &Settings) -> Result<()> {
-    writeln!(out, "\n{} samples (temperature {}):", s.num_samples, s.temperature)?;
+    if s.num_samples == 0 {
+        return Ok(());
+    }
+    let what = super::out::count(s.num_samples, "sample", "samples");
+    writeln!(out, "\n{what} (temperature {}):", s.temperature)?;
     let texts = samples(model, p, s, s.num_samples)?;
     if let Tokenizer::Char(_) = p.tok {
         let seen: HashSet<&str> = p.train_docs.iter().map(String::as_str).collect();
@@ -430,7 +434,8 @@ fn print_samples(out: &mut impl Write, model: &Gpt, p: &Prepared, s: &Settings) 
             writeln!(out, "{t}")?;
         }
         let novel = texts.iter().filter(|t| !seen.contains(t.as_str())).count();
-        writeln!(out, "\n{novel} of {} samples are not in the training set", texts.len())?;
+        let of = super::out::count(texts.len(), "sample is", "samples are");
+        writeln!(out, "\n{novel} of {of} not in the training set")?;
     } else {
         for t in &texts {
             writeln!(out, "---\n{t}")?;
