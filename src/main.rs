@@ -1,6 +1,3 @@
-fn main() {
-    if let Err(err) = gpt::cli::run() {
-        eprintln!("error: {err:#}");
-        std::process::exit(1);
-    }
+fn main() -> std::process::ExitCode {
+    gpt::cli::main()
 }

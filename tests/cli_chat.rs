@@ -152,7 +152,7 @@ fn generate_chat_answers_one_turn_through_the_template() {
         String::from_utf8(out.stdout).unwrap(),
         format!("{}\n", s.turns[0].reply)
     );
-    // Several prompts, one batch: each reply under its message, not appended to it.
+    // Several prompts, one batch: each reply alone (not appended to its message), as one prints.
     let hi = s.turns[0].user.as_str();
     let out = succeeds(gpt(&[
         "generate",
@@ -166,8 +166,8 @@ fn generate_chat_answers_one_turn_through_the_template() {
         hi,
         hi,
     ]));
-    let one = format!("--- sample 1 of prompt {hi:?}\n{}\n", s.turns[0].reply);
-    assert_eq!(String::from_utf8(out.stdout).unwrap(), one.repeat(2));
+    let one = format!("{}\n", s.turns[0].reply);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("{one}---\n{one}"));
     // --system and --template need --chat.
     fails_with(&gpt(&["generate", "--model", m, "--system", "x", "hi"]), "--chat");
 }

@@ -133,3 +133,40 @@ fn char_logits_follow_the_documents_in_order() {
     assert_eq!(npy.shape, (targets.len(), chars.vocab_size()));
     assert_close(mean_loss(&npy, &targets), loss, "loss from the logits");
 }
+
+#[test]
+fn char_models_refuse_stride_and_say_what_is_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = ["anna", "christopher", "maximiliana"];
+    let data = tmp.path().join("names.txt");
+    std::fs::write(&data, docs.join("\n")).unwrap();
+    let chars = CharTokenizer::from_docs(&docs);
+    chars.save(tmp.path()).unwrap();
+    let model = Gpt::new(
+        GptConfig::gpt2(chars.vocab_size(), 8, 16, 2, 1),
+        Init::Normal(0.3),
+        &mut rng(2),
+    );
+    model.save(tmp.path()).unwrap();
+    let eval = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gpt"))
+            .args(["eval", "--model", tmp.path().to_str().unwrap(), "--data"])
+            .arg(&data)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = eval(&["--stride", "4"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--stride 4") && err.contains("document"),
+        "{err}"
+    );
+    let out = eval(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("2 documents are longer than the model's context of 8"),
+        "{err}"
+    );
+}

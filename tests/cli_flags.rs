@@ -79,7 +79,7 @@ const ROWS: &[Row] = &[
     ("chat", "--top-k", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
     ("chat", "--top-p", &[], &[("0", F), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", R)]),
     ("chat", "--seed", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
-    ("eval", "--stride", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    ("eval", "--stride", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("32", R), ("33", F)]),
     ("prepare", "--val-fraction", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F)]),
     ("tokenizer train", "--vocab-size", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R), ("256", F)]),
 ];

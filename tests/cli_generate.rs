@@ -227,3 +227,144 @@ fn eval_reports_loss_and_perplexity() {
     let missing = gpt(&["eval", "--model", m, "--data", "/nonexistent.txt"]);
     assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("nonexistent"));
 }
+
+#[test]
+fn asking_for_more_tokens_than_the_context_holds_is_said() {
+    let dir = tiny_gpt2();
+    let m = dir.path().to_str().unwrap();
+    // "Hello world" is 2 tokens: 31 new ones fill the 32 positions.
+    let out = gpt(&[
+        "generate",
+        "--model",
+        m,
+        "--temperature",
+        "0",
+        "-n",
+        "40",
+        "--json",
+        "Hello world",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 31);
+    assert_eq!(v["finish_reason"], "length");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("-n 40") && err.contains("at most 31 new tokens after a 2-token prompt"),
+        "{err}"
+    );
+    let out = gpt(&["generate", "--model", m, "-n", "31", "Hello world"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("note"));
+}
+
+/// Runs `gpt args` with `stdin` as its standard input.
+fn gpt_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn prompts_come_from_arguments_stdin_or_files_alike() {
+    let dir = tiny_gpt2();
+    let m = dir.path().to_str().unwrap();
+    let file = dir.path().join("prompt.txt");
+    std::fs::write(&file, "Once upon\na time").unwrap();
+    let greedy = ["generate", "--model", m, "--temperature", "0", "-n", "4", "--json"];
+    // Everything but the timings.
+    let result = |out: Output| {
+        let mut v: serde_json::Value = serde_json::from_str(ok(&out).trim()).unwrap();
+        v.as_object_mut().unwrap().remove("timings");
+        v
+    };
+    let from_arg = result(gpt(&[&greedy[..], &["Once upon\na time"]].concat()));
+    let from_stdin = result(gpt_stdin(&[&greedy[..], &["-"]].concat(), "Once upon\na time"));
+    let from_file = result(gpt(&[&greedy[..], &["--prompt-file", file.to_str().unwrap()]].concat()));
+    assert_eq!(from_stdin, from_arg);
+    assert_eq!(from_file, from_arg);
+    let twice = gpt_stdin(&[&greedy[..], &["-", "-"]].concat(), "x");
+    common::fails_with(&twice, "more than once");
+    let missing = gpt(&[&greedy[..], &["--prompt-file", "/no/such/prompt.txt"]].concat());
+    common::fails_with(&missing, "--prompt-file");
+}
+
+#[test]
+fn one_output_format_for_any_number_of_samples() {
+    let dir = tiny_gpt2();
+    let m = dir.path().to_str().unwrap();
+    let greedy = ["generate", "--model", m, "--temperature", "0", "-n", "4"];
+    let one = ok(&gpt(&[&greedy[..], &["Hi"]].concat()));
+    assert!(one.ends_with('\n') && !one.contains("---"), "{one:?}");
+    let two = ok(&gpt(&[&greedy[..], &["--num-samples", "2", "Hi"]].concat()));
+    assert_eq!(two, format!("{one}---\n{one}"));
+    let prompts = ok(&gpt(&[&greedy[..], &["Hi", "Hi"]].concat()));
+    assert_eq!(prompts, two);
+    // --echo puts the prompt before its completion, streamed or not.
+    let echo = ok(&gpt(&[&greedy[..], &["--echo", "Hi"]].concat()));
+    assert_eq!(echo, format!("Hi{one}"));
+    let echo_two = ok(&gpt(&[&greedy[..], &["--echo", "Hi", "Hi"]].concat()));
+    assert_eq!(echo_two, format!("Hi{one}---\nHi{one}"));
+}
+
+#[test]
+fn a_seeded_sample_does_not_depend_on_its_batch() {
+    let dir = tiny_gpt2();
+    let m = dir.path().to_str().unwrap();
+    let sampled = ["generate", "--model", m, "--seed", "7", "-n", "6", "--json"];
+    let tokens = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["tokens"].clone())
+            .collect()
+    };
+    let alone = tokens(&ok(&gpt(&[&sampled[..], &["x"]].concat())));
+    let batched = tokens(&ok(&gpt(&[&sampled[..], &["a b c d e", "x"]].concat())));
+    assert_eq!(batched[1], alone[0]);
+    let samples = tokens(&ok(&gpt(&[&sampled[..], &["--num-samples", "3", "x"]].concat())));
+    assert_eq!(samples[0], alone[0]);
+    assert_ne!(samples[1], samples[0], "samples of one prompt should differ");
+}
+
+#[test]
+fn stop_escapes_and_json_tokens_match_the_completion() {
+    let dir = tiny_gpt2();
+    let m = dir.path().to_str().unwrap();
+    let greedy = [
+        "generate",
+        "--model",
+        m,
+        "--temperature",
+        "0",
+        "-n",
+        "12",
+        "--json",
+        "The",
+    ];
+    let json = |out: &Output| serde_json::from_str::<serde_json::Value>(ok(out).trim()).unwrap();
+    let free = json(&gpt(&greedy));
+    let text = free["completion"].as_str().unwrap().to_string();
+    // Stop at an ASCII character past the start, written as an escape (\xNN).
+    let (at, c) = text
+        .char_indices()
+        .skip(1)
+        .find(|(_, c)| c.is_ascii_graphic())
+        .expect("the completion has an ASCII character");
+    let stop = format!("\\x{:02x}", c as u32);
+    let cut = json(&gpt(&[&greedy[..], &["--stop", &stop]].concat()));
+    assert_eq!(cut["completion"], text[..text.find(c).unwrap()]);
+    assert!(at > 0 && cut["finish_reason"] == "stop");
+    let ids: Vec<u32> = serde_json::from_value(cut["tokens"].clone()).unwrap();
+    let gpt2 = gpt::tokenizer::Tokenizer::gpt2();
+    let decoded = gpt2.decode(&ids).unwrap();
+    let completion = cut["completion"].as_str().unwrap();
+    // The tokens make the completion: all of it, and no token more.
+    assert!(decoded.starts_with(completion), "{decoded:?} vs {completion:?}");
+    assert!(ids.is_empty() || gpt2.decode(&ids[..ids.len() - 1]).unwrap().len() < completion.len().max(1));
+    common::fails_with(&gpt(&[&greedy[..], &["--stop", ""]].concat()), "--stop");
+}

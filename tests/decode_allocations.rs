@@ -40,7 +40,7 @@ fn allocations_for(model: &Gpt, new_tokens: usize, sampling: SampleOptions) -> u
         stop: Vec::new(),
     };
     let before = ALLOCATIONS.load(Ordering::Relaxed);
-    let out = generate(model, &[vec![1, 2, 3]], &opts, &mut rng(0), |_, _| true).unwrap();
+    let out = generate(model, &[vec![1, 2, 3]], &opts, &mut [rng(0)], |_, _| true).unwrap();
     let after = ALLOCATIONS.load(Ordering::Relaxed);
     assert_eq!(out.tokens[0].len(), new_tokens);
     after - before

@@ -3,7 +3,9 @@
 //! is decoded, the conversation kept inside the model's context.
 
 use super::check;
-use super::generate::{token_bytes, Completion, DtypeArg};
+use super::completion::Completion;
+use super::generate::{token_bytes, DtypeArg};
+use super::out::note;
 use super::sample::SamplingArgs;
 use crate::model::{self, encode_chat, ChatSpec};
 use crate::sample::{fit_conversation, generate, working_memory, GenerateOptions};
@@ -37,6 +39,8 @@ pub struct ChatArgs {
     /// Print each prompt's token ids to stderr before its reply, as `prompt ids: [..]`
     #[arg(long)]
     pub show_prompt: bool,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 /// The model's chat template, or the one in `file`; an error saying what to
@@ -61,6 +65,7 @@ pub(super) fn opening(system: Option<&str>) -> Vec<Message> {
 }
 
 pub fn run(a: ChatArgs) -> Result<()> {
+    a.quiet.apply();
     let sampling = a.sampling.options()?;
     check::flag(
         a.max_new_tokens >= 1,
@@ -94,12 +99,12 @@ pub fn run(a: ChatArgs) -> Result<()> {
 
     let interactive = std::io::stdin().is_terminal();
     if interactive {
-        eprintln!("chatting with {} (/reset starts over, /exit or Ctrl-D ends)", a.model);
+        note!("chatting with {} (/reset starts over, /exit or Ctrl-D ends)", a.model);
     }
     let mut messages = opening(a.system.as_deref());
     let mut rng = rng(a.sampling.seed);
     let mut stdin = std::io::stdin().lock();
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = super::out::stdout();
     let mut line = Vec::new();
     loop {
         if interactive {
@@ -117,7 +122,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             "/exit" | "/quit" => break,
             "/reset" => {
                 messages = opening(a.system.as_deref());
-                eprintln!("(conversation reset)");
+                note!("(conversation reset)");
                 continue;
             }
             _ => {}
@@ -132,7 +137,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             }
         };
         if dropped > 0 {
-            eprintln!(
+            note!(
                 "(dropped the oldest {dropped} turn{} to stay within the model's context of {n_ctx} tokens)",
                 if dropped == 1 { "" } else { "s" }
             );
@@ -142,25 +147,35 @@ pub fn run(a: ChatArgs) -> Result<()> {
         }
         let mut reply = Completion::new();
         let mut failure = None;
-        generate(&model, &[ids], &opts, &mut rng, |_, id| match token_bytes(&tok, id) {
-            Ok(bytes) => {
-                let shown = reply.push(&bytes, &[]);
-                let _ = write!(stdout, "{shown}");
-                let _ = stdout.flush();
-                true
-            }
-            Err(e) => {
-                failure = Some(e);
-                false
-            }
-        })?;
+        generate(
+            &model,
+            &[ids],
+            &opts,
+            std::slice::from_mut(&mut rng),
+            |_, id| match token_bytes(&tok, id) {
+                Ok(bytes) => {
+                    let shown = reply.push(&bytes, &[]);
+                    match write!(stdout, "{shown}").and_then(|()| stdout.flush()) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            failure = Some(e.into());
+                            false
+                        }
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    false
+                }
+            },
+        )?;
         if let Some(e) = failure {
             return Err(e);
         }
         let rest = reply.rest();
         writeln!(stdout, "{rest}")?;
         stdout.flush()?;
-        messages.push(Message::new("assistant", &reply.text));
+        messages.push(Message::new("assistant", &reply.text()));
     }
     Ok(())
 }

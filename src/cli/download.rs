@@ -1,9 +1,11 @@
 //! `gpt download`: fetch a model from the Hugging Face Hub into the cache
 //! (a GPT-2 or Llama directory, or one chosen file: a GGUF model).
 
+use super::out::note;
 use crate::hub::{Hub, Name, RepoId};
 use anyhow::{Context, Result};
 use clap::Args;
+use std::io::Write;
 
 #[derive(Args, Debug)]
 pub struct DownloadArgs {
@@ -15,23 +17,27 @@ pub struct DownloadArgs {
     /// Fetch only this file of the repo (a GGUF model: `--file model.Q8_0.gguf`)
     #[arg(long)]
     pub file: Option<String>,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 /// Downloads, says what happened on stderr, and prints the snapshot directory on stdout.
 pub fn run(a: DownloadArgs) -> Result<()> {
+    a.quiet.apply();
     let repo = RepoId::parse(&a.model)?;
     Name::Revision.check(&a.revision).context("bad --revision")?;
-    let hub = Hub::from_env()?;
+    let mut hub = Hub::from_env()?;
+    hub.progress = !a.quiet.quiet;
     let done = match &a.file {
         Some(file) => hub.download_file(&repo, &a.revision, file)?,
         None => hub.download(&repo, &a.revision)?,
     };
     for file in &done.missing {
-        eprintln!("note: {repo} has no {file} (optional); skipped it");
+        note!("note: {repo} has no {file} (optional); skipped it");
     }
     let how = match done.fetched.len() {
         0 => "already in the cache".to_string(),
-        n => format!("{n} file(s) downloaded"),
+        n => format!("{} downloaded", super::out::count(n, "file", "files")),
     };
     let model = match a.revision.as_str() {
         "main" => a.model.clone(),
@@ -40,16 +46,16 @@ pub fn run(a: DownloadArgs) -> Result<()> {
     match &a.file {
         Some(file) => {
             let path = done.snapshot.join(file);
-            eprintln!(
+            note!(
                 "{repo} at commit {}: {how}; use it with --model {}",
                 done.commit,
                 path.display()
             );
-            println!("{}", path.display());
+            writeln!(super::out::stdout(), "{}", path.display())?;
         }
         None => {
-            eprintln!("{repo} at commit {}: {how}; use it with --model {model}", done.commit);
-            println!("{}", done.snapshot.display());
+            note!("{repo} at commit {}: {how}; use it with --model {model}", done.commit);
+            writeln!(super::out::stdout(), "{}", done.snapshot.display())?;
         }
     }
     Ok(())

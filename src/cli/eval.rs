@@ -1,6 +1,7 @@
 //! `gpt eval`: mean loss per token and perplexity of a model over a text file,
 //! and optionally the logits of every scored token (`--logits`, a `.npy`).
 
+use super::out::{count, note};
 use crate::autograd::Workspace;
 use crate::data::batch::Batches;
 use crate::data::dataset::Dataset;
@@ -9,10 +10,10 @@ use crate::data::windows::SlidingWindows;
 use crate::io::{npy_header, write_atomic_with};
 use crate::tokenizer::Tokenizer;
 use crate::train::score;
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use indicatif::ProgressBar;
-use std::io;
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -40,6 +41,8 @@ pub struct EvalArgs {
     /// How to hold the weights in memory
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: super::generate::DtypeArg,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 /// What to score: a character model's documents or a BPE model's token stream.
@@ -58,6 +61,7 @@ impl Scored {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    a.quiet.apply();
     if let Some(stride) = a.stride {
         super::check::flag(stride >= 1, "--stride", stride, "at least 1")?;
     }
@@ -67,14 +71,37 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let n_ctx = model.config.n_ctx;
     let (scored, tokens) = match &tok {
         Tokenizer::Char(chars) => {
+            if let Some(stride) = a.stride {
+                bail!(
+                    "--stride {stride}: a character model scores each line of {} as a document of its own, \
+                     from its start: there is no window to slide; leave --stride out",
+                    a.data.display()
+                );
+            }
             // Documents, BOS targets included: the loss `gpt train` reports.
             let docs = read_documents(Some(&a.data))?;
             let ids = docs.iter().map(|d| chars.encode_doc(d)).collect::<Result<Vec<_>>>();
             let ids = ids.with_context(|| format!("{} does not fit the model's characters", a.data.display()))?;
+            let cut = ids.iter().filter(|d| d.len() > n_ctx + 1).count();
+            if cut > 0 {
+                note!(
+                    "note: {} longer than the model's context of {n_ctx}: scored on {} first {n_ctx} characters",
+                    count(cut, "document is", "documents are"),
+                    if cut == 1 { "its" } else { "their" }
+                );
+            }
             let tokens = ids.iter().map(|d| d.len().min(n_ctx + 1) - 1).sum();
             (Scored::Docs(Dataset::Docs(ids)), tokens)
         }
         Tokenizer::Bpe(_) => {
+            let stride = a.stride.unwrap_or(n_ctx / 2).max(1);
+            // A stride past the context would skip tokens.
+            super::check::flag(
+                stride <= n_ctx,
+                "--stride",
+                stride,
+                &format!("at most the model's context, {n_ctx} (a longer one would skip tokens)"),
+            )?;
             let bytes = std::fs::read(&a.data).with_context(|| format!("cannot read {}", a.data.display()))?;
             let text =
                 String::from_utf8(bytes).with_context(|| format!("{} is not valid UTF-8 text", a.data.display()))?;
@@ -84,8 +111,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
                 "{} has fewer than 2 tokens: nothing to score",
                 a.data.display()
             );
-            // A stride past the context would skip tokens: at most n_ctx.
-            let stride = a.stride.unwrap_or(n_ctx / 2).clamp(1, n_ctx);
             let tokens = ids.len() - 1;
             (Scored::Stream(ids, stride), tokens)
         }
@@ -94,12 +119,12 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let bar = if a.json {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(tokens as u64)
+        super::out::bar(tokens as u64)
     };
     let mut batches = scored.batches(n_ctx, model.config.vocab_size);
     let mut ws = Workspace::default();
     let mut progress = |n: usize| bar.inc(n as u64);
-    let (sum, count) = match &a.logits {
+    let (sum, n_scored) = match &a.logits {
         None => score(&model, &mut *batches, &mut ws, &mut progress, None)?,
         Some(path) => {
             let mut result = (0.0, 0);
@@ -125,15 +150,18 @@ pub fn run(a: EvalArgs) -> Result<()> {
         }
     };
     bar.finish_and_clear();
-    let loss = sum / count as f64;
+    let loss = sum / n_scored as f64;
     let perplexity = loss.exp();
+    let mut out = super::out::stdout();
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({ "loss": loss, "perplexity": perplexity, "tokens": count })
-        );
+        let line = serde_json::json!({ "loss": loss, "perplexity": perplexity, "tokens": n_scored });
+        writeln!(out, "{line}")?;
     } else {
-        println!("loss {loss:.4} nats/token | perplexity {perplexity:.3} | {count} tokens");
+        writeln!(
+            out,
+            "loss {loss:.4} nats/token | perplexity {perplexity:.3} | {}",
+            count(n_scored, "token", "tokens")
+        )?;
     }
     Ok(())
 }

@@ -1,13 +1,17 @@
 //! `gpt generate`: continue prompts with a GPT (GPT-2 or one trained here).
 
 use super::check;
+use super::completion::{unescape, Completion};
+use super::out::{count, note};
+use super::tokenize::{read_stdin, read_text};
 use crate::model::{self, encode_chat, Dtype, LoadOptions};
-use crate::sample::{generate, working_memory, GenerateOptions};
+use crate::sample::{generate, split_rng, working_memory, GenerateOptions};
 use crate::tensor::rng;
 use crate::tokenizer::{Message, Tokenizer};
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use std::io::Write;
+use std::path::PathBuf;
 
 /// How to hold the weights in memory (the `--dtype` flag of every command that runs a model).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -50,20 +54,29 @@ pub struct GenerateArgs {
     /// Model: a directory or checkpoint file, or a name fetched with `gpt download` (gpt2, org/name)
     #[arg(long)]
     pub model: String,
-    /// Prompts, generated together as one batch [default: one empty prompt]
+    /// Prompts, generated together as one batch; `-` reads one from standard input
+    /// [default: one empty prompt]
     pub prompts: Vec<String>,
-    /// New tokens to generate per sample
+    /// A file whose whole text is one more prompt (after those given as arguments); repeatable
+    #[arg(long, value_name = "FILE")]
+    pub prompt_file: Vec<PathBuf>,
+    /// New tokens per sample, at most (llama.cpp's -n); a sample also ends when the context is full (said on stderr)
     #[arg(short = 'n', long = "max-new-tokens", default_value_t = 50)]
     pub max_new_tokens: usize,
     #[command(flatten)]
     pub sampling: super::sample::SamplingArgs,
-    /// Stop a sample when it produces this text (not included); repeatable
+    /// Stop a sample when it produces this text (not included); repeatable. Escapes are
+    /// processed as llama.cpp's -e does: \n, \r, \t, \', \", \\ and \xNN (so '\n\n' is a blank line)
     #[arg(long)]
     pub stop: Vec<String>,
-    /// Samples per prompt
+    /// Samples per prompt (each as it would come alone: its seed does not depend on the batch)
     #[arg(long, default_value_t = 1)]
     pub num_samples: usize,
-    /// Print one JSON object per sample: completion, tokens, prompt_tokens, timings
+    /// Print each prompt before its completion
+    #[arg(long, conflicts_with_all = ["chat", "json"])]
+    pub echo: bool,
+    /// Print one JSON object per sample: prompt, completion, tokens (those that make the
+    /// completion: the last may run on into a stop string), prompt_tokens, finish_reason, timings
     #[arg(long)]
     pub json: bool,
     /// Cut prompts longer than the context from the left instead of failing
@@ -77,82 +90,12 @@ pub struct GenerateArgs {
     pub system: Option<String>,
     /// With --chat: a chat template (Jinja, as tokenizer_config.json's chat_template) instead of the model's
     #[arg(long, value_name = "FILE", requires = "chat")]
-    pub template: Option<std::path::PathBuf>,
+    pub template: Option<PathBuf>,
     /// How to hold the weights in memory
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
-}
-
-/// Text of a growing completion, released only when it is safe: whole UTF-8
-/// characters, and never a piece that may still turn into a stop string.
-pub(super) struct Completion {
-    bytes: Vec<u8>,
-    pub(super) text: String,
-    released: usize,
-    stopped: bool,
-}
-
-impl Completion {
-    pub(super) fn new() -> Self {
-        Completion {
-            bytes: Vec::new(),
-            text: String::new(),
-            released: 0,
-            stopped: false,
-        }
-    }
-
-    /// Adds a token's bytes; returns the text that can be shown now.
-    pub(super) fn push(&mut self, token_bytes: &[u8], stops: &[String]) -> &str {
-        self.bytes.extend_from_slice(token_bytes);
-        let complete = complete_utf8_len(&self.bytes);
-        self.text = String::from_utf8_lossy(&self.bytes[..complete]).into_owned();
-        let mut safe = self.text.len();
-        if let Some(at) = stops.iter().filter_map(|s| self.text.find(s.as_str())).min() {
-            self.text.truncate(at);
-            self.stopped = true;
-            safe = at;
-        } else {
-            // Hold back a tail that is the start of some stop string.
-            for s in stops {
-                for (i, _) in s.char_indices().skip(1) {
-                    if self.text.ends_with(&s[..i]) {
-                        safe = safe.min(self.text.len() - i);
-                    }
-                }
-            }
-        }
-        let out = &self.text[self.released.min(safe)..safe];
-        self.released = self.released.max(safe);
-        out
-    }
-
-    /// Everything not yet shown, at the end.
-    pub(super) fn rest(&mut self) -> String {
-        if !self.stopped {
-            self.text = String::from_utf8_lossy(&self.bytes).into_owned();
-        }
-        let out = self.text[self.released.min(self.text.len())..].to_string();
-        self.released = self.text.len();
-        out
-    }
-}
-
-/// Length of `b` without a trailing, unfinished UTF-8 sequence.
-fn complete_utf8_len(b: &[u8]) -> usize {
-    for back in 1..=b.len().min(3) {
-        let lead = b[b.len() - back];
-        if lead & 0xC0 != 0x80 {
-            let need = match lead {
-                0xF0.. => 4,
-                0xE0.. => 3,
-                0xC0.. => 2,
-                _ => 1,
-            };
-            return if need > back { b.len() - back } else { b.len() };
-        }
-    }
-    b.len()
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 pub(super) fn token_bytes(tok: &Tokenizer, id: u32) -> Result<Vec<u8>> {
@@ -174,27 +117,44 @@ fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     Ok(ids)
 }
 
-pub fn run(a: GenerateArgs) -> Result<()> {
-    let sampling = a.sampling.options()?;
-    check::flag(a.num_samples >= 1, "--num-samples", a.num_samples, "at least 1")?;
-    let model::Loaded {
-        model,
-        tokenizer: tok,
-        mut chat,
-        ..
-    } = model::load(&a.model, &a.dtype.options())?;
+/// The prompts' texts: the arguments (`-` is standard input, read once),
+/// then each --prompt-file's whole text; one empty prompt when there is none.
+fn prompt_texts(a: &GenerateArgs) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for p in &a.prompts {
+        if p != "-" {
+            texts.push(p.clone());
+            continue;
+        }
+        ensure!(
+            a.prompts.iter().filter(|p| *p == "-").count() == 1,
+            "`-` (standard input) is given more than once: it holds one prompt"
+        );
+        texts.push(read_stdin()?);
+    }
+    for file in &a.prompt_file {
+        texts.push(read_text(file).context("reading --prompt-file")?);
+    }
+    if texts.is_empty() {
+        texts.push(String::new());
+    }
+    Ok(texts)
+}
+
+/// Token ids of each prompt (through the chat template with --chat), each
+/// checked against the context, or cut to it with --truncate.
+fn encode_prompts(a: &GenerateArgs, texts: &[String], loaded: &mut model::Loaded) -> Result<Vec<Vec<u32>>> {
     let template = match a.chat {
-        true => Some(super::chat::chat_template(&mut chat, a.template.as_deref(), &a.model)?),
+        true => Some(super::chat::chat_template(
+            &mut loaded.chat,
+            a.template.as_deref(),
+            &a.model,
+        )?),
         false => None,
     };
-    let n_ctx = model.config.n_ctx;
-    let texts = if a.prompts.is_empty() {
-        vec![String::new()]
-    } else {
-        a.prompts.clone()
-    };
+    let (tok, n_ctx) = (&loaded.tokenizer, loaded.model.config.n_ctx);
     let mut encoded = Vec::new();
-    for text in &texts {
+    for text in texts {
         let mut ids = match &template {
             Some(template) => {
                 let messages = [
@@ -202,9 +162,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                     vec![Message::new("user", text)],
                 ]
                 .concat();
-                encode_chat(&tok, &chat.render(template, &messages, true)?)?
+                encode_chat(tok, &loaded.chat.render(template, &messages, true)?)?
             }
-            None => encode_prompt(&tok, text)?,
+            None => encode_prompt(tok, text)?,
         };
         if ids.len() >= n_ctx {
             if !a.truncate {
@@ -221,7 +181,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             }
             // At least one token, and room for one new one where the context allows.
             let keep = n_ctx.saturating_sub(a.max_new_tokens).min(n_ctx - 1).max(1);
-            eprintln!(
+            note!(
                 "note: prompt cut from {} to its last {keep} tokens (--truncate)",
                 ids.len()
             );
@@ -229,8 +189,44 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
         encoded.push(ids);
     }
+    Ok(encoded)
+}
+
+/// Continues every prompt `--num-samples` times. Without --json, each
+/// sample's text (after its prompt with --echo) ends with a newline, and a
+/// `---` line separates samples, however many there are; a lone sample is
+/// streamed as it comes.
+pub fn run(a: GenerateArgs) -> Result<()> {
+    a.quiet.apply();
+    let sampling = a.sampling.options()?;
+    check::flag(a.num_samples >= 1, "--num-samples", a.num_samples, "at least 1")?;
+    let stops = a
+        .stop
+        .iter()
+        .map(|s| unescape("--stop", s))
+        .collect::<Result<Vec<_>>>()?;
+    let texts = prompt_texts(&a)?;
+    let mut loaded = model::load(&a.model, &a.dtype.options())?;
+    let encoded = encode_prompts(&a, &texts, &mut loaded)?;
+    let model::Loaded {
+        model,
+        tokenizer: tok,
+        chat,
+        ..
+    } = loaded;
+    let n_ctx = model.config.n_ctx;
     let batch = encoded.len().saturating_mul(a.num_samples);
     let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
+    // The last new token is predicted from a full context: it needs no slot.
+    let room = n_ctx + 1 - longest;
+    if a.max_new_tokens > room {
+        note!(
+            "note: -n {}: the model's context of {n_ctx} tokens holds at most {} after a {longest}-token prompt; \
+             a sample ends when its context is full",
+            a.max_new_tokens,
+            count(room, "new token", "new tokens"),
+        );
+    }
     check::fits_in_memory(
         working_memory(&model.config, batch, longest, a.max_new_tokens),
         || {
@@ -247,6 +243,11 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         .into_iter()
         .flat_map(|ids| std::iter::repeat_n(ids, a.num_samples))
         .collect();
+    // Sample j of every prompt draws from the same generator, whatever the batch.
+    let mut rngs: Vec<_> = texts
+        .iter()
+        .flat_map(|_| split_rng(&mut rng(a.sampling.seed), a.num_samples))
+        .collect();
     let opts = GenerateOptions {
         sampling,
         max_new_tokens: a.max_new_tokens,
@@ -256,9 +257,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     // One sequence without --json streams its text as it comes.
     let stream = prompts.len() == 1 && !a.json;
     let mut completions: Vec<Completion> = prompts.iter().map(|_| Completion::new()).collect();
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = super::out::stdout();
+    if stream && a.echo {
+        write!(stdout, "{}", texts[0])?;
+        stdout.flush()?;
+    }
     let mut failure = None;
-    let result = generate(&model, &prompts, &opts, &mut rng(a.sampling.seed), |i, id| {
+    let result = generate(&model, &prompts, &opts, &mut rngs, |i, id| {
         let bytes = match token_bytes(&tok, id) {
             Ok(b) => b,
             Err(e) => {
@@ -266,12 +271,14 @@ pub fn run(a: GenerateArgs) -> Result<()> {
                 return false;
             }
         };
-        let shown = completions[i].push(&bytes, &a.stop);
+        let shown = completions[i].push(&bytes, &stops);
         if stream {
-            let _ = write!(stdout, "{shown}");
-            let _ = stdout.flush();
+            if let Err(e) = write!(stdout, "{shown}").and_then(|()| stdout.flush()) {
+                failure = Some(e.into());
+                return false;
+            }
         }
-        !completions[i].stopped
+        !completions[i].stopped()
     })?;
     if let Some(e) = failure {
         return Err(e);
@@ -287,80 +294,36 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         "decode_tokens_per_sec": result.decode_tokens as f64 / result.decode_secs.max(1e-9),
     });
     for (i, c) in completions.iter_mut().enumerate() {
-        let rest = c.rest();
+        let prompt = &texts[i / a.num_samples];
         if a.json {
             let line = serde_json::json!({
-                "prompt": texts[i / a.num_samples],
-                "completion": c.text,
-                "tokens": result.tokens[i],
+                "prompt": prompt,
+                "completion": c.text(),
+                "tokens": result.tokens[i][..c.tokens_in_text()],
                 "prompt_tokens": prompts[i].len(),
                 "finish_reason": if result.stopped[i] { "stop" } else { "length" },
                 "timings": timings,
             });
             writeln!(stdout, "{line}")?;
-        } else if stream {
-            writeln!(stdout, "{rest}")?;
-        } else {
-            writeln!(
-                stdout,
-                "--- sample {} of prompt {:?}\n{}{}",
-                i % a.num_samples + 1,
-                texts[i / a.num_samples],
-                // A chat's reply is not a continuation of the message.
-                if a.chat { "" } else { texts[i / a.num_samples].as_str() },
-                c.text
-            )?;
+            continue;
+        }
+        if i > 0 {
+            writeln!(stdout, "---")?;
+        }
+        match stream {
+            true => writeln!(stdout, "{}", c.rest())?,
+            false => writeln!(stdout, "{}{}", if a.echo { prompt.as_str() } else { "" }, c.text())?,
         }
     }
     if !a.json {
-        eprintln!(
-            "prefill {} tokens in {:.0} ms | decode {} tokens in {:.0} ms ({:.1} tokens/s)",
-            prefill_tokens,
+        note!(
+            "prefill {} in {:.0} ms | decode {} in {:.0} ms ({:.1} tokens/s)",
+            count(prefill_tokens, "token", "tokens"),
             result.prefill_secs * 1e3,
-            result.decode_tokens,
+            count(result.decode_tokens, "token", "tokens"),
             result.decode_secs * 1e3,
             result.decode_tokens as f64 / result.decode_secs.max(1e-9)
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utf8_is_released_only_in_whole_characters() {
-        let mut c = Completion::new();
-        let euro = "€".as_bytes(); // 3 bytes
-        assert_eq!(c.push(&euro[..1], &[]), "");
-        assert_eq!(c.push(&euro[1..2], &[]), "");
-        assert_eq!(c.push(&euro[2..], &[]), "€");
-        assert_eq!(c.push(b"ab", &[]), "ab");
-        assert_eq!(c.rest(), "");
-        assert_eq!(c.text, "€ab");
-    }
-
-    #[test]
-    fn stop_strings_cut_the_text_and_are_never_shown_in_part() {
-        let stops = vec!["\n\n".to_string(), "END".to_string()];
-        let mut c = Completion::new();
-        assert_eq!(c.push(b"Hello E", &stops), "Hello ");
-        assert_eq!(c.push(b"N", &stops), "");
-        assert_eq!(c.push(b"DING", &stops), "");
-        assert!(c.stopped);
-        assert_eq!(c.text, "Hello ");
-        let mut c = Completion::new();
-        assert_eq!(c.push(b"one\n", &stops), "one");
-        assert_eq!(c.push(b"two", &stops), "\ntwo");
-        assert_eq!(c.rest(), "");
-    }
-
-    #[test]
-    fn invalid_bytes_become_replacement_characters() {
-        let mut c = Completion::new();
-        assert_eq!(c.push(b"a\xffb", &[]), "a\u{fffd}b");
-        assert_eq!(complete_utf8_len(b"x\xe2\x82"), 1);
-        assert_eq!(complete_utf8_len(b"x\xe2\x82\xac"), 4);
-    }
 }

@@ -2,9 +2,13 @@
 
 mod chat;
 mod check;
+mod completion;
 mod download;
 mod eval;
 mod generate;
+mod info;
+mod models;
+mod out;
 mod quantize;
 mod sample;
 mod tokenize;
@@ -12,6 +16,8 @@ mod train;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
 #[command(name = "gpt", version, about = "Train, fine-tune and run GPT models", long_about = None)]
@@ -29,7 +35,7 @@ pub struct Cli {
 pub enum Command {
     /// Train a GPT on your text (default: the built-in names), fine-tune one (--init), or resume a run
     Train(train::TrainArgs),
-    /// Generate documents from a model trained with `gpt train`
+    /// Generate new documents from a model (a name per line from a character model trained with `gpt train`)
     Sample(sample::SampleArgs),
     /// Continue prompts with a GPT (GPT-2 or your own), streamed as they are generated
     Generate(generate::GenerateArgs),
@@ -37,9 +43,13 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Mean loss per token and perplexity of a model over a text file
     Eval(eval::EvalArgs),
+    /// What a model is: architecture, sizes, parameters, dtype, context, tokenizer, size on disk
+    Info(info::InfoArgs),
+    /// The models in the local Hugging Face cache (what `gpt download` fetched), by name and size
+    Models(models::ModelsArgs),
     /// Download a GPT-2 model from the Hugging Face Hub into its cache (gpt2, gpt2-medium, …, org/name)
     Download(download::DownloadArgs),
-    /// Print the token ids of a text as one JSON array (GPT-2's BPE by default)
+    /// Print the token ids of a text as one JSON array (GPT-2's BPE by default), or with --decode the text of ids
     Tokenize(tokenize::TokenizeArgs),
     /// Write a model as a GGUF file llama.cpp runs, its weights quantized (q8_0, q4_0, q4_1) or as floats
     Quantize(quantize::QuantizeArgs),
@@ -53,7 +63,22 @@ pub enum Command {
 /// Most worker threads `--threads` may ask for.
 const MAX_THREADS: usize = 1024;
 
-pub fn run() -> Result<()> {
+/// Runs the command line: status 0 on success, and when the reader of
+/// standard output closed it (`gpt sample | head -1`); 1 on an error, said
+/// on stderr.
+pub fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if out::is_closed(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            // A closed stderr leaves nothing to report to.
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(n) = cli.threads {
@@ -73,6 +98,8 @@ pub fn run() -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Models(a) => models::run(a),
         Command::Download(a) => download::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Quantize(a) => quantize::run(a),

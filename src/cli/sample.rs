@@ -2,11 +2,12 @@
 
 use super::check;
 use crate::model::{self, Loaded};
-use crate::sample::{generate_documents, SampleOptions};
+use crate::sample::{generate_from, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use anyhow::{bail, Result};
 use clap::Args;
+use std::io::Write;
 
 /// Sampling flags shared by `gpt sample` and `gpt generate`.
 #[derive(Args, Debug)]
@@ -43,18 +44,22 @@ pub const MAX_SAMPLES: usize = 1_000_000;
 
 #[derive(Args, Debug)]
 pub struct SampleArgs {
-    /// Model directory written by `gpt train --out DIR`
+    /// Model: a run directory written by `gpt train --out DIR`, or any model `gpt generate` takes
     #[arg(long)]
     pub model: String,
-    /// Documents to generate
-    #[arg(long, short = 'n', default_value_t = 20)]
+    /// Documents to generate (`-n` still works here, but means new tokens in `gpt generate`)
+    #[arg(long, short_alias = 'n', default_value_t = 20)]
     pub num_samples: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
 
+/// New documents: each starts where the model's documents start (BOS, or
+/// `<|endoftext|>`) and ends at the end of one or when the context is full.
+/// A character model's are printed one per line; a BPE model's, which may
+/// hold newlines, with a `---` line between them (as `gpt generate` prints samples).
 pub fn run(a: SampleArgs) -> Result<()> {
-    let opts = a.sampling.options()?;
+    let sampling = a.sampling.options()?;
     check::flag(
         a.num_samples <= MAX_SAMPLES,
         "--num-samples",
@@ -64,16 +69,28 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let Loaded {
         model, tokenizer, path, ..
     } = model::load(&a.model, &Default::default())?;
-    let Tokenizer::Char(tok) = tokenizer else {
+    let special = tokenizer.special_tokens();
+    let ends: Vec<u32> = tokenizer.document_separator().into_iter().chain(special.eos).collect();
+    let Some(start) = special.bos.or(ends.first().copied()) else {
         bail!(
-            "{} is not a character-level model: `gpt sample` makes whole documents from one; continue text with \
+            "{} has no token that starts a document (BOS, <|endoftext|>): continue text with \
              `gpt generate --model {}`",
             path.display(),
             a.model
         );
     };
-    for ids in generate_documents(&model, tok.bos(), a.num_samples, opts, &mut rng(a.sampling.seed))? {
-        println!("{}", tok.decode(&ids)?);
+    let opts = GenerateOptions {
+        sampling,
+        max_new_tokens: model.config.n_ctx - 1,
+        stop: ends,
+    };
+    let docs = generate_from(&model, start, a.num_samples, &opts, &mut rng(a.sampling.seed))?;
+    let mut out = super::out::stdout();
+    for (i, ids) in docs.iter().enumerate() {
+        if i > 0 && matches!(tokenizer, Tokenizer::Bpe(_)) {
+            writeln!(out, "---")?;
+        }
+        writeln!(out, "{}", tokenizer.decode(ids)?)?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `gpt tokenize`, `gpt prepare` and `gpt tokenizer train`.
 
+use super::out::note;
 use crate::data::tokens::{write_token_file, IdWidth, TokenHeader};
 use crate::tokenizer::{bpe, Tokenizer};
 use anyhow::{bail, ensure, Context, Result};
@@ -11,10 +12,11 @@ use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct TokenizeArgs {
-    /// Model directory whose tokenizer to use (char_tokenizer.json, or
-    /// vocab.json + merges.txt) [default: GPT-2's built-in BPE]
+    /// Whose tokenizer to use: a model as `gpt generate` takes it (a directory, a .gguf file,
+    /// or a name fetched with `gpt download`), gpt2, or a directory with tokenizer files
+    /// [default: GPT-2's built-in BPE]
     #[arg(long)]
-    pub model: Option<PathBuf>,
+    pub model: Option<String>,
     /// Text file to tokenize; `-` or none reads standard input
     pub file: Option<PathBuf>,
     /// Print only the number of tokens
@@ -23,6 +25,10 @@ pub struct TokenizeArgs {
     /// Encode `<|endoftext|>` in the text as its special token, not as text
     #[arg(long)]
     pub allow_special: bool,
+    /// The other way: read token ids (as this command prints them: a JSON array; spaces or
+    /// commas also separate them) and print their text
+    #[arg(long, conflicts_with_all = ["count", "allow_special"])]
+    pub decode: bool,
 }
 
 #[derive(Args, Debug)]
@@ -37,12 +43,15 @@ pub struct PrepareArgs {
     /// Fraction of the tokens (the last ones) held out in val.bin
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// `gpt2` (built in) or a directory with vocab.json + merges.txt or char_tokenizer.json
+    /// gpt2 (built in), a directory with tokenizer files (vocab.json + merges.txt,
+    /// tokenizer.json, char_tokenizer.json), or a model whose tokenizer to use (as `gpt generate` takes it)
     #[arg(long, default_value = "gpt2")]
     pub tokenizer: String,
     /// Bytes per token id: `auto` is u16 when the vocabulary fits, else u32
     #[arg(long, value_enum, default_value_t = Dtype::Auto)]
     pub dtype: Dtype,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -69,12 +78,14 @@ pub struct TrainTokenizerArgs {
     /// Directory for vocab.json and merges.txt (Hugging Face compatible)
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub quiet: super::out::Quiet,
 }
 
 /// `gpt tokenize`: prints the ids as one JSON array (or their count).
 pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
     let tokenizer = match &args.model {
-        Some(dir) => Tokenizer::load(dir)?,
+        Some(spec) => named_tokenizer("--model", spec, "")?,
         None => Tokenizer::gpt2(),
     };
     let text = match args.file.as_deref() {
@@ -82,11 +93,21 @@ pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
         Some(p) if p == Path::new("-") => read_stdin()?,
         Some(p) => read_text(p)?,
     };
+    if args.decode {
+        let ids = parse_ids(&text)?;
+        let bytes = match &tokenizer {
+            Tokenizer::Bpe(bpe) => bpe.decode_bytes(&ids)?,
+            Tokenizer::Char(_) => tokenizer.decode(&ids)?.into_bytes(),
+        };
+        let mut out = super::out::stdout();
+        out.write_all(&bytes)?;
+        return Ok(out.flush()?);
+    }
     let ids = match (&tokenizer, args.allow_special) {
         (Tokenizer::Bpe(bpe), true) => bpe.encode_parallel(&text, true),
         _ => tokenizer.encode(&text)?,
     };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut out = std::io::BufWriter::new(super::out::stdout());
     if args.count {
         writeln!(out, "{}", ids.len())?;
     } else {
@@ -97,14 +118,32 @@ pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
     Ok(())
 }
 
+/// Token ids from text: a JSON array as `gpt tokenize` prints it, or ids
+/// separated by spaces or commas.
+fn parse_ids(text: &str) -> Result<Vec<u32>> {
+    let inner = text
+        .trim()
+        .strip_prefix('[')
+        .map_or(text, |t| t.trim_end().strip_suffix(']').unwrap_or(t));
+    inner
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| anyhow::anyhow!("--decode: {s:?} is not a token id (ids are whole numbers from 0)"))
+        })
+        .collect()
+}
+
 /// `gpt prepare`: tokenizes a corpus into train.bin and val.bin.
 pub fn run_prepare(args: PrepareArgs) -> Result<()> {
+    args.quiet.apply();
     ensure!(
         (0.0..1.0).contains(&args.val_fraction),
         "--val-fraction must be in [0, 1), got {}",
         args.val_fraction
     );
-    let tokenizer = tokenizer_from_arg(&args.tokenizer)?;
+    let tokenizer = named_tokenizer("--tokenizer", &args.tokenizer, "")?;
     let width = match args.dtype {
         Dtype::Auto => IdWidth::for_vocab(tokenizer.vocab_size()),
         Dtype::U16 => IdWidth::U16,
@@ -145,10 +184,10 @@ pub fn run_prepare(args: PrepareArgs) -> Result<()> {
         let header = TokenHeader::new(&tokenizer, width, part.len())?;
         write_token_file(&args.out.join(name), &header, part)?;
     }
-    eprintln!(
-        "wrote {dir}/train.bin ({} tokens) and {dir}/val.bin ({} tokens), {} bytes per id, tokenizer {} ({} ids, fingerprint {:016x})",
-        train.len(),
-        val.len(),
+    note!(
+        "wrote {dir}/train.bin ({}) and {dir}/val.bin ({}), {} bytes per id, tokenizer {} ({} ids, fingerprint {:016x})",
+        super::out::count(train.len(), "token", "tokens"),
+        super::out::count(val.len(), "token", "tokens"),
         width.bytes(),
         tokenizer.name(),
         tokenizer.vocab_size(),
@@ -166,6 +205,7 @@ pub fn run_tokenizer(command: TokenizerCommand) -> Result<()> {
 }
 
 fn run_train(args: TrainTokenizerArgs) -> Result<()> {
+    args.quiet.apply();
     super::check::flag(
         args.vocab_size >= bpe::train::MIN_VOCAB_SIZE,
         "--vocab-size",
@@ -182,14 +222,14 @@ fn run_train(args: TrainTokenizerArgs) -> Result<()> {
         bail!("the corpus is empty: {} has no text", list(&args.files));
     }
     let slices: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let bar = ProgressBar::new(args.vocab_size.saturating_sub(bpe::train::MIN_VOCAB_SIZE) as u64);
+    let bar = super::out::bar(args.vocab_size.saturating_sub(bpe::train::MIN_VOCAB_SIZE) as u64);
     bar.set_style(style("{msg} [{bar:40}] {pos}/{len} merges ({per_sec}, {eta})"));
     bar.set_message("learning BPE");
     let tokenizer = bpe::train::train(&slices, args.vocab_size, |done, _| bar.set_position(done as u64))?;
     bar.finish_and_clear();
     tokenizer.save(&args.out)?;
     let bytes: usize = texts.iter().map(String::len).sum();
-    eprintln!(
+    note!(
         "learned {} merges (vocabulary {}) from {:.1} MB in {:.2} s; wrote {dir}/{} and {dir}/{}",
         tokenizer.vocab_size() - bpe::train::MIN_VOCAB_SIZE,
         tokenizer.vocab_size(),
@@ -202,25 +242,23 @@ fn run_train(args: TrainTokenizerArgs) -> Result<()> {
     Ok(())
 }
 
-/// `gpt2`, or a directory that holds a tokenizer.
-fn tokenizer_from_arg(spec: &str) -> Result<Tokenizer> {
+/// What a flag naming a tokenizer takes (`gpt train --tokenizer` takes `char` too).
+const TOKENIZER_CHOICES: &str = "gpt2 (GPT-2's BPE, built in), a directory with tokenizer files \
+     (vocab.json + merges.txt as `gpt tokenizer train` writes them, tokenizer.json, char_tokenizer.json), \
+     or a model's (a directory, a .gguf file, or a name fetched with `gpt download`)";
+
+/// The tokenizer `spec` names, given as `flag`: `gpt2`, or the tokenizer of
+/// a directory or model as [`crate::model::load_tokenizer`] finds it. An
+/// error lists the choices, `also` first (the caller's own, such as `char`).
+pub(super) fn named_tokenizer(flag: &str, spec: &str, also: &str) -> Result<Tokenizer> {
     if spec == "gpt2" {
         return Ok(Tokenizer::gpt2());
     }
-    let dir = Path::new(spec);
-    let has_files = dir.join(crate::tokenizer::CHAR_TOKENIZER_FILE).is_file() || bpe::Bpe::exists_in(dir);
-    ensure!(
-        has_files,
-        "--tokenizer {spec}: expected `gpt2` or a directory with {} + {} or {}",
-        bpe::VOCAB_FILE,
-        bpe::MERGES_FILE,
-        crate::tokenizer::CHAR_TOKENIZER_FILE
-    );
-    Tokenizer::load(dir)
+    crate::model::load_tokenizer(spec).with_context(|| format!("{flag} {spec}: give {also}{TOKENIZER_CHOICES}"))
 }
 
 /// Reads a UTF-8 text file, with the file named in any error.
-fn read_text(path: &Path) -> Result<String> {
+pub(super) fn read_text(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
@@ -231,7 +269,7 @@ fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-fn read_stdin() -> Result<String> {
+pub(super) fn read_stdin() -> Result<String> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .read_to_end(&mut bytes)
@@ -254,7 +292,7 @@ fn style(template: &str) -> ProgressStyle {
 }
 
 fn progress_bar(total: u64, message: &'static str) -> ProgressBar {
-    let bar = ProgressBar::new(total);
+    let bar = super::out::bar(total);
     bar.set_style(style("{msg} [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})"));
     bar.set_message(message);
     bar

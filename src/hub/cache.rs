@@ -148,6 +148,78 @@ impl Cache {
     }
 }
 
+/// A model repo found in the cache.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedRepo {
+    /// `org/name`.
+    pub repo: String,
+    /// Each revision recorded in `refs/` and the commit it points to.
+    pub refs: Vec<(String, String)>,
+    /// The snapshot folders, one per commit.
+    pub snapshots: Vec<PathBuf>,
+    /// Bytes it takes on disk (a file linked from several snapshots counts once).
+    pub bytes: u64,
+}
+
+impl Cache {
+    /// The model repos in the cache, by name; none when the cache does not exist.
+    pub fn repos(&self) -> Result<Vec<CachedRepo>> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", self.root.display())),
+        };
+        let mut repos = Vec::new();
+        for dir in entries.flatten().map(|e| e.path()) {
+            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            // `models--org--name`: repo ids hold no `--`, so the first one splits.
+            let Some(repo) = name.strip_prefix("models--").map(|r| r.replacen("--", "/", 1)) else {
+                continue;
+            };
+            let mut refs = Vec::new();
+            files_below(&dir.join("refs"), "", &mut |revision, path| {
+                let commit = fs::read_to_string(path).unwrap_or_default().trim().to_string();
+                refs.push((revision.to_string(), commit));
+            });
+            let mut snapshots: Vec<PathBuf> = fs::read_dir(dir.join("snapshots"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect();
+            snapshots.sort();
+            // What it takes on disk: the files, not the links to them.
+            let mut bytes = 0;
+            files_below(&dir, "", &mut |_, path| {
+                bytes += fs::symlink_metadata(path).map_or(0, |m| if m.is_file() { m.len() } else { 0 });
+            });
+            refs.sort();
+            repos.push(CachedRepo {
+                repo,
+                refs,
+                snapshots,
+                bytes,
+            });
+        }
+        repos.sort_by(|a, b| a.repo.cmp(&b.repo));
+        Ok(repos)
+    }
+}
+
+/// Calls `f(relative name, path)` for every file below `dir` (`refs/pr/1` nests).
+fn files_below(dir: &Path, prefix: &str, f: &mut dyn FnMut(&str, &Path)) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let path = entry.path();
+        // Links are not followed: a link to a folder is a leaf.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            files_below(&path, &format!("{name}/"), f);
+        } else {
+            f(&name, &path);
+        }
+    }
+}
+
 /// `$HF_HOME`, else `$XDG_CACHE_HOME/huggingface`, else `~/.cache/huggingface`.
 pub fn hf_home() -> Result<PathBuf> {
     if let Some(dir) = env_path("HF_HOME") {

@@ -21,7 +21,7 @@ mod names;
 mod repo;
 mod verify;
 
-pub use cache::Cache;
+pub use cache::{Cache, CachedRepo};
 pub use names::Name;
 pub use repo::{RepoId, ALIASES};
 

@@ -137,6 +137,40 @@ pub(crate) fn gguf_file(path: &Path) -> Result<Option<PathBuf>> {
     })
 }
 
+/// What the model at `path` stores its weights as: each element type
+/// (safetensors' dtype names, ggml's for GGUF) with how many values it holds,
+/// most first. Empty for the formats that hold f32 only (llm.c, TensorFlow).
+pub fn stored_dtypes(path: &Path) -> Result<Vec<(String, usize)>> {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    match Format::detect(path)? {
+        Format::Gguf(file) => {
+            for (info, _) in crate::io::gguf::Gguf::open(&file)?.tensors() {
+                *counts.entry(info.ty.name().to_string()).or_default() += info.n_elements();
+            }
+        }
+        Format::Safetensors(dir) => {
+            // The weights and their shards (model-00001-of-00002.safetensors), not a run's optimizer state.
+            let files = std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+            for file in files.flatten().map(|e| e.path()) {
+                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if !(name.starts_with("model") && name.ends_with(".safetensors")) {
+                    continue;
+                }
+                let map = map_file(&file)?;
+                let (_, meta) = SafeTensors::read_metadata(&map[..])
+                    .map_err(|e| anyhow::anyhow!("{} is truncated or corrupt ({e})", file.display()))?;
+                for info in meta.tensors().values() {
+                    *counts.entry(format!("{:?}", info.dtype)).or_default() += info.shape.iter().product::<usize>();
+                }
+            }
+        }
+        Format::Tf(_) | Format::Llmc(_) => {}
+    }
+    let mut counts: Vec<_> = counts.into_iter().collect();
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    Ok(counts)
+}
+
 /// True when `path` starts with llm.c's model magic number.
 fn is_llmc(path: &Path) -> bool {
     use std::io::Read;

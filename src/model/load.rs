@@ -110,7 +110,19 @@ pub fn tokenizer_for(config: &GptConfig, path: &Path) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// The tokenizer of the model `spec` names, without loading its weights.
+/// The tokenizer of the model `spec` names (as [`load`] takes it), without
+/// loading its weights. A directory must hold a model or tokenizer files: an
+/// empty one is an error, not GPT-2's tokenizer.
 pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
-    Tokenizer::load(&crate::hub::resolve_model(spec)?)
+    let path = crate::hub::resolve_model(spec)?;
+    ensure!(
+        path.is_file() || Tokenizer::found_in(&path) || path.join(super::io::CONFIG_FILE).is_file(),
+        "{} holds neither a model ({}) nor a tokenizer ({CHAR_TOKENIZER_FILE}, {}, {} + {}, a .gguf file)",
+        path.display(),
+        super::io::CONFIG_FILE,
+        crate::tokenizer::bpe::TOKENIZER_FILE,
+        crate::tokenizer::bpe::VOCAB_FILE,
+        crate::tokenizer::bpe::MERGES_FILE
+    );
+    Tokenizer::load(&path)
 }

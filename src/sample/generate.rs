@@ -10,6 +10,7 @@ use crate::autograd::{Graph, Workspace};
 use crate::model::{Gpt, GptConfig, KvCache};
 use crate::tensor::Rng;
 use anyhow::{ensure, Context, Result};
+use rand::Rng as _;
 use std::time::Instant;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -35,11 +36,14 @@ pub struct Generation {
     pub decode_tokens: usize,
 }
 
-/// Continues every prompt. After each new token, `on_token(sequence, token)`
-/// is called; returning `false` ends that sequence (e.g. a stop string).
+/// Continues every prompt, sequence `i` drawing its tokens from `rngs[i]`
+/// alone: a seeded sequence comes out the same whatever else shares its
+/// batch. After each new token, `on_token(sequence, token)` is called;
+/// returning `false` ends that sequence (e.g. a stop string).
 ///
 /// The checked entry point for request data: before any work it errors on
-/// sampling options out of range, an empty prompt, a token outside the
+/// sampling options out of range, a generator count other than the prompt
+/// count, an empty prompt, a token outside the
 /// vocabulary, a prompt that leaves no room for a new token in the context,
 /// or a batch whose buffers could not even be addressed. How much memory a
 /// batch may take is the front end's call ([`working_memory`]).
@@ -47,10 +51,16 @@ pub fn generate(
     model: &Gpt,
     prompts: &[Vec<u32>],
     opts: &GenerateOptions,
-    rng: &mut Rng,
+    rngs: &mut [Rng],
     mut on_token: impl FnMut(usize, u32) -> bool,
 ) -> Result<Generation> {
     check_request(model, prompts, opts)?;
+    ensure!(
+        rngs.len() == prompts.len(),
+        "{} random generators for {} prompts: give one per prompt",
+        rngs.len(),
+        prompts.len()
+    );
     let b = prompts.len();
     let t0 = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let mut out = Generation {
@@ -92,7 +102,7 @@ pub fn generate(
             let row = &logits[i * v..(i + 1) * v];
             let mut t = 0;
             if active[i] {
-                t = sample_token(row, opts.sampling, &mut scratch, rng);
+                t = sample_token(row, opts.sampling, &mut scratch, &mut rngs[i]);
                 if opts.stop.contains(&t) {
                     (active[i], out.stopped[i]) = (false, true);
                 } else {
@@ -169,8 +179,15 @@ pub fn working_memory(config: &GptConfig, b: usize, t0: usize, max_new_tokens: u
     kv.saturating_add(prefill).saturating_add(logits).saturating_mul(4)
 }
 
+/// `n` generators drawn from `rng`, one per sequence: the `i`-th depends on
+/// `rng`'s state and `i` only, not on how many there are.
+pub fn split_rng(rng: &mut Rng, n: usize) -> Vec<Rng> {
+    (0..n).map(|_| crate::tensor::rng(rng.next_u64())).collect()
+}
+
 /// `n` continuations of the single token `start`, in batches of at most 256
-/// sequences (a small KV cache). Returns their new tokens.
+/// sequences (a small KV cache). Returns their new tokens; the `i`-th is the
+/// same whatever `n` is.
 pub fn generate_from(
     model: &Gpt,
     start: u32,
@@ -181,7 +198,8 @@ pub fn generate_from(
     let mut out = Vec::new();
     for first in (0..n).step_by(256) {
         let prompts = vec![vec![start]; (n - first).min(256)];
-        out.extend(generate(model, &prompts, opts, rng, |_, _| true)?.tokens);
+        let mut rngs = split_rng(rng, prompts.len());
+        out.extend(generate(model, &prompts, opts, &mut rngs, |_, _| true)?.tokens);
     }
     Ok(out)
 }
@@ -231,10 +249,35 @@ mod tests {
             max_new_tokens: 10,
             stop: Vec::new(),
         };
-        let got = generate(&model, &prompts, &opts, &mut rng(0), |_, _| true).unwrap();
+        let got = generate(&model, &prompts, &opts, &mut vec![rng(0); 3], |_, _| true).unwrap();
         for (p, toks) in prompts.iter().zip(&got.tokens) {
             assert_eq!(toks, &greedy_reference(&model, p, 10), "prompt {p:?}");
         }
+    }
+
+    #[test]
+    fn a_sampled_sequence_is_the_same_whatever_shares_its_batch() {
+        let model = Gpt::new(GptConfig::gpt2(50, 24, 16, 2, 2), Init::Normal(0.5), &mut rng(3));
+        let opts = GenerateOptions {
+            sampling: SampleOptions {
+                temperature: 1.0,
+                top_k: None,
+                top_p: None,
+            },
+            max_new_tokens: 8,
+            stop: Vec::new(),
+        };
+        let alone = generate(&model, &[vec![9]], &opts, &mut [rng(5)], |_, _| true).unwrap();
+        let prompts = [vec![1, 2, 3], vec![9], vec![4]];
+        let mut rngs = [rng(1), rng(5), rng(2)];
+        let batched = generate(&model, &prompts, &opts, &mut rngs, |_, _| true).unwrap();
+        assert_eq!(batched.tokens[1], alone.tokens[0]);
+        let err = generate(&model, &prompts, &opts, &mut [rng(1)], |_, _| true).unwrap_err();
+        assert!(err.to_string().contains("1 random generators for 3 prompts"), "{err}");
+        // Documents drawn from one seed: the first ones do not depend on how many.
+        let few = generate_from(&model, 7, 2, &opts, &mut rng(4)).unwrap();
+        let many = generate_from(&model, 7, 5, &opts, &mut rng(4)).unwrap();
+        assert_eq!(few[..], many[..2]);
     }
 
     #[test]
@@ -246,7 +289,7 @@ mod tests {
             stop: Vec::new(),
         };
         let err = |prompts: &[Vec<u32>], opts: &GenerateOptions| {
-            let got = generate(&model, prompts, opts, &mut rng(0), |_, _| true);
+            let got = generate(&model, prompts, opts, &mut vec![rng(0); prompts.len()], |_, _| true);
             format!("{:#}", got.expect_err("a bad request must be an error"))
         };
         let e = err(&[vec![1], vec![]], &greedy);
@@ -263,7 +306,7 @@ mod tests {
             max_new_tokens: 0,
             ..greedy.clone()
         };
-        let g = generate(&model, &[vec![1; 6]], &nothing, &mut rng(0), |_, _| true).unwrap();
+        let g = generate(&model, &[vec![1; 6]], &nothing, &mut [rng(0)], |_, _| true).unwrap();
         assert_eq!(g.tokens, [Vec::<u32>::new()]);
         let opts = |temperature, top_k, top_p| SampleOptions {
             temperature,
@@ -292,7 +335,7 @@ mod tests {
             max_new_tokens: usize::MAX,
             ..greedy.clone()
         };
-        let g = generate(&model, &[vec![1, 2]], &long, &mut rng(0), |_, _| true).unwrap();
+        let g = generate(&model, &[vec![1, 2]], &long, &mut [rng(0)], |_, _| true).unwrap();
         assert_eq!(g.tokens[0].len(), 5);
         // Any batch can be sized; one beyond every address space is refused by size.
         assert!(working_memory(&model.config, usize::MAX, 5, usize::MAX) > isize::MAX as u128);
@@ -310,7 +353,7 @@ mod tests {
         };
         // A context of 6 holds the 2-token prompt and 4 fed tokens; the 5th new
         // token is predicted from that full context and needs no slot.
-        let g = generate(&model, &[vec![1, 2]], &greedy, &mut rng(0), |_, _| true).unwrap();
+        let g = generate(&model, &[vec![1, 2]], &greedy, &mut [rng(0)], |_, _| true).unwrap();
         assert_eq!((g.tokens[0].len(), g.stopped[0]), (5, false));
         assert_eq!(
             g.tokens[0],
@@ -321,7 +364,7 @@ mod tests {
         );
         // The callback ends a sequence after its second token.
         let mut seen = 0;
-        let g = generate(&model, &[vec![1, 2]], &greedy, &mut rng(0), |_, _| {
+        let g = generate(&model, &[vec![1, 2]], &greedy, &mut [rng(0)], |_, _| {
             seen += 1;
             seen < 2
         })
@@ -333,7 +376,7 @@ mod tests {
             stop: vec![7, reference[0]],
             ..greedy.clone()
         };
-        let g = generate(&model, &[vec![1, 2]], &eos, &mut rng(0), |_, _| true).unwrap();
+        let g = generate(&model, &[vec![1, 2]], &eos, &mut [rng(0)], |_, _| true).unwrap();
         assert_eq!((g.tokens[0].len(), g.stopped[0]), (0, true));
         // Any of several stop tokens ends a sequence, the first one met: a
         // prompt whose greedy tokens change, stopped at the first new one.
@@ -349,7 +392,7 @@ mod tests {
             stop: vec![reference[at], 99],
             ..greedy
         };
-        let g = generate(&model, &[prompt], &eot, &mut rng(0), |_, _| true).unwrap();
+        let g = generate(&model, &[prompt], &eot, &mut [rng(0)], |_, _| true).unwrap();
         assert_eq!((&g.tokens[0][..], g.stopped[0]), (&reference[..at], true));
     }
 }

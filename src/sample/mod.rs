@@ -9,7 +9,9 @@ mod chat;
 mod generate;
 
 pub use chat::fit_conversation;
-pub use generate::{generate, generate_documents, generate_from, working_memory, GenerateOptions, Generation};
+pub use generate::{
+    generate, generate_documents, generate_from, split_rng, working_memory, GenerateOptions, Generation,
+};
 
 use crate::tensor::Rng;
 use rand::RngExt;

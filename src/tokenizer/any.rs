@@ -5,7 +5,7 @@ use super::bpe::hash::Fnv64;
 use super::bpe::{Bpe, SpecialTokens, TOKENIZER_FILE};
 use super::char::{CharTokenizer, CHAR_TOKENIZER_FILE};
 use anyhow::{ensure, Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// True when `path` is called `*.gguf` or starts with GGUF's magic.
 fn is_gguf(path: &Path) -> bool {
@@ -19,13 +19,40 @@ fn is_gguf(path: &Path) -> bool {
 }
 
 /// The one `.gguf` file in `dir`, if it holds exactly one.
-fn only_gguf(dir: &Path) -> Option<std::path::PathBuf> {
+fn only_gguf(dir: &Path) -> Option<PathBuf> {
     let mut found = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension() == Some("gguf".as_ref()) && p.is_file());
     let one = found.next()?;
     found.next().is_none().then_some(one)
+}
+
+/// Where a directory's tokenizer comes from, in the order [`Tokenizer::load`] looks.
+enum Source {
+    Char,
+    HfJson,
+    VocabMerges,
+    /// OpenAI's names for vocab.json and merges.txt: `encoder.json`, `vocab.bpe`.
+    OpenAi(PathBuf, PathBuf),
+    Gguf(PathBuf),
+}
+
+impl Source {
+    fn find(dir: &Path) -> Option<Source> {
+        let (encoder, merges) = (dir.join("encoder.json"), dir.join("vocab.bpe"));
+        if dir.join(CHAR_TOKENIZER_FILE).is_file() {
+            Some(Source::Char)
+        } else if dir.join(TOKENIZER_FILE).is_file() {
+            Some(Source::HfJson)
+        } else if Bpe::exists_in(dir) {
+            Some(Source::VocabMerges)
+        } else if encoder.is_file() && merges.is_file() {
+            Some(Source::OpenAi(encoder, merges))
+        } else {
+            only_gguf(dir).map(Source::Gguf)
+        }
+    }
 }
 
 /// Either tokenizer, behind one API.
@@ -70,23 +97,25 @@ impl Tokenizer {
             None => path,
         };
         ensure!(dir.is_dir(), "model directory {} does not exist", dir.display());
-        let (encoder, merges) = (dir.join("encoder.json"), dir.join("vocab.bpe"));
-        if dir.join(CHAR_TOKENIZER_FILE).is_file() {
-            Ok(Tokenizer::Char(CharTokenizer::load(dir)?))
-        } else if dir.join(TOKENIZER_FILE).is_file() {
-            Ok(Tokenizer::Bpe(Bpe::load_tokenizer_json(dir)?))
-        } else if Bpe::exists_in(dir) {
-            Ok(Tokenizer::Bpe(Bpe::load(dir)?))
-        } else if encoder.is_file() && merges.is_file() {
-            let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-            let bpe = Bpe::from_text("bpe", &read(&encoder)?, &read(&merges)?)
-                .with_context(|| format!("loading the BPE tokenizer in {}", dir.display()))?;
-            Ok(Tokenizer::Bpe(bpe))
-        } else if let Some(file) = only_gguf(dir) {
-            Ok(Tokenizer::Bpe(super::bpe::load_gguf(&file)?))
-        } else {
-            Ok(Tokenizer::gpt2())
+        match Source::find(dir) {
+            Some(Source::Char) => Ok(Tokenizer::Char(CharTokenizer::load(dir)?)),
+            Some(Source::HfJson) => Ok(Tokenizer::Bpe(Bpe::load_tokenizer_json(dir)?)),
+            Some(Source::VocabMerges) => Ok(Tokenizer::Bpe(Bpe::load(dir)?)),
+            Some(Source::OpenAi(encoder, merges)) => {
+                let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+                let bpe = Bpe::from_text("bpe", &read(&encoder)?, &read(&merges)?)
+                    .with_context(|| format!("loading the BPE tokenizer in {}", dir.display()))?;
+                Ok(Tokenizer::Bpe(bpe))
+            }
+            Some(Source::Gguf(file)) => Ok(Tokenizer::Bpe(super::bpe::load_gguf(&file)?)),
+            None => Ok(Tokenizer::gpt2()),
         }
+    }
+
+    /// Whether the directory `dir` holds tokenizer files of its own (those
+    /// [`Tokenizer::load`] reads), rather than leaving it to GPT-2's.
+    pub fn found_in(dir: &Path) -> bool {
+        Source::find(dir).is_some()
     }
 
     /// Short name for file headers: "char", "gpt2", "bpe", "hf" (from

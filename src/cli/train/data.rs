@@ -8,7 +8,6 @@ use crate::data::docs::{read_documents, read_text, split_documents};
 use crate::data::tokens::TokenFile;
 use crate::tokenizer::{CharTokenizer, Tokenizer};
 use anyhow::{bail, ensure, Context, Result};
-use std::path::Path;
 
 /// The data of a run, encoded, with its tokenizer.
 pub struct Prepared {
@@ -31,7 +30,7 @@ pub fn prepare(s: &Settings, tok: Option<Tokenizer>, max_ctx: Option<usize>) -> 
         None => match s.tokenizer.as_str() {
             "char" => return prepare_chars(s, None, max_ctx),
             "gpt2" => Tokenizer::gpt2(),
-            dir => match Tokenizer::load(Path::new(dir))? {
+            dir => match super::super::tokenize::named_tokenizer("--tokenizer", dir, "char (one per character), ")? {
                 t @ Tokenizer::Bpe(_) => t,
                 Tokenizer::Char(_) => {
                     bail!("--tokenizer {dir} holds a character tokenizer; give gpt2 or a BPE directory")

@@ -18,6 +18,7 @@ use data::Prepared;
 use serde::{Deserialize, Serialize};
 use start::{fresh, open_log, resume, RunHooks, Start};
 use std::collections::HashSet;
+use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -366,9 +367,11 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &mut hooks,
     )?;
 
+    let mut stdout = super::out::stdout();
     let fmt = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
     let steps = report.losses.len().max(1) as f64;
-    println!(
+    writeln!(
+        stdout,
         "done: {} steps in {:.2}s ({:.2} ms/step, {:.0} tokens/s) | train loss {} | val loss {}",
         report.losses.len(),
         report.seconds,
@@ -376,22 +379,23 @@ pub fn run(a: TrainArgs) -> Result<()> {
         report.tokens as f64 / report.seconds,
         fmt(report.train_loss),
         fmt(report.val_loss)
-    );
+    )?;
     if let Some(last) = report.losses.len().checked_sub(100) {
         let mean = report.losses[last..].iter().sum::<f32>() / 100.0;
-        println!("mean training loss over the last 100 steps: {mean:.4}");
+        writeln!(stdout, "mean training loss over the last 100 steps: {mean:.4}")?;
     }
-    println!(
+    writeln!(
+        stdout,
         "saved step {} of {} to {} (loss plot: {})",
         state.step,
         s.steps,
         out.display(),
         out.join("loss.svg").display()
-    );
+    )?;
     if state.step < s.steps {
-        println!("continue with: gpt train --resume {}", out.display());
+        writeln!(stdout, "continue with: gpt train --resume {}", out.display())?;
     }
-    print_samples(&model, &data, s)
+    print_samples(&mut stdout, &model, &data, s)
 }
 
 /// `n` samples: new documents (characters) or text from `<|endoftext|>` (BPE).
@@ -417,16 +421,25 @@ fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Result<Vec<Stri
 }
 
 /// The samples printed after training; for documents, how many are new.
-fn print_samples(model: &Gpt, p: &Prepared, s: &Settings) -> Result<()> {
-    println!("\n{} samples (temperature {}):", s.num_samples, s.temperature);
+fn print_samples(out: &mut impl Write, model: &Gpt, p: &Prepared, s: &Settings) -> Result<()> {
+    if s.num_samples == 0 {
+        return Ok(());
+    }
+    let what = super::out::count(s.num_samples, "sample", "samples");
+    writeln!(out, "\n{what} (temperature {}):", s.temperature)?;
     let texts = samples(model, p, s, s.num_samples)?;
     if let Tokenizer::Char(_) = p.tok {
         let seen: HashSet<&str> = p.train_docs.iter().map(String::as_str).collect();
-        texts.iter().for_each(|t| println!("{t}"));
+        for t in &texts {
+            writeln!(out, "{t}")?;
+        }
         let novel = texts.iter().filter(|t| !seen.contains(t.as_str())).count();
-        println!("\n{novel} of {} samples are not in the training set", texts.len());
+        let of = super::out::count(texts.len(), "sample is", "samples are");
+        writeln!(out, "\n{novel} of {of} not in the training set")?;
     } else {
-        texts.iter().for_each(|t| println!("---\n{t}"));
+        for t in &texts {
+            writeln!(out, "---\n{t}")?;
+        }
     }
     Ok(())
 }

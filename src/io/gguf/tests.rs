@@ -148,7 +148,10 @@ fn writer_and_reader_round_trip_every_value_type() {
             let kept = !matches!(v, Value::Array(..));
             assert_eq!(g.get(k).is_some(), kept, "{k}");
         }
-        assert_eq!(g.metadata().count(), values.len() - arrays + 1 + alignment.is_some() as usize);
+        assert_eq!(
+            g.metadata().count(),
+            values.len() - arrays + 1 + alignment.is_some() as usize
+        );
         assert_eq!(g.tensor("q").unwrap().1, &q8[..]);
         for (t, _) in g.tensors() {
             assert_eq!(t.offset % g.alignment() as u64, 0, "{}", t.name);
