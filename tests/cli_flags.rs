@@ -101,7 +101,8 @@ fn base(cmd: &str) -> (&'static [[&'static str; 2]], &'static [&'static str]) {
                 ["--batch-size", "2"],
                 ["--num-samples", "1"],
             ],
-            &[],
+            // Every case trains into the same directory.
+            &["--overwrite"],
         ),
         "sample" => (&[["--model", "{char}"], ["--num-samples", "2"]], &[]),
         "generate" => (&[["--model", "{bpe}"], ["--max-new-tokens", "2"]], &["Hi"]),

@@ -148,11 +148,15 @@ fn fine_tuning_starts_from_the_checkpoint_and_lowers_the_loss_on_new_text() {
         (Some(2), Some(16))
     );
 
+    // --overwrite: `tuned` holds the run above (which a failed start leaves alone).
     fails_with(
-        &gpt(&[&args[..], &["--n-ctx", "500"]].concat()),
+        &gpt(&[&args[..], &["--n-ctx", "500", "--overwrite"]].concat()),
         "larger than the checkpoint's n_ctx",
     );
-    fails_with(&gpt(&[&args[..], &["--n-layer", "3"]].concat()), "brings its own size");
+    fails_with(
+        &gpt(&[&args[..], &["--n-layer", "3", "--overwrite"]].concat()),
+        "brings its own size",
+    );
     fails_with(&gpt(&["train", "--init", s(&tmp.path().join("nope"))]), "nope");
 }
 
@@ -173,6 +177,7 @@ fn validation_splits_that_are_empty_or_too_short_are_errors() {
             s(&out),
             "--steps",
             "2",
+            "--overwrite",
         ];
         gpt(&[
             &args[..],

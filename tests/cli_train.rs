@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{fails_with, gpt};
+use common::{fails_with, gpt, succeeds};
 
 fn tiny_train(dir: &Path, data: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
@@ -117,7 +117,16 @@ fn bpe_training_on_text_and_on_a_prepared_directory() {
     // A tiny BPE model trained on `data` with `tokenizer`, into `run`.
     let train = |data: &Path, tokenizer: &str| {
         let (data, out) = (data.to_str().unwrap(), run.to_str().unwrap());
-        let mut args = vec!["train", "--data", data, "--out", out, "--tokenizer", tokenizer];
+        let mut args = vec![
+            "train",
+            "--data",
+            data,
+            "--out",
+            out,
+            "--tokenizer",
+            tokenizer,
+            "--overwrite",
+        ];
         args.extend([
             "--n-ctx",
             "16",
@@ -173,4 +182,47 @@ fn bpe_training_on_text_and_on_a_prepared_directory() {
     let trained = gpt(&args);
     assert!(trained.status.success(), "{}", String::from_utf8_lossy(&trained.stderr));
     fails_with(&train(&prepared, vocab_dir.to_str().unwrap()), "tokenizer");
+}
+
+#[test]
+fn a_run_directory_is_replaced_only_with_overwrite_and_then_wholly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = tmp.path().join("names.txt");
+    std::fs::write(&names, "alpha\nbeta\ngamma\ndelta\nepsilon\nzeta\neta\ntheta\n").unwrap();
+    let run = tmp.path().join("run");
+    succeeds(tiny_train(&run, &names, &["--stop-at", "10"]));
+    let weights = std::fs::read(run.join("model.safetensors")).unwrap();
+
+    // Training into it again is refused, naming what is there and the ways on, and changes nothing.
+    let out = tiny_train(&run, &names, &[]);
+    fails_with(&out, "already holds a run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "step 10",
+        "train_state-10.safetensors",
+        "--resume",
+        "--overwrite",
+        "another --out",
+    ] {
+        assert!(err.contains(want), "{want:?} missing: {err}");
+    }
+    assert_eq!(std::fs::read(run.join("model.safetensors")).unwrap(), weights);
+    fails_with(
+        &gpt(&["train", "--resume", run.to_str().unwrap(), "--overwrite"]),
+        "--overwrite",
+    );
+
+    // --overwrite replaces it: a BPE run leaves nothing of the character run beside it.
+    let text = tmp.path().join("story.txt");
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+    let bpe = ["--tokenizer", "gpt2", "--n-ctx", "16", "--overwrite"];
+    succeeds(tiny_train(&run, &text, &bpe));
+    assert!(!run.join("char_tokenizer.json").exists(), "the old tokenizer is left");
+    assert!(
+        !run.join("train_state-10.safetensors").exists(),
+        "the old optimizer state is left"
+    );
+    let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 30, "the log holds only the new run");
+    succeeds(gpt(&["generate", "--model", run.to_str().unwrap(), "-n", "3", "The"]));
 }

@@ -16,7 +16,7 @@ pub use config::{Arch, GptConfig};
 pub use gpt::{Gpt, Init};
 /// llama.cpp's GGUF model files: config, weights (dequantized, or as stored) and tokenizer.
 pub use import::gguf;
-pub use io::parse_checkpoint;
+pub use io::{parse_checkpoint, CONFIG_FILE, WEIGHTS_FILE};
 pub use kv_cache::KvCache;
 pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};
 pub use names::is_embedding;

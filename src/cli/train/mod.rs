@@ -3,6 +3,7 @@
 
 mod data;
 mod limits;
+mod out_dir;
 mod start;
 
 use crate::model::{Gpt, Init};
@@ -53,6 +54,9 @@ pub struct TrainArgs {
     /// log.jsonl, loss.svg) [default: out, or the --resume directory]
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the run already in --out: its files (model, tokenizer, log, optimizer states) are removed first
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Starting values for every setting below; explicit flags override them
     #[arg(long, value_enum, default_value = "default")]
     pub preset: Preset,
@@ -343,6 +347,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
         s.grad_accum,
         s.batch_size
     );
+    if a.overwrite {
+        out_dir::clear(&out)?;
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("creating output directory {}", out.display()))?;
     match &data.tok {
         Tokenizer::Char(t) => t.save(&out)?,
@@ -386,7 +393,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         state.step,
         s.steps,
         out.display(),
-        out.join("loss.svg").display()
+        out.join(crate::train::plot::PLOT_FILE).display()
     );
     if state.step < s.steps {
         println!("continue with: gpt train --resume {}", out.display());

@@ -69,6 +69,10 @@ pub struct Start {
 /// A new run, from random weights or from `--init`'s checkpoint.
 pub fn fresh(a: &TrainArgs) -> Result<Start> {
     let mut s = settings(a, a.preset.settings())?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
+    if !a.overwrite {
+        super::out_dir::check_free(&out)?;
+    }
     // Recorded for --resume, which may run from another directory.
     s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
     let mut model = None;
@@ -119,7 +123,6 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
     check_memory(&s, &config)?;
     let model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
     let state = TrainState::new(&model, train_options(&s, None).adamw);
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
     let train_data = data.train.fingerprint();
     Ok(Start {
         record: RunRecord {
@@ -221,7 +224,7 @@ impl TrainHooks for RunHooks<'_> {
 
 /// The run's log: a fresh one, or a resumed run's cut back to its checkpoint's step.
 pub fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
-    let path = out.join("log.jsonl");
+    let path = out.join(crate::train::plot::LOG_FILE);
     if resumed_at > 0 {
         let text = match std::fs::read_to_string(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
