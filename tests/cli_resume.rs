@@ -274,3 +274,62 @@ fn a_llama_fine_tunes_stops_and_resumes_bit_for_bit() {
     assert_eq!(config["model_type"], "llama");
     assert_eq!(config["num_key_value_heads"], 2);
 }
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes_bit_for_bit() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
+    // Long enough that the signal comes mid-run.
+    let steps = ["--steps", "400"];
+    let mut args = vec!["train", "--out", s(&stopped), "--n-layer", "2", "--n-embd", "16"];
+    args.extend(["--batch-size", "8", "--grad-accum", "2", "--dropout", "0.1"]);
+    args.extend(["--num-samples", "1", "--eval-every", "0", "--warmup", "4"]);
+    args.extend(steps);
+    let child = Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = stopped.join("log.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(started.elapsed().as_secs() < 60, "no steps logged");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill only sends a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let resume = format!("continue with: gpt train --resume {}", s(&stopped));
+    assert!(stdout.contains(&resume), "{stdout}\n{stderr}");
+    let lines = log_lines(&stopped);
+    let step = lines.last().unwrap()["step"].as_u64().unwrap();
+    assert!(step < 400, "the run ended before the signal");
+    assert_eq!(lines.len() as u64, step, "one whole line per step");
+    assert!(stopped.join(format!("train_state-{step}.safetensors")).is_file());
+
+    // As if killed later (kill -9): steps past the checkpoint and half a line, which a resume drops.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str(&format!("{{\"step\":{},\"train_loss\":1.0}}\n{{\"st", step + 1));
+    std::fs::write(&log, text).unwrap();
+    succeeds(gpt(&["train", "--resume", s(&stopped), "--num-samples", "1"]));
+    succeeds(names_run(&straight, &steps));
+    let bits = |d: &Path| {
+        let model = gpt::model::Gpt::load(d).unwrap();
+        model
+            .params
+            .tensors
+            .iter()
+            .flat_map(|t| t.data.clone())
+            .map(f32::to_bits)
+            .collect::<Vec<_>>()
+    };
+    assert!(bits(&straight) == bits(&stopped), "final weights differ");
+    assert_eq!(log_lines(&stopped).len(), 400);
+}

@@ -74,6 +74,8 @@ pub struct TrainReport {
     pub val_loss: Option<f32>,
     pub seconds: f64,
     pub tokens: usize,
+    /// Stopped early at [`TrainHooks::stop_requested`]'s word, with a checkpoint.
+    pub interrupted: bool,
 }
 
 /// The dropout masks of shard `shard` of the `i`-th micro-batch of a run: one
@@ -252,6 +254,12 @@ pub trait TrainHooks {
     fn sample(&mut self, _model: &Gpt) -> Option<String> {
         None
     }
+
+    /// Asked after each step: true ends the run there, with a checkpoint
+    /// (after Ctrl-C, say).
+    fn stop_requested(&self) -> bool {
+        false
+    }
 }
 
 /// No checkpoints, no samples.
@@ -325,14 +333,16 @@ pub fn train(
         report.losses.push(loss);
         report.tokens += micro.iter().map(Batch::n_targets).sum::<usize>();
 
+        // Asked to stop: save this step's checkpoint and nothing else.
+        let stop = hooks.stop_requested();
         let last = state.step == end;
-        let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
+        let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every) && !stop;
         if periodic && !last {
             if let Some(text) = hooks.sample(model) {
                 bar.suspend(|| eprintln!("--- sample at step {}:\n{text}\n---", state.step));
             }
         }
-        let val = if !val_data.is_empty() && (last || periodic) {
+        let val = if !val_data.is_empty() && ((last && !stop) || periodic) {
             let v = evaluate(model, val_data, opts.n_ctx, &mut ws);
             if let Some(v) = v {
                 report.val_losses.push((state.step, v));
@@ -345,8 +355,9 @@ pub fn train(
         if let Some(v) = val {
             line["val_loss"] = v.into();
         }
-        writeln!(log, "{line}")?;
-        if last || (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) {
+        // A whole line in one write: a run killed at any moment leaves no partial line.
+        log.write_all(format!("{line}\n").as_bytes())?;
+        if last || stop || (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) {
             log.flush()?;
             hooks.save(model, state)?;
             last_saved = Some(state.step);
@@ -360,12 +371,18 @@ pub fn train(
             .unwrap_or_default();
         bar.set_message(format!("loss {loss:.4}{val_msg} | {tok_s:.0} tok/s"));
         bar.inc(1);
+        if stop {
+            report.interrupted = true;
+            break;
+        }
     }
     report.seconds = start.elapsed().as_secs_f64();
     bar.finish();
     log.flush()?;
     report.val_loss = report.val_losses.last().map(|&(_, v)| v);
-    report.train_loss = evaluate(model, &train_data.prefix_like(val_data), opts.n_ctx, &mut ws);
+    if !report.interrupted {
+        report.train_loss = evaluate(model, &train_data.prefix_like(val_data), opts.n_ctx, &mut ws);
+    }
     Ok(report)
 }
 

@@ -2,6 +2,7 @@
 //! continue a saved run (`--resume`).
 
 mod data;
+mod interrupt;
 mod limits;
 mod out_dir;
 mod start;
@@ -347,6 +348,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         s.grad_accum,
         s.batch_size
     );
+    interrupt::arm()?;
     if a.overwrite {
         out_dir::clear(&out)?;
     }
@@ -372,6 +374,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &mut log,
         &mut hooks,
     )?;
+    interrupt::disarm();
 
     let fmt = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
     let steps = report.losses.len().max(1) as f64;
@@ -397,6 +400,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     );
     if state.step < s.steps {
         println!("continue with: gpt train --resume {}", out.display());
+    }
+    if report.interrupted || interrupt::requested() {
+        std::process::exit(interrupt::EXIT_CODE);
     }
     print_samples(&model, &data, s)
 }

@@ -15,7 +15,6 @@ use crate::train::{TrainHooks, TrainState};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// Settings a resumed run may change: the rest must be the saved run's.
@@ -220,10 +219,14 @@ impl TrainHooks for RunHooks<'_> {
             Err(e) => format!("(no sample: {e:#})"),
         })
     }
+
+    fn stop_requested(&self) -> bool {
+        super::interrupt::requested()
+    }
 }
 
 /// The run's log: a fresh one, or a resumed run's cut back to its checkpoint's step.
-pub fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
+pub fn open_log(out: &Path, resumed_at: usize) -> Result<File> {
     let path = out.join(crate::train::plot::LOG_FILE);
     if resumed_at > 0 {
         let text = match std::fs::read_to_string(&path) {
@@ -253,5 +256,5 @@ pub fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
         .truncate(resumed_at == 0)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
-    Ok(BufWriter::new(file))
+    Ok(file)
 }
