@@ -41,7 +41,7 @@ type Row = (
 const ROWS: &[Row] = &[
     ("", "--threads", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("2", R)]),
     ("train", "--steps", &["--stop-at", "1"], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
-    ("train", "--stop-at", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    ("train", "--stop-at", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("1", R)]),
     ("train", "--batch-size", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("train", "--grad-accum", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("2", R)]),
     ("train", "--seed", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),

@@ -226,3 +226,87 @@ fn a_run_directory_is_replaced_only_with_overwrite_and_then_wholly() {
     assert_eq!(log.lines().count(), 30, "the log holds only the new run");
     succeeds(gpt(&["generate", "--model", run.to_str().unwrap(), "-n", "3", "The"]));
 }
+
+#[test]
+fn flags_that_a_run_would_ignore_are_refused_naming_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = tmp.path().join("names.txt");
+    std::fs::write(&names, "alpha\nbeta\ngamma\ndelta\nepsilon\nzeta\neta\ntheta\n").unwrap();
+    let run = tmp.path().join("run");
+    fails_with(&tiny_train(&run, &names, &["--stop-at", "31"]), "--stop-at 31");
+    fails_with(&tiny_train(&run, &names, &["--val-fraction", "1.5"]), "--val-fraction");
+    fails_with(&tiny_train(&run, &names, &["--grad-accum", "0"]), "--grad-accum");
+    succeeds(tiny_train(&run, &names, &["--stop-at", "10"]));
+    let resume = |extra: &[&str]| gpt(&[&["train", "--resume", run.to_str().unwrap()], extra].concat());
+    fails_with(
+        &resume(&["--stop-at", "10"]),
+        "--stop-at 10: the checkpoint is already at step 10",
+    );
+    fails_with(&resume(&["--steps", "0"]), "--steps");
+
+    let text = tmp.path().join("story.txt");
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+    let bpe = ["--tokenizer", "gpt2", "--n-ctx", "16", "--overwrite"];
+    fails_with(
+        &tiny_train(&run, &text, &[&bpe[..], &["--no-pack"]].concat()),
+        "--no-pack",
+    );
+    let prepared = tmp.path().join("prepared");
+    succeeds(gpt(&[
+        "prepare",
+        "--input",
+        text.to_str().unwrap(),
+        "--out",
+        prepared.to_str().unwrap(),
+    ]));
+    fails_with(
+        &tiny_train(&run, &prepared, &[&bpe[..], &["--val-fraction", "0.2"]].concat()),
+        "--val-fraction",
+    );
+    fails_with(&tiny_train(&run, tmp.path(), &["--overwrite"]), "without train.bin");
+    fails_with(
+        &tiny_train(&run, &prepared, &["--tokenizer", "char", "--overwrite"]),
+        "not a directory",
+    );
+}
+
+#[test]
+fn a_prepared_directory_names_its_tokenizer_and_bad_tokenizers_list_the_choices() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = tmp.path().join("story.txt");
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+    let prepared = tmp.path().join("prepared");
+    let prepare = |tokenizer: &str| {
+        let (input, out) = (text.to_str().unwrap(), prepared.to_str().unwrap());
+        succeeds(gpt(&[
+            "prepare",
+            "--input",
+            input,
+            "--out",
+            out,
+            "--tokenizer",
+            tokenizer,
+        ]))
+    };
+    prepare("gpt2");
+    let run = tmp.path().join("run");
+    // No --tokenizer gpt2: the token files' header names it.
+    let out = succeeds(tiny_train(&run, &prepared, &["--n-ctx", "16"]));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gpt2 tokenizer"));
+
+    for bad in ["bpe", tmp.path().to_str().unwrap()] {
+        let out = tiny_train(&run, &text, &["--tokenizer", bad, "--overwrite"]);
+        fails_with(
+            &out,
+            &format!("--tokenizer {bad}: must be char, gpt2, or a directory with vocab.json"),
+        );
+    }
+    // Token files of a tokenizer of their own: its directory must be named.
+    let vocab = tmp.path().join("vocab");
+    let (t, v) = (text.to_str().unwrap(), vocab.to_str().unwrap());
+    succeeds(gpt(&["tokenizer", "train", "--vocab-size", "300", t, "--out", v]));
+    prepare(v);
+    fails_with(&tiny_train(&run, &prepared, &["--overwrite"]), "--tokenizer DIR");
+    let out = tiny_train(&run, &prepared, &["--tokenizer", v, "--n-ctx", "16", "--overwrite"]);
+    succeeds(out);
+}

@@ -6,9 +6,13 @@ use crate::data::batch::truncated;
 use crate::data::dataset::Dataset;
 use crate::data::docs::{read_documents, read_text, split_documents};
 use crate::data::tokens::TokenFile;
-use crate::tokenizer::{CharTokenizer, Tokenizer};
+use crate::tokenizer::bpe::{MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE};
+use crate::tokenizer::{CharTokenizer, Tokenizer, CHAR_TOKENIZER_FILE};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
+
+/// The training tokens of a `gpt prepare` directory.
+const TRAIN_BIN: &str = "train.bin";
 
 /// The data of a run, encoded, with its tokenizer.
 pub struct Prepared {
@@ -31,18 +35,47 @@ pub fn prepare(s: &Settings, tok: Option<Tokenizer>, max_ctx: Option<usize>) -> 
         None => match s.tokenizer.as_str() {
             "char" => return prepare_chars(s, None, max_ctx),
             "gpt2" => Tokenizer::gpt2(),
-            dir => match Tokenizer::load(Path::new(dir))? {
-                t @ Tokenizer::Bpe(_) => t,
-                Tokenizer::Char(_) => {
-                    bail!("--tokenizer {dir} holds a character tokenizer; give gpt2 or a BPE directory")
+            dir => {
+                let has = [CHAR_TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_FILE].map(|f| Path::new(dir).join(f).is_file());
+                ensure!(
+                    has.contains(&true),
+                    "--tokenizer {dir}: must be char, gpt2, or a directory with {VOCAB_FILE} + {MERGES_FILE} (or {TOKENIZER_FILE})"
+                );
+                match Tokenizer::load(Path::new(dir))? {
+                    t @ Tokenizer::Bpe(_) => t,
+                    Tokenizer::Char(_) => {
+                        bail!("--tokenizer {dir} holds a character tokenizer; give gpt2 or a BPE directory")
+                    }
                 }
-            },
+            }
         },
     };
     match tok {
         Tokenizer::Char(t) => prepare_chars(s, Some(t), max_ctx),
         bpe => prepare_bpe(s, bpe, max_ctx),
     }
+}
+
+/// Whether `path` is a directory made by `gpt prepare` (it holds train.bin).
+pub fn is_prepared(path: &Path) -> bool {
+    path.join(TRAIN_BIN).is_file()
+}
+
+/// The `--tokenizer` that made the token files of `dir` (from `gpt prepare`):
+/// gpt2, or an error asking for the directory of a tokenizer of its own.
+pub fn prepared_tokenizer(dir: &Path) -> Result<String> {
+    let file = TokenFile::open(&dir.join(TRAIN_BIN))?;
+    let h = file.header();
+    if h.tokenizer_fingerprint == Tokenizer::gpt2().fingerprint() {
+        return Ok("gpt2".to_string());
+    }
+    bail!(
+        "--data {}: its token files were made with a tokenizer of their own ({:?}, {} ids): give that \
+         tokenizer's directory with --tokenizer DIR",
+        dir.display(),
+        h.tokenizer_name,
+        h.vocab_size
+    )
 }
 
 /// The context length of a run: `--n-ctx` or `default`, at most the model's.
@@ -59,6 +92,12 @@ fn context(s: &Settings, default: usize, max_ctx: Option<usize>) -> Result<usize
 
 /// Character model: one document per line, split into train and validation documents.
 fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize>) -> Result<Prepared> {
+    if let Some(dir) = s.data.as_deref().filter(|d| d.is_dir()) {
+        bail!(
+            "--data {}: a character model trains on a text file (one document per line), not a directory",
+            dir.display()
+        );
+    }
     let docs = read_documents(s.data.as_deref())?;
     let (train_docs, val_docs) = split_documents(docs, s.val_fraction, s.seed);
     let tok = tok.unwrap_or_else(|| CharTokenizer::from_docs(&train_docs));
@@ -103,8 +142,12 @@ fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize
 /// tokens held out), or a directory from `gpt prepare` (train.bin, val.bin).
 fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<Prepared> {
     // `val_wanted`: a val.bin exists or --val-fraction is above 0.
+    ensure!(
+        s.pack,
+        "--no-pack: BPE data is one stream of tokens cut into windows, with no documents to keep apart; drop --no-pack"
+    );
     let (train, val, val_wanted) = match s.data.as_deref() {
-        Some(dir) if dir.join("train.bin").is_file() => {
+        Some(dir) if is_prepared(dir) => {
             let load = |name: &str| -> Result<Vec<u32>> {
                 let path = dir.join(name);
                 let f = TokenFile::open(&path)?;
@@ -119,7 +162,7 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
                 eprintln!("note: {} has no val.bin: only training loss is reported", dir.display());
                 Vec::new()
             };
-            (load("train.bin")?, val, wanted)
+            (load(TRAIN_BIN)?, val, wanted)
         }
         path => {
             let text = match path {

@@ -40,7 +40,8 @@ pub struct TrainArgs {
     pub data: Option<PathBuf>,
     /// Tokenizer: char (one token per character, documents = lines), gpt2 (GPT-2's BPE over the
     /// whole text, or over a `gpt prepare` directory given as --data), or a directory with
-    /// vocab.json + merges.txt [default: char; with --init, the checkpoint's]
+    /// vocab.json + merges.txt [default: char; for a `gpt prepare` directory, the one its
+    /// token files name; with --init, the checkpoint's]
     #[arg(long)]
     pub tokenizer: Option<String>,
     /// Start from a trained model (fine-tuning): gpt2 (or another name fetched with `gpt download`),
@@ -64,7 +65,8 @@ pub struct TrainArgs {
     /// Optimizer steps of the whole run
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Stop after this step with a checkpoint, keeping the schedule of --steps; continue with --resume
+    /// Stop after this step (at most --steps) with a checkpoint, keeping the schedule of --steps;
+    /// continue with --resume
     #[arg(long)]
     pub stop_at: Option<usize>,
     /// Rows per micro-batch, each holding one or more documents (up to --n-ctx tokens) [default: 64; BPE: 8]
@@ -126,10 +128,11 @@ pub struct TrainArgs {
     /// Checkpoint (resumable with --resume) every N steps (0 = only at the end)
     #[arg(long)]
     pub save_every: Option<usize>,
-    /// Fraction of the data held out for validation (documents, or the end of a text) [default: 0.1]
+    /// Fraction of the data held out for validation (documents, or the end of a text) [default: 0.1;
+    /// a `gpt prepare` directory has its own val.bin]
     #[arg(long)]
     pub val_fraction: Option<f64>,
-    /// One document per row instead of packing several
+    /// One document per row instead of packing several (character models: BPE data is one stream)
     #[arg(long)]
     pub no_pack: bool,
     /// Documents (or texts) to generate after training [default: 20; BPE: 3]
@@ -289,6 +292,10 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
     s.min_lr = a.min_lr.or(s.min_lr);
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
     s.pack &= !a.no_pack;
+    if let Some(n) = a.stop_at {
+        let want = format!("at most --steps {} (the run ends there)", s.steps);
+        super::check::flag(n <= s.steps, "--stop-at", n, &want)?;
+    }
     limits::check_settings(&s)?;
     Ok(s)
 }

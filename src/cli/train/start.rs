@@ -2,7 +2,7 @@
 //! a saved run to continue (`--resume`); and what it does while it trains
 //! (checkpoints, samples, its log).
 
-use super::data::{prepare, Prepared};
+use super::data::{is_prepared, prepare, prepared_tokenizer, Prepared};
 use super::limits::check_memory;
 use super::{samples, settings, train_options, Settings, TrainArgs};
 use crate::io::write_atomic;
@@ -72,6 +72,21 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
     if !a.overwrite {
         super::out_dir::check_free(&out)?;
     }
+    if let Some(dir) = s.data.as_deref().filter(|d| d.is_dir()) {
+        ensure!(
+            is_prepared(dir),
+            "--data {}: a directory without train.bin; give a text file or a directory made by `gpt prepare`",
+            dir.display()
+        );
+        ensure!(
+            a.val_fraction.is_none(),
+            "--val-fraction: {} holds its validation split in val.bin (`gpt prepare --val-fraction` sets it); drop --val-fraction",
+            dir.display()
+        );
+        if a.tokenizer.is_none() && s.init.is_none() {
+            s.tokenizer = prepared_tokenizer(dir)?;
+        }
+    }
     // Recorded for --resume, which may run from another directory.
     s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
     let mut model = None;
@@ -139,6 +154,13 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
 pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
     let (model, state, record) = load_checkpoint(dir)?;
     let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
+    if let Some(n) = a.stop_at {
+        ensure!(
+            n > state.step,
+            "--stop-at {n}: the checkpoint is already at step {}; give a later step",
+            state.step
+        );
+    }
     let s = settings(a, record.settings.clone())?;
     check_same_run(&record.settings, &s)?;
     // Each step draws --grad-accum batches: another count would resume on other data (or
