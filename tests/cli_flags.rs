@@ -60,6 +60,7 @@ const ROWS: &[Row] = &[
     ("train", "--dropout", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F), ("0.5", R)]),
     ("train", "--eval-every", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
     ("train", "--save-every", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    ("train", "--sample-every", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R), ("1", R)]),
     ("train", "--val-fraction", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F)]),
     ("train", "--num-samples", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("train", "--temperature", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", R)]),

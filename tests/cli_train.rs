@@ -310,3 +310,53 @@ fn a_prepared_directory_names_its_tokenizer_and_bad_tokenizers_list_the_choices(
     let out = tiny_train(&run, &prepared, &["--tokenizer", v, "--n-ctx", "16", "--overwrite"]);
     succeeds(out);
 }
+
+#[test]
+fn off_a_terminal_progress_is_plain_lines_and_quiet_is_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let names = tmp.path().join("names.txt");
+    let some: Vec<&str> = gpt::data::docs::NAMES.lines().take(200).collect();
+    std::fs::write(&names, some.join("\n")).unwrap();
+    let run = tmp.path().join("run");
+    let text = tmp.path().join("story.txt");
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. ".repeat(40)).unwrap();
+    let bpe = ["--tokenizer", "gpt2", "--n-ctx", "16"];
+    // stderr is a pipe here: a line every 10 steps, for character and BPE runs alike.
+    for (data, extra) in [(&names, &[][..]), (&text, &bpe[..])] {
+        let out = succeeds(tiny_train(
+            &run,
+            data,
+            &[extra, &["--eval-every", "10", "--overwrite"]].concat(),
+        ));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = fancy_regex::Regex::new(
+            r"(?m)^step 20/30 \| loss \d+\.\d{4} \| val \d+\.\d{4} \| lr \d\.\de-\d \| [\d.]+ ms/step \| [\d.]+k? tok/s$",
+        )
+        .unwrap();
+        assert!(line.is_match(&err).unwrap(), "{err}");
+        assert!(err.contains("step 0/30 | val "), "the starting loss is shown: {err}");
+        assert!(!err.contains("sample at step"), "samples only when asked: {err}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.matches("train loss").count(), 1, "{stdout}");
+    }
+    let last = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(last.lines().last().unwrap()).unwrap();
+    assert!(
+        last["ms"].as_f64().unwrap() > 0.0 && last["tokens_per_s"].as_u64().unwrap() > 0,
+        "{last}"
+    );
+
+    let out = succeeds(tiny_train(&run, &names, &["--sample-every", "10", "--overwrite"]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).matches("sample at step").count(),
+        2
+    );
+    let out = succeeds(tiny_train(&run, &names, &["--quiet", "--stop-at", "20", "--overwrite"]));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("done: 20 steps") && lines[1].starts_with("continue with"),
+        "{stdout}"
+    );
+}

@@ -24,6 +24,8 @@ pub struct Prepared {
     /// Training documents as text (character models), to tell new samples from copies.
     pub train_docs: Vec<String>,
     pub what: String,
+    /// Notes and warnings about the data, printed unless `--quiet`.
+    pub notes: Vec<String>,
 }
 
 /// Reads and encodes the run's data with `tok` (a checkpoint's), or, without
@@ -101,14 +103,15 @@ fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize
     let docs = read_documents(s.data.as_deref())?;
     let (train_docs, val_docs) = split_documents(docs, s.val_fraction, s.seed);
     let tok = tok.unwrap_or_else(|| CharTokenizer::from_docs(&train_docs));
+    let mut notes = Vec::new();
     // Documents with characters the tokenizer lacks (validation, or a checkpoint's) are skipped.
-    let encode = |docs: &[String], what: &str| -> Vec<Vec<u32>> {
+    let mut encode = |docs: &[String], what: &str| -> Vec<Vec<u32>> {
         let ids: Vec<Vec<u32>> = docs.iter().filter_map(|d| tok.encode_doc(d).ok()).collect();
         if ids.len() < docs.len() {
-            eprintln!(
+            notes.push(format!(
                 "note: {} {what} documents use characters the tokenizer lacks and are skipped",
                 docs.len() - ids.len()
-            );
+            ));
         }
         ids
     };
@@ -125,7 +128,7 @@ fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize
     let n_ctx = context(s, longest.min(256), max_ctx)?;
     let cut = truncated(&train_ids, n_ctx) + truncated(&val_ids, n_ctx);
     if cut > 0 {
-        eprintln!("warning: {cut} documents are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx} (raise --n-ctx to keep them whole)");
+        notes.push(format!("warning: {cut} documents are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx} (raise --n-ctx to keep them whole)"));
     }
     let what = format!("{} documents ({} for validation)", train_ids.len(), val_ids.len());
     Ok(Prepared {
@@ -135,6 +138,7 @@ fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize
         n_ctx,
         train_docs,
         what,
+        notes,
     })
 }
 
@@ -146,6 +150,7 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
         s.pack,
         "--no-pack: BPE data is one stream of tokens cut into windows, with no documents to keep apart; drop --no-pack"
     );
+    let mut notes = Vec::new();
     let (train, val, val_wanted) = match s.data.as_deref() {
         Some(dir) if is_prepared(dir) => {
             let load = |name: &str| -> Result<Vec<u32>> {
@@ -159,7 +164,10 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
             let val = if wanted {
                 load("val.bin")?
             } else {
-                eprintln!("note: {} has no val.bin: only training loss is reported", dir.display());
+                notes.push(format!(
+                    "note: {} has no val.bin: only training loss is reported",
+                    dir.display()
+                ));
                 Vec::new()
             };
             (load(TRAIN_BIN)?, val, wanted)
@@ -200,5 +208,6 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
         n_ctx,
         train_docs: Vec::new(),
         what,
+        notes,
     })
 }

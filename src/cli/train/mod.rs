@@ -6,12 +6,14 @@ mod interrupt;
 mod limits;
 mod out_dir;
 mod start;
+mod summary;
 
 use crate::model::{Gpt, Init};
 use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
+use crate::train::progress::Progress;
 use crate::train::schedule::{Decay, Schedule};
 use crate::train::{train, TrainOptions};
 use anyhow::{Context, Result};
@@ -122,9 +124,12 @@ pub struct TrainArgs {
     /// Dropout probability on embeddings and residual branches
     #[arg(long)]
     pub dropout: Option<f32>,
-    /// Validation loss (and a sample) every N steps (0 = only at the end)
+    /// Validation loss every N steps (0 = only at the start and the end)
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// Show a sample every N steps while training (0 = none) [default: 0]
+    #[arg(long)]
+    pub sample_every: Option<usize>,
     /// Checkpoint (resumable with --resume) every N steps (0 = only at the end)
     #[arg(long)]
     pub save_every: Option<usize>,
@@ -141,6 +146,9 @@ pub struct TrainArgs {
     /// Temperature of those samples
     #[arg(long)]
     pub temperature: Option<f32>,
+    /// Print only errors and the final line (no progress, no samples)
+    #[arg(long, short, conflicts_with = "sample_every")]
+    pub quiet: bool,
 }
 
 /// Every setting of a run: the preset's values, then the flags on top. Saved
@@ -177,6 +185,9 @@ pub struct Settings {
     dropout: f32,
     eval_every: usize,
     save_every: usize,
+    /// Absent from runs saved before it existed.
+    #[serde(default)]
+    sample_every: usize,
     num_samples: usize,
     temperature: f32,
 }
@@ -211,6 +222,7 @@ impl Preset {
             dropout: 0.0,
             eval_every: 500,
             save_every: 0,
+            sample_every: 0,
             num_samples: 20,
             temperature: 0.8,
         };
@@ -281,6 +293,7 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
         dropout,
         eval_every,
         save_every,
+        sample_every,
         num_samples,
         temperature
     );
@@ -300,7 +313,7 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
     Ok(s)
 }
 
-fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
+fn train_options(s: &Settings, stop_at: Option<usize>, progress: Progress) -> TrainOptions {
     TrainOptions {
         steps: s.steps,
         stop_at,
@@ -325,8 +338,9 @@ fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
         dropout: s.dropout,
         eval_every: s.eval_every,
         save_every: s.save_every,
+        sample_every: s.sample_every,
         seed: s.seed,
-        progress: true,
+        progress,
     }
 }
 
@@ -343,18 +357,21 @@ pub fn run(a: TrainArgs) -> Result<()> {
     };
     let s = &record.settings;
     let c = &model.config;
-    eprintln!(
-        "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps of {} x {} rows",
-        model.params.count(),
-        c.n_layer,
-        c.n_embd,
-        c.n_head,
-        s.n_ctx.unwrap_or(c.n_ctx),
-        data.what,
-        s.steps,
-        s.grad_accum,
-        s.batch_size
-    );
+    if !a.quiet {
+        data.notes.iter().for_each(|n| eprintln!("{n}"));
+        eprintln!(
+            "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps of {} x {} rows",
+            model.params.count(),
+            c.n_layer,
+            c.n_embd,
+            c.n_head,
+            s.n_ctx.unwrap_or(c.n_ctx),
+            data.what,
+            s.steps,
+            s.grad_accum,
+            s.batch_size
+        );
+    }
     interrupt::arm()?;
     if a.overwrite {
         out_dir::clear(&out)?;
@@ -371,7 +388,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
         data: &data,
         s,
     };
-    let opts = train_options(s, a.stop_at);
+    let progress = if a.quiet {
+        Progress::Quiet
+    } else {
+        Progress::for_stderr(s.steps)
+    };
+    let opts = train_options(s, a.stop_at, progress);
     let report = train(
         &mut model,
         &data.train,
@@ -382,34 +404,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &mut hooks,
     )?;
     interrupt::disarm();
-
-    let fmt = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
-    let steps = report.losses.len().max(1) as f64;
-    println!(
-        "done: {} steps in {:.2}s ({:.2} ms/step, {:.0} tokens/s) | train loss {} | val loss {}",
-        report.losses.len(),
-        report.seconds,
-        1e3 * report.seconds / steps,
-        report.tokens as f64 / report.seconds,
-        fmt(report.train_loss),
-        fmt(report.val_loss)
-    );
-    if let Some(last) = report.losses.len().checked_sub(100) {
-        let mean = report.losses[last..].iter().sum::<f32>() / 100.0;
-        println!("mean training loss over the last 100 steps: {mean:.4}");
-    }
-    println!(
-        "saved step {} of {} to {} (loss plot: {})",
-        state.step,
-        s.steps,
-        out.display(),
-        out.join(crate::train::plot::PLOT_FILE).display()
-    );
-    if state.step < s.steps {
-        println!("continue with: gpt train --resume {}", out.display());
-    }
+    summary::print(&report, state.step, s.steps, &out, a.quiet);
     if report.interrupted || interrupt::requested() {
         std::process::exit(interrupt::EXIT_CODE);
+    }
+    if a.quiet {
+        return Ok(());
     }
     print_samples(&model, &data, s)
 }

@@ -11,6 +11,7 @@ use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::train::plot::plot_log;
+use crate::train::progress::Progress;
 use crate::train::{TrainHooks, TrainState};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -18,11 +19,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Settings a resumed run may change: the rest must be the saved run's.
-const CHANGEABLE_ON_RESUME: [&str; 6] = [
+const CHANGEABLE_ON_RESUME: [&str; 7] = [
     "data",
     "steps",
     "eval_every",
     "save_every",
+    "sample_every",
     "num_samples",
     "temperature",
 ];
@@ -136,7 +138,7 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
     config.validate()?;
     check_memory(&s, &config)?;
     let model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
-    let state = TrainState::new(&model, train_options(&s, None).adamw);
+    let state = TrainState::new(&model, train_options(&s, None, Progress::Quiet).adamw);
     let train_data = data.train.fingerprint();
     Ok(Start {
         record: RunRecord {
@@ -181,12 +183,6 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
         record.settings.steps,
         state.step
     );
-    if s.steps != record.settings.steps {
-        eprintln!(
-            "note: the run was planned for {} steps; the learning-rate schedule now spans {}",
-            record.settings.steps, s.steps
-        );
-    }
     if let Some(out) = a.out.as_ref().filter(|o| o.as_path() != dir) {
         bail!(
             "--resume {} continues in its own directory: drop --out {}",
@@ -194,7 +190,7 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
             out.display()
         );
     }
-    let data = prepare(&s, Some(tokenizer_for(&model.config, dir)?), Some(model.config.n_ctx))?;
+    let mut data = prepare(&s, Some(tokenizer_for(&model.config, dir)?), Some(model.config.n_ctx))?;
     check_memory(&s, &model.config)?;
     let train_data = data.train.fingerprint();
     ensure!(
@@ -202,7 +198,14 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
         "the training data is not the run's (its tokens differ): resume with the same --data, or start a new run with --init {}",
         dir.display()
     );
-    eprintln!("resuming {} at step {}", dir.display(), state.step);
+    data.notes
+        .push(format!("resuming {} at step {}", dir.display(), state.step));
+    if s.steps != record.settings.steps {
+        data.notes.push(format!(
+            "note: the run was planned for {} steps; the learning-rate schedule now spans {}",
+            record.settings.steps, s.steps
+        ));
+    }
     Ok(Start {
         record: RunRecord {
             settings: s,
