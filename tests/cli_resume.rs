@@ -333,3 +333,39 @@ fn ctrl_c_saves_a_checkpoint_that_resumes_bit_for_bit() {
     assert!(bits(&straight) == bits(&stopped), "final weights differ");
     assert_eq!(log_lines(&stopped).len(), 400);
 }
+
+#[test]
+fn fine_tuning_defaults_are_a_small_constant_rate_and_every_setting_is_shown_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    succeeds(names_run(&base, &["--steps", "30"]));
+    let new_text = tmp.path().join("new.txt");
+    let words: Vec<String> = (0..200)
+        .map(|i| format!("mar{}a", ["i", "y", "ie", "ia"][i % 4]))
+        .collect();
+    std::fs::write(&new_text, words.join("\n")).unwrap();
+    let tuned = tmp.path().join("tuned");
+    let args = ["train", "--init", s(&base), "--data", s(&new_text), "--out", s(&tuned)];
+    let out = succeeds(gpt(&[&args[..], &["--num-samples", "0"]].concat()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("step 0/500 | val "), "the starting loss is shown: {err}");
+    for want in ["lr 0.0003", "warmup 0", "decay constant", "steps 500", "batch_size 64"] {
+        assert!(err.contains(want), "{want:?} missing: {err}");
+    }
+    let lrs: Vec<f64> = log_lines(&tuned).iter().map(|l| l["lr"].as_f64().unwrap()).collect();
+    assert_eq!(lrs.len(), 500);
+    assert!(
+        lrs.iter().all(|&lr| (lr - 3e-4).abs() < 1e-9),
+        "constant from the first step"
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["settings"]["steps"], 500);
+    assert_eq!(run["settings"]["decay"], "constant");
+    assert_eq!(run["settings"]["init"], s(&base));
+
+    // A warmup as long as the run (names_run's is 4 steps) is named.
+    let out = succeeds(names_run(&tmp.path().join("warm"), &["--steps", "4"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: --warmup 4 is not below --steps 4"), "{err}");
+}

@@ -5,8 +5,8 @@ mod data;
 mod interrupt;
 mod limits;
 mod out_dir;
+mod report;
 mod start;
-mod summary;
 
 use crate::model::{Gpt, Init};
 use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOptions};
@@ -61,7 +61,9 @@ pub struct TrainArgs {
     /// Replace the run already in --out: its files (model, tokenizer, log, optimizer states) are removed first
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
-    /// Starting values for every setting below; explicit flags override them
+    /// Starting values for every setting below; explicit flags override them. With --init, the
+    /// fine-tuning defaults replace the schedule: --lr 3e-4 held constant (--decay constant),
+    /// --warmup 0, --steps 500, --eval-every 100
     #[arg(long, value_enum, default_value = "default")]
     pub preset: Preset,
     /// Optimizer steps of the whole run
@@ -252,6 +254,26 @@ impl Preset {
     }
 }
 
+impl Settings {
+    /// `self` for fine-tuning a trained model (`--init`): a small constant
+    /// learning rate from the first step, and a short run. The from-scratch
+    /// schedule's peak undoes what the model knows before it learns the new text.
+    fn fine_tuning(self) -> Settings {
+        Settings {
+            steps: FINE_TUNING_STEPS,
+            lr: FINE_TUNING_LR,
+            warmup: 0,
+            decay: Decay::Constant,
+            eval_every: 100,
+            ..self
+        }
+    }
+}
+
+/// `--steps` and `--lr` of an `--init` run unless given.
+const FINE_TUNING_STEPS: usize = 500;
+const FINE_TUNING_LR: f32 = 3e-4;
+
 /// `--decay`'s values, mapped to the schedule's [`Decay`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DecayArg {
@@ -356,21 +378,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         None => fresh(&a)?,
     };
     let s = &record.settings;
-    let c = &model.config;
     if !a.quiet {
-        data.notes.iter().for_each(|n| eprintln!("{n}"));
-        eprintln!(
-            "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps of {} x {} rows",
-            model.params.count(),
-            c.n_layer,
-            c.n_embd,
-            c.n_head,
-            s.n_ctx.unwrap_or(c.n_ctx),
-            data.what,
-            s.steps,
-            s.grad_accum,
-            s.batch_size
-        );
+        report::start(&model, &data, s)?;
     }
     interrupt::arm()?;
     if a.overwrite {
@@ -381,6 +390,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
         Tokenizer::Char(t) => t.save(&out)?,
         Tokenizer::Bpe(t) => t.save(&out)?,
     }
+    crate::io::write_atomic(
+        &out.join(out_dir::RUN_FILE),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
     let mut log = open_log(&out, state.step)?;
     let mut hooks = RunHooks {
         out: &out,
@@ -404,7 +417,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &mut hooks,
     )?;
     interrupt::disarm();
-    summary::print(&report, state.step, s.steps, &out, a.quiet);
+    report::end(&report, state.step, s.steps, &out, a.quiet);
     if report.interrupted || interrupt::requested() {
         std::process::exit(interrupt::EXIT_CODE);
     }

@@ -11,9 +11,13 @@ use crate::train::plot::{LOG_FILE, PLOT_FILE};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
+/// A run's settings, every one resolved (JSON).
+pub const RUN_FILE: &str = "run.json";
+
 /// Files a run writes, beside its `train_state-STEP.safetensors` (and those
 /// that would be read in place of its own: `tokenizer.json`).
-const RUN_FILES: [&str; 8] = [
+const RUN_FILES: [&str; 9] = [
+    RUN_FILE,
     WEIGHTS_FILE,
     CONFIG_FILE,
     CHAR_TOKENIZER_FILE,

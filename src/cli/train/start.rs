@@ -69,7 +69,8 @@ pub struct Start {
 
 /// A new run, from random weights or from `--init`'s checkpoint.
 pub fn fresh(a: &TrainArgs) -> Result<Start> {
-    let mut s = settings(a, a.preset.settings())?;
+    let preset = a.preset.settings();
+    let mut s = settings(a, if a.init.is_some() { preset.fine_tuning() } else { preset })?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
     if !a.overwrite {
         super::out_dir::check_free(&out)?;
