@@ -49,7 +49,7 @@ fn ours(model: &Gpt, prompt: &[u32], new_tokens: usize) -> (f64, f64) {
         max_new_tokens: new_tokens,
         stop: Vec::new(),
     };
-    let g = generate(model, &[prompt.to_vec()], &opts, &mut rng(0), |_, _| true).expect("a valid prompt");
+    let g = generate(model, &[prompt.to_vec()], &opts, &mut [rng(0)], |_, _| true).expect("a valid prompt");
     (g.prefill_secs, g.decode_secs / g.decode_tokens.max(1) as f64)
 }
 

@@ -41,7 +41,7 @@ type Row = (
 const ROWS: &[Row] = &[
     ("", "--threads", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("2", R)]),
     ("train", "--steps", &["--stop-at", "1"], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
-    ("train", "--stop-at", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    ("train", "--stop-at", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("1", R)]),
     ("train", "--batch-size", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("train", "--grad-accum", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("2", R)]),
     ("train", "--seed", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
@@ -60,6 +60,7 @@ const ROWS: &[Row] = &[
     ("train", "--dropout", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F), ("0.5", R)]),
     ("train", "--eval-every", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
     ("train", "--save-every", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    ("train", "--sample-every", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R), ("1", R)]),
     ("train", "--val-fraction", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F)]),
     ("train", "--num-samples", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("train", "--temperature", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", R)]),
@@ -101,7 +102,8 @@ fn base(cmd: &str) -> (&'static [[&'static str; 2]], &'static [&'static str]) {
                 ["--batch-size", "2"],
                 ["--num-samples", "1"],
             ],
-            &[],
+            // Every case trains into the same directory.
+            &["--overwrite"],
         ),
         "sample" => (&[["--model", "{char}"], ["--num-samples", "2"]], &[]),
         "generate" => (&[["--model", "{bpe}"], ["--max-new-tokens", "2"]], &["Hi"]),

@@ -148,11 +148,15 @@ fn fine_tuning_starts_from_the_checkpoint_and_lowers_the_loss_on_new_text() {
         (Some(2), Some(16))
     );
 
+    // --overwrite: `tuned` holds the run above (which a failed start leaves alone).
     fails_with(
-        &gpt(&[&args[..], &["--n-ctx", "500"]].concat()),
+        &gpt(&[&args[..], &["--n-ctx", "500", "--overwrite"]].concat()),
         "larger than the checkpoint's n_ctx",
     );
-    fails_with(&gpt(&[&args[..], &["--n-layer", "3"]].concat()), "brings its own size");
+    fails_with(
+        &gpt(&[&args[..], &["--n-layer", "3", "--overwrite"]].concat()),
+        "brings its own size",
+    );
     fails_with(&gpt(&["train", "--init", s(&tmp.path().join("nope"))]), "nope");
 }
 
@@ -173,6 +177,7 @@ fn validation_splits_that_are_empty_or_too_short_are_errors() {
             s(&out),
             "--steps",
             "2",
+            "--overwrite",
         ];
         gpt(&[
             &args[..],
@@ -268,4 +273,99 @@ fn a_llama_fine_tunes_stops_and_resumes_bit_for_bit() {
         serde_json::from_str(&std::fs::read_to_string(straight.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model_type"], "llama");
     assert_eq!(config["num_key_value_heads"], 2);
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes_bit_for_bit() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, stopped) = (tmp.path().join("straight"), tmp.path().join("stopped"));
+    // Long enough that the signal comes mid-run.
+    let steps = ["--steps", "400"];
+    let mut args = vec!["train", "--out", s(&stopped), "--n-layer", "2", "--n-embd", "16"];
+    args.extend(["--batch-size", "8", "--grad-accum", "2", "--dropout", "0.1"]);
+    args.extend(["--num-samples", "1", "--eval-every", "0", "--warmup", "4"]);
+    args.extend(steps);
+    let child = Command::new(env!("CARGO_BIN_EXE_gpt"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = stopped.join("log.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(started.elapsed().as_secs() < 60, "no steps logged");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill only sends a signal to our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let resume = format!("continue with: gpt train --resume {}", s(&stopped));
+    assert!(stdout.contains(&resume), "{stdout}\n{stderr}");
+    let lines = log_lines(&stopped);
+    let step = lines.last().unwrap()["step"].as_u64().unwrap();
+    assert!(step < 400, "the run ended before the signal");
+    assert_eq!(lines.len() as u64, step, "one whole line per step");
+    assert!(stopped.join(format!("train_state-{step}.safetensors")).is_file());
+
+    // As if killed later (kill -9): steps past the checkpoint and half a line, which a resume drops.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.push_str(&format!("{{\"step\":{},\"train_loss\":1.0}}\n{{\"st", step + 1));
+    std::fs::write(&log, text).unwrap();
+    succeeds(gpt(&["train", "--resume", s(&stopped), "--num-samples", "1"]));
+    succeeds(names_run(&straight, &steps));
+    let bits = |d: &Path| {
+        let model = gpt::model::Gpt::load(d).unwrap();
+        model
+            .params
+            .tensors
+            .iter()
+            .flat_map(|t| t.data.clone())
+            .map(f32::to_bits)
+            .collect::<Vec<_>>()
+    };
+    assert!(bits(&straight) == bits(&stopped), "final weights differ");
+    assert_eq!(log_lines(&stopped).len(), 400);
+}
+
+#[test]
+fn fine_tuning_defaults_are_a_small_constant_rate_and_every_setting_is_shown_and_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    succeeds(names_run(&base, &["--steps", "30"]));
+    let new_text = tmp.path().join("new.txt");
+    let words: Vec<String> = (0..200)
+        .map(|i| format!("mar{}a", ["i", "y", "ie", "ia"][i % 4]))
+        .collect();
+    std::fs::write(&new_text, words.join("\n")).unwrap();
+    let tuned = tmp.path().join("tuned");
+    let args = ["train", "--init", s(&base), "--data", s(&new_text), "--out", s(&tuned)];
+    let out = succeeds(gpt(&[&args[..], &["--num-samples", "0"]].concat()));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("step 0/500 | val "), "the starting loss is shown: {err}");
+    for want in ["lr 0.0003", "warmup 0", "decay constant", "steps 500", "batch_size 64"] {
+        assert!(err.contains(want), "{want:?} missing: {err}");
+    }
+    let lrs: Vec<f64> = log_lines(&tuned).iter().map(|l| l["lr"].as_f64().unwrap()).collect();
+    assert_eq!(lrs.len(), 500);
+    assert!(
+        lrs.iter().all(|&lr| (lr - 3e-4).abs() < 1e-9),
+        "constant from the first step"
+    );
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tuned.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["settings"]["steps"], 500);
+    assert_eq!(run["settings"]["decay"], "constant");
+    assert_eq!(run["settings"]["init"], s(&base));
+
+    // A warmup as long as the run (names_run's is 4 steps) is named.
+    let out = succeeds(names_run(&tmp.path().join("warm"), &["--steps", "4"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("warning: --warmup 4 is not below --steps 4"), "{err}");
 }

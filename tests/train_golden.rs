@@ -172,8 +172,9 @@ fn options(g: &Golden, run: &Run, steps: &[Vec<Batch>], grad_accum: usize) -> Tr
         dropout: 0.0,
         eval_every: 0,
         save_every: 0,
+        sample_every: 0,
         seed: 0,
-        progress: false,
+        progress: gpt::train::progress::Progress::Quiet,
     }
 }
 

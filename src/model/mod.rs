@@ -18,7 +18,7 @@ pub use export::{write_gguf, GgufMeta, EXPORT_KINDS};
 pub use gpt::{Gpt, Init};
 /// llama.cpp's GGUF model files: config, weights (dequantized, or as stored) and tokenizer.
 pub use import::gguf;
-pub use io::{parse_checkpoint, stored_dtypes};
+pub use io::{parse_checkpoint, stored_dtypes, CONFIG_FILE, WEIGHTS_FILE};
 pub use kv_cache::KvCache;
 pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};
 pub use names::is_embedding;

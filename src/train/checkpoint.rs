@@ -17,6 +17,11 @@ pub fn train_state_path(dir: &Path, step: usize) -> PathBuf {
     dir.join(format!("train_state-{step}.safetensors"))
 }
 
+/// True for the name of a `train_state-STEP.safetensors` file.
+pub fn is_train_state(name: &str) -> bool {
+    name.starts_with("train_state-") && name.ends_with(".safetensors")
+}
+
 /// Saves a resumable checkpoint of step `state.step` in `dir`, `run` being
 /// the run's settings (JSON): first the optimizer moments for that step, then
 /// the model tagged with the step, then older optimizer states are removed. A
@@ -42,8 +47,7 @@ pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -
     model.save_with(dir, step)?;
     for entry in fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let stale = name.starts_with("train_state-") && entry.path() != train_state_path(dir, state.step);
-        if stale && name.ends_with(".safetensors") {
+        if is_train_state(&name) && entry.path() != train_state_path(dir, state.step) {
             let _ = fs::remove_file(entry.path());
         }
     }

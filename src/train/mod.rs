@@ -6,11 +6,13 @@
 //! - [`eval`]: scoring a model on data (validation, `gpt eval`)
 //! - [`checkpoint`]: resumable checkpoints (model + optimizer state)
 //! - [`plot`]: the loss plot (SVG) left in the run directory
+//! - [`progress`]: what a run shows as it trains (a bar, plain lines, nothing)
 
 pub mod checkpoint;
 pub mod eval;
 pub mod optim;
 pub mod plot;
+pub mod progress;
 pub mod schedule;
 pub mod trainer;
 

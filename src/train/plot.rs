@@ -6,6 +6,11 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
+/// A run's log: one JSON object per step.
+pub const LOG_FILE: &str = "log.jsonl";
+/// The loss plot drawn from it.
+pub const PLOT_FILE: &str = "loss.svg";
+
 /// Writes `path` (SVG): `train[i]` is the loss of step `i + 1`; `val` holds `(step, loss)`.
 pub fn write_loss_plot(path: &Path, train: &[f32], val: &[(usize, f32)]) -> Result<()> {
     let mut svg = String::new();
@@ -15,7 +20,7 @@ pub fn write_loss_plot(path: &Path, train: &[f32], val: &[(usize, f32)]) -> Resu
 
 /// Writes `dir/loss.svg` from the run's `dir/log.jsonl` (resumed runs included).
 pub fn plot_log(dir: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(dir.join("log.jsonl"))?;
+    let text = std::fs::read_to_string(dir.join(LOG_FILE))?;
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for line in text.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
@@ -28,7 +33,7 @@ pub fn plot_log(dir: &Path) -> Result<()> {
             val.push((step as usize, loss as f32));
         }
     }
-    write_loss_plot(&dir.join("loss.svg"), &train, &val)
+    write_loss_plot(&dir.join(PLOT_FILE), &train, &val)
 }
 
 /// Mean of each window of `w` steps ending at each step.

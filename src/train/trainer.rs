@@ -5,6 +5,7 @@
 
 use super::eval::evaluate;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use super::progress::{Display, Progress, StepView};
 use super::schedule::Schedule;
 use crate::autograd::{Grads, Graph, Workspace};
 use crate::data::batch::Batch;
@@ -12,7 +13,6 @@ use crate::data::dataset::Dataset;
 use crate::model::Gpt;
 use crate::tensor::rng;
 use anyhow::{bail, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use std::io::Write;
 use std::time::Instant;
 
@@ -39,8 +39,10 @@ pub struct TrainOptions {
     pub eval_every: usize,
     /// Checkpoint every this many steps (and always at the end); 0 = only at the end.
     pub save_every: usize,
+    /// Show a sample every this many steps; 0 = never.
+    pub sample_every: usize,
     pub seed: u64,
-    pub progress: bool,
+    pub progress: Progress,
 }
 
 /// What carries over from one step to the next, and what a checkpoint saves
@@ -69,11 +71,15 @@ pub struct TrainReport {
     pub losses: Vec<f32>,
     /// `(step, val_loss)` at each validation.
     pub val_losses: Vec<(usize, f32)>,
+    /// Validation loss of the weights a fresh run starts from.
+    pub start_val_loss: Option<f32>,
     /// Final loss on (up to as many documents as the validation set of) the training set.
     pub train_loss: Option<f32>,
     pub val_loss: Option<f32>,
     pub seconds: f64,
     pub tokens: usize,
+    /// Stopped early at [`TrainHooks::stop_requested`]'s word, with a checkpoint.
+    pub interrupted: bool,
 }
 
 /// The dropout masks of shard `shard` of the `i`-th micro-batch of a run: one
@@ -248,9 +254,15 @@ pub trait TrainHooks {
         Ok(())
     }
 
-    /// Called at each periodic validation: text to show, if any.
+    /// Called every `sample_every` steps: text to show, if any.
     fn sample(&mut self, _model: &Gpt) -> Option<String> {
         None
+    }
+
+    /// Asked after each step: true ends the run there, with a checkpoint
+    /// (after Ctrl-C, say).
+    fn stop_requested(&self) -> bool {
+        false
     }
 }
 
@@ -281,23 +293,18 @@ pub fn train(
     let mut report = TrainReport::default();
     let mut last_saved = (state.step > 0).then_some(state.step);
 
-    let bar = if opts.progress {
-        ProgressBar::new(opts.steps as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")
-            .expect("valid template"),
-    );
-    bar.set_position(state.step as u64);
-    bar.reset_eta();
+    let mut show = Display::new(opts.progress, opts.steps, state.step);
+    if state.step == 0 && !val_data.is_empty() {
+        report.start_val_loss = evaluate(model, val_data, opts.n_ctx, &mut ws);
+        report.start_val_loss.inspect(|&v| show.start(0, v));
+    }
     let start = Instant::now();
     for step in state.step..end {
         let micro: Vec<Batch> = (0..opts.grad_accum.max(1))
             .map(|_| batches.next_batch().expect("training batches never end"))
             .collect();
         let lr = opts.schedule.lr_at(step);
+        let step_start = Instant::now();
         let loss = train_step(
             model,
             &mut state.opt,
@@ -308,8 +315,9 @@ pub fn train(
             lr,
             opts,
         );
+        let time = step_start.elapsed();
         if !loss.is_finite() {
-            bar.abandon();
+            show.abandon();
             let kept = match last_saved {
                 Some(s) => format!("the last checkpoint (step {s}) is kept"),
                 None => "no checkpoint was written".to_string(),
@@ -323,16 +331,20 @@ pub fn train(
         state.step = step + 1;
         state.batches_drawn += micro.len() as u64;
         report.losses.push(loss);
-        report.tokens += micro.iter().map(Batch::n_targets).sum::<usize>();
+        let tokens = micro.iter().map(Batch::n_targets).sum::<usize>();
+        report.tokens += tokens;
 
+        // Asked to stop: save this step's checkpoint and nothing else.
+        let stop = hooks.stop_requested();
         let last = state.step == end;
-        let periodic = opts.eval_every > 0 && state.step.is_multiple_of(opts.eval_every);
-        if periodic && !last {
+        let every = |n: usize| n > 0 && state.step.is_multiple_of(n) && !stop;
+        let periodic = every(opts.eval_every);
+        if every(opts.sample_every) && !last {
             if let Some(text) = hooks.sample(model) {
-                bar.suspend(|| eprintln!("--- sample at step {}:\n{text}\n---", state.step));
+                show.println(&format!("--- sample at step {}:\n{text}\n---", state.step));
             }
         }
-        let val = if !val_data.is_empty() && (last || periodic) {
+        let val = if !val_data.is_empty() && ((last && !stop) || periodic) {
             let v = evaluate(model, val_data, opts.n_ctx, &mut ws);
             if let Some(v) = v {
                 report.val_losses.push((state.step, v));
@@ -341,31 +353,46 @@ pub fn train(
         } else {
             None
         };
-        let mut line = serde_json::json!({ "step": state.step, "train_loss": loss, "lr": lr });
+        let seconds = time.as_secs_f64();
+        let mut line = serde_json::json!({
+            "step": state.step,
+            "train_loss": loss,
+            "lr": lr,
+            "ms": (1e6 * seconds).round() / 1e3,
+            "tokens_per_s": (tokens as f64 / seconds.max(1e-9)).round() as u64,
+        });
         if let Some(v) = val {
             line["val_loss"] = v.into();
         }
-        writeln!(log, "{line}")?;
-        if last || (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) {
+        // A whole line in one write: a run killed at any moment leaves no partial line.
+        log.write_all(format!("{line}\n").as_bytes())?;
+        if last || stop || (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) {
             log.flush()?;
             hooks.save(model, state)?;
             last_saved = Some(state.step);
         }
 
-        let tok_s = report.tokens as f64 / start.elapsed().as_secs_f64();
-        let val_msg = report
-            .val_losses
-            .last()
-            .map(|(_, v)| format!(" val {v:.4}"))
-            .unwrap_or_default();
-        bar.set_message(format!("loss {loss:.4}{val_msg} | {tok_s:.0} tok/s"));
-        bar.inc(1);
+        let view = StepView {
+            step: state.step,
+            loss,
+            val,
+            lr,
+            time,
+            tokens,
+        };
+        show.step(&view, last || stop);
+        if stop {
+            report.interrupted = true;
+            break;
+        }
     }
     report.seconds = start.elapsed().as_secs_f64();
-    bar.finish();
+    show.finish();
     log.flush()?;
     report.val_loss = report.val_losses.last().map(|&(_, v)| v);
-    report.train_loss = evaluate(model, &train_data.prefix_like(val_data), opts.n_ctx, &mut ws);
+    if !report.interrupted {
+        report.train_loss = evaluate(model, &train_data.prefix_like(val_data), opts.n_ctx, &mut ws);
+    }
     Ok(report)
 }
 
@@ -400,8 +427,9 @@ mod tests {
             dropout: 0.0,
             eval_every: 0,
             save_every: 0,
+            sample_every: 0,
             seed: 1,
-            progress: false,
+            progress: Progress::Quiet,
         }
     }
 
@@ -468,10 +496,12 @@ mod tests {
         assert_eq!((state.step, state.batches_drawn), (5, 10));
         log.extend(run(&mut resumed, &data, &opts, &mut state).1);
         assert_eq!(resumed.params.tensors, straight.params.tensors);
-        // The val loss at the stop is extra; every step's loss and lr agree.
+        // The val loss at the stop is extra, and timings vary; every step's loss and lr agree.
         let strip = |l: &String| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("val_loss");
+            for key in ["val_loss", "ms", "tokens_per_s"] {
+                v.as_object_mut().unwrap().remove(key);
+            }
             v
         };
         assert_eq!(

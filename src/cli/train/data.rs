@@ -8,6 +8,10 @@ use crate::data::docs::{read_documents, read_text, split_documents};
 use crate::data::tokens::TokenFile;
 use crate::tokenizer::{CharTokenizer, Tokenizer};
 use anyhow::{bail, ensure, Context, Result};
+use std::path::Path;
+
+/// The training tokens of a `gpt prepare` directory.
+const TRAIN_BIN: &str = "train.bin";
 
 /// The data of a run, encoded, with its tokenizer.
 pub struct Prepared {
@@ -19,6 +23,8 @@ pub struct Prepared {
     /// Training documents as text (character models), to tell new samples from copies.
     pub train_docs: Vec<String>,
     pub what: String,
+    /// Notes and warnings about the data, printed unless `--quiet`.
+    pub notes: Vec<String>,
 }
 
 /// Reads and encodes the run's data with `tok` (a checkpoint's), or, without
@@ -44,6 +50,28 @@ pub fn prepare(s: &Settings, tok: Option<Tokenizer>, max_ctx: Option<usize>) -> 
     }
 }
 
+/// Whether `path` is a directory made by `gpt prepare` (it holds train.bin).
+pub fn is_prepared(path: &Path) -> bool {
+    path.join(TRAIN_BIN).is_file()
+}
+
+/// The `--tokenizer` that made the token files of `dir` (from `gpt prepare`):
+/// gpt2, or an error asking for the directory of a tokenizer of its own.
+pub fn prepared_tokenizer(dir: &Path) -> Result<String> {
+    let file = TokenFile::open(&dir.join(TRAIN_BIN))?;
+    let h = file.header();
+    if h.tokenizer_fingerprint == Tokenizer::gpt2().fingerprint() {
+        return Ok("gpt2".to_string());
+    }
+    bail!(
+        "--data {}: its token files were made with a tokenizer of their own ({:?}, {} ids): give that \
+         tokenizer's directory with --tokenizer DIR",
+        dir.display(),
+        h.tokenizer_name,
+        h.vocab_size
+    )
+}
+
 /// The context length of a run: `--n-ctx` or `default`, at most the model's.
 fn context(s: &Settings, default: usize, max_ctx: Option<usize>) -> Result<usize> {
     let max = max_ctx.unwrap_or(usize::MAX);
@@ -58,17 +86,24 @@ fn context(s: &Settings, default: usize, max_ctx: Option<usize>) -> Result<usize
 
 /// Character model: one document per line, split into train and validation documents.
 fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize>) -> Result<Prepared> {
+    if let Some(dir) = s.data.as_deref().filter(|d| d.is_dir()) {
+        bail!(
+            "--data {}: a character model trains on a text file (one document per line), not a directory",
+            dir.display()
+        );
+    }
     let docs = read_documents(s.data.as_deref())?;
     let (train_docs, val_docs) = split_documents(docs, s.val_fraction, s.seed);
     let tok = tok.unwrap_or_else(|| CharTokenizer::from_docs(&train_docs));
+    let mut notes = Vec::new();
     // Documents with characters the tokenizer lacks (validation, or a checkpoint's) are skipped.
-    let encode = |docs: &[String], what: &str| -> Vec<Vec<u32>> {
+    let mut encode = |docs: &[String], what: &str| -> Vec<Vec<u32>> {
         let ids: Vec<Vec<u32>> = docs.iter().filter_map(|d| tok.encode_doc(d).ok()).collect();
         if ids.len() < docs.len() {
-            eprintln!(
+            notes.push(format!(
                 "note: {} {what} documents use characters the tokenizer lacks and are skipped",
                 docs.len() - ids.len()
-            );
+            ));
         }
         ids
     };
@@ -85,7 +120,7 @@ fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize
     let n_ctx = context(s, longest.min(256), max_ctx)?;
     let cut = truncated(&train_ids, n_ctx) + truncated(&val_ids, n_ctx);
     if cut > 0 {
-        eprintln!("warning: {cut} documents are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx} (raise --n-ctx to keep them whole)");
+        notes.push(format!("warning: {cut} documents are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx} (raise --n-ctx to keep them whole)"));
     }
     let what = format!("{} documents ({} for validation)", train_ids.len(), val_ids.len());
     Ok(Prepared {
@@ -95,6 +130,7 @@ fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize
         n_ctx,
         train_docs,
         what,
+        notes,
     })
 }
 
@@ -102,8 +138,13 @@ fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize
 /// tokens held out), or a directory from `gpt prepare` (train.bin, val.bin).
 fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<Prepared> {
     // `val_wanted`: a val.bin exists or --val-fraction is above 0.
+    ensure!(
+        s.pack,
+        "--no-pack: BPE data is one stream of tokens cut into windows, with no documents to keep apart; drop --no-pack"
+    );
+    let mut notes = Vec::new();
     let (train, val, val_wanted) = match s.data.as_deref() {
-        Some(dir) if dir.join("train.bin").is_file() => {
+        Some(dir) if is_prepared(dir) => {
             let load = |name: &str| -> Result<Vec<u32>> {
                 let path = dir.join(name);
                 let f = TokenFile::open(&path)?;
@@ -115,10 +156,13 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
             let val = if wanted {
                 load("val.bin")?
             } else {
-                eprintln!("note: {} has no val.bin: only training loss is reported", dir.display());
+                notes.push(format!(
+                    "note: {} has no val.bin: only training loss is reported",
+                    dir.display()
+                ));
                 Vec::new()
             };
-            (load("train.bin")?, val, wanted)
+            (load(TRAIN_BIN)?, val, wanted)
         }
         path => {
             let text = match path {
@@ -156,5 +200,6 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
         n_ctx,
         train_docs: Vec::new(),
         what,
+        notes,
     })
 }

@@ -2,7 +2,10 @@
 //! continue a saved run (`--resume`).
 
 mod data;
+mod interrupt;
 mod limits;
+mod out_dir;
+mod report;
 mod start;
 
 use crate::model::{Gpt, Init};
@@ -10,6 +13,7 @@ use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOp
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::optim::AdamWConfig;
+use crate::train::progress::Progress;
 use crate::train::schedule::{Decay, Schedule};
 use crate::train::{train, TrainOptions};
 use anyhow::{Context, Result};
@@ -39,7 +43,8 @@ pub struct TrainArgs {
     pub data: Option<PathBuf>,
     /// Tokenizer: char (one token per character, documents = lines), gpt2 (GPT-2's BPE over the
     /// whole text, or over a `gpt prepare` directory given as --data), or a directory with
-    /// vocab.json + merges.txt [default: char; with --init, the checkpoint's]
+    /// vocab.json + merges.txt [default: char; for a `gpt prepare` directory, the one its
+    /// token files name; with --init, the checkpoint's]
     #[arg(long)]
     pub tokenizer: Option<String>,
     /// Start from a trained model (fine-tuning): gpt2 (or another name fetched with `gpt download`),
@@ -54,13 +59,19 @@ pub struct TrainArgs {
     /// log.jsonl, loss.svg) [default: out, or the --resume directory]
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Starting values for every setting below; explicit flags override them
+    /// Replace the run already in --out: its files (model, tokenizer, log, optimizer states) are removed first
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
+    /// Starting values for every setting below; explicit flags override them. With --init, the
+    /// fine-tuning defaults replace the schedule: --lr 3e-4 held constant (--decay constant),
+    /// --warmup 0, --steps 500, --eval-every 100
     #[arg(long, value_enum, default_value = "default")]
     pub preset: Preset,
     /// Optimizer steps of the whole run
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Stop after this step with a checkpoint, keeping the schedule of --steps; continue with --resume
+    /// Stop after this step (at most --steps) with a checkpoint, keeping the schedule of --steps;
+    /// continue with --resume
     #[arg(long)]
     pub stop_at: Option<usize>,
     /// Rows per micro-batch, each holding one or more documents (up to --n-ctx tokens) [default: 64; BPE: 8]
@@ -116,16 +127,20 @@ pub struct TrainArgs {
     /// Dropout probability on embeddings and residual branches
     #[arg(long)]
     pub dropout: Option<f32>,
-    /// Validation loss (and a sample) every N steps (0 = only at the end)
+    /// Validation loss every N steps (0 = only at the start and the end)
     #[arg(long)]
     pub eval_every: Option<usize>,
+    /// Show a sample every N steps while training (0 = none) [default: 0]
+    #[arg(long)]
+    pub sample_every: Option<usize>,
     /// Checkpoint (resumable with --resume) every N steps (0 = only at the end)
     #[arg(long)]
     pub save_every: Option<usize>,
-    /// Fraction of the data held out for validation (documents, or the end of a text) [default: 0.1]
+    /// Fraction of the data held out for validation (documents, or the end of a text) [default: 0.1;
+    /// a `gpt prepare` directory has its own val.bin]
     #[arg(long)]
     pub val_fraction: Option<f64>,
-    /// One document per row instead of packing several
+    /// One document per row instead of packing several (character models: BPE data is one stream)
     #[arg(long)]
     pub no_pack: bool,
     /// Documents (or texts) to generate after training [default: 20; BPE: 3]
@@ -134,6 +149,9 @@ pub struct TrainArgs {
     /// Temperature of those samples
     #[arg(long)]
     pub temperature: Option<f32>,
+    /// Print only errors and the final line (no progress, no samples)
+    #[arg(long, short, conflicts_with = "sample_every")]
+    pub quiet: bool,
 }
 
 /// Every setting of a run: the preset's values, then the flags on top. Saved
@@ -170,6 +188,9 @@ pub struct Settings {
     dropout: f32,
     eval_every: usize,
     save_every: usize,
+    /// Absent from runs saved before it existed.
+    #[serde(default)]
+    sample_every: usize,
     num_samples: usize,
     temperature: f32,
 }
@@ -204,6 +225,7 @@ impl Preset {
             dropout: 0.0,
             eval_every: 500,
             save_every: 0,
+            sample_every: 0,
             num_samples: 20,
             temperature: 0.8,
         };
@@ -232,6 +254,26 @@ impl Preset {
         }
     }
 }
+
+impl Settings {
+    /// `self` for fine-tuning a trained model (`--init`): a small constant
+    /// learning rate from the first step, and a short run. The from-scratch
+    /// schedule's peak undoes what the model knows before it learns the new text.
+    fn fine_tuning(self) -> Settings {
+        Settings {
+            steps: FINE_TUNING_STEPS,
+            lr: FINE_TUNING_LR,
+            warmup: 0,
+            decay: Decay::Constant,
+            eval_every: 100,
+            ..self
+        }
+    }
+}
+
+/// `--steps` and `--lr` of an `--init` run unless given.
+const FINE_TUNING_STEPS: usize = 500;
+const FINE_TUNING_LR: f32 = 3e-4;
 
 /// `--decay`'s values, mapped to the schedule's [`Decay`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -274,6 +316,7 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
         dropout,
         eval_every,
         save_every,
+        sample_every,
         num_samples,
         temperature
     );
@@ -285,11 +328,15 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
     s.min_lr = a.min_lr.or(s.min_lr);
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
     s.pack &= !a.no_pack;
+    if let Some(n) = a.stop_at {
+        let want = format!("at most --steps {} (the run ends there)", s.steps);
+        super::check::flag(n <= s.steps, "--stop-at", n, &want)?;
+    }
     limits::check_settings(&s)?;
     Ok(s)
 }
 
-fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
+fn train_options(s: &Settings, stop_at: Option<usize>, progress: Progress) -> TrainOptions {
     TrainOptions {
         steps: s.steps,
         stop_at,
@@ -314,8 +361,9 @@ fn train_options(s: &Settings, stop_at: Option<usize>) -> TrainOptions {
         dropout: s.dropout,
         eval_every: s.eval_every,
         save_every: s.save_every,
+        sample_every: s.sample_every,
         seed: s.seed,
-        progress: true,
+        progress,
     }
 }
 
@@ -331,24 +379,22 @@ pub fn run(a: TrainArgs) -> Result<()> {
         None => fresh(&a)?,
     };
     let s = &record.settings;
-    let c = &model.config;
-    eprintln!(
-        "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps of {} x {} rows",
-        model.params.count(),
-        c.n_layer,
-        c.n_embd,
-        c.n_head,
-        s.n_ctx.unwrap_or(c.n_ctx),
-        data.what,
-        s.steps,
-        s.grad_accum,
-        s.batch_size
-    );
+    if !a.quiet {
+        report::start(&model, &data, s)?;
+    }
+    interrupt::arm()?;
+    if a.overwrite {
+        out_dir::clear(&out)?;
+    }
     std::fs::create_dir_all(&out).with_context(|| format!("creating output directory {}", out.display()))?;
     match &data.tok {
         Tokenizer::Char(t) => t.save(&out)?,
         Tokenizer::Bpe(t) => t.save(&out)?,
     }
+    crate::io::write_atomic(
+        &out.join(out_dir::RUN_FILE),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
     let mut log = open_log(&out, state.step)?;
     let mut hooks = RunHooks {
         out: &out,
@@ -356,7 +402,12 @@ pub fn run(a: TrainArgs) -> Result<()> {
         data: &data,
         s,
     };
-    let opts = train_options(s, a.stop_at);
+    let progress = if a.quiet {
+        Progress::Quiet
+    } else {
+        Progress::for_stderr(s.steps)
+    };
+    let opts = train_options(s, a.stop_at, progress);
     let report = train(
         &mut model,
         &data.train,
@@ -366,36 +417,16 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &mut log,
         &mut hooks,
     )?;
-
-    let mut stdout = super::out::stdout();
-    let fmt = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
-    let steps = report.losses.len().max(1) as f64;
-    writeln!(
-        stdout,
-        "done: {} steps in {:.2}s ({:.2} ms/step, {:.0} tokens/s) | train loss {} | val loss {}",
-        report.losses.len(),
-        report.seconds,
-        1e3 * report.seconds / steps,
-        report.tokens as f64 / report.seconds,
-        fmt(report.train_loss),
-        fmt(report.val_loss)
-    )?;
-    if let Some(last) = report.losses.len().checked_sub(100) {
-        let mean = report.losses[last..].iter().sum::<f32>() / 100.0;
-        writeln!(stdout, "mean training loss over the last 100 steps: {mean:.4}")?;
+    interrupt::disarm();
+    let printed = report::end(&report, state.step, s.steps, &out, a.quiet);
+    if report.interrupted || interrupt::requested() {
+        std::process::exit(interrupt::EXIT_CODE);
     }
-    writeln!(
-        stdout,
-        "saved step {} of {} to {} (loss plot: {})",
-        state.step,
-        s.steps,
-        out.display(),
-        out.join("loss.svg").display()
-    )?;
-    if state.step < s.steps {
-        writeln!(stdout, "continue with: gpt train --resume {}", out.display())?;
+    printed?;
+    if a.quiet {
+        return Ok(());
     }
-    print_samples(&mut stdout, &model, &data, s)
+    print_samples(&mut super::out::stdout(), &model, &data, s)
 }
 
 /// `n` samples: new documents (characters) or text from `<|endoftext|>` (BPE).

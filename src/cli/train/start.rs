@@ -2,7 +2,7 @@
 //! a saved run to continue (`--resume`); and what it does while it trains
 //! (checkpoints, samples, its log).
 
-use super::data::{prepare, Prepared};
+use super::data::{is_prepared, prepare, prepared_tokenizer, Prepared};
 use super::limits::check_memory;
 use super::{samples, settings, train_options, Settings, TrainArgs};
 use crate::io::write_atomic;
@@ -11,19 +11,20 @@ use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
 use crate::train::plot::plot_log;
+use crate::train::progress::Progress;
 use crate::train::{TrainHooks, TrainState};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// Settings a resumed run may change: the rest must be the saved run's.
-const CHANGEABLE_ON_RESUME: [&str; 6] = [
+const CHANGEABLE_ON_RESUME: [&str; 7] = [
     "data",
     "steps",
     "eval_every",
     "save_every",
+    "sample_every",
     "num_samples",
     "temperature",
 ];
@@ -68,7 +69,27 @@ pub struct Start {
 
 /// A new run, from random weights or from `--init`'s checkpoint.
 pub fn fresh(a: &TrainArgs) -> Result<Start> {
-    let mut s = settings(a, a.preset.settings())?;
+    let preset = a.preset.settings();
+    let mut s = settings(a, if a.init.is_some() { preset.fine_tuning() } else { preset })?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
+    if !a.overwrite {
+        super::out_dir::check_free(&out)?;
+    }
+    if let Some(dir) = s.data.as_deref().filter(|d| d.is_dir()) {
+        ensure!(
+            is_prepared(dir),
+            "--data {}: a directory without train.bin; give a text file or a directory made by `gpt prepare`",
+            dir.display()
+        );
+        ensure!(
+            a.val_fraction.is_none(),
+            "--val-fraction: {} holds its validation split in val.bin (`gpt prepare --val-fraction` sets it); drop --val-fraction",
+            dir.display()
+        );
+        if a.tokenizer.is_none() && s.init.is_none() {
+            s.tokenizer = prepared_tokenizer(dir)?;
+        }
+    }
     // Recorded for --resume, which may run from another directory.
     s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
     let mut model = None;
@@ -118,8 +139,7 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
     config.validate()?;
     check_memory(&s, &config)?;
     let model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
-    let state = TrainState::new(&model, train_options(&s, None).adamw);
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
+    let state = TrainState::new(&model, train_options(&s, None, Progress::Quiet).adamw);
     let train_data = data.train.fingerprint();
     Ok(Start {
         record: RunRecord {
@@ -137,6 +157,13 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
 pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
     let (model, state, record) = load_checkpoint(dir)?;
     let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
+    if let Some(n) = a.stop_at {
+        ensure!(
+            n > state.step,
+            "--stop-at {n}: the checkpoint is already at step {}; give a later step",
+            state.step
+        );
+    }
     let s = settings(a, record.settings.clone())?;
     check_same_run(&record.settings, &s)?;
     // Each step draws --grad-accum batches: another count would resume on other data (or
@@ -157,12 +184,6 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
         record.settings.steps,
         state.step
     );
-    if s.steps != record.settings.steps {
-        eprintln!(
-            "note: the run was planned for {} steps; the learning-rate schedule now spans {}",
-            record.settings.steps, s.steps
-        );
-    }
     if let Some(out) = a.out.as_ref().filter(|o| o.as_path() != dir) {
         bail!(
             "--resume {} continues in its own directory: drop --out {}",
@@ -170,7 +191,7 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
             out.display()
         );
     }
-    let data = prepare(&s, Some(tokenizer_for(&model.config, dir)?), Some(model.config.n_ctx))?;
+    let mut data = prepare(&s, Some(tokenizer_for(&model.config, dir)?), Some(model.config.n_ctx))?;
     check_memory(&s, &model.config)?;
     let train_data = data.train.fingerprint();
     ensure!(
@@ -178,7 +199,14 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
         "the training data is not the run's (its tokens differ): resume with the same --data, or start a new run with --init {}",
         dir.display()
     );
-    eprintln!("resuming {} at step {}", dir.display(), state.step);
+    data.notes
+        .push(format!("resuming {} at step {}", dir.display(), state.step));
+    if s.steps != record.settings.steps {
+        data.notes.push(format!(
+            "note: the run was planned for {} steps; the learning-rate schedule now spans {}",
+            record.settings.steps, s.steps
+        ));
+    }
     Ok(Start {
         record: RunRecord {
             settings: s,
@@ -217,11 +245,15 @@ impl TrainHooks for RunHooks<'_> {
             Err(e) => format!("(no sample: {e:#})"),
         })
     }
+
+    fn stop_requested(&self) -> bool {
+        super::interrupt::requested()
+    }
 }
 
 /// The run's log: a fresh one, or a resumed run's cut back to its checkpoint's step.
-pub fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
-    let path = out.join("log.jsonl");
+pub fn open_log(out: &Path, resumed_at: usize) -> Result<File> {
+    let path = out.join(crate::train::plot::LOG_FILE);
     if resumed_at > 0 {
         let text = match std::fs::read_to_string(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -250,5 +282,5 @@ pub fn open_log(out: &Path, resumed_at: usize) -> Result<BufWriter<File>> {
         .truncate(resumed_at == 0)
         .open(&path)
         .with_context(|| format!("creating {}", path.display()))?;
-    Ok(BufWriter::new(file))
+    Ok(file)
 }

@@ -1,0 +1,92 @@
+//! What a run says when it starts (the model, the data, every setting) and
+//! when it ends (what it did, where it is saved, how to go on).
+
+use super::data::Prepared;
+use super::Settings;
+use crate::model::Gpt;
+use crate::train::plot::PLOT_FILE;
+use crate::train::progress::count;
+use crate::train::TrainReport;
+use anyhow::Result;
+use std::path::Path;
+
+/// The notes on the data, the model and data in a line, every setting, and
+/// a warning for a warmup that outlasts the run.
+pub fn start(model: &Gpt, data: &Prepared, s: &Settings) -> Result<()> {
+    let c = &model.config;
+    data.notes.iter().for_each(|n| eprintln!("{n}"));
+    eprintln!(
+        "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps of {} x {} rows",
+        model.params.count(),
+        c.n_layer,
+        c.n_embd,
+        c.n_head,
+        s.n_ctx.unwrap_or(c.n_ctx),
+        data.what,
+        s.steps,
+        s.grad_accum,
+        s.batch_size
+    );
+    eprintln!("settings: {}", settings_line(s)?);
+    if s.warmup >= s.steps {
+        eprintln!(
+            "warning: --warmup {} is not below --steps {}: the learning rate never reaches --lr {}",
+            s.warmup, s.steps, s.lr
+        );
+    }
+    Ok(())
+}
+
+/// Every setting of a run as `name value` pairs, defaults resolved.
+fn settings_line(s: &Settings) -> Result<String> {
+    let resolved = Settings {
+        min_lr: Some(s.min_lr.unwrap_or(s.lr / 10.0)),
+        ..s.clone()
+    };
+    // Through text, so that an f32 prints as written (0.1, not 0.10000000149011612).
+    let value: serde_json::Value = serde_json::from_str(&serde_json::to_string(&resolved)?)?;
+    let pairs = value.as_object().expect("settings are an object").iter();
+    let shown = pairs.map(|(k, v)| match v {
+        serde_json::Value::Null => format!("{k} none"),
+        serde_json::Value::String(text) => format!("{k} {text}"),
+        v => format!("{k} {v}"),
+    });
+    Ok(shown.collect::<Vec<_>>().join(", "))
+}
+
+/// Prints the summary of a run that reached step `step` of `steps` in `out`;
+/// `quiet`: only its first line (and how to continue an unfinished run).
+/// Written through [`crate::cli::out`]: a closed pipe is an error the command ends on quietly.
+pub fn end(report: &TrainReport, step: usize, steps: usize, out: &Path, quiet: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = super::super::out::stdout();
+    let loss = |l: Option<f32>| l.map_or("n/a".to_string(), |l| format!("{l:.4}"));
+    let start = report
+        .start_val_loss
+        .map(|v| format!(" (at step 0: {v:.4})"))
+        .unwrap_or_default();
+    let n = report.losses.len();
+    let verb = if report.interrupted { "stopped" } else { "done" };
+    writeln!(
+        stdout,
+        "{verb}: {n} step{} in {:.1}s ({:.1} ms/step, {} tok/s) | train loss {} | val loss {}{start}",
+        if n == 1 { "" } else { "s" },
+        report.seconds,
+        1e3 * report.seconds / n.max(1) as f64,
+        count(report.tokens as f64 / report.seconds.max(1e-9)),
+        loss(report.train_loss),
+        loss(report.val_loss)
+    )?;
+    if !quiet {
+        writeln!(
+            stdout,
+            "saved step {step} of {steps} to {} (loss plot: {})",
+            out.display(),
+            out.join(PLOT_FILE).display()
+        )?;
+    }
+    if step < steps {
+        writeln!(stdout, "continue with: gpt train --resume {}", out.display())?;
+    }
+    Ok(())
+}
