@@ -298,7 +298,7 @@ fn a_prepared_directory_names_its_tokenizer_and_bad_tokenizers_list_the_choices(
         let out = tiny_train(&run, &text, &["--tokenizer", bad, "--overwrite"]);
         fails_with(
             &out,
-            &format!("--tokenizer {bad}: must be char, gpt2, or a directory with vocab.json"),
+            &format!("--tokenizer {bad}: give char (one per character), gpt2 (GPT-2's BPE, built in), a directory with tokenizer files (vocab.json + merges.txt"),
         );
     }
     // Token files of a tokenizer of their own: its directory must be named.
