@@ -260,8 +260,28 @@ fn act_len(kind: Kind, n: usize, cols: usize) -> usize {
     }
 }
 
+/// From this many activation rows on (a prompt, not a decoded token), the
+/// weights are dequantized a band at a time and multiplied by f32 GEMM: its
+/// register-blocked kernel does far more work per weight byte unpacked than
+/// one block dot product per (row, row) pair, and the band's unpacking is
+/// shared by every row.
+const GEMM_MIN_ROWS: usize = 16;
+
+/// About this many f32 weights are dequantized at a time for GEMM (512 KiB: a
+/// band the size of an L2 cache).
+const GEMM_BAND_FLOATS: usize = 1 << 17;
+
+/// Weight rows per dequantized band.
+fn gemm_band_rows(w: &QMatrix) -> usize {
+    (GEMM_BAND_FLOATS / w.cols.max(1)).clamp(16, w.rows.max(16))
+}
+
 /// Floats of scratch space [`qmatmul`] needs for `n` rows of activations.
 pub fn qmatmul_scratch_len(w: &QMatrix, n: usize) -> usize {
+    if n >= GEMM_MIN_ROWS {
+        let band = gemm_band_rows(w);
+        return band * w.cols + n * band;
+    }
     act_len(w.kind, n, w.cols) + if n > 1 { n * w.rows } else { 0 }
 }
 
@@ -278,6 +298,9 @@ pub fn qmatmul_with(isa: Isa, out: &mut [f32], x: &[f32], n: usize, w: &QMatrix,
     assert_eq!(x.len(), n * cols, "qmatmul: x is not [{n}, {cols}]");
     assert_eq!(out.len(), n * rows, "qmatmul: out is not [{n}, {rows}]");
     assert_eq!(scratch.len(), qmatmul_scratch_len(w, n), "qmatmul: wrong scratch size");
+    if n >= GEMM_MIN_ROWS {
+        return dequantized_gemm(out, x, n, w, scratch);
+    }
     let (act, cols_out) = scratch.split_at_mut(act_len(w.kind, n, cols));
     // Quantize the activations, a row of them per task when there are many.
     match act_format(w.kind) {
@@ -323,6 +346,27 @@ pub fn qmatmul_with(isa: Isa, out: &mut [f32], x: &[f32], n: usize, w: &QMatrix,
     out.par_chunks_mut(rows).enumerate().for_each(|(i, o)| {
         o.iter_mut().zip(cols_out.chunks(n)).for_each(|(o, c)| *o = c[i]);
     });
+}
+
+/// `out[n, rows] = x[n, cols] @ Wᵀ` a band of weight rows at a time: the band
+/// dequantized into f32, multiplied by GEMM into scratch, copied into its columns.
+fn dequantized_gemm(out: &mut [f32], x: &[f32], n: usize, w: &QMatrix, scratch: &mut [f32]) {
+    let (rows, cols) = (w.rows, w.cols);
+    let band = gemm_band_rows(w);
+    let (wbuf, tmp) = scratch.split_at_mut(band * cols);
+    for r0 in (0..rows).step_by(band) {
+        let br = band.min(rows - r0);
+        let wb = &mut wbuf[..br * cols];
+        wb.par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(j, row)| w.dequantize_row(r0 + j, row));
+        // [n, cols] @ [br, cols]ᵀ -> [n, br]
+        let t = &mut tmp[..n * br];
+        crate::tensor::matmul::matmul(t, x, false, wb, true, n, cols, br, false);
+        out.par_chunks_mut(rows)
+            .zip(t.par_chunks(br))
+            .for_each(|(o, t)| o[r0..r0 + br].copy_from_slice(t));
+    }
 }
 
 /// Quantizes each `cols`-long row of `x` into its blocks in `act`.
@@ -1052,6 +1096,36 @@ mod tests {
             }
         }
         eprintln!("largest error as a fraction of its bound: {worst:?}");
+    }
+
+    /// Prompt-sized products multiply dequantized bands by f32 GEMM: no
+    /// activation rounding, so the f64 product within f32 summation error,
+    /// across the edges of several bands.
+    #[test]
+    fn prompts_multiply_dequantized_bands_by_gemm() {
+        let (cols, n) = (256, GEMM_MIN_ROWS + 3);
+        let rows = 2 * (GEMM_BAND_FLOATS / cols) + 37;
+        for kind in [Kind::Q4_1, Kind::Q8_0, Kind::Q6_K] {
+            let w = matrix(kind, rows, cols, 5);
+            assert!(gemm_band_rows(&w) < rows / 2, "three bands");
+            let wf = w.dequantize();
+            let x = values(n * cols, 9);
+            let got = run(Isa::best(), &w, &x, n);
+            for i in 0..n {
+                let xr = &x[i * cols..][..cols];
+                for r in 0..rows {
+                    let wr = &wf[r * cols..][..cols];
+                    let want: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let abs: f64 = xr.iter().zip(wr).map(|(&a, &b)| (a * b).abs() as f64).sum();
+                    let err = (got[i * rows + r] as f64 - want).abs();
+                    assert!(
+                        err <= 1e-5 * abs + 1e-6,
+                        "{kind}: row {r} of {i}: {} vs {want}",
+                        got[i * rows + r]
+                    );
+                }
+            }
+        }
     }
 
     /// The SIMD paths add the same exact integer block sums in another order:
