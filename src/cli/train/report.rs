@@ -1,6 +1,7 @@
 //! What a run says when it starts (the model, the data, every setting) and
 //! when it ends (what it did, where it is saved, how to go on).
 
+use super::super::out::count as count_of;
 use super::data::Prepared;
 use super::Settings;
 use crate::model::Gpt;
@@ -16,16 +17,16 @@ pub fn start(model: &Gpt, data: &Prepared, s: &Settings) -> Result<()> {
     let c = &model.config;
     data.notes.iter().for_each(|n| eprintln!("{n}"));
     eprintln!(
-        "training {} parameters ({} layers, {} wide, {} heads, n_ctx {}) on {}, {} steps of {} x {} rows",
+        "training {} parameters ({}, {} wide, {}, n_ctx {}) on {}, {} of {} x {}",
         model.params.count(),
-        c.n_layer,
+        count_of(c.n_layer, "layer", "layers"),
         c.n_embd,
-        c.n_head,
+        count_of(c.n_head, "head", "heads"),
         s.n_ctx.unwrap_or(c.n_ctx),
         data.what,
-        s.steps,
+        count_of(s.steps, "step", "steps"),
         s.grad_accum,
-        s.batch_size
+        count_of(s.batch_size, "row", "rows")
     );
     eprintln!("settings: {}", settings_line(s)?);
     if s.warmup >= s.steps {
@@ -69,8 +70,8 @@ pub fn end(report: &TrainReport, step: usize, steps: usize, out: &Path, quiet: b
     let verb = if report.interrupted { "stopped" } else { "done" };
     writeln!(
         stdout,
-        "{verb}: {n} step{} in {:.1}s ({:.1} ms/step, {} tok/s) | train loss {} | val loss {}{start}",
-        if n == 1 { "" } else { "s" },
+        "{verb}: {} in {:.1}s ({:.1} ms/step, {} tok/s) | train loss {} | val loss {}{start}",
+        count_of(n, "step", "steps"),
         report.seconds,
         1e3 * report.seconds / n.max(1) as f64,
         count(report.tokens as f64 / report.seconds.max(1e-9)),
