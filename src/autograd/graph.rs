@@ -198,6 +198,28 @@ impl<'p> Graph<'p> {
         }
     }
 
+    /// Where the tape is now, for [`Graph::release_since`].
+    pub fn mark(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Inference only (training keeps them for backward): hands the values
+    /// computed since `mark` back to the workspace, all but `keep`'s; the
+    /// caller reads none of them again (a block's insides once its output
+    /// exists). A forward then holds one block's activations, not every
+    /// block's: a long prompt's prefill takes megabytes, not a gigabyte.
+    pub fn release_since(&mut self, mark: usize, keep: Var) {
+        if self.grad_enabled {
+            return;
+        }
+        for i in (mark..self.nodes.len()).filter(|&i| i != keep.0) {
+            if let Value::Owned(buf) = &mut self.nodes[i].value {
+                let buf = mem::take(buf);
+                self.ws.give(buf);
+            }
+        }
+    }
+
     /// Ends the graph and returns every buffer to the workspace.
     pub fn finish(mut self) -> Workspace {
         let mut nodes = mem::take(&mut self.nodes);
@@ -863,5 +885,32 @@ impl<'p> Graph<'p> {
             (&self.nodes[v.0].op, &self.nodes[v.0].value),
             (Op::Leaf, Value::Owned(_))
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inference_releases_what_it_is_told_and_training_keeps_all() {
+        let params = Params::default();
+        let t = Tensor::from_vec(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]);
+        for training in [false, true] {
+            let mut g = if training {
+                Graph::new(&params, Workspace::default())
+            } else {
+                Graph::inference(&params, Workspace::default())
+            };
+            let x = g.constant(&t);
+            let mark = g.mark();
+            let y = g.add(x, x);
+            let z = g.add(y, x);
+            g.release_since(mark, z);
+            assert_eq!(g.value(x), [1.0, 2.0, 3.0, 4.0]);
+            assert_eq!(g.value(z), [3.0, 6.0, 9.0, 12.0]);
+            let kept: &[f32] = if training { &[2.0, 4.0, 6.0, 8.0] } else { &[] };
+            assert_eq!(g.value(y), kept, "training {training}");
+        }
     }
 }

@@ -271,6 +271,7 @@ impl Gpt {
             x = self.norm(g, x, self.ln_emb);
         }
         for (l, blk) in self.blocks.iter().enumerate() {
+            let mark = g.mark();
             let h = self.norm(g, x, blk.ln_1);
             let mut qkv = self.qkv(g, h, blk.qkv); // [B·T, (n_head + 2 n_kv_head) hs]
             if let Some(table) = &self.rope {
@@ -297,6 +298,7 @@ impl Gpt {
             let h = self.linear(g, h, blk.mlp_proj); // [B·T, C]
             let h = g.dropout(h);
             x = g.add(x, h);
+            g.release_since(mark, x); // inference: the block's insides are done with
         }
         if let Some(kv) = cache {
             kv.advance(tokens.len() / b);
