@@ -219,3 +219,59 @@ fn cli_quantize_writes_a_file_generate_runs_and_never_overwrites_unasked() {
     ]));
     assert!(!ran.stdout.is_empty());
 }
+
+#[test]
+fn a_tokenizer_vocab_json_cannot_hold_is_saved_as_gguf_metadata() {
+    // The tiny Llama's tokenizer has added tokens (<|im_start|>, ...): a run fine-tuned from it keeps them.
+    let m = load(&golden("llama.gguf"), Dtype::F32);
+    let Tokenizer::Bpe(bpe) = &m.tokenizer else {
+        panic!("a GGUF tokenizer is a BPE")
+    };
+    let dir = tempfile::tempdir().unwrap();
+    bpe.save(dir.path()).unwrap();
+    assert!(dir.path().join("tokenizer.gguf").is_file());
+    assert!(!dir.path().join("vocab.json").exists());
+    let back = Tokenizer::load(dir.path()).unwrap();
+    same_tokenizer(&m.tokenizer, &back, "saved");
+    assert_eq!(back.fingerprint(), m.tokenizer.fingerprint());
+}
+
+#[test]
+fn a_gguf_model_fine_tunes_into_a_run_that_generates_and_quantizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("text.txt");
+    std::fs::write(&data, "The quick brown fox jumps over the lazy dog. ".repeat(400)).unwrap();
+    let run = dir.path().join("run");
+    let (run_s, data_s) = (run.to_str().unwrap(), data.to_str().unwrap());
+    let init = golden("llama.gguf");
+    succeeds(gpt(&[
+        "train",
+        "--init",
+        init.to_str().unwrap(),
+        "--data",
+        data_s,
+        "--out",
+        run_s,
+        "--steps",
+        "2",
+        "--n-ctx",
+        "16",
+        "--batch-size",
+        "2",
+        "--quiet",
+    ]));
+    assert!(run.join("tokenizer.gguf").is_file());
+    let ran = succeeds(gpt(&[
+        "generate",
+        "--model",
+        run_s,
+        "-n",
+        "4",
+        "--temperature",
+        "0",
+        "The quick",
+    ]));
+    assert!(!ran.stdout.is_empty());
+    let out = dir.path().join("run.q8_0.gguf");
+    succeeds(gpt(&["quantize", run_s, out.to_str().unwrap(), "--to", "q8_0"]));
+}

@@ -44,7 +44,7 @@ pub use self::added::AddedToken;
 pub use self::gguf::{load_gguf, GgufVocab};
 pub use self::hf_json::{TOKENIZER_CONFIG_FILE, TOKENIZER_FILE};
 pub use self::specials::SpecialTokens;
-pub use self::vocab::{MERGES_FILE, VOCAB_FILE};
+pub use self::vocab::{GGUF_TOKENIZER_FILE, MERGES_FILE, VOCAB_FILE};
 
 /// GPT-2's end-of-text token, id 50256 in its vocabulary.
 pub const ENDOFTEXT: &str = "<|endoftext|>";

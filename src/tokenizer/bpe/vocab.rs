@@ -5,7 +5,7 @@
 use super::build::Parts;
 use super::bytes::{byte_to_char, bytes_to_text, text_to_bytes};
 use super::{AddedToken, Bpe, SpecialTokens, ENDOFTEXT};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -13,6 +13,8 @@ use std::path::Path;
 pub const VOCAB_FILE: &str = "vocab.json";
 /// Merges file of a model directory (Hugging Face name).
 pub const MERGES_FILE: &str = "merges.txt";
+/// A tokenizer that `vocab.json` + `merges.txt` cannot hold, as GGUF metadata without tensors.
+pub const GGUF_TOKENIZER_FILE: &str = "tokenizer.gguf";
 
 static GPT2_ENCODER: &str = include_str!("../../../data/gpt2/encoder.json");
 static GPT2_MERGES: &str = include_str!("../../../data/gpt2/vocab.bpe");
@@ -139,15 +141,24 @@ impl Bpe {
         out
     }
 
-    /// Writes `vocab.json` and `merges.txt` into `dir` (atomically each).
+    /// Writes `vocab.json` and `merges.txt` into `dir` (atomically each), or,
+    /// for a tokenizer those cannot hold (added tokens, another
+    /// pre-tokenizer: SmolLM2's, Llama 3's), [`GGUF_TOKENIZER_FILE`]: its
+    /// `tokenizer.ggml.*` metadata alone, which [`Tokenizer::load`](crate::tokenizer::Tokenizer::load) reads back.
     pub fn save(&self, dir: &Path) -> Result<()> {
         use crate::io::write_atomic;
         let extras = self.encoding_extras();
-        ensure!(
-            extras.is_empty(),
-            "this tokenizer cannot be written as {VOCAB_FILE} + {MERGES_FILE}, which hold GPT-2-style \
-             tokenizers only (it has: {extras})"
-        );
+        if !extras.is_empty() {
+            let vocab = self.to_gguf().with_context(|| {
+                format!(
+                    "this tokenizer can be written neither as {VOCAB_FILE} + {MERGES_FILE}, which hold GPT-2-style \
+                     tokenizers only (it has: {extras}), nor as GGUF metadata"
+                )
+            })?;
+            let mut w = crate::io::gguf::GgufWriter::new();
+            vocab.write(&mut w)?;
+            return w.write(&dir.join(GGUF_TOKENIZER_FILE));
+        }
         write_atomic(&dir.join(VOCAB_FILE), self.vocab_json().as_bytes())?;
         write_atomic(&dir.join(MERGES_FILE), self.merges_txt().as_bytes())
     }
