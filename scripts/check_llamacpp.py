@@ -8,8 +8,9 @@ llama.cpp from source) on GGUF files:
 2. `gpt quantize` writes files llama.cpp runs: the tiny GGUF golden models
    (tests/golden/gguf_models, F32) written as f32, q8_0, q4_0 and q4_1 are
    loaded by llama.cpp (KV cache in f32), whose logits must match
-   `transformers`' reference ones (f32: within 1e-3; quantized: printed,
-   with how often the argmax agrees),
+   `transformers`' reference ones (f32: within 1e-3, GPT-2 within 1e-2 as
+   llama.cpp's GELU is a table of f16 inputs; quantized: printed, with how
+   often the argmax agrees),
    and SmolLM2 re-quantized to q4_1 by `gpt quantize` must decode greedily
    in llama.cpp as llama.cpp decodes the original file.
 
@@ -35,6 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "tests" / "golden" / "gguf_models"
 LOSS_TOLERANCE = 0.01
 F32_TOLERANCE = 1e-3
+# llama.cpp's GELU (GPT-2's MLP) looks its result up in a table indexed by the
+# input rounded to f16 (ggml-cpu's GGML_GELU_FP16): on the tiny GPT-2 that
+# alone moves the logits by about 5e-3 (the Llamas, SiLU, stay within 1e-5).
+F32_TOLERANCE_GELU = 1e-2
 
 
 def llama(path, n_ctx, f32_cache=False):
@@ -117,7 +122,8 @@ def main():
                 same = np.mean(got.reshape(-1, vocab).argmax(1) == want.reshape(-1, vocab).argmax(1))
                 print(f"{name} written as {kind}, run by llama.cpp: max |logit - transformers| {diff:.2e}, "
                       f"argmax agrees at {100 * same:.0f} % of positions")
-                if kind == "f32" and not diff <= F32_TOLERANCE:
+                tolerance = F32_TOLERANCE_GELU if name.startswith("gpt2") else F32_TOLERANCE
+                if kind == "f32" and not diff <= tolerance:
                     problems.append(f"{name} f32: llama.cpp's logits differ from transformers' by {diff}")
 
         # 2b. SmolLM2 re-quantized by us decodes in llama.cpp as the original does.
