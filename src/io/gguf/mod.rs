@@ -24,6 +24,17 @@ pub use value::{Value, ValueType};
 pub use write::GgufWriter;
 
 const MAGIC: &[u8; 4] = b"GGUF";
+
+/// True when `path` is called `*.gguf` or starts with GGUF's magic.
+pub fn is_gguf(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    path.extension() == Some("gguf".as_ref())
+        || std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+            && &head == MAGIC
+}
 /// Used when `general.alignment` is absent.
 const DEFAULT_ALIGNMENT: usize = 32;
 /// ggml's `GGML_MAX_DIMS`.

@@ -291,7 +291,8 @@ pub fn qmatmul(out: &mut [f32], x: &[f32], n: usize, w: &QMatrix, scratch: &mut 
     qmatmul_with(Isa::best(), out, x, n, w, scratch)
 }
 
-/// [`qmatmul`] with the kernels of `isa` (which this CPU must have).
+/// [`qmatmul`] with the kernels of `isa` (which this CPU must have); from
+/// [`GEMM_MIN_ROWS`] rows on, dequantized bands and GEMM whatever `isa`.
 pub fn qmatmul_with(isa: Isa, out: &mut [f32], x: &[f32], n: usize, w: &QMatrix, scratch: &mut [f32]) {
     assert!(isa.available(), "this CPU cannot run {isa:?} kernels");
     let (rows, cols) = (w.rows, w.cols);
