@@ -1,7 +1,9 @@
 //! The tape: ops run forward as they are recorded, and backward in reverse.
 
 use super::{Grads, ParamId, Params, Workspace};
-use crate::tensor::attention::{attention_backward, attention_forward, backward_scratch_len, AttnShape, KeysValues};
+use crate::tensor::attention::{
+    attention_backward, attention_forward, backward_scratch_len, AttnShape, KeysValues, Seqs,
+};
 use crate::tensor::concat::{concat_backward, concat_forward};
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward};
 use crate::tensor::elementwise::{add_forward, dropout_forward, glu_backward, glu_forward, mul_accumulate, Activation};
@@ -18,13 +20,14 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Var(usize);
 
-/// One layer's slot in a KV cache: `k` and `v` hold `[B, capacity, n_kv_head · head_size]`,
-/// of which the first `past` rows of each sequence are filled.
+/// One layer of a KV cache: `k` and `v` hold `[slots, capacity, n_kv_head · head_size]`;
+/// sequence `b` of a call continues slot `slots[b]`, whose first `past[slots[b]]` rows are filled.
 pub struct KvSlot<'a> {
     pub k: &'a mut [f32],
     pub v: &'a mut [f32],
-    pub past: usize,
     pub capacity: usize,
+    pub slots: &'a [usize],
+    pub past: &'a [usize],
 }
 
 enum Value {
@@ -533,8 +536,8 @@ impl<'p> Graph<'p> {
     /// (all query heads, then the key heads, then the value heads; query head
     /// `h` reads key/value head `h / (n_head / n_kv_head)`), each token
     /// attending to the `pos + 1` tokens of its document that end at itself.
-    /// With a KV cache slot, this call's keys and values are appended after
-    /// `past` cached ones and the queries attend over all of them (inference only).
+    /// With a KV cache, each sequence's keys and values are appended after
+    /// those cached in its slot and its queries attend over all of them (inference only).
     pub fn attention(
         &mut self,
         qkv: Var,
@@ -570,15 +573,20 @@ impl<'p> Graph<'p> {
             None => attention_forward(&mut out, &mut lse, x, KeysValues::from_qkv(x, shape), pos, shape),
             Some(slot) => {
                 assert!(!self.grad_enabled, "the KV cache is for inference only");
-                assert!(slot.past + shape.t <= slot.capacity, "KV cache is full");
-                let size = b * slot.capacity * kv_c;
+                assert_eq!(slot.slots.len(), b, "KV cache: one slot per sequence");
+                let size = slot.past.len() * slot.capacity * kv_c;
                 assert!(
                     slot.k.len() == size && slot.v.len() == size,
-                    "KV cache slot is not [{b}, {}, {kv_c}]",
+                    "KV cache slot is not [{}, {}, {kv_c}]",
+                    slot.past.len(),
                     slot.capacity
                 );
+                // (slot, keys after this call) of each sequence.
+                let seqs: Vec<(usize, usize)> = slot.slots.iter().map(|&s| (s, slot.past[s] + shape.t)).collect();
+                assert!(seqs.iter().all(|&(_, len)| len <= slot.capacity), "KV cache is full");
                 for (row, src) in x.chunks(width).enumerate() {
-                    let dst = ((row / shape.t) * slot.capacity + slot.past + row % shape.t) * kv_c;
+                    let (s, len) = seqs[row / shape.t];
+                    let dst = (s * slot.capacity + len - shape.t + row % shape.t) * kv_c;
                     slot.k[dst..dst + kv_c].copy_from_slice(&src[c..c + kv_c]);
                     slot.v[dst..dst + kv_c].copy_from_slice(&src[c + kv_c..]);
                 }
@@ -587,7 +595,7 @@ impl<'p> Graph<'p> {
                     v: slot.v,
                     stride: kv_c,
                     seq_rows: slot.capacity,
-                    len: slot.past + shape.t,
+                    seqs: Seqs::Each(&seqs),
                 };
                 attention_forward(&mut out, &mut lse, x, kv, pos, shape);
             }

@@ -3,11 +3,11 @@
 //! is decoded, the conversation kept inside the model's context.
 
 use super::check;
-use super::completion::Completion;
-use super::generate::{token_bytes, DtypeArg};
+use super::generate::DtypeArg;
 use super::out::note;
 use super::sample::SamplingArgs;
 use crate::model::{self, encode_chat, ChatSpec};
+use crate::sample::completion::Completion;
 use crate::sample::{fit_conversation, generate, working_memory, GenerateOptions};
 use crate::tensor::rng;
 use crate::tokenizer::{ChatTemplate, Message};
@@ -152,7 +152,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
             &[ids],
             &opts,
             std::slice::from_mut(&mut rng),
-            |_, id| match token_bytes(&tok, id) {
+            |_, id| match tok.token_bytes(id) {
                 Ok(bytes) => {
                     let shown = reply.push(&bytes, &[]);
                     match write!(stdout, "{shown}").and_then(|()| stdout.flush()) {

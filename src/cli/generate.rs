@@ -1,10 +1,10 @@
 //! `gpt generate`: continue prompts with a GPT (GPT-2 or one trained here).
 
 use super::check;
-use super::completion::{unescape, Completion};
 use super::out::{count, note};
 use super::tokenize::{read_stdin, read_text};
 use crate::model::{self, encode_chat, Dtype, LoadOptions};
+use crate::sample::completion::{unescape, Completion};
 use crate::sample::{generate, split_rng, working_memory, GenerateOptions};
 use crate::tensor::rng;
 use crate::tokenizer::{Message, Tokenizer};
@@ -96,13 +96,6 @@ pub struct GenerateArgs {
     pub dtype: DtypeArg,
     #[command(flatten)]
     pub quiet: super::out::Quiet,
-}
-
-pub(super) fn token_bytes(tok: &Tokenizer, id: u32) -> Result<Vec<u8>> {
-    Ok(match tok {
-        Tokenizer::Bpe(bpe) => bpe.decode_bytes(&[id])?,
-        Tokenizer::Char(_) => tok.decode(&[id])?.into_bytes(),
-    })
 }
 
 /// Token ids of a prompt: characters after BOS, or BPE (an empty prompt starts from `<|endoftext|>`).
@@ -264,7 +257,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     let mut failure = None;
     let result = generate(&model, &prompts, &opts, &mut rngs, |i, id| {
-        let bytes = match token_bytes(&tok, id) {
+        let bytes = match tok.token_bytes(id) {
             Ok(b) => b,
             Err(e) => {
                 failure = Some(e);

@@ -2,7 +2,6 @@
 
 mod chat;
 mod check;
-mod completion;
 mod download;
 mod eval;
 mod generate;

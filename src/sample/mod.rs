@@ -6,6 +6,8 @@
 //! - [`fit_conversation`]: a chat's prompt kept inside the context
 
 mod chat;
+pub mod completion;
+pub mod engine;
 mod generate;
 
 pub use chat::fit_conversation;

@@ -65,16 +65,26 @@ impl AttnShape {
     }
 }
 
-/// Where the keys and values live. Key `s` of sequence `b` starts at
-/// `k[(b * seq_rows + s) * stride]`, its head `j` at `+ j * head_size`.
-/// The `t` queries of a call are the last `t` of the `len` keys.
+/// Where the keys and values live. Key `s` of the sequence in slot `b`
+/// starts at `k[(b * seq_rows + s) * stride]`, its head `j` at `+ j * head_size`.
+/// The `t` queries of a call are the last `t` of their sequence's keys.
 #[derive(Clone, Copy)]
 pub struct KeysValues<'a> {
     pub k: &'a [f32],
     pub v: &'a [f32],
     pub stride: usize,
     pub seq_rows: usize,
-    pub len: usize,
+    pub seqs: Seqs<'a>,
+}
+
+/// Which slot each sequence of a call reads, and how many keys it has there.
+#[derive(Clone, Copy, Debug)]
+pub enum Seqs<'a> {
+    /// Sequence `b` in slot `b`, each with `len` keys.
+    Same(usize),
+    /// Sequence `b` in slot `each[b].0` with `each[b].1` keys (a KV cache
+    /// whose sequences started at different times).
+    Each(&'a [(usize, usize)]),
 }
 
 impl<'a> KeysValues<'a> {
@@ -85,14 +95,22 @@ impl<'a> KeysValues<'a> {
             v: &qkv[s.c() + s.kv_c()..],
             stride: s.qkv_c(),
             seq_rows: s.t,
-            len: s.t,
+            seqs: Seqs::Same(s.t),
         }
     }
 
-    /// Rows `from..` of key/value head `j` of sequence `b`, as a `[rows, head_size]` view (`v`: values).
-    fn view(&self, v: bool, b: usize, from: usize, j: usize, hs: usize) -> View<'a> {
+    /// `(slot, keys)` of sequence `b`.
+    fn seq(&self, b: usize) -> (usize, usize) {
+        match self.seqs {
+            Seqs::Same(len) => (b, len),
+            Seqs::Each(each) => each[b],
+        }
+    }
+
+    /// Rows `from..` of key/value head `j` in slot `slot`, as a `[rows, head_size]` view (`v`: values).
+    fn view(&self, v: bool, slot: usize, from: usize, j: usize, hs: usize) -> View<'a> {
         let m = if v { self.v } else { self.k };
-        rows_at(m, (b * self.seq_rows + from) * self.stride + j * hs, self.stride)
+        rows_at(m, (slot * self.seq_rows + from) * self.stride + j * hs, self.stride)
     }
 }
 
@@ -153,7 +171,9 @@ fn softmax_lse(x: &mut [f32]) -> f32 {
 /// log-sum-exp of scores in `lse[B·T, n_head]`: all the backward needs besides `out`.
 pub fn attention_forward(out: &mut [f32], lse: &mut [f32], qkv: &[f32], kv: KeysValues, pos: &[u32], s: AttnShape) {
     let n = s.b * s.t;
-    assert!(kv.len >= s.t && out.len() == n * s.c() && lse.len() == n * s.n_head && pos.len() == n);
+    assert!(
+        (0..s.b).all(|b| kv.seq(b).1 >= s.t) && out.len() == n * s.c() && lse.len() == n * s.n_head && pos.len() == n
+    );
     if s.t >= GEMM_MIN_QUERIES {
         attention_forward_gemm(out, lse, qkv, kv, pos, s);
     } else {
@@ -172,22 +192,24 @@ fn attention_forward_rows<'a>(
     pos: &[u32],
     s: AttnShape,
 ) {
-    let (hs, tk) = (s.head_size, kv.len);
+    let hs = s.head_size;
     let scale = 1.0 / (hs as f32).sqrt();
+    let longest = (0..s.b).map(|b| kv.seq(b).1).max().unwrap_or(0);
     // One task per (query row, head): `out` is [rows, heads, hs] and `lse` is
     // [rows, heads], so both split evenly; decoding one token still uses every core.
     out.par_chunks_mut(hs)
         .zip(lse.par_iter_mut())
         .enumerate()
-        .with_min_len((MIN_PAIR_WORK / (tk * hs).max(1)).max(1))
+        .with_min_len((MIN_PAIR_WORK / (longest * hs).max(1)).max(1))
         .for_each(|(pair, (o, lse))| {
             let (row, h) = (pair / s.n_head, pair % s.n_head);
             let (b, i) = (row / s.t, row % s.t);
+            let (slot, tk) = kv.seq(b);
             let (first, last) = keys_of(tk, s.t, i, pos[row]);
             let q = &qkv[row * s.qkv_c() + h * hs..][..hs];
             let kvo = h / s.group() * hs;
             // Row `key` of sequence b's k or v, this head's.
-            let head = |m: &'a [f32], key: usize| &m[(b * kv.seq_rows + key) * kv.stride + kvo..][..hs];
+            let head = |m: &'a [f32], key: usize| &m[(slot * kv.seq_rows + key) * kv.stride + kvo..][..hs];
             let (mut run_max, mut sum) = (f32::NEG_INFINITY, 0.0);
             let mut p = [0.0f32; KEY_CHUNK];
             o.fill(0.0);
@@ -228,27 +250,28 @@ fn attention_forward_gemm(out: &mut [f32], lse: &mut [f32], qkv: &[f32], kv: Key
         .enumerate()
         .for_each(|(b, (out, lse))| {
             let pos = &pos[b * t..(b + 1) * t];
+            let (slot, tk) = kv.seq(b);
             out.par_chunks_mut(QUERY_BLOCK * c)
                 .zip(lse.par_chunks_mut(QUERY_BLOCK * nh))
                 .enumerate()
                 .for_each_init(Vec::new, |scores, (blk, (out, lse))| {
                     let (r0, rows) = (blk * QUERY_BLOCK, out.len() / c);
                     let r1 = r0 + rows;
-                    let (kf, ke) = block_keys(kv.len, t, r0, r1, pos);
+                    let (kf, ke) = block_keys(tk, t, r0, r1, pos);
                     let nk = ke - kf;
                     scores.resize(rows * nk, 0.0); // P of one head: [rows, nk]
                     for h in 0..nh {
                         let q = rows_at(qkv, (b * t + r0) * w + h * hs, w);
-                        let k = kv.view(false, b, kf, h / s.group(), hs);
+                        let k = kv.view(false, slot, kf, h / s.group(), hs);
                         matmul_strided(scores, nk, q, transposed(k), rows, hs, nk, scale, false);
                         for (i, row) in scores.chunks_mut(nk).enumerate() {
-                            let (first, last) = keys_of(kv.len, t, r0 + i, pos[r0 + i]);
+                            let (first, last) = keys_of(tk, t, r0 + i, pos[r0 + i]);
                             let (first, last) = (first - kf, last - kf);
                             lse[i * nh + h] = softmax_lse(&mut row[first..=last]);
                             row[..first].fill(0.0);
                             row[last + 1..].fill(0.0);
                         }
-                        let v = kv.view(true, b, kf, h / s.group(), hs);
+                        let v = kv.view(true, slot, kf, h / s.group(), hs);
                         matmul_strided(
                             &mut out[h * hs..],
                             c,
@@ -477,7 +500,7 @@ mod tests {
                 v: &v,
                 stride: s.kv_c(),
                 seq_rows: tk,
-                len: tk,
+                seqs: Seqs::Same(tk),
             };
             let pos = packed_pos(s.b, s.t, past, 30);
             type Forward = fn(&mut [f32], &mut [f32], &[f32], KeysValues, &[u32], AttnShape);

@@ -156,6 +156,14 @@ impl Tokenizer {
     }
 
     /// Decodes ids to text; an id outside the vocabulary is an error.
+    /// The bytes of token `id` (part of a UTF-8 character, for some BPE tokens).
+    pub fn token_bytes(&self, id: u32) -> Result<Vec<u8>> {
+        Ok(match self {
+            Tokenizer::Bpe(bpe) => bpe.decode_bytes(&[id])?,
+            Tokenizer::Char(_) => self.decode(&[id])?.into_bytes(),
+        })
+    }
+
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         match self {
             Tokenizer::Char(t) => t.decode(ids),

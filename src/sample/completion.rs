@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 /// Text of a growing completion, released only when it is safe: whole UTF-8
 /// characters, and never a piece that may still turn into a stop string.
 /// Kept as the tokens' bytes, so that the tokens behind the text are known.
-pub(super) struct Completion {
+pub struct Completion {
     bytes: Vec<u8>,
     /// Where each token's bytes end.
     ends: Vec<usize>,
@@ -17,7 +17,7 @@ pub(super) struct Completion {
 }
 
 impl Completion {
-    pub(super) fn new() -> Self {
+    pub fn new() -> Self {
         Completion {
             bytes: Vec::new(),
             ends: Vec::new(),
@@ -27,7 +27,7 @@ impl Completion {
     }
 
     /// Adds a token's bytes; returns the text that can be shown now.
-    pub(super) fn push(&mut self, token_bytes: &[u8], stops: &[String]) -> String {
+    pub fn push(&mut self, token_bytes: &[u8], stops: &[String]) -> String {
         self.bytes.extend_from_slice(token_bytes);
         self.ends.push(self.bytes.len());
         let complete = complete_utf8_len(&self.bytes);
@@ -51,7 +51,7 @@ impl Completion {
     }
 
     /// Whether a stop string has appeared.
-    pub(super) fn stopped(&self) -> bool {
+    pub fn stopped(&self) -> bool {
         self.stop_at.is_some()
     }
 
@@ -60,12 +60,12 @@ impl Completion {
     }
 
     /// The whole text (up to the stop string); invalid UTF-8 as U+FFFD.
-    pub(super) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.bytes[..self.end()]).into_owned()
     }
 
     /// Everything not yet shown, at the end.
-    pub(super) fn rest(&mut self) -> String {
+    pub fn rest(&mut self) -> String {
         let (from, end) = (self.released.min(self.end()), self.end());
         self.released = end;
         String::from_utf8_lossy(&self.bytes[from..end]).into_owned()
@@ -73,7 +73,7 @@ impl Completion {
 
     /// How many of the tokens produced [`Completion::text`]: those that begin
     /// before its end (the last may run on into the stop string).
-    pub(super) fn tokens_in_text(&self) -> usize {
+    pub fn tokens_in_text(&self) -> usize {
         match self.end() {
             0 => 0,
             end => (self.ends.partition_point(|&e| e < end) + 1).min(self.ends.len()),
@@ -106,7 +106,7 @@ fn complete_utf8_len(b: &[u8]) -> usize {
 /// A `--stop` value with its escapes processed as llama.cpp's `-e` does them:
 /// `\n`, `\r`, `\t`, `\'`, `\"`, `\\` and `\xNN` (ASCII); any other
 /// backslash stays as it is. An empty result is an error.
-pub(super) fn unescape(flag: &str, s: &str) -> Result<String> {
+pub fn unescape(flag: &str, s: &str) -> Result<String> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
