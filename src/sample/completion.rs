@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 /// Text of a growing completion, released only when it is safe: whole UTF-8
 /// characters, and never a piece that may still turn into a stop string.
 /// Kept as the tokens' bytes, so that the tokens behind the text are known.
+#[derive(Default)]
 pub struct Completion {
     bytes: Vec<u8>,
     /// Where each token's bytes end.
@@ -18,12 +19,7 @@ pub struct Completion {
 
 impl Completion {
     pub fn new() -> Self {
-        Completion {
-            bytes: Vec::new(),
-            ends: Vec::new(),
-            released: 0,
-            stop_at: None,
-        }
+        Self::default()
     }
 
     /// Adds a token's bytes; returns the text that can be shown now.

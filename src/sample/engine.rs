@@ -533,7 +533,14 @@ mod tests {
             max_new_tokens: r.max_new_tokens,
             stop: r.stop.clone(),
         };
-        let got = generate(model, &[r.prompt.clone()], &opts, &mut [rng(r.seed)], |_, _| true).unwrap();
+        let got = generate(
+            model,
+            std::slice::from_ref(&r.prompt),
+            &opts,
+            &mut [rng(r.seed)],
+            |_, _| true,
+        )
+        .unwrap();
         got.tokens[0].clone()
     }
 
