@@ -12,7 +12,7 @@
 use super::{sample_token, SampleOptions};
 use crate::autograd::{Graph, Workspace};
 use crate::model::{Gpt, KvCache};
-use crate::tensor::{rng, Rng};
+use crate::tensor::{rng, Rng, ROW_INVARIANT_ROWS};
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -369,7 +369,8 @@ impl Worker {
     }
 
     /// Runs the forward for the sequences `which` (each feeding `tokens` at
-    /// `pos`, `t` per sequence) and hands each its logits row; a panic fails them all.
+    /// `pos`, `t` per sequence): the logits of `rows` (all when `None`). A
+    /// panic fails them all: they are told, and the caller retires them.
     fn step(&mut self, which: &[usize], tokens: &[u32], pos: &[u32], rows: Option<&[usize]>) -> Option<Vec<f32>> {
         let slots: Vec<usize> = which.iter().map(|&i| self.active[i].slot).collect();
         self.cache.select(&slots);
@@ -399,7 +400,6 @@ impl Worker {
                 for &i in which {
                     self.active[i].emit(Event::Failed(format!("generation failed: {msg}")));
                 }
-                self.retire(|i| !which.contains(&i));
                 None
             }
         }
@@ -430,30 +430,31 @@ impl Worker {
         }
     }
 
-    /// One token of every decoding sequence, as one batch.
+    /// One token of every decoding sequence, in batches of at most
+    /// [`ROW_INVARIANT_ROWS`]: larger ones would compute each row's logits in
+    /// another order than a sequence running alone gets.
     fn decode(&mut self) {
         self.retire_cancelled();
-        let which: Vec<usize> = (0..self.active.len())
+        let decoding: Vec<usize> = (0..self.active.len())
             .filter(|&i| self.active[i].next.is_some())
             .collect();
-        self.stats.batch.store(which.len(), Ordering::Relaxed);
-        if which.is_empty() {
-            return;
-        }
-        let tokens: Vec<u32> = which.iter().map(|&i| self.active[i].next.expect("decoding")).collect();
-        let pos: Vec<u32> = which
-            .iter()
-            .map(|&i| self.cache.slot_len(self.active[i].slot) as u32)
-            .collect();
-        let Some(logits) = self.step(&which, &tokens, &pos, None) else {
-            return;
-        };
-        let v = self.model.config.vocab_size;
+        self.stats.batch.store(decoding.len(), Ordering::Relaxed);
         let mut done = Vec::new();
-        for (row, &i) in which.iter().enumerate() {
-            let ctx = self.opts.ctx;
-            if !self.active[i].take(&logits[row * v..(row + 1) * v], &mut self.scratch, ctx) {
-                done.push(i);
+        for which in decoding.chunks(ROW_INVARIANT_ROWS) {
+            let tokens: Vec<u32> = which.iter().map(|&i| self.active[i].next.expect("decoding")).collect();
+            let pos: Vec<u32> = which
+                .iter()
+                .map(|&i| self.cache.slot_len(self.active[i].slot) as u32)
+                .collect();
+            let Some(logits) = self.step(which, &tokens, &pos, None) else {
+                done.extend_from_slice(which);
+                continue;
+            };
+            let (v, ctx) = (self.model.config.vocab_size, self.opts.ctx);
+            for (row, &i) in which.iter().enumerate() {
+                if !self.active[i].take(&logits[row * v..(row + 1) * v], &mut self.scratch, ctx) {
+                    done.push(i);
+                }
             }
         }
         self.retire(|i| !done.contains(&i));
@@ -573,6 +574,34 @@ mod tests {
             assert_eq!(events.last(), Some(&Event::Done(Finish::Length)));
         }
         assert_eq!(engine.stats().queued.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_sequence_computes_the_same_logits_alone_and_in_a_full_batch() {
+        let config = GptConfig::gpt2(64, 64, 64, 2, 2);
+        let mut quantized = Gpt::new(config.clone(), Init::Normal(0.5), &mut rng(5));
+        quantized.quantize(crate::tensor::quant::Kind::Q8_0).unwrap();
+        for model in [Gpt::new(config.clone(), Init::Normal(0.5), &mut rng(5)), quantized] {
+            let opts = EngineOptions {
+                max_batch: 12,
+                max_queue: 16,
+                ctx: 64,
+                prefill_chunk: 16,
+            };
+            let engine = Engine::start(model, opts);
+            let req = |i: u32| {
+                let mut r = request(vec![i % 64, 7, (3 * i) % 64], 1.0, i as u64, 20);
+                r.top_logprobs = 3;
+                r
+            };
+            let alone = run_all(&engine, vec![req(0)]);
+            let together = run_all(&engine, (0..12).map(req).collect());
+            // Bit for bit: the log-probabilities of every token and its runners-up.
+            for (k, (a, b)) in alone[0].iter().zip(&together[0]).enumerate() {
+                assert_eq!(a, b, "event {k}");
+            }
+            assert_eq!(alone[0].len(), together[0].len());
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub struct LinearShape {
 /// Up to this many rows, [`linear_forward`] streams the weights once for all
 /// rows ([`few_rows_forward`]) instead of calling GEMM: decoding is bound by
 /// reading the weights, not by arithmetic.
-const FEW_ROWS: usize = 8;
+const FEW_ROWS: usize = super::ROW_INVARIANT_ROWS;
 
 /// Floats of scratch space [`linear_forward`] needs for this shape and weight type.
 pub fn scratch_len<W: WeightElem>(s: LinearShape) -> usize {

@@ -17,6 +17,12 @@ pub mod norm;
 pub mod quant;
 pub mod rope;
 
+/// Up to this many rows, every matrix kernel computes each output row the
+/// same way whatever the other rows are (the few-rows paths of [`linear`] and
+/// [`quant`]; more rows switch to GEMM, which sums in another order). A
+/// decoded token's logits then do not depend on what shares its batch.
+pub const ROW_INVARIANT_ROWS: usize = 8;
+
 /// A contiguous row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tensor {

@@ -266,6 +266,7 @@ fn act_len(kind: Kind, n: usize, cols: usize) -> usize {
 /// one block dot product per (row, row) pair, and the band's unpacking is
 /// shared by every row.
 const GEMM_MIN_ROWS: usize = 16;
+const _: () = assert!(GEMM_MIN_ROWS > crate::tensor::ROW_INVARIANT_ROWS);
 
 /// About this many f32 weights are dequantized at a time for GEMM (512 KiB: a
 /// band the size of an L2 cache).
