@@ -115,7 +115,10 @@ fn run(path: &Path) {
     let t = Instant::now();
     let loaded = model::load(
         path.to_str().expect("a UTF-8 path"),
-        &LoadOptions { dtype: Dtype::Stored },
+        &LoadOptions {
+            dtype: Dtype::Stored,
+            ..Default::default()
+        },
     )
     .expect("loading the model");
     let load_s = t.elapsed().as_secs_f64();

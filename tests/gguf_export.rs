@@ -21,7 +21,14 @@ fn golden(name: &str) -> PathBuf {
 }
 
 fn load(path: &Path, dtype: Dtype) -> Loaded {
-    model::load(path.to_str().unwrap(), &LoadOptions { dtype }).unwrap()
+    model::load(
+        path.to_str().unwrap(),
+        &LoadOptions {
+            dtype,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 fn write(m: &Loaded, kind: Kind, path: &Path) {

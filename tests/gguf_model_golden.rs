@@ -82,6 +82,7 @@ fn q8_0_gguf_kept_in_blocks_stays_close_to_its_dequantized_weights() {
         assert!(quantized >= 4, "{name}: only {quantized} matrices kept quantized");
         let f32_opts = LoadOptions {
             dtype: model::Dtype::F32,
+            ..Default::default()
         };
         let exact = model::load(file.to_str().unwrap(), &f32_opts).unwrap().model;
         assert!(

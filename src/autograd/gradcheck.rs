@@ -195,6 +195,29 @@ mod tests {
             let s = g.add(a, b);
             g.add(s, a)
         });
+        // Scaled (a LoRA update), with the scaled input also read elsewhere.
+        check(&p, 1e-2, |g| {
+            let (a, b) = (g.param(a), g.param(b));
+            let s = g.add_scaled(a, b, -2.5);
+            g.add_scaled(s, b, 0.5)
+        });
+    }
+
+    #[test]
+    fn a_lora_layer_has_the_gradients_of_its_low_rank_path() {
+        // y = x W + s · (x Aᵀ) Bᵀ with W [in, out], A [r, in], B [out, r].
+        let mut p = Params::default();
+        let x = randn(&mut p, "x", &[3, 5], 21);
+        let w = randn(&mut p, "w", &[5, 4], 22);
+        let a = randn(&mut p, "a", &[2, 5], 23);
+        let b = randn(&mut p, "b", &[4, 2], 24);
+        check(&p, 1e-2, |g| {
+            let (x, w, a, b) = (g.param(x), g.param(w), g.param(a), g.param(b));
+            let y = g.linear(x, w, None, false);
+            let down = g.linear(x, a, None, true);
+            let up = g.linear(down, b, None, true);
+            g.add_scaled(y, up, 2.0)
+        });
     }
 
     #[test]

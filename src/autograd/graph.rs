@@ -6,7 +6,9 @@ use crate::tensor::attention::{
 };
 use crate::tensor::concat::{concat_backward, concat_forward};
 use crate::tensor::cross_entropy::{cross_entropy_backward, cross_entropy_backward_in_place, cross_entropy_forward};
-use crate::tensor::elementwise::{add_forward, dropout_forward, glu_backward, glu_forward, mul_accumulate, Activation};
+use crate::tensor::elementwise::{
+    add_forward, axpy_parallel, dropout_forward, glu_backward, glu_forward, mul_accumulate, Activation,
+};
 use crate::tensor::embedding::{embedding_backward, embedding_forward, embedding_forward_quantized};
 use crate::tensor::linear::{linear_backward, linear_backward_input, linear_forward, scratch_len, LinearShape};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
@@ -79,6 +81,7 @@ enum Op {
     Add {
         a: Var,
         b: Var,
+        scale: f32,
     },
     Dropout {
         x: Var,
@@ -116,7 +119,7 @@ impl Op {
             }
             Op::Glu { gate, up, .. } => [Some(gate), Some(up), None],
             Op::Concat { parts } => parts,
-            Op::Add { a, b } => [Some(a), Some(b), None],
+            Op::Add { a, b, .. } => [Some(a), Some(b), None],
             Op::Attention { qkv, .. } => [Some(qkv), None, None],
             Op::CrossEntropy { logits, .. } => [Some(logits), None, None],
         }
@@ -496,11 +499,16 @@ impl<'p> Graph<'p> {
     }
 
     pub fn add(&mut self, a: Var, b: Var) -> Var {
+        self.add_scaled(a, b, 1.0)
+    }
+
+    /// `a + scale · b`, elementwise (a LoRA update is added so).
+    pub fn add_scaled(&mut self, a: Var, b: Var, scale: f32) -> Var {
         assert_eq!(self.shape(a), self.shape(b), "add: shapes differ");
         let mut out = self.ws.take(self.value(a).len());
-        add_forward(&mut out, self.value(a), self.value(b));
+        add_forward(&mut out, self.value(a), self.value(b), scale);
         let shape = self.dims(a);
-        self.push(shape, Value::Owned(out), Op::Add { a, b })
+        self.push(shape, Value::Owned(out), Op::Add { a, b, scale })
     }
 
     /// Dropout when enabled ([`Graph::enable_dropout`]); otherwise `x` itself.
@@ -690,8 +698,8 @@ impl<'p> Graph<'p> {
     }
 
     fn backward_node(&mut self, i: usize, dout: &mut Vec<f32>, g: &mut [Vec<f32>]) {
-        if let Op::Add { a, b } = self.nodes[i].op {
-            return self.add_backward(a, b, dout, g);
+        if let Op::Add { a, b, scale } = self.nodes[i].op {
+            return self.add_backward(a, b, scale, dout, g);
         }
         let dout: &[f32] = dout;
         // Inputs' gradient buffers are taken out of `g`, filled by the kernel, and put back.
@@ -867,8 +875,12 @@ impl<'p> Graph<'p> {
     /// Backward of `a + b`: each input's gradient gets `dout`. An input with no
     /// gradient yet takes a copy (`b`) or `dout`'s own buffer (`a`) instead
     /// of adding to zeros; `a` goes last, so `x + x` still gets `2 dout`.
-    fn add_backward(&mut self, a: Var, b: Var, dout: &mut Vec<f32>, g: &mut [Vec<f32>]) {
-        if g[b.0].is_empty() {
+    fn add_backward(&mut self, a: Var, b: Var, scale: f32, dout: &mut Vec<f32>, g: &mut [Vec<f32>]) {
+        if scale != 1.0 {
+            let mut db = self.grad_buf(g, b);
+            axpy_parallel(&mut db, scale, dout);
+            g[b.0] = db;
+        } else if g[b.0].is_empty() {
             let mut db = self.ws.take(dout.len());
             copy(&mut db, dout);
             g[b.0] = db;

@@ -3,7 +3,7 @@
 //! is decoded, the conversation kept inside the model's context.
 
 use super::check;
-use super::generate::DtypeArg;
+use super::generate::LoadArgs;
 use super::out::note;
 use super::sample::SamplingArgs;
 use crate::model::{self, encode_chat, ChatSpec};
@@ -33,9 +33,8 @@ pub struct ChatArgs {
     pub max_new_tokens: usize,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// How to hold the weights in memory
-    #[arg(long, value_enum, default_value = "auto")]
-    pub dtype: DtypeArg,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Print each prompt's token ids to stderr before its reply, as `prompt ids: [..]`
     #[arg(long)]
     pub show_prompt: bool,
@@ -78,7 +77,7 @@ pub fn run(a: ChatArgs) -> Result<()> {
         tokenizer: tok,
         mut chat,
         ..
-    } = model::load(&a.model, &a.dtype.options())?;
+    } = model::load(&a.model, &a.load.options())?;
     let template = chat_template(&mut chat, a.template.as_deref(), &a.model)?;
     let n_ctx = model.config.n_ctx;
     check::fits_in_memory(

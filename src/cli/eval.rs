@@ -38,9 +38,8 @@ pub struct EvalArgs {
     /// models: each document's characters then its end, documents in order
     #[arg(long, value_name = "FILE")]
     pub logits: Option<PathBuf>,
-    /// How to hold the weights in memory
-    #[arg(long, value_enum, default_value = "auto")]
-    pub dtype: super::generate::DtypeArg,
+    #[command(flatten)]
+    pub load: super::generate::LoadArgs,
     #[command(flatten)]
     pub quiet: super::out::Quiet,
 }
@@ -67,7 +66,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     }
     let crate::model::Loaded {
         model, tokenizer: tok, ..
-    } = crate::model::load(&a.model, &a.dtype.options())?;
+    } = crate::model::load(&a.model, &a.load.options())?;
     let n_ctx = model.config.n_ctx;
     let (scored, tokens) = match &tok {
         Tokenizer::Char(chars) => {

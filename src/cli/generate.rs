@@ -45,7 +45,28 @@ impl DtypeArg {
             DtypeArg::Q4_0 => Dtype::Quant(Kind::Q4_0),
             DtypeArg::Q4_1 => Dtype::Quant(Kind::Q4_1),
         };
-        LoadOptions { dtype }
+        LoadOptions { dtype, adapter: None }
+    }
+}
+
+/// How a command that runs a model loads it: `--dtype`, `--adapter`.
+#[derive(Args, Clone, Debug)]
+pub struct LoadArgs {
+    /// How to hold the weights in memory
+    #[arg(long, value_enum, default_value = "auto")]
+    pub dtype: DtypeArg,
+    /// A LoRA adapter to run beside the model, unmerged: a directory with peft's
+    /// adapter_config.json and adapter_model.safetensors, trained for this base model
+    #[arg(long, value_name = "DIR")]
+    pub adapter: Option<PathBuf>,
+}
+
+impl LoadArgs {
+    pub fn options(&self) -> LoadOptions {
+        LoadOptions {
+            adapter: self.adapter.clone(),
+            ..self.dtype.options()
+        }
     }
 }
 
@@ -91,9 +112,8 @@ pub struct GenerateArgs {
     /// With --chat: a chat template (Jinja, as tokenizer_config.json's chat_template) instead of the model's
     #[arg(long, value_name = "FILE", requires = "chat")]
     pub template: Option<PathBuf>,
-    /// How to hold the weights in memory
-    #[arg(long, value_enum, default_value = "auto")]
-    pub dtype: DtypeArg,
+    #[command(flatten)]
+    pub load: LoadArgs,
     #[command(flatten)]
     pub quiet: super::out::Quiet,
 }
@@ -199,7 +219,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         .map(|s| unescape("--stop", s))
         .collect::<Result<Vec<_>>>()?;
     let texts = prompt_texts(&a)?;
-    let mut loaded = model::load(&a.model, &a.dtype.options())?;
+    let mut loaded = model::load(&a.model, &a.load.options())?;
     let encoded = encode_prompts(&a, &texts, &mut loaded)?;
     let model::Loaded {
         model,

@@ -73,7 +73,13 @@ pub fn run(a: QuantizeArgs) -> Result<()> {
         "{} exists: pass --overwrite to replace it, or choose another OUTPUT",
         a.output.display()
     );
-    let loaded = model::load(&a.input, &LoadOptions { dtype: Dtype::F32 })?;
+    let loaded = model::load(
+        &a.input,
+        &LoadOptions {
+            dtype: Dtype::F32,
+            ..Default::default()
+        },
+    )?;
     if loaded.path.canonicalize().ok() == a.output.canonicalize().ok() {
         anyhow::bail!("OUTPUT is the input file: write to another path");
     }

@@ -34,6 +34,16 @@ struct NormIds {
 struct LinearIds {
     w: ParamId,
     b: Option<ParamId>,
+    /// A LoRA adapter's low-rank update of this layer.
+    lora: Option<Lora>,
+}
+
+/// `scale · x Aᵀ Bᵀ` added to a linear layer's output: `a` `[r, in]`, `b` `[out, r]`.
+#[derive(Clone, Copy, Debug)]
+struct Lora {
+    a: ParamId,
+    b: ParamId,
+    scale: f32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +58,29 @@ struct Block {
     /// …and its `up_proj`.
     up: Option<LinearIds>,
     mlp_proj: LinearIds,
+}
+
+impl Block {
+    /// Its linear layers, in a fixed order.
+    fn linears(&self) -> impl Iterator<Item = &LinearIds> {
+        let fixed = [
+            Some(&self.attn_proj),
+            Some(&self.fc),
+            self.up.as_ref(),
+            Some(&self.mlp_proj),
+        ];
+        self.qkv.iter().map(Option::as_ref).chain(fixed).flatten()
+    }
+
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut LinearIds> {
+        let fixed = [
+            Some(&mut self.attn_proj),
+            Some(&mut self.fc),
+            self.up.as_mut(),
+            Some(&mut self.mlp_proj),
+        ];
+        self.qkv.iter_mut().map(Option::as_mut).chain(fixed).flatten()
+    }
 }
 
 /// A GPT model: its config, its parameters (Hugging Face names of its architecture) and where each one is.
@@ -168,6 +201,7 @@ impl Gpt {
         let linear = |name: &str| LinearIds {
             w: id(format!("{name}.weight")),
             b: params.find(&format!("{name}.bias")),
+            lora: None,
         };
         let blocks = (0..config.n_layer)
             .map(|i| {
@@ -212,7 +246,47 @@ impl Gpt {
     fn linear(&self, g: &mut Graph, x: Var, ids: LinearIds) -> Var {
         let w = g.param(ids.w);
         let b = ids.b.map(|b| g.param(b));
-        g.linear(x, w, b, self.config.arch.names().w_t)
+        let y = g.linear(x, w, b, self.config.arch.names().w_t);
+        let Some(lora) = ids.lora else { return y };
+        let (a, b) = (g.param(lora.a), g.param(lora.b));
+        let down = g.linear(x, a, None, true); // [N, in] -> [N, r]
+        let up = g.linear(down, b, None, true); // [N, r] -> [N, out]
+        g.add_scaled(y, up, lora.scale)
+    }
+
+    /// Every block's linear layers by parameter name (without `.weight`):
+    /// `(index for [Gpt::set_lora], in features, out features)`.
+    pub(super) fn linear_names(&self) -> std::collections::HashMap<String, (usize, usize, usize)> {
+        let n = self.config.arch.names();
+        let mut out = std::collections::HashMap::new();
+        for (i, ids) in self.blocks.iter().flat_map(Block::linears).enumerate() {
+            let name = self.params.names[ids.w.0]
+                .strip_suffix(".weight")
+                .expect("a weight")
+                .to_string();
+            let shape = &self.params.get(ids.w).shape;
+            let (d_in, d_out) = if n.w_t {
+                (shape[1], shape[0])
+            } else {
+                (shape[0], shape[1])
+            };
+            out.insert(name, (i, d_in, d_out));
+        }
+        out
+    }
+
+    /// Gives the `i`-th linear layer (of [`Gpt::linear_names`]) the LoRA update
+    /// `scale · x aᵀ bᵀ`, its matrices added as `{name}.lora_A.weight` / `lora_B`.
+    pub(super) fn set_lora(&mut self, i: usize, name: &str, a: Tensor, b: Tensor, scale: f32) {
+        let a = self.params.add(format!("{name}.lora_A.weight"), a);
+        let b = self.params.add(format!("{name}.lora_B.weight"), b);
+        let ids = self
+            .blocks
+            .iter_mut()
+            .flat_map(Block::linears_mut)
+            .nth(i)
+            .expect("a linear layer");
+        ids.lora = Some(Lora { a, b, scale });
     }
 
     /// `[N, C] -> [N, (n_head + 2 n_kv_head) hs]`: all query heads, then the key heads, then the value heads.

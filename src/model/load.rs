@@ -26,6 +26,8 @@ pub enum Dtype {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub dtype: Dtype,
+    /// A LoRA adapter directory (peft's format) to run with the model, unmerged.
+    pub adapter: Option<PathBuf>,
 }
 
 /// A model ready to run, with the tokenizer it was trained with.
@@ -57,6 +59,12 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
         Dtype::Quant(kind) => model
             .quantize(kind)
             .with_context(|| format!("holding {} as {kind}", path.display()))?,
+    }
+    if let Some(dir) = &opts.adapter {
+        let adapter = super::Adapter::load(dir)?;
+        model
+            .add_adapter(&adapter)
+            .with_context(|| format!("adding the adapter in {} to {}", dir.display(), path.display()))?;
     }
     Ok(Loaded {
         model,

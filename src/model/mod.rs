@@ -10,6 +10,7 @@ pub(crate) mod import;
 mod io;
 mod kv_cache;
 mod load;
+mod lora;
 mod names;
 
 pub use chat::{encode_chat, ChatSpec, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE};
@@ -21,4 +22,5 @@ pub use import::gguf;
 pub use io::{parse_checkpoint, stored_dtypes, CONFIG_FILE, WEIGHTS_FILE};
 pub use kv_cache::KvCache;
 pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};
+pub use lora::{Adapter, LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 pub use names::is_embedding;

@@ -202,11 +202,19 @@ pub fn mul_accumulate(dst: &mut [f32], a: &[f32], b: &[f32]) {
         .for_each(|(d, (a, b))| d.iter_mut().zip(a.iter().zip(b)).for_each(|(d, (a, b))| *d += a * b));
 }
 
-/// `[N] + [N] -> [N]`. Its backward is `da += dout; db += dout` ([`super::accumulate`]).
-pub fn add_forward(out: &mut [f32], a: &[f32], b: &[f32]) {
+/// `[N] + s·[N] -> [N]`. Its backward is `da += dout; db += s·dout`
+/// ([`super::accumulate`], [`axpy_parallel`]).
+pub fn add_forward(out: &mut [f32], a: &[f32], b: &[f32], s: f32) {
     out.par_chunks_mut(MIN_ELEMS_PER_TASK)
         .zip(a.par_chunks(MIN_ELEMS_PER_TASK).zip(b.par_chunks(MIN_ELEMS_PER_TASK)))
-        .for_each(|(o, (a, b))| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = a + b));
+        .for_each(|(o, (a, b))| o.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (a, b))| *o = a + s * b));
+}
+
+/// `y += s·x`, in parallel over large buffers.
+pub fn axpy_parallel(y: &mut [f32], s: f32, x: &[f32]) {
+    y.par_chunks_mut(MIN_ELEMS_PER_TASK)
+        .zip(x.par_chunks(MIN_ELEMS_PER_TASK))
+        .for_each(|(y, x)| super::axpy(y, s, x));
 }
 
 #[cfg(test)]

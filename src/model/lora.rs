@@ -1,0 +1,208 @@
+//! LoRA adapters in `peft`'s format: `adapter_config.json` (`r`,
+//! `lora_alpha`, `use_rslora`, …) and `adapter_model.safetensors`, whose
+//! tensors `base_model.model.{module}.lora_A.weight` `[r, in]` and
+//! `….lora_B.weight` `[out, r]` each add `scale · x Aᵀ Bᵀ` to the output of
+//! one linear layer of the base model (`scale` = alpha / r, or alpha / √r
+//! rank-stabilised). The adapter stays apart from the weights it adapts (a
+//! quantized base stays quantized), as `peft.PeftModel` runs it.
+
+use super::Gpt;
+use crate::io::{map_file, Elem};
+use crate::tensor::Tensor;
+use anyhow::{bail, ensure, Context, Result};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
+
+/// What `peft` prefixes every tensor name of the base model with.
+const PEFT_PREFIX: &str = "base_model.model.";
+
+/// The fields of `adapter_config.json` that decide what the adapter computes.
+#[derive(Clone, Debug, Deserialize)]
+pub struct LoraConfig {
+    pub peft_type: String,
+    pub r: usize,
+    pub lora_alpha: f32,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default)]
+    pub use_dora: bool,
+    #[serde(default = "no_bias")]
+    pub bias: String,
+    #[serde(default)]
+    pub modules_to_save: Option<Vec<String>>,
+    #[serde(default)]
+    pub rank_pattern: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub alpha_pattern: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+}
+
+fn no_bias() -> String {
+    "none".into()
+}
+
+impl LoraConfig {
+    /// What multiplies `x Aᵀ Bᵀ`.
+    pub fn scale(&self) -> f32 {
+        if self.use_rslora {
+            self.lora_alpha / (self.r as f32).sqrt()
+        } else {
+            self.lora_alpha / self.r as f32
+        }
+    }
+}
+
+/// A LoRA adapter read from a directory: its config and, per adapted layer
+/// (the base model's module name), `(A [r, in], B [out, r])`.
+pub struct Adapter {
+    pub dir: PathBuf,
+    pub config: LoraConfig,
+    pub layers: BTreeMap<String, (Tensor, Tensor)>,
+}
+
+impl Adapter {
+    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`,
+    /// refusing what this loader does not compute (DoRA, trained biases,
+    /// saved whole modules, per-layer ranks) rather than computing something else.
+    pub fn load(dir: &Path) -> Result<Adapter> {
+        let config_path = dir.join(ADAPTER_CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path).with_context(|| {
+            format!(
+                "reading {}: an adapter directory holds {ADAPTER_CONFIG_FILE} and {ADAPTER_WEIGHTS_FILE}, as peft saves them",
+                config_path.display()
+            )
+        })?;
+        let config: LoraConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a peft adapter config", config_path.display()))?;
+        let at = || config_path.display();
+        ensure!(
+            config.peft_type == "LORA",
+            "{}: peft_type {:?}: only LORA adapters are supported",
+            at(),
+            config.peft_type
+        );
+        ensure!(config.r > 0, "{}: r is 0: a LoRA adapter has rank 1 or more", at());
+        ensure!(
+            config.lora_alpha.is_finite(),
+            "{}: lora_alpha must be a finite number",
+            at()
+        );
+        ensure!(!config.use_dora, "{}: DoRA adapters (use_dora) are not supported", at());
+        ensure!(
+            config.bias == "none",
+            "{}: bias {:?}: adapters that train biases are not supported",
+            at(),
+            config.bias
+        );
+        ensure!(
+            config.modules_to_save.as_ref().is_none_or(Vec::is_empty),
+            "{}: modules_to_save {:?}: adapters that save whole modules are not supported",
+            at(),
+            config.modules_to_save
+        );
+        ensure!(
+            config.rank_pattern.is_empty() && config.alpha_pattern.is_empty(),
+            "{}: per-layer ranks or alphas (rank_pattern, alpha_pattern) are not supported",
+            at()
+        );
+        let weights = dir.join(ADAPTER_WEIGHTS_FILE);
+        let layers = read_layers(&weights, config.r).with_context(|| format!("reading {}", weights.display()))?;
+        Ok(Adapter {
+            dir: dir.to_path_buf(),
+            config,
+            layers,
+        })
+    }
+}
+
+/// `module -> (A, B)` from a peft safetensors file, each pair complete and of rank `r`.
+fn read_layers(path: &Path, r: usize) -> Result<BTreeMap<String, (Tensor, Tensor)>> {
+    let map = map_file(path)?;
+    let st = safetensors::SafeTensors::deserialize(&map).context("not a safetensors file")?;
+    let mut halves: BTreeMap<String, [Option<Tensor>; 2]> = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let (module, half) = match name.strip_suffix(".lora_A.weight") {
+            Some(m) => (m, 0),
+            None => match name.strip_suffix(".lora_B.weight") {
+                Some(m) => (m, 1),
+                None => bail!("tensor {name} is neither a lora_A nor a lora_B weight"),
+            },
+        };
+        let module = module.strip_prefix(PEFT_PREFIX).unwrap_or(module);
+        let elem = match view.dtype() {
+            safetensors::Dtype::F32 => Elem::F32,
+            safetensors::Dtype::F16 => Elem::F16,
+            safetensors::Dtype::BF16 => Elem::Bf16,
+            d => bail!("tensor {name} is {d:?}: only F32, F16 and BF16 are read"),
+        };
+        let shape = view.shape().to_vec();
+        ensure!(shape.len() == 2, "tensor {name} has shape {shape:?}, not a matrix");
+        let rank = if half == 0 { shape[0] } else { shape[1] };
+        ensure!(
+            rank == r,
+            "tensor {name} has shape {shape:?}, but the adapter's rank r is {r}"
+        );
+        let t = Tensor {
+            data: elem.to_f32(view.data()),
+            shape,
+        };
+        halves.entry(module.to_string()).or_default()[half] = Some(t);
+    }
+    ensure!(!halves.is_empty(), "it holds no LoRA tensors");
+    halves
+        .into_iter()
+        .map(|(module, [a, b])| match (a, b) {
+            (Some(a), Some(b)) => Ok((module, (a, b))),
+            _ => bail!("{module} has only one of lora_A and lora_B"),
+        })
+        .collect()
+}
+
+impl Gpt {
+    /// Adds `adapter` to the linear layers it names. Errors, changing
+    /// nothing, when a layer is not in this model or its shapes differ
+    /// (an adapter trained for another base model).
+    pub fn add_adapter(&mut self, adapter: &Adapter) -> Result<()> {
+        let prefix = self.config.arch.names().file_prefix;
+        let linears = self.linear_names();
+        let mut plan = Vec::new();
+        for (module, (a, b)) in &adapter.layers {
+            let name = module.strip_prefix(prefix).unwrap_or(module);
+            let Some(&(i, d_in, d_out)) = linears.get(name) else {
+                bail!(
+                    "the adapter in {} adapts {module}, which this model does not have: it was trained for another \
+                     base model{}",
+                    adapter.dir.display(),
+                    base_name(adapter)
+                );
+            };
+            ensure!(
+                a.shape[1] == d_in && b.shape[0] == d_out,
+                "the adapter in {} adapts {module} from {} to {} features, but this model's layer maps {d_in} to \
+                 {d_out}: it was trained for another base model{}",
+                adapter.dir.display(),
+                a.shape[1],
+                b.shape[0],
+                base_name(adapter)
+            );
+            plan.push((i, name.to_string(), a.clone(), b.clone()));
+        }
+        let scale = adapter.config.scale();
+        for (i, name, a, b) in plan {
+            self.set_lora(i, &name, a, b, scale);
+        }
+        Ok(())
+    }
+}
+
+fn base_name(adapter: &Adapter) -> String {
+    match &adapter.config.base_model_name_or_path {
+        Some(name) => format!(" ({name}, says its {ADAPTER_CONFIG_FILE})"),
+        None => String::new(),
+    }
+}
