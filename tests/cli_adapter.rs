@@ -1,6 +1,7 @@
 //! `--adapter DIR`: generate and eval run a peft LoRA adapter beside the
-//! model, unmerged, on f32 and quantized weights; an adapter whose B is zero
-//! changes nothing, one trained for another model is refused.
+//! model, unmerged, on f32 and quantized weights, and `gpt merge` folds it
+//! in; an adapter whose B is zero changes nothing, one trained for another
+//! model is refused.
 
 use gpt::model::{Gpt, GptConfig, Init};
 use gpt::tensor::{rng, Tensor};
@@ -101,6 +102,33 @@ fn adapters_change_eval_and_generate_and_a_zero_b_changes_nothing() {
         v["tokens"].clone()
     };
     assert_eq!(generate(&["--adapter", zero.to_str().unwrap()]), generate(&[]));
+
+    // `gpt merge` folds it in: the merged model alone scores as the base with the adapter.
+    let merged = tmp.path().join("merged");
+    let merge = |extra: &[&str]| {
+        let args = [
+            &[
+                "merge",
+                "--model",
+                m,
+                "--adapter",
+                trained.to_str().unwrap(),
+                "--out",
+                merged.to_str().unwrap(),
+            ],
+            extra,
+        ]
+        .concat();
+        gpt(&args)
+    };
+    succeeds(merge(&[]));
+    let loss = eval_loss(&["eval", "--model", merged.to_str().unwrap(), "--data", d, "--json"]);
+    assert!(
+        (loss - adapted).abs() < 1e-5 * adapted.abs(),
+        "merged {loss} vs adapter {adapted}"
+    );
+    fails_with(&merge(&[]), "--overwrite");
+    succeeds(merge(&["--overwrite"]));
 }
 
 #[test]

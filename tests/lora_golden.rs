@@ -1,7 +1,7 @@
 //! LoRA adapters saved by `peft` (tests/golden/lora/, made by
 //! scripts/gen_lora_golden.py) on the tiny GPT-2 and Llama golden models:
 //! loaded beside the base, unmerged, they must give `peft`'s logits (within
-//! 1e-4); an adapter for another base model and
+//! 1e-4), and merged into the weights as well; an adapter for another base model and
 //! damaged adapters are clear errors.
 
 use gpt::model::{self, Adapter, Gpt};
@@ -53,6 +53,16 @@ fn peft_adapters_give_peft_logits() {
         let loaded = load(&case.base, Some(dir)).unwrap();
         let want = reference_logits(&root().join("tests/golden/lora").join(&case.logits), &case.prompts);
         let worst = check_logits(&loaded, &case.prompts, &want, g.tolerance, name);
+        // Merged into the weights (peft's merge_and_unload), the same logits from a plain model.
+        let mut merged = loaded;
+        let n_base = Gpt::load(&root().join(&case.base)).unwrap().params.count();
+        merged.merge_adapters().unwrap();
+        assert_eq!(
+            merged.params.count(),
+            n_base,
+            "{name}: the adapter's matrices are dropped"
+        );
+        check_logits(&merged, &case.prompts, &want, g.tolerance, &format!("{name} merged"));
         // Without the adapter the logits are far off: the test sees the adapter.
         let plain = load(&case.base, None).unwrap();
         let off = common::golden::full_logits(&plain, &case.prompts[1]);

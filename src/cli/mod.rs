@@ -6,6 +6,7 @@ mod download;
 mod eval;
 mod generate;
 mod info;
+mod merge;
 mod models;
 mod out;
 mod quantize;
@@ -52,6 +53,8 @@ pub enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Write a model as a GGUF file llama.cpp runs, its weights quantized (q8_0, q4_0, q4_1) or as floats
     Quantize(quantize::QuantizeArgs),
+    /// Fold a LoRA adapter (peft's format) into its base model and save the result as a model directory
+    Merge(merge::MergeArgs),
     /// Tokenize a text corpus into train.bin / val.bin token files
     Prepare(tokenize::PrepareArgs),
     /// Tokenizer tools: learn a byte-level BPE vocabulary
@@ -102,6 +105,7 @@ fn run() -> Result<()> {
         Command::Download(a) => download::run(a),
         Command::Tokenize(a) => tokenize::run_tokenize(a),
         Command::Quantize(a) => quantize::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Prepare(a) => tokenize::run_prepare(a),
         Command::Tokenizer(c) => tokenize::run_tokenizer(c),
     })

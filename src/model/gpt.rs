@@ -289,6 +289,46 @@ impl Gpt {
         ids.lora = Some(Lora { a, b, scale });
     }
 
+    /// Folds every LoRA update into its layer's f32 weights (`W += scale · B A`,
+    /// transposed where `W` is stored `[in, out]`) and drops the adapters'
+    /// matrices: a plain model again, as `peft`'s `merge_and_unload` gives.
+    pub fn merge_adapters(&mut self) -> Result<()> {
+        let w_t = self.config.arch.names().w_t;
+        let mut first = self.params.tensors.len();
+        for ids in self.blocks.iter_mut().flat_map(Block::linears_mut) {
+            let Some(lora) = ids.lora.take() else { continue };
+            first = first.min(lora.a.0);
+            let (a, b) = (&self.params.tensors[lora.a.0], &self.params.tensors[lora.b.0]);
+            let (r, d_in, d_out) = (a.shape[0], a.shape[1], b.shape[0]);
+            let name = &self.params.names[ids.w.0];
+            ensure!(
+                self.params.tensors[ids.w.0].data.len() == d_in * d_out,
+                "{name} is not held as f32: load the model with --dtype f32 to merge an adapter into it"
+            );
+            // delta[o, i] = scale · Σ_k B[o, k] A[k, i]
+            let mut delta = vec![0.0f32; d_out * d_in];
+            for (o, row) in delta.chunks_mut(d_in).enumerate() {
+                for k in 0..r {
+                    crate::tensor::axpy(row, lora.scale * b.data[o * r + k], &a.data[k * d_in..(k + 1) * d_in]);
+                }
+            }
+            let w = &mut self.params.tensors[ids.w.0].data;
+            for (o, row) in delta.chunks(d_in).enumerate() {
+                for (i, d) in row.iter().enumerate() {
+                    w[if w_t { o * d_in + i } else { i * d_out + o }] += d;
+                }
+            }
+        }
+        // The adapters' matrices were added after every weight of the model.
+        assert!(self.params.names[first..].iter().all(|n| n.contains(".lora_")));
+        let p = &mut self.params;
+        p.names.truncate(first);
+        p.tensors.truncate(first);
+        p.bf16.truncate(first);
+        p.quant.truncate(first);
+        Ok(())
+    }
+
     /// `[N, C] -> [N, (n_head + 2 n_kv_head) hs]`: all query heads, then the key heads, then the value heads.
     fn qkv(&self, g: &mut Graph, x: Var, ids: [Option<LinearIds>; 3]) -> Var {
         match ids.map(|ids| ids.map(|ids| self.linear(g, x, ids))) {
