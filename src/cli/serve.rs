@@ -40,8 +40,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N")]
     pub max_tokens_limit: Option<usize>,
     /// Seconds a request may run; then it ends as `length` (504 if it produced nothing)
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
-    pub timeout: u64,
+    #[arg(long, value_name = "SECS", default_value_t = 600.0)]
+    pub timeout: f64,
     /// How to hold the weights in memory
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
@@ -53,7 +53,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
     a.quiet.apply();
     check::flag(a.max_batch >= 1, "--max-batch", a.max_batch, "at least 1")?;
     check::flag(a.max_queue >= 1, "--max-queue", a.max_queue, "at least 1")?;
-    check::flag(a.timeout >= 1, "--timeout", a.timeout, "at least 1 second")?;
+    check::flag(
+        a.timeout > 0.0 && a.timeout <= 1e9,
+        "--timeout",
+        a.timeout,
+        "a number of seconds above 0",
+    )?;
     if let Some(n) = a.max_tokens_limit {
         check::flag(n >= 1, "--max-tokens-limit", n, "at least 1")?;
     }
@@ -72,7 +77,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         max_queue: a.max_queue,
         ctx: a.ctx,
         max_tokens_limit: a.max_tokens_limit,
-        timeout: Duration::from_secs(a.timeout),
+        timeout: Duration::from_secs_f64(a.timeout),
         quiet: a.quiet.quiet,
     })
 }

@@ -161,10 +161,12 @@ pub fn parse(bytes: &[u8]) -> Result<Body, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let message = format!("the request body is not valid: {}", e.inner());
-        match path.as_str() {
-            "." => ApiError::invalid("body", message),
-            _ => ApiError::invalid(&path, format!("{path}: {message}")),
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data if path != "." => {
+                ApiError::invalid(&path, format!("{path} is not valid: {inner}"))
+            }
+            _ => ApiError::invalid("body", format!("the request body is not valid JSON: {inner}")),
         }
     })
 }

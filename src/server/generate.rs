@@ -88,14 +88,19 @@ impl Run {
             if self.done.iter().all(|&d| d) {
                 return None;
             }
-            let piece = match tokio::time::timeout_at(self.deadline, self.rx.recv()).await {
-                Ok(Some(piece)) if self.done[piece.index] => continue,
-                Ok(Some(piece)) => piece,
-                Ok(None) => {
+            // Nothing is taken after the deadline, even what is already there.
+            let received = match tokio::time::Instant::now() < self.deadline {
+                true => tokio::time::timeout_at(self.deadline, self.rx.recv()).await.ok(),
+                false => None,
+            };
+            let piece = match received {
+                Some(Some(piece)) if self.done[piece.index] => continue,
+                Some(Some(piece)) => piece,
+                Some(None) => {
                     let i = self.done.iter().position(|&d| !d)?;
                     self.finish(i, Some("the engine stopped".into()))
                 }
-                Err(_elapsed) => {
+                None => {
                     self.cancel.store(true, Ordering::Relaxed);
                     self.timed_out = true;
                     let i = self.done.iter().position(|&d| !d)?;
