@@ -261,3 +261,35 @@ impl Body {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_each_endpoints_logprobs() {
+        let p = parse(br#"{"prompt": "x", "seed": -1, "top_p": 1}"#).unwrap();
+        let p = p.params(false, 100).unwrap();
+        assert_eq!(
+            (
+                p.sampling.temperature,
+                p.sampling.top_p,
+                p.max_tokens,
+                p.n,
+                p.seed,
+                p.logprobs
+            ),
+            (1.0, None, 100, 1, u64::MAX, None)
+        );
+        let chat = parse(br#"{"logprobs": true, "top_logprobs": 3}"#).unwrap();
+        assert_eq!(chat.params(true, 10).unwrap().logprobs, Some(3));
+        assert_eq!(chat.params(false, 10).unwrap_err().param.as_deref(), Some("logprobs"));
+        // max_completion_tokens wins over max_tokens, and is checked against the limit.
+        let both = parse(br#"{"max_completion_tokens": 11, "max_tokens": 5}"#).unwrap();
+        assert_eq!(
+            both.params(false, 10).unwrap_err().param.as_deref(),
+            Some("max_completion_tokens")
+        );
+        assert_eq!(both.params(false, 11).unwrap().max_tokens, 11);
+    }
+}
