@@ -501,7 +501,10 @@ fn a_full_queue_is_429_and_a_timeout_ends_requests() {
     // After some tokens: the choices end as length, short of what was asked.
     let s = Server::start(dir.path(), &["--timeout", "0.3", "--max-batch", "1"]);
     let r = s
-        .post("/v1/completions", &json!({"prompt": "Hi", "n": 16, "max_tokens": 120}))
+        .post(
+            "/v1/completions",
+            &json!({"prompt": "Hi", "n": 16, "max_tokens": 120, "seed": 3}),
+        )
         .json();
     let tokens = r["usage"]["completion_tokens"].as_u64().unwrap();
     assert!(tokens > 0 && tokens < 16 * 120, "{tokens} tokens");
@@ -564,18 +567,20 @@ fn health_while_loading_and_sigterm_ends_cleanly() {
     let mut s = Server::start(dir.path(), &["--max-batch", "1"]);
     let url = s.url.clone();
     let agent = s.agent.clone();
-    let body = json!({"prompt": "Hi", "n": 4, "max_tokens": 120, "stream": true});
+    let body = json!({"prompt": "Hi", "n": 8, "max_tokens": 120, "stream": true, "seed": 2});
     let client = std::thread::spawn(move || {
         let resp = open(&agent, &format!("{url}/v1/completions"), &body);
         let mut text = String::new();
         resp.into_body().into_reader().read_to_string(&mut text).unwrap();
         text
     });
+    let start = Instant::now();
     while s.metric("gpt_active_sequences") == 0.0 {
-        std::thread::sleep(Duration::from_millis(5));
+        assert!(start.elapsed() < Duration::from_secs(10), "the request never ran");
+        std::thread::sleep(Duration::from_millis(2));
     }
     assert!(s.terminate(Duration::from_secs(20)).success());
     let text = client.join().unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert_eq!(text.matches("\"finish_reason\":\"length\"").count(), 4, "{text}");
+    assert_eq!(text.matches("\"finish_reason\":\"length\"").count(), 8, "{text}");
 }

@@ -9,6 +9,9 @@ use std::time::Duration;
 
 /// The environment variable that gives the API key when `--api-key` does not.
 const API_KEY_ENV: &str = "GPT_API_KEY";
+/// Most sequences `--max-batch` may decode together, and `--max-queue` may hold waiting.
+const MAX_BATCH: usize = 1024;
+const MAX_QUEUE: usize = 100_000;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -36,7 +39,7 @@ pub struct ServeArgs {
     /// Tokens of context per sequence, prompt included [default: the model's]
     #[arg(long)]
     pub ctx: Option<usize>,
-    /// New tokens one request may ask for at most (also the default) [default: the context]
+    /// New tokens one request may ask for at most (also the default; at most the context) [default: the context]
     #[arg(long, value_name = "N")]
     pub max_tokens_limit: Option<usize>,
     /// Seconds a request may run; then it ends as `length` (504 if it produced nothing)
@@ -51,8 +54,18 @@ pub struct ServeArgs {
 
 pub fn run(a: ServeArgs) -> Result<()> {
     a.quiet.apply();
-    check::flag(a.max_batch >= 1, "--max-batch", a.max_batch, "at least 1")?;
-    check::flag(a.max_queue >= 1, "--max-queue", a.max_queue, "at least 1")?;
+    check::flag(
+        (1..=MAX_BATCH).contains(&a.max_batch),
+        "--max-batch",
+        a.max_batch,
+        &format!("between 1 and {MAX_BATCH}"),
+    )?;
+    check::flag(
+        (1..=MAX_QUEUE).contains(&a.max_queue),
+        "--max-queue",
+        a.max_queue,
+        &format!("between 1 and {MAX_QUEUE}"),
+    )?;
     check::flag(
         a.timeout > 0.0 && a.timeout <= 1e9,
         "--timeout",

@@ -188,6 +188,12 @@ fn load(opts: &ServeOptions) -> Result<Model> {
         (2..=n_ctx).contains(&ctx),
         "--ctx {ctx}: must be between 2 and the model's context of {n_ctx} tokens"
     );
+    if let Some(limit) = opts.max_tokens_limit {
+        ensure!(
+            (1..=ctx).contains(&limit),
+            "--max-tokens-limit {limit}: must be between 1 and the context of {ctx} tokens"
+        );
+    }
     let name = opts.name.clone().unwrap_or_else(|| model_name(&opts.model));
     let template = loaded.chat.compile().map_err(|e| format!("{e:#}"));
     let engine = Engine::start(
