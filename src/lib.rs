@@ -10,6 +10,7 @@
 //! - [`train`]: loss, optimizer, schedule, training loop, checkpoint writing
 //! - [`sample`]: generation with a KV cache, temperature and top-k
 //! - [`hub`]: download models from the Hugging Face Hub into its cache; find them by name
+//! - [`server`]: `gpt serve`, the OpenAI API over HTTP with continuous batching
 //! - [`cli`]: the `gpt` command line
 
 pub mod autograd;
@@ -19,6 +20,7 @@ pub mod hub;
 pub mod io;
 pub mod model;
 pub mod sample;
+pub mod server;
 pub mod tensor;
 pub mod tokenizer;
 pub mod train;

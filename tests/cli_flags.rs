@@ -80,6 +80,12 @@ const ROWS: &[Row] = &[
     ("chat", "--top-k", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
     ("chat", "--top-p", &[], &[("0", F), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", R)]),
     ("chat", "--seed", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
+    // The server never ends by itself: every value here must be refused.
+    ("serve", "--max-batch", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
+    ("serve", "--max-queue", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
+    ("serve", "--ctx", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("1", F)]),
+    ("serve", "--max-tokens-limit", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("33", F)]),
+    ("serve", "--timeout", &[], &[("0", F), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F)]),
     ("eval", "--stride", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("32", R), ("33", F)]),
     ("prepare", "--val-fraction", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F)]),
     ("tokenizer train", "--vocab-size", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R), ("256", F)]),
@@ -109,6 +115,7 @@ fn base(cmd: &str) -> (&'static [[&'static str; 2]], &'static [&'static str]) {
         "generate" => (&[["--model", "{bpe}"], ["--max-new-tokens", "2"]], &["Hi"]),
         "chat" => (&[["--model", "{bpe}"], ["--template", "{template}"]], &[]),
         "eval" => (&[["--model", "{bpe}"], ["--data", "{text}"]], &[]),
+        "serve" => (&[["--model", "{bpe}"], ["--port", "0"]], &[]),
         "prepare" => (&[["--input", "{text}"], ["--out", "{out}"]], &[]),
         "tokenizer train" => (&[["--out", "{out}"]], &["{text}"]),
         _ => panic!("no base arguments for {cmd:?}"),
@@ -230,6 +237,11 @@ fn sample_and_generate_flags() {
 #[test]
 fn chat_flags() {
     check_rows("chat");
+}
+
+#[test]
+fn serve_flags() {
+    check_rows("serve");
 }
 
 #[test]

@@ -3,11 +3,11 @@
 use super::check;
 use super::out::{count, note};
 use super::tokenize::{read_stdin, read_text};
-use crate::model::{self, encode_chat, Dtype, LoadOptions};
+use crate::model::{self, encode_chat, encode_prompt, Dtype, LoadOptions};
 use crate::sample::completion::{unescape, Completion};
 use crate::sample::{generate, split_rng, working_memory, GenerateOptions};
 use crate::tensor::rng;
-use crate::tokenizer::{Message, Tokenizer};
+use crate::tokenizer::Message;
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use std::io::Write;
@@ -116,18 +116,6 @@ pub struct GenerateArgs {
     pub load: LoadArgs,
     #[command(flatten)]
     pub quiet: super::out::Quiet,
-}
-
-/// Token ids of a prompt: characters after BOS, or BPE (an empty prompt starts from `<|endoftext|>`).
-fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    let mut ids = tok.encode(text)?;
-    if matches!(tok, Tokenizer::Char(_)) || ids.is_empty() {
-        let Some(sep) = tok.document_separator() else {
-            bail!("an empty prompt needs a start token, and this vocabulary has none");
-        };
-        ids.insert(0, sep);
-    }
-    Ok(ids)
 }
 
 /// The prompts' texts: the arguments (`-` is standard input, read once),

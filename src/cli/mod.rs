@@ -11,6 +11,7 @@ mod models;
 mod out;
 mod quantize;
 mod sample;
+mod serve;
 mod tokenize;
 mod train;
 
@@ -41,6 +42,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Chat with a chat model in the terminal (or through a pipe): one message per line
     Chat(chat::ChatArgs),
+    /// Serve a model over HTTP with the OpenAI API (completions, chat, streaming), many clients at once
+    Serve(serve::ServeArgs),
     /// Mean loss per token and perplexity of a model over a text file
     Eval(eval::EvalArgs),
     /// What a model is: architecture, sizes, parameters, dtype, context, tokenizer, size on disk
@@ -99,6 +102,7 @@ fn run() -> Result<()> {
         Command::Sample(a) => sample::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Info(a) => info::run(a),
         Command::Models(a) => models::run(a),

@@ -126,6 +126,18 @@ pub fn encode_chat(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     }
 }
 
+/// Token ids of a plain prompt (no chat template): characters after BOS, or BPE (an empty prompt starts from `<|endoftext|>`).
+pub fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let mut ids = tok.encode(text)?;
+    if matches!(tok, Tokenizer::Char(_)) || ids.is_empty() {
+        let Some(sep) = tok.document_separator() else {
+            bail!("an empty prompt needs a start token, and this vocabulary has none");
+        };
+        ids.insert(0, sep);
+    }
+    Ok(ids)
+}
+
 /// The text of a special token, if it is one.
 fn token_text(tokenizer: &Tokenizer, id: u32) -> Option<String> {
     match tokenizer {

@@ -13,7 +13,7 @@ mod load;
 mod lora;
 mod names;
 
-pub use chat::{encode_chat, ChatSpec, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE};
+pub use chat::{encode_chat, encode_prompt, ChatSpec, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE};
 pub use config::{Arch, GptConfig};
 pub use export::{write_gguf, GgufMeta, EXPORT_KINDS};
 pub use gpt::{Gpt, Init};
