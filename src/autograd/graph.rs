@@ -30,6 +30,8 @@ pub struct KvSlot<'a> {
     pub capacity: usize,
     pub slots: &'a [usize],
     pub past: &'a [usize],
+    /// Scratch for each sequence's (slot, keys after the call), kept by the cache so no step allocates.
+    pub seqs: &'a mut Vec<(usize, usize)>,
 }
 
 enum Value {
@@ -590,7 +592,9 @@ impl<'p> Graph<'p> {
                     slot.capacity
                 );
                 // (slot, keys after this call) of each sequence.
-                let seqs: Vec<(usize, usize)> = slot.slots.iter().map(|&s| (s, slot.past[s] + shape.t)).collect();
+                let seqs = slot.seqs;
+                seqs.clear();
+                seqs.extend(slot.slots.iter().map(|&s| (s, slot.past[s] + shape.t)));
                 assert!(seqs.iter().all(|&(_, len)| len <= slot.capacity), "KV cache is full");
                 for (row, src) in x.chunks(width).enumerate() {
                     let (s, len) = seqs[row / shape.t];
@@ -603,7 +607,7 @@ impl<'p> Graph<'p> {
                     v: slot.v,
                     stride: kv_c,
                     seq_rows: slot.capacity,
-                    seqs: Seqs::Each(&seqs),
+                    seqs: Seqs::Each(seqs),
                 };
                 attention_forward(&mut out, &mut lse, x, kv, pos, shape);
             }

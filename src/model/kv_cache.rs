@@ -15,6 +15,8 @@ pub struct KvCache {
     lens: Vec<usize>,
     /// The slot each sequence of the next forward continues.
     batch: Vec<usize>,
+    /// The attention's scratch ([`KvSlot::seqs`]).
+    seqs: Vec<(usize, usize)>,
 }
 
 impl KvCache {
@@ -30,6 +32,7 @@ impl KvCache {
             capacity,
             lens: vec![0; slots],
             batch: (0..slots).collect(),
+            seqs: Vec::with_capacity(slots),
         }
     }
 
@@ -67,12 +70,9 @@ impl KvCache {
 
     /// The next forward's sequence `b` continues `slots[b]` (distinct slots).
     pub fn select(&mut self, slots: &[usize]) {
-        let mut seen = vec![false; self.lens.len()];
-        for &s in slots {
-            assert!(
-                !std::mem::replace(&mut seen[s], true),
-                "KV cache slot {s} twice in one batch"
-            );
+        // Without allocating: this runs every decode step.
+        for (i, s) in slots.iter().enumerate() {
+            assert!(!slots[..i].contains(s), "KV cache slot {s} twice in one batch");
         }
         self.batch.clear();
         self.batch.extend_from_slice(slots);
@@ -85,6 +85,7 @@ impl KvCache {
             capacity: self.capacity,
             slots: &self.batch,
             past: &self.lens,
+            seqs: &mut self.seqs,
         }
     }
 

@@ -124,10 +124,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
 
 async fn run(opts: ServeOptions, app: Arc<App>) -> Result<()> {
     let mut stop = Box::pin(signal()?);
-    let addr = format!("{}:{}", opts.host, opts.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port))
         .await
-        .with_context(|| format!("cannot listen on {addr} (--port 0 picks a free port)"))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on host {} port {} (--port 0 picks a free port)",
+                opts.host, opts.port
+            )
+        })?;
     let local = listener.local_addr().context("the bound address")?;
     println!("listening on http://{local}");
     std::io::stdout().flush().context("writing to stdout")?;
