@@ -138,11 +138,19 @@ impl Engine {
         let (tx, rx) = channel();
         let stats = Arc::new(Stats::default());
         let vocab_size = model.config.vocab_size;
+        // As many kernel threads as the caller's pool has (a new thread would use rayon's global pool).
+        let threads = rayon::current_num_threads();
         let thread = {
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("engine".into())
-                .spawn(move || Worker::new(model, opts, stats).run(rx))
+                .spawn(move || {
+                    let worker = Worker::new(model, opts, stats);
+                    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                        Ok(pool) => pool.install(|| worker.run(rx)),
+                        Err(_) => worker.run(rx),
+                    }
+                })
                 .expect("spawning the engine thread")
         };
         Engine {
