@@ -178,6 +178,7 @@ fn options(g: &Golden, run: &Run, steps: &[Vec<Batch>], grad_accum: usize) -> Tr
         progress: gpt::train::progress::Progress::Quiet,
         zero: false,
         kill_rank_at: None,
+        nan_rank_at: None,
     }
 }
 

@@ -47,8 +47,12 @@ pub struct TrainOptions {
     pub progress: Progress,
     /// ZeRO stage 1 over several ranks: each keeps and updates only its shard of the optimizer state.
     pub zero: bool,
-    /// Test hook: `Some((step, rank))` ends rank `rank`'s process at the start of step `step`, as a crash would.
+    /// Test hook: `Some((step, rank))` ends rank `rank`'s process at the start
+    /// of step `step` without a word to its peers, as a crash would.
     pub kill_rank_at: Option<(usize, usize)>,
+    /// Test hook: `Some((step, rank))` makes rank `rank`'s token embeddings NaN
+    /// at the start of step `step`, so its loss is NaN there.
+    pub nan_rank_at: Option<(usize, usize)>,
 }
 
 /// What carries over from one step to the next, and what a checkpoint saves
@@ -394,7 +398,10 @@ pub fn train_with(
     for step in state.step..end {
         if opts.kill_rank_at == Some((step + 1, rank)) {
             eprintln!("rank {rank}: ending at step {} as GPT_TEST_KILL_RANK asks", step + 1);
-            std::process::abort();
+            std::process::exit(1);
+        }
+        if opts.nan_rank_at == Some((step + 1, rank)) {
+            model.params.tensors[0].data.fill(f32::NAN);
         }
         batches.skip_rows(rank as u64 * part);
         let micro: Vec<Batch> = (0..accum)
@@ -578,6 +585,7 @@ mod tests {
             progress: Progress::Quiet,
             zero: false,
             kill_rank_at: None,
+            nan_rank_at: None,
         }
     }
 
@@ -694,6 +702,137 @@ mod tests {
         assert!((loss - loss2).abs() < 1e-6, "{loss} vs {loss2}");
         for (a, b) in grads.0.iter().flatten().zip(grads2.0.iter().flatten()) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    /// Ranks as threads of this process: each collective swaps every rank's
+    /// values through shared slots between two barriers.
+    struct ThreadRanks {
+        rank: usize,
+        shared: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<Vec<Vec<f64>>>)>,
+    }
+
+    impl ThreadRanks {
+        fn new(size: usize) -> Vec<ThreadRanks> {
+            let slots = std::sync::Mutex::new(vec![Vec::new(); size]);
+            let shared = std::sync::Arc::new((std::sync::Barrier::new(size), slots));
+            (0..size)
+                .map(|rank| ThreadRanks {
+                    rank,
+                    shared: shared.clone(),
+                })
+                .collect()
+        }
+
+        /// Every rank's `mine`, in rank order.
+        fn exchange(&self, mine: Vec<f64>) -> Vec<Vec<f64>> {
+            let (barrier, slots) = &*self.shared;
+            slots.lock().unwrap()[self.rank] = mine;
+            barrier.wait();
+            let all = slots.lock().unwrap().clone();
+            barrier.wait();
+            all
+        }
+    }
+
+    impl Comm for ThreadRanks {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.shared.1.lock().unwrap().len()
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) {
+            let all = self.exchange(buf.iter().map(|&x| x as f64).collect());
+            for (i, x) in buf.iter_mut().enumerate() {
+                *x = all.iter().map(|r| r[i] as f32).sum();
+            }
+        }
+        fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+            let all = self.exchange(buf.to_vec());
+            for (i, x) in buf.iter_mut().enumerate() {
+                *x = all.iter().map(|r| r[i]).sum();
+            }
+        }
+        fn all_gather(&self, mine: &[f32], out: &mut [f32]) {
+            let all = self.exchange(mine.iter().map(|&x| x as f64).collect());
+            out.iter_mut().zip(all.concat()).for_each(|(o, x)| *o = x as f32);
+        }
+        fn all_gather_u64(&self, mine: u64) -> Vec<u64> {
+            self.exchange(vec![mine as f64]).iter().map(|r| r[0] as u64).collect()
+        }
+        fn gather_to_root(&self, mine: &[f32], out: Option<&mut [f32]>) {
+            let all = self.exchange(mine.iter().map(|&x| x as f64).collect());
+            if let Some(out) = out {
+                out.iter_mut().zip(all.concat()).for_each(|(o, x)| *o = x as f32);
+            }
+        }
+        fn abort(&self, _: i32) -> ! {
+            panic!("a rank aborted")
+        }
+    }
+
+    /// Keeps the last checkpoint's weights and optimizer moments.
+    #[derive(Default)]
+    struct KeepSaved(Vec<Vec<f32>>, Vec<Vec<f32>>);
+    impl TrainHooks for KeepSaved {
+        fn save(&mut self, model: &Gpt, state: &TrainState) -> Result<()> {
+            self.0 = model.params.tensors.iter().map(|t| t.data.clone()).collect();
+            let moments = (0..self.0.len()).map(|i| state.opt.moments(i));
+            self.1 = moments.flat_map(|(m, v)| [m.to_vec(), v.to_vec()]).collect();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn two_ranks_with_and_without_zero_equal_one_process_with_both_parts() {
+        let docs: Vec<Vec<u32>> = (0..40).map(|i| vec![9, i % 7, (i * 5) % 9, i % 4, 9]).collect();
+        let data = Dataset::Docs(docs);
+        let fresh = || Gpt::new(GptConfig::microgpt(10), Init::Gpt2, &mut rng(6));
+        let run = |opts: &TrainOptions, comm: &dyn Comm| {
+            let mut model = fresh();
+            let mut state = TrainState::new(&model, opts.adamw);
+            let mut saved = KeepSaved::default();
+            let none = Dataset::Docs(vec![]);
+            train_with(
+                &mut model,
+                &data,
+                &none,
+                opts,
+                &mut state,
+                &mut Vec::new(),
+                &mut saved,
+                comm,
+            )
+            .unwrap();
+            saved
+        };
+        let one = run(&options(6, 4, 8), &Single);
+        for zero in [false, true] {
+            let opts = TrainOptions {
+                zero,
+                ..options(6, 2, 8)
+            };
+            let ranks: Vec<KeepSaved> = std::thread::scope(|s| {
+                let threads: Vec<_> = ThreadRanks::new(2)
+                    .into_iter()
+                    .map(|comm| {
+                        let (opts, run) = (&opts, &run);
+                        s.spawn(move || run(opts, &comm))
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            assert!(ranks[1].0.is_empty(), "rank 0 alone saves");
+            let close = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+                let (a, b) = (a.concat(), b.concat());
+                let largest = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let diff = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert_eq!(a.len(), b.len());
+                assert!(diff <= 1e-6 * largest, "zero {zero}: {:e}", diff / largest);
+            };
+            close(&ranks[0].0, &one.0);
+            close(&ranks[0].1, &one.1);
         }
     }
 

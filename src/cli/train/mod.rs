@@ -357,8 +357,6 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
 
 fn train_options(s: &Settings, stop_at: Option<usize>, progress: Progress) -> TrainOptions {
     TrainOptions {
-        zero: false,
-        kill_rank_at: None,
         steps: s.steps,
         stop_at,
         batch_size: s.batch_size,
@@ -385,6 +383,9 @@ fn train_options(s: &Settings, stop_at: Option<usize>, progress: Progress) -> Tr
         sample_every: s.sample_every,
         seed: s.seed,
         progress,
+        zero: false,
+        kill_rank_at: None,
+        nan_rank_at: None,
     }
 }
 
@@ -481,7 +482,8 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
     };
     let opts = TrainOptions {
         zero: a.zero == 1,
-        kill_rank_at: kill_rank_at()?,
+        kill_rank_at: test_hook("GPT_TEST_KILL_RANK")?,
+        nan_rank_at: test_hook("GPT_TEST_NAN_RANK")?,
         ..train_options(s, a.stop_at, progress)
     };
     let report = train_with(
@@ -524,10 +526,11 @@ fn hash(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(digest[..8].try_into().expect("32 bytes"))
 }
 
-/// Test hook `GPT_TEST_KILL_RANK=RANK:STEP`: that rank ends its process at
-/// the start of that step, as a crash would (tests/mpi.rs).
-fn kill_rank_at() -> Result<Option<(usize, usize)>> {
-    let Ok(spec) = std::env::var("GPT_TEST_KILL_RANK") else {
+/// Test hooks `GPT_TEST_KILL_RANK=RANK:STEP` (that rank exits at the start of
+/// that step, as a crash would) and `GPT_TEST_NAN_RANK=RANK:STEP` (its loss is
+/// NaN there), as `(step, rank)`: tests/mpi.rs stages faults with them.
+fn test_hook(name: &str) -> Result<Option<(usize, usize)>> {
+    let Ok(spec) = std::env::var(name) else {
         return Ok(None);
     };
     let parsed = spec
@@ -535,7 +538,7 @@ fn kill_rank_at() -> Result<Option<(usize, usize)>> {
         .and_then(|(r, s)| Some((s.parse().ok()?, r.parse().ok()?)));
     parsed
         .map(Some)
-        .with_context(|| format!("GPT_TEST_KILL_RANK={spec}: must be RANK:STEP"))
+        .with_context(|| format!("{name}={spec}: must be RANK:STEP"))
 }
 
 /// `n` samples: new documents (characters) or text from `<|endoftext|>` (BPE).
