@@ -4,8 +4,9 @@
 #   - 1 rank x 2 threads (one process, --batch-size 4),
 #   - 2 ranks x 1 thread (mpirun -np 2, --batch-size 2 each), and the same with --zero 1.
 # Prints per run: ms/step and tokens/s (median of the steps after the first), the
-# all-reduce's ms/step and GB/s (parameters x 4 bytes summed per step), and each rank's
-# peak RSS. Needs Open MPI (Debian: libopenmpi-dev openmpi-bin libclang-dev) and GNU time.
+# time in the collectives per step (`comm_ms` of log.jsonl: the all-reduce, with --zero 1 the
+# all-gather too, and any wait for the slower rank) with the GB/s it makes of the gradients'
+# bytes, and each rank's peak RSS. Needs Open MPI (Debian: libopenmpi-dev openmpi-bin libclang-dev) and GNU time.
 # GPT_BENCH_STEPS (default 5) sets the steps of each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,14 +25,15 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none
 run() {
     local name=$1
     shift
+    rm -f "$TMP/rss"
     "$@" --out "$TMP/$name" 2> "$TMP/$name.err" || { cat "$TMP/$name.err"; exit 1; }
-    python3 - "$name" "$TMP/$name/log.jsonl" "$TMP/$name.err" <<'PY'
+    python3 - "$name" "$TMP/$name/log.jsonl" "$TMP/rss" <<'PY'
 import json, re, statistics, sys
-name, log, err = sys.argv[1:]
+name, log, rss_file = sys.argv[1:]
 lines = [json.loads(l) for l in open(log)][1:]
 ms = statistics.median(l["ms"] for l in lines)
 tok = statistics.median(l["tokens_per_s"] for l in lines)
-rss = [int(m) / 1024 for m in re.findall(r"^peak_rss_kb (\d+)$", open(err).read(), re.M)]
+rss = [int(m) / 1024 for m in re.findall(r"^peak_rss_kb (\d+)$", open(rss_file).read(), re.M)]
 out = f"{name:<22} {ms:8.0f} ms/step {tok:7.0f} tok/s  peak RSS per rank {', '.join(f'{r:.0f}' for r in rss)} MB"
 if "comm_ms" in lines[0]:
     comm = statistics.median(l["comm_ms"] for l in lines)
@@ -40,7 +42,8 @@ if "comm_ms" in lines[0]:
 print(out)
 PY
 }
-TIME=(/usr/bin/time -f "peak_rss_kb %M")
+# Each process appends its peak RSS to $TMP/rss.
+TIME=(/usr/bin/time -a -o "$TMP/rss" -f "peak_rss_kb %M")
 run "1 rank x 2 threads" "${TIME[@]}" "$GPT" --threads 2 "${ARGS[@]}" --batch-size 4
 run "2 ranks x 1 thread" "${MPIRUN[@]}" -np 2 "${TIME[@]}" "$GPT" --threads 1 "${ARGS[@]}" --batch-size 2
 run "2 ranks x 1, --zero 1" "${MPIRUN[@]}" -np 2 "${TIME[@]}" "$GPT" --threads 1 "${ARGS[@]}" --batch-size 2 --zero 1
