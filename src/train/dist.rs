@@ -307,6 +307,49 @@ mod tests {
         assert_eq!(overlaps([3, 0, 2], 0..9), vec![(0, 0..3), (2, 0..2)]);
     }
 
+    /// Two ranks where the other holds the same values: sums double. Counts
+    /// the floats of each all-reduce.
+    struct Twin(std::cell::RefCell<Vec<usize>>);
+
+    impl Comm for Twin {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn size(&self) -> usize {
+            2
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) {
+            self.0.borrow_mut().push(buf.len());
+            buf.iter_mut().for_each(|x| *x *= 2.0);
+        }
+        fn all_reduce_sum_f64(&self, _: &mut [f64]) {}
+        fn all_gather(&self, mine: &[f32], out: &mut [f32]) {
+            out[..mine.len()].copy_from_slice(mine);
+            out[mine.len()..].copy_from_slice(mine);
+        }
+        fn all_gather_u64(&self, mine: u64) -> Vec<u64> {
+            vec![mine; 2]
+        }
+        fn gather_to_root(&self, _: &[f32], _: Option<&mut [f32]>) {}
+        fn abort(&self, _: i32) -> ! {
+            panic!("abort")
+        }
+    }
+
+    #[test]
+    fn buckets_split_large_tensors_and_pack_small_ones() {
+        let lens = [BUCKET + 3, 5, BUCKET - 9, 1, 4];
+        let mut t: Vec<Vec<f32>> = lens.iter().map(|&n| (0..n).map(|i| i as f32).collect()).collect();
+        let twin = Twin(Default::default());
+        all_reduce_buckets(&twin, &mut t, &mut Vec::new());
+        for (t, &n) in t.iter().zip(&lens) {
+            assert!(t.iter().enumerate().all(|(i, &x)| x == 2.0 * i as f32), "length {n}");
+        }
+        // The first tensor's first BUCKET floats; its tail of 3 with the next three tensors
+        // (3 + 5 + BUCKET - 9 + 1 = BUCKET); the last, which would overflow that, alone.
+        assert_eq!(*twin.0.borrow(), [BUCKET, BUCKET, 4]);
+    }
+
     #[test]
     fn one_process_keeps_its_gradients_and_parameters() {
         let mut t = vec![vec![1.0, 2.0], vec![3.0]];
