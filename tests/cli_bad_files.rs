@@ -117,13 +117,13 @@ fn a_log_that_is_not_text_stops_a_resume_instead_of_being_dropped() {
 }
 
 #[test]
-fn a_saved_batch_count_that_does_not_match_the_steps_is_refused() {
+fn a_saved_row_count_that_does_not_match_the_steps_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let run = char_run(tmp.path(), &[]);
-    // One step of one batch; the header says nine (same length, so the file stays whole).
+    // One step of two rows; the header says nine (same length, so the file stays whole).
     let state = Path::new(&run).join("train_state-1.safetensors");
     let bytes = std::fs::read(&state).unwrap();
-    let (from, to) = (b"\"batches_drawn\":\"1\"", b"\"batches_drawn\":\"9\"");
+    let (from, to) = (b"\"rows_drawn\":\"2\"", b"\"rows_drawn\":\"9\"");
     let at = bytes
         .windows(from.len())
         .position(|w| w == from)

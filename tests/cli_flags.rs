@@ -44,6 +44,7 @@ const ROWS: &[Row] = &[
     ("train", "--stop-at", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("1", R)]),
     ("train", "--batch-size", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("train", "--grad-accum", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("2", R)]),
+    ("train", "--zero", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("1", R), ("2", F)]),
     ("train", "--seed", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
     ("train", "--n-layer", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("train", "--n-embd", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),

@@ -154,6 +154,11 @@ impl Grads {
         partial.iter().sum::<f64>().sqrt() as f32
     }
 
+    /// Whether every gradient is finite (and their norm too).
+    pub fn is_finite(&self) -> bool {
+        self.norm().is_finite()
+    }
+
     /// Multiplies every gradient by `s`.
     pub fn scale(&mut self, s: f32) {
         self.for_each_chunk(|c| c.iter_mut().for_each(|g| *g *= s));

@@ -25,7 +25,7 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
-    /// Worker threads [default: one per core]
+    /// Worker threads [default: one per core; under mpirun, the cores over the ranks on this machine]
     #[arg(long, global = true)]
     pub threads: Option<usize>,
 }
@@ -93,6 +93,8 @@ fn run() -> Result<()> {
             n,
             &format!("between 1 and {MAX_THREADS}"),
         )?;
+        pool = pool.num_threads(n);
+    } else if let Some(n) = crate::train::dist::threads_per_rank() {
         pool = pool.num_threads(n);
     }
     let pool = pool.build().context("starting the thread pool")?;

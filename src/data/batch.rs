@@ -41,15 +41,17 @@ impl Batch {
 }
 
 /// A source of batches: endless for training, one pass for evaluation.
+///
+/// A training source is a stream of rows that batches take in order: the
+/// rows do not depend on how many a batch takes, so one batch of `2b` rows
+/// holds the rows of two batches of `b` (gradient accumulation and data
+/// parallelism see the same data).
 pub trait Batches {
     fn next_batch(&mut self) -> Option<Batch>;
 
-    /// Draws and drops `n` batches: where a resumed run picks up its data.
-    fn skip(&mut self, n: u64) {
-        for _ in 0..n {
-            self.next_batch();
-        }
-    }
+    /// Draws and drops `n` rows: where a resumed run, or another rank's part
+    /// of a batch, picks up its data.
+    fn skip_rows(&mut self, n: u64);
 }
 
 /// Walks documents in (optionally reshuffled) order, forever or for one pass.
@@ -169,6 +171,12 @@ impl Batches for DocBatcher {
         }
         Some(batch)
     }
+
+    fn skip_rows(&mut self, n: u64) {
+        for _ in 0..n {
+            self.next_row();
+        }
+    }
 }
 
 /// How many encoded documents have more than `n_ctx` inputs (and get cut).
@@ -235,6 +243,31 @@ mod tests {
             targets as f64 > 0.95 * slots as f64,
             "{targets} of {slots} slots filled"
         );
+    }
+
+    #[test]
+    fn a_batch_of_2b_rows_holds_the_rows_of_two_batches_of_b() {
+        let docs: Vec<Vec<u32>> = (0..30).map(|i| vec![9, i % 7, (i * 3) % 5, 9]).collect();
+        let rows =
+            |b: &Batch| -> Vec<Vec<u32>> { (0..b.b).map(|r| b.tokens[r * b.t..(r + 1) * b.t].to_vec()).collect() };
+        // Rows padded to each batch's longest: compare them without the padding.
+        let trim = |mut r: Vec<u32>| {
+            while r.last() == Some(&0) {
+                r.pop();
+            }
+            r
+        };
+        let mut one = DocBatcher::new(docs.clone(), 6, 8, true, Some(5));
+        let mut two = DocBatcher::new(docs.clone(), 3, 8, true, Some(5));
+        let mut skipping = DocBatcher::new(docs, 3, 8, true, Some(5));
+        for _ in 0..4 {
+            let big: Vec<Vec<u32>> = rows(&one.next_batch().unwrap()).into_iter().map(trim).collect();
+            let (a, b) = (two.next_batch().unwrap(), two.next_batch().unwrap());
+            let halves: Vec<Vec<u32>> = rows(&a).into_iter().chain(rows(&b)).map(trim).collect();
+            assert_eq!(big, halves);
+            skipping.skip_rows(3);
+            assert_eq!(skipping.next_batch().unwrap(), b);
+        }
     }
 
     #[test]

@@ -62,6 +62,16 @@ impl Batches for StreamBatcher<'_> {
         }
         Some(batch)
     }
+
+    fn skip_rows(&mut self, n: u64) {
+        let t = self.n_ctx;
+        for _ in 0..n {
+            match self.rng.as_mut() {
+                Some(rng) => drop(rng.random_range(0..=self.ids.len() - t - 1)),
+                None => self.cursor += t,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -90,6 +100,10 @@ mod tests {
         };
         let batches = take(1);
         assert_eq!(batches, take(1));
+        // Skipping rows draws them: the next batch starts where a batch of them would end.
+        let mut b = StreamBatcher::new(&ids, 3, 8, Some(1));
+        b.skip_rows(3 * 5);
+        assert_eq!(b.next_batch().unwrap(), batches[5]);
         assert_ne!(batches, take(2));
         for batch in &batches {
             for (x, y) in batch.tokens.iter().zip(&batch.targets) {

@@ -49,4 +49,10 @@ impl Batches for SlidingWindows<'_> {
             t: end - begin,
         })
     }
+
+    fn skip_rows(&mut self, n: u64) {
+        for _ in 0..n {
+            self.next_batch();
+        }
+    }
 }

@@ -31,13 +31,13 @@ pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -
     let moments = model.params.names.iter().zip(&model.params.tensors).enumerate();
     let tensors = moments.flat_map(|(i, (name, t))| {
         [
-            (format!("{name}.exp_avg"), &t.shape[..], &opt.m[i][..]),
-            (format!("{name}.exp_avg_sq"), &t.shape[..], &opt.v[i][..]),
+            (format!("{name}.exp_avg"), &t.shape[..], opt.moments(i).0),
+            (format!("{name}.exp_avg_sq"), &t.shape[..], opt.moments(i).1),
         ]
     });
     let metadata = HashMap::from([
         ("step".to_string(), state.step.to_string()),
-        ("batches_drawn".to_string(), state.batches_drawn.to_string()),
+        ("rows_drawn".to_string(), state.rows_drawn.to_string()),
         ("adam_t".to_string(), opt.t.to_string()),
         ("adamw".to_string(), serde_json::to_string(&opt.config)?),
         ("run".to_string(), run.to_string()),
@@ -96,7 +96,8 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
     let mut opt = AdamW::new(config, &model.params);
     opt.t = number("adam_t")?;
     for (i, (name, t)) in model.params.names.iter().zip(&model.params.tensors).enumerate() {
-        for (suffix, dst) in [("exp_avg", &mut opt.m[i]), ("exp_avg_sq", &mut opt.v[i])] {
+        let (m, v) = opt.moments_mut(i);
+        for (suffix, dst) in [("exp_avg", m), ("exp_avg_sq", v)] {
             let key = format!("{name}.{suffix}");
             let view = st
                 .tensor(&key)
@@ -112,12 +113,19 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
             }
         }
     }
-    let state = TrainState {
-        step,
-        batches_drawn: number("batches_drawn")?,
-        opt,
+    let run = field("run")?.clone();
+    let rows_drawn = match meta.get("rows_drawn") {
+        Some(_) => number("rows_drawn")?,
+        // Written before `rows_drawn`: batches of the run's --batch-size rows.
+        None => number("batches_drawn")?.saturating_mul(legacy_batch_rows(&run).unwrap_or(0)),
     };
-    Ok((model, state, field("run")?.clone()))
+    let state = TrainState { step, rows_drawn, opt };
+    Ok((model, state, run))
+}
+
+/// `--batch-size` in the run record of a `gpt train` checkpoint.
+fn legacy_batch_rows(run: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(run).ok()?["settings"]["batch_size"].as_u64()
 }
 
 #[cfg(test)]
@@ -137,9 +145,9 @@ mod tests {
             weight_decay: 0.1,
         };
         let mut state = TrainState::new(model, config);
-        (state.step, state.batches_drawn, state.opt.t) = (step, 2 * step as u64, step as u64);
-        state.opt.m[1][0] = step as f32;
-        state.opt.v[2][1] = 0.5;
+        (state.step, state.rows_drawn, state.opt.t) = (step, 2 * step as u64, step as u64);
+        state.opt.moments_mut(1).0[0] = step as f32;
+        state.opt.moments_mut(2).1[1] = 0.5;
         state
     }
 
@@ -153,11 +161,13 @@ mod tests {
         let (loaded, state, run) = load_checkpoint(dir.path()).unwrap();
         assert_eq!(loaded.params.tensors, model.params.tensors);
         assert_eq!(
-            (state.step, state.batches_drawn, state.opt.t, run.as_str()),
+            (state.step, state.rows_drawn, state.opt.t, run.as_str()),
             (6, 12, 6, "run-6")
         );
-        assert_eq!(state.opt.m, state_at(&model, 6).opt.m);
-        assert_eq!(state.opt.v, state_at(&model, 6).opt.v);
+        let expected = state_at(&model, 6).opt;
+        for i in 0..model.params.tensors.len() {
+            assert_eq!(state.opt.moments(i), expected.moments(i));
+        }
         assert_eq!(state.opt.config.beta2, 0.95);
     }
 
@@ -189,7 +199,10 @@ mod tests {
         shifted.extend_from_slice(&bytes[8 + n..]);
         fs::write(&path, shifted).unwrap();
         let (_, state, _) = load_checkpoint(dir.path()).unwrap();
-        assert_eq!(state.opt.m, state_at(&model, 3).opt.m);
+        let expected = state_at(&model, 3).opt;
+        for i in 0..model.params.tensors.len() {
+            assert_eq!(state.opt.moments(i), expected.moments(i));
+        }
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! - [`trainer`]: the loop
 //! - [`eval`]: scoring a model on data (validation, `gpt eval`)
 //! - [`checkpoint`]: resumable checkpoints (model + optimizer state)
+//! - [`dist`]: data parallelism across processes (MPI), one process by default
 //! - [`plot`]: the loss plot (SVG) left in the run directory
 //! - [`progress`]: what a run shows as it trains (a bar, plain lines, nothing)
 
 pub mod checkpoint;
+pub mod dist;
 pub mod eval;
 pub mod optim;
 pub mod plot;
@@ -17,4 +19,7 @@ pub mod schedule;
 pub mod trainer;
 
 pub use eval::{evaluate, score};
-pub use trainer::{train, train_step, NoHooks, StepBuffers, TrainHooks, TrainOptions, TrainReport, TrainState};
+pub use trainer::{
+    train, train_step, train_with, Diverged, NoHooks, StepBuffers, Stepped, TrainHooks, TrainOptions, TrainReport,
+    TrainState,
+};

@@ -1,9 +1,11 @@
 //! Adam / AdamW with decoupled weight decay (PyTorch's `torch.optim.AdamW`).
 
+use super::dist::{overlaps, shard, Comm};
 use crate::autograd::{Grads, Params};
 use crate::model::is_embedding;
 use crate::tensor::MIN_ELEMS_PER_TASK;
 use rayon::prelude::*;
+use std::ops::Range;
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
@@ -13,34 +15,118 @@ pub struct AdamWConfig {
     pub weight_decay: f32,
 }
 
-/// The optimizer's state: first and second moments per parameter, and the step count.
+/// The optimizer's state: first and second moments, and the step count, of
+/// a part of the flat parameter vector (every tensor end to end): all of it,
+/// or one rank's shard under ZeRO-1 (see [`super::dist`]).
 pub struct AdamW {
     pub config: AdamWConfig,
-    pub m: Vec<Vec<f32>>,
-    pub v: Vec<Vec<f32>>,
     pub t: u64,
+    /// The part of the flat parameter vector this optimizer updates.
+    range: Range<usize>,
+    /// Moments of `range`, in its order.
+    m: Vec<f32>,
+    v: Vec<f32>,
+    /// Where each parameter starts in the flat vector, and its length.
+    spans: Vec<Range<usize>>,
     /// Which parameters get weight decay (matrices, not biases, norms or embeddings).
     decay: Vec<bool>,
 }
 
 impl AdamW {
+    /// Moments for every parameter.
     pub fn new(config: AdamWConfig, params: &Params) -> Self {
+        Self::for_shard(config, params, 0, 1)
+    }
+
+    /// Moments for rank `rank` of `size`'s shard of the parameters only (ZeRO-1).
+    pub fn for_shard(config: AdamWConfig, params: &Params, rank: usize, size: usize) -> Self {
         let decay = params
             .names
             .iter()
             .zip(&params.tensors)
             .map(|(name, t)| t.shape.len() == 2 && !is_embedding(name))
             .collect();
+        let mut start = 0;
+        let spans: Vec<Range<usize>> = params
+            .tensors
+            .iter()
+            .map(|t| {
+                start += t.numel();
+                start - t.numel()..start
+            })
+            .collect();
+        let range = shard(start, rank, size);
         AdamW {
             config,
-            m: params.tensors.iter().map(|t| vec![0.0; t.numel()]).collect(),
-            v: params.tensors.iter().map(|t| vec![0.0; t.numel()]).collect(),
             t: 0,
+            m: vec![0.0; range.len()],
+            v: vec![0.0; range.len()],
+            range,
+            spans,
             decay,
         }
     }
 
-    /// One update with learning rate `lr`:
+    /// Whether this optimizer holds the moments of every parameter.
+    pub fn is_whole(&self) -> bool {
+        self.range.len() == self.spans.last().map_or(0, |s| s.end)
+    }
+
+    /// The part of the flat parameter vector this optimizer updates.
+    pub fn range(&self) -> Range<usize> {
+        self.range.clone()
+    }
+
+    /// Both moments of parameter `i` (of a whole optimizer).
+    pub fn moments(&self, i: usize) -> (&[f32], &[f32]) {
+        assert!(self.is_whole(), "a shard holds part of the moments");
+        (&self.m[self.spans[i].clone()], &self.v[self.spans[i].clone()])
+    }
+
+    /// The same, to write.
+    pub fn moments_mut(&mut self, i: usize) -> (&mut [f32], &mut [f32]) {
+        assert!(self.is_whole(), "a shard holds part of the moments");
+        (&mut self.m[self.spans[i].clone()], &mut self.v[self.spans[i].clone()])
+    }
+
+    /// Keeps the moments of rank `rank` of `size`'s shard only (of a whole optimizer).
+    pub fn keep_shard(&mut self, rank: usize, size: usize) {
+        assert!(self.is_whole(), "already a shard");
+        self.range = shard(self.range.len(), rank, size);
+        self.m = self.m[self.range.clone()].to_vec();
+        self.v = self.v[self.range.clone()].to_vec();
+    }
+
+    /// The whole optimizer on rank 0 (`None` elsewhere), from every rank's
+    /// shard (each rank calls it).
+    pub fn gather(&self, comm: &dyn Comm) -> Option<AdamW> {
+        let (rank, size) = (comm.rank(), comm.size());
+        let len = self.spans.last().map_or(0, |s| s.end);
+        // Shards padded to one length, as the collective wants.
+        let part = len.div_ceil(size);
+        let gather = |mine: &[f32]| {
+            let mut padded = mine.to_vec();
+            padded.resize(part, 0.0);
+            let mut out = (rank == 0).then(|| vec![0.0; part * size]);
+            comm.gather_to_root(&padded, out.as_deref_mut());
+            out.map(|mut out| {
+                out.truncate(len);
+                out
+            })
+        };
+        let (m, v) = (gather(&self.m), gather(&self.v));
+        Some(AdamW {
+            config: self.config,
+            t: self.t,
+            range: 0..len,
+            m: m?,
+            v: v?,
+            spans: self.spans.clone(),
+            decay: self.decay.clone(),
+        })
+    }
+
+    /// One update of the parameters in `range` with learning rate `lr`:
     /// `p -= lr * (m̂ / (sqrt(v̂) + eps) + wd * p)`.
     pub fn step(&mut self, params: &mut Params, grads: &Grads, lr: f32) {
         self.t += 1;
@@ -52,32 +138,37 @@ impl AdamW {
         } = self.config;
         let bc1 = 1.0 - beta1.powi(self.t as i32);
         let bc2 = 1.0 - beta2.powi(self.t as i32);
+        // The part of each tensor in range, with its moments.
+        let mut parts = Vec::new();
+        let (mut m, mut v) = (&mut self.m[..], &mut self.v[..]);
+        let lens = self.spans.iter().map(|s| s.len());
+        let mut tensors: Vec<Option<&mut [f32]>> = params.tensors.iter_mut().map(|t| Some(&mut t.data[..])).collect();
+        for (i, r) in overlaps(lens, self.range.clone()) {
+            let p = &mut tensors[i].take().expect("each tensor once")[r.clone()];
+            let (mi, rest_m) = std::mem::take(&mut m).split_at_mut(r.len());
+            let (vi, rest_v) = std::mem::take(&mut v).split_at_mut(r.len());
+            (m, v) = (rest_m, rest_v);
+            parts.push((p, &grads.0[i][r], mi, vi, self.decay[i]));
+        }
         // Over all tensors at once, each in chunks: a small model's many small
         // tensors are spread over the threads too.
-        params
-            .tensors
-            .par_iter_mut()
-            .zip(&grads.0)
-            .zip(self.m.par_iter_mut().zip(&mut self.v))
-            .zip(&self.decay)
-            .for_each(|(((p, g), (m, v)), &decay)| {
-                let wd = if decay { weight_decay } else { 0.0 };
-                p.data
-                    .par_chunks_mut(MIN_ELEMS_PER_TASK)
-                    .zip(g.par_chunks(MIN_ELEMS_PER_TASK))
-                    .zip(
-                        m.par_chunks_mut(MIN_ELEMS_PER_TASK)
-                            .zip(v.par_chunks_mut(MIN_ELEMS_PER_TASK)),
-                    )
-                    .for_each(|((p, g), (m, v))| {
-                        for j in 0..p.len() {
-                            m[j] = beta1 * m[j] + (1.0 - beta1) * g[j];
-                            v[j] = beta2 * v[j] + (1.0 - beta2) * g[j] * g[j];
-                            let update = (m[j] / bc1) / ((v[j] / bc2).sqrt() + eps);
-                            p[j] -= lr * (update + wd * p[j]);
-                        }
-                    });
-            });
+        parts.into_par_iter().for_each(|(p, g, m, v, decay)| {
+            let wd = if decay { weight_decay } else { 0.0 };
+            p.par_chunks_mut(MIN_ELEMS_PER_TASK)
+                .zip(g.par_chunks(MIN_ELEMS_PER_TASK))
+                .zip(
+                    m.par_chunks_mut(MIN_ELEMS_PER_TASK)
+                        .zip(v.par_chunks_mut(MIN_ELEMS_PER_TASK)),
+                )
+                .for_each(|((p, g), (m, v))| {
+                    for j in 0..p.len() {
+                        m[j] = beta1 * m[j] + (1.0 - beta1) * g[j];
+                        v[j] = beta2 * v[j] + (1.0 - beta2) * g[j] * g[j];
+                        let update = (m[j] / bc1) / ((v[j] / bc2).sqrt() + eps);
+                        p[j] -= lr * (update + wd * p[j]);
+                    }
+                });
+        });
     }
 }
 

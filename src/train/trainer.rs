@@ -3,6 +3,7 @@
 //! JSON line per step. A run is a pure function of its options, its seed and
 //! the [`TrainState`] it starts from, so a resumed run continues exactly.
 
+use super::dist::{all_gather_shards, all_reduce_buckets, Comm, EveryRank, Single};
 use super::eval::evaluate;
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use super::progress::{Display, Progress, StepView};
@@ -14,7 +15,7 @@ use crate::model::Gpt;
 use crate::tensor::rng;
 use anyhow::{bail, Result};
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainOptions {
@@ -22,7 +23,8 @@ pub struct TrainOptions {
     pub steps: usize,
     /// Stop after this step (with a checkpoint) though the schedule runs to `steps`: train in sessions.
     pub stop_at: Option<usize>,
-    /// Rows per micro-batch, each of up to `n_ctx` tokens.
+    /// Rows per micro-batch, each of up to `n_ctx` tokens (on each rank:
+    /// a step takes `ranks x grad_accum x batch_size` rows).
     pub batch_size: usize,
     /// Tokens per row (at most the model's `n_ctx`).
     pub n_ctx: usize,
@@ -43,14 +45,22 @@ pub struct TrainOptions {
     pub sample_every: usize,
     pub seed: u64,
     pub progress: Progress,
+    /// ZeRO stage 1 over several ranks: each keeps and updates only its shard of the optimizer state.
+    pub zero: bool,
+    /// Test hook: `Some((step, rank))` ends rank `rank`'s process at the start
+    /// of step `step` without a word to its peers, as a crash would.
+    pub kill_rank_at: Option<(usize, usize)>,
+    /// Test hook: `Some((step, rank))` makes rank `rank`'s token embeddings NaN
+    /// at the start of step `step`, so its loss is NaN there.
+    pub nan_rank_at: Option<(usize, usize)>,
 }
 
 /// What carries over from one step to the next, and what a checkpoint saves
-/// to resume: the step, the optimizer's moments, and how many batches the data
+/// to resume: the step, the optimizer's moments, and how many rows the data
 /// stream has given (the data order and dropout masks follow from the seed).
 pub struct TrainState {
     pub step: usize,
-    pub batches_drawn: u64,
+    pub rows_drawn: u64,
     pub opt: AdamW,
 }
 
@@ -58,7 +68,7 @@ impl TrainState {
     pub fn new(model: &Gpt, adamw: AdamWConfig) -> Self {
         TrainState {
             step: 0,
-            batches_drawn: 0,
+            rows_drawn: 0,
             opt: AdamW::new(adamw, &model.params),
         }
     }
@@ -82,10 +92,11 @@ pub struct TrainReport {
     pub interrupted: bool,
 }
 
-/// The dropout masks of shard `shard` of the `i`-th micro-batch of a run: one
-/// stream each, so a run can be replayed or resumed exactly.
-fn dropout_seed(seed: u64, i: u64, shard: usize) -> u64 {
-    seed ^ (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (shard as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
+/// The dropout masks of shard `shard` of the micro-batch that starts at row
+/// `row` of a run: one stream each, so a run can be replayed or resumed
+/// exactly (with the same split of its batches into micro-batches and shards).
+fn dropout_seed(seed: u64, row: u64, shard: usize) -> u64 {
+    seed ^ (row + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (shard as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)
 }
 
 /// Up to this many parameters a micro-batch is split by rows into one shard
@@ -95,14 +106,16 @@ fn dropout_seed(seed: u64, i: u64, shard: usize) -> u64 {
 /// buffer per extra shard costs little; larger models split each op instead.
 const MAX_SHARDED_PARAMS: usize = 1 << 22;
 
-/// Buffers that training steps reuse: a workspace per shard of the batch, and
-/// gradients for every shard but the first (which adds into the step's own).
+/// Buffers that training steps reuse: a workspace per shard of the batch,
+/// gradients for every shard but the first (which adds into the step's own),
+/// and the buffer of the collectives between ranks.
 #[derive(Default)]
 pub struct StepBuffers {
     ws: Vec<Workspace>,
     grads: Vec<Grads>,
     /// Each shard's mean loss in the current micro-batch.
     losses: Vec<f32>,
+    comm: Vec<f32>,
 }
 
 impl StepBuffers {
@@ -126,9 +139,10 @@ impl StepBuffers {
     }
 
     /// Forward and backward of `batch` in `shards` shards of rows, in
-    /// parallel, adding `scale` x the gradient of its mean loss into `grads`
-    /// and the extra shards' gradients. Returns the mean loss; where it is not
-    /// finite, no gradient is computed.
+    /// parallel, adding into `grads` and the extra shards' gradients the
+    /// gradient of its summed loss over `total` (the targets of the whole step,
+    /// on every rank). Returns its summed loss; where a shard's is not finite,
+    /// that shard computes no gradient.
     #[allow(clippy::too_many_arguments)]
     fn forward_backward(
         &mut self,
@@ -136,20 +150,19 @@ impl StepBuffers {
         grads: &mut Grads,
         batch: &Batch,
         shards: usize,
-        scale: f32,
+        total: f64,
         dropout: f32,
         seed: impl Fn(usize) -> u64 + Sync,
-    ) -> f32 {
+    ) -> f64 {
         let rows = batch.b.div_ceil(shards);
         let range = |j: usize| (j * rows).min(batch.b)..((j + 1) * rows).min(batch.b);
         let count = |j: usize| {
             let r = range(j);
             Batch::count_targets(&batch.targets[r.start * batch.t..r.end * batch.t])
         };
-        let total = batch.n_targets().max(1) as f32;
         // Each shard's gradient is of its own mean loss: weighted by its share of the targets.
         let run = |j: usize, ws: &mut Workspace, grads: &mut Grads| {
-            let weight = scale * count(j) as f32 / total;
+            let weight = (count(j) as f64 / total) as f32;
             shard_step(model, ws, grads, batch, range(j), weight, dropout, seed(j))
         };
         let (ws0, ws) = self.ws[..shards].split_first_mut().expect("one shard at least");
@@ -160,8 +173,7 @@ impl StepBuffers {
             }
             *loss0 = run(0, ws0, grads);
         });
-        let sum: f64 = (0..shards).map(|j| self.losses[j] as f64 * count(j) as f64).sum();
-        (sum / total as f64) as f32
+        (0..shards).map(|j| self.losses[j] as f64 * count(j) as f64).sum()
     }
 
     /// Adds the extra shards' gradients into `grads`, in shard order.
@@ -209,10 +221,32 @@ fn shard_step(
     loss
 }
 
-/// One optimizer step: the gradient of the mean loss over `micro` (gradient
-/// accumulation; `first` numbers the first of them in the run, for dropout),
-/// clipped, then AdamW with learning rate `lr`. Returns the mean loss; a loss
-/// that is not finite is returned at once, with the parameters untouched.
+/// Why a step was not taken: a loss or gradient that is not finite, on `rank`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Diverged {
+    pub rank: usize,
+    /// Its loss: not finite, or finite with gradients that are not.
+    pub loss: f32,
+}
+
+/// A step taken.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Stepped {
+    /// The mean loss over the step's targets on every rank.
+    pub loss: f32,
+    /// Those targets.
+    pub targets: usize,
+    /// Time spent summing gradients and gathering parameters between ranks.
+    pub comm: Duration,
+}
+
+/// One optimizer step: the gradient of the mean loss over `micro` on every
+/// rank of `comm` (data parallelism and gradient accumulation: the mean over
+/// all their targets; `first` numbers the first row of `micro` in the run,
+/// for dropout), clipped, then AdamW with learning rate `lr` on this rank's
+/// part of the parameters (all of them, or a ZeRO-1 shard gathered after).
+/// Every rank calls it; a loss or gradient that is not finite on any rank
+/// leaves the parameters untouched on all of them.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &mut Gpt,
@@ -223,30 +257,66 @@ pub fn train_step(
     first: u64,
     lr: f32,
     opts: &TrainOptions,
-) -> f32 {
+    comm: &dyn Comm,
+) -> Result<Stepped, Diverged> {
     let shards = StepBuffers::shards(model, micro.iter().map(|b| b.b).max().unwrap_or(1));
     bufs.prepare(model, shards);
     grads.zero();
-    let scale = 1.0 / micro.len() as f32;
-    let mut mean = 0.0;
-    for (i, batch) in micro.iter().enumerate() {
+    let mut total = [micro.iter().map(Batch::n_targets).sum::<usize>() as f64];
+    comm.all_reduce_sum_f64(&mut total);
+    let total = total[0].max(1.0);
+    let mut row = first;
+    let mut sum = 0.0;
+    for batch in micro {
         let shards = shards.min(batch.b.max(1));
-        let seed = |shard| dropout_seed(opts.seed, first + i as u64, shard);
-        let loss = bufs.forward_backward(model, grads, batch, shards, scale, opts.dropout, seed);
-        if !loss.is_finite() {
-            return loss;
+        let seed = |shard| dropout_seed(opts.seed, row, shard);
+        sum += bufs.forward_backward(model, grads, batch, shards, total, opts.dropout, seed);
+        row += batch.b as u64;
+        if !sum.is_finite() {
+            break;
         }
-        mean += loss * scale;
     }
     bufs.reduce(grads, shards);
+    // The summed loss, then which ranks saw a loss (1) or gradient (2) that is not finite.
+    let mut stats = vec![0.0; 1 + comm.size()];
+    stats[0] = sum;
+    stats[1 + comm.rank()] = if !sum.is_finite() {
+        1.0
+    } else if !grads.is_finite() {
+        2.0
+    } else {
+        0.0
+    };
+    comm.all_reduce_sum_f64(&mut stats);
+    if let Some(rank) = (0..comm.size()).find(|&r| stats[1 + r] != 0.0) {
+        let loss = if stats[1 + rank] == 1.0 {
+            f32::NAN
+        } else {
+            (stats[0] / total) as f32
+        };
+        return Err(Diverged { rank, loss });
+    }
+    let start = Instant::now();
+    all_reduce_buckets(comm, &mut grads.0, &mut bufs.comm);
+    let mut comm_time = start.elapsed();
     if let Some(max) = opts.grad_clip {
         clip_grad_norm(grads, max);
     }
     opt.step(&mut model.params, grads, lr);
-    mean
+    if !opt.is_whole() {
+        let start = Instant::now();
+        let mut tensors: Vec<&mut [f32]> = model.params.tensors.iter_mut().map(|t| &mut t.data[..]).collect();
+        all_gather_shards(comm, &mut tensors, &mut bufs.comm);
+        comm_time += start.elapsed();
+    }
+    Ok(Stepped {
+        loss: (stats[0] / total) as f32,
+        targets: total as usize,
+        comm: comm_time,
+    })
 }
 
-/// What a run does beside training: checkpoints and sample text.
+/// What a run does beside training: checkpoints and sample text. Only rank 0 calls them.
 pub trait TrainHooks {
     /// Called every `save_every` steps and at the end, after the log is flushed:
     /// write a checkpoint that resumes exactly.
@@ -259,8 +329,8 @@ pub trait TrainHooks {
         None
     }
 
-    /// Asked after each step: true ends the run there, with a checkpoint
-    /// (after Ctrl-C, say).
+    /// Asked after each step (on every rank): true ends the run there, with
+    /// a checkpoint (after Ctrl-C, say).
     fn stop_requested(&self) -> bool {
         false
     }
@@ -271,7 +341,8 @@ pub struct NoHooks;
 impl TrainHooks for NoHooks {}
 
 /// Trains `model` in place from `state` (fresh or resumed) up to
-/// `opts.stop_at` or `opts.steps`. `log` receives one JSON object per step.
+/// `opts.stop_at` or `opts.steps`, in one process. `log` receives one JSON
+/// object per step.
 pub fn train(
     model: &mut Gpt,
     train_data: &Dataset,
@@ -281,70 +352,121 @@ pub fn train(
     log: &mut dyn Write,
     hooks: &mut dyn TrainHooks,
 ) -> Result<TrainReport> {
+    train_with(model, train_data, val_data, opts, state, log, hooks, &Single)
+}
+
+/// [`train`] as one rank of `comm`: every rank starts from the same model
+/// and state and takes its part of each step's rows; rank 0 alone logs,
+/// validates, shows progress and calls the hooks.
+#[allow(clippy::too_many_arguments)]
+pub fn train_with(
+    model: &mut Gpt,
+    train_data: &Dataset,
+    val_data: &Dataset,
+    opts: &TrainOptions,
+    state: &mut TrainState,
+    log: &mut dyn Write,
+    hooks: &mut dyn TrainHooks,
+    comm: &dyn Comm,
+) -> Result<TrainReport> {
     if train_data.is_empty() {
         bail!("no training data: nothing to predict");
     }
+    let (rank, ranks, lead) = (comm.rank(), comm.size(), comm.rank() == 0);
     let end = opts.stop_at.unwrap_or(opts.steps).min(opts.steps);
+    // A step's rows: `ranks` parts of `grad_accum` micro-batches of `batch_size` rows, in rank order.
+    let accum = opts.grad_accum.max(1);
+    let part = (accum * opts.batch_size) as u64;
     let mut batches = train_data.training_batches(opts.batch_size, opts.n_ctx, opts.pack, opts.seed);
-    batches.skip(state.batches_drawn);
+    batches.skip_rows(state.rows_drawn);
+    if opts.zero && state.opt.is_whole() {
+        state.opt.keep_shard(rank, ranks);
+    }
     let mut grads = model.params.zero_grads();
     let mut bufs = StepBuffers::default();
     let mut ws = Workspace::default(); // for validation
     let mut report = TrainReport::default();
     let mut last_saved = (state.step > 0).then_some(state.step);
 
-    let mut show = Display::new(opts.progress, opts.steps, state.step);
-    if state.step == 0 && !val_data.is_empty() {
+    let progress = if lead { opts.progress } else { Progress::Quiet };
+    let mut show = Display::new(progress, opts.steps, state.step);
+    if lead && state.step == 0 && !val_data.is_empty() {
         report.start_val_loss = evaluate(model, val_data, opts.n_ctx, &mut ws);
         report.start_val_loss.inspect(|&v| show.start(0, v));
     }
     let start = Instant::now();
     for step in state.step..end {
-        let micro: Vec<Batch> = (0..opts.grad_accum.max(1))
+        if opts.kill_rank_at == Some((step + 1, rank)) {
+            eprintln!("rank {rank}: ending at step {} as GPT_TEST_KILL_RANK asks", step + 1);
+            std::process::exit(1);
+        }
+        if opts.nan_rank_at == Some((step + 1, rank)) {
+            model.params.tensors[0].data.fill(f32::NAN);
+        }
+        batches.skip_rows(rank as u64 * part);
+        let micro: Vec<Batch> = (0..accum)
             .map(|_| batches.next_batch().expect("training batches never end"))
             .collect();
+        batches.skip_rows((ranks - 1 - rank) as u64 * part);
         let lr = opts.schedule.lr_at(step);
         let step_start = Instant::now();
-        let loss = train_step(
+        let first = state.rows_drawn + rank as u64 * part;
+        let stepped = train_step(
             model,
             &mut state.opt,
             &mut grads,
             &mut bufs,
             &micro,
-            state.batches_drawn,
+            first,
             lr,
             opts,
+            comm,
         );
         let time = step_start.elapsed();
-        if !loss.is_finite() {
-            show.abandon();
-            let kept = match last_saved {
-                Some(s) => format!("the last checkpoint (step {s}) is kept"),
-                None => "no checkpoint was written".to_string(),
-            };
-            bail!(
-                "the loss became {loss} at step {}: training diverged ({kept}). Lower --lr (now {}) or clip gradients (--grad-clip)",
-                step + 1,
-                opts.schedule.lr
-            );
-        }
+        let Stepped {
+            loss,
+            targets: tokens,
+            comm: comm_time,
+        } = match stepped {
+            Ok(s) => s,
+            Err(Diverged { rank: bad, loss }) => {
+                show.abandon();
+                let kept = match last_saved {
+                    Some(s) => format!("the last checkpoint (step {s}) is kept"),
+                    None => "no checkpoint was written".to_string(),
+                };
+                let what = if loss.is_finite() { "gradients" } else { "loss" };
+                let on = if ranks > 1 {
+                    format!(" on rank {bad}")
+                } else {
+                    String::new()
+                };
+                bail!(EveryRank(format!(
+                    "the {what} became {}{on} at step {}: training diverged ({kept}). Lower --lr (now {}) or clip gradients (--grad-clip)",
+                    if loss.is_finite() { "infinite or NaN".to_string() } else { loss.to_string() },
+                    step + 1,
+                    opts.schedule.lr
+                )));
+            }
+        };
         state.step = step + 1;
-        state.batches_drawn += micro.len() as u64;
+        state.rows_drawn += ranks as u64 * part;
         report.losses.push(loss);
-        let tokens = micro.iter().map(Batch::n_targets).sum::<usize>();
         report.tokens += tokens;
 
-        // Asked to stop: save this step's checkpoint and nothing else.
-        let stop = hooks.stop_requested();
+        // Asked to stop (on any rank): save this step's checkpoint and nothing else.
+        let mut stop = [f64::from(u8::from(hooks.stop_requested()))];
+        comm.all_reduce_sum_f64(&mut stop);
+        let stop = stop[0] > 0.0;
         let last = state.step == end;
         let every = |n: usize| n > 0 && state.step.is_multiple_of(n) && !stop;
         let periodic = every(opts.eval_every);
-        if every(opts.sample_every) && !last {
+        if lead && every(opts.sample_every) && !last {
             if let Some(text) = hooks.sample(model) {
                 show.println(&format!("--- sample at step {}:\n{text}\n---", state.step));
             }
         }
-        let val = if !val_data.is_empty() && ((last && !stop) || periodic) {
+        let val = if lead && !val_data.is_empty() && ((last && !stop) || periodic) {
             let v = evaluate(model, val_data, opts.n_ctx, &mut ws);
             if let Some(v) = v {
                 report.val_losses.push((state.step, v));
@@ -364,11 +486,15 @@ pub fn train(
         if let Some(v) = val {
             line["val_loss"] = v.into();
         }
-        // A whole line in one write: a run killed at any moment leaves no partial line.
-        log.write_all(format!("{line}\n").as_bytes())?;
+        if ranks > 1 {
+            line["comm_ms"] = ((1e6 * comm_time.as_secs_f64()).round() / 1e3).into();
+        }
+        if lead {
+            // A whole line in one write: a run killed at any moment leaves no partial line.
+            log.write_all(format!("{line}\n").as_bytes())?;
+        }
         if last || stop || (opts.save_every > 0 && state.step.is_multiple_of(opts.save_every)) {
-            log.flush()?;
-            hooks.save(model, state)?;
+            save(model, state, log, hooks, comm)?;
             last_saved = Some(state.step);
         }
 
@@ -390,10 +516,37 @@ pub fn train(
     show.finish();
     log.flush()?;
     report.val_loss = report.val_losses.last().map(|&(_, v)| v);
-    if !report.interrupted {
+    if lead && !report.interrupted {
         report.train_loss = evaluate(model, &train_data.prefix_like(val_data), opts.n_ctx, &mut ws);
     }
     Ok(report)
+}
+
+/// Rank 0 flushes the log and saves a checkpoint with the whole optimizer
+/// state (a ZeRO-1 run's gathered from every rank first).
+fn save(
+    model: &Gpt,
+    state: &TrainState,
+    log: &mut dyn Write,
+    hooks: &mut dyn TrainHooks,
+    comm: &dyn Comm,
+) -> Result<()> {
+    let whole = (!state.opt.is_whole()).then(|| state.opt.gather(comm));
+    if comm.rank() != 0 {
+        return Ok(());
+    }
+    log.flush()?;
+    match whole {
+        None => hooks.save(model, state),
+        Some(opt) => hooks.save(
+            model,
+            &TrainState {
+                step: state.step,
+                rows_drawn: state.rows_drawn,
+                opt: opt.expect("rank 0 gathers"),
+            },
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -430,6 +583,9 @@ mod tests {
             sample_every: 0,
             seed: 1,
             progress: Progress::Quiet,
+            zero: false,
+            kill_rank_at: None,
+            nan_rank_at: None,
         }
     }
 
@@ -493,7 +649,7 @@ mod tests {
             ..opts.clone()
         };
         let (_, mut log) = run(&mut resumed, &data, &first, &mut state);
-        assert_eq!((state.step, state.batches_drawn), (5, 10));
+        assert_eq!((state.step, state.rows_drawn), (5, 20));
         log.extend(run(&mut resumed, &data, &opts, &mut state).1);
         assert_eq!(resumed.params.tensors, straight.params.tensors);
         // The val loss at the stop is extra, and timings vary; every step's loss and lr agree.
@@ -528,7 +684,7 @@ mod tests {
             let mut m = Gpt::from_params(model.config.clone(), model.params.clone());
             let mut opt = AdamW::new(opts.adamw, &m.params);
             let mut grads = m.params.zero_grads();
-            let loss = train_step(
+            let stepped = train_step(
                 &mut m,
                 &mut opt,
                 &mut grads,
@@ -537,14 +693,146 @@ mod tests {
                 0,
                 1e-3,
                 &opts,
+                &Single,
             );
-            (loss, grads)
+            (stepped.unwrap().loss, grads)
         };
         let (loss, grads) = step(std::slice::from_ref(&batch));
         let (loss2, grads2) = step(&[half(0..2), half(2..4)]);
         assert!((loss - loss2).abs() < 1e-6, "{loss} vs {loss2}");
         for (a, b) in grads.0.iter().flatten().zip(grads2.0.iter().flatten()) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    /// Ranks as threads of this process: each collective swaps every rank's
+    /// values through shared slots between two barriers.
+    struct ThreadRanks {
+        rank: usize,
+        shared: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<Vec<Vec<f64>>>)>,
+    }
+
+    impl ThreadRanks {
+        fn new(size: usize) -> Vec<ThreadRanks> {
+            let slots = std::sync::Mutex::new(vec![Vec::new(); size]);
+            let shared = std::sync::Arc::new((std::sync::Barrier::new(size), slots));
+            (0..size)
+                .map(|rank| ThreadRanks {
+                    rank,
+                    shared: shared.clone(),
+                })
+                .collect()
+        }
+
+        /// Every rank's `mine`, in rank order.
+        fn exchange(&self, mine: Vec<f64>) -> Vec<Vec<f64>> {
+            let (barrier, slots) = &*self.shared;
+            slots.lock().unwrap()[self.rank] = mine;
+            barrier.wait();
+            let all = slots.lock().unwrap().clone();
+            barrier.wait();
+            all
+        }
+    }
+
+    impl Comm for ThreadRanks {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.shared.1.lock().unwrap().len()
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) {
+            let all = self.exchange(buf.iter().map(|&x| x as f64).collect());
+            for (i, x) in buf.iter_mut().enumerate() {
+                *x = all.iter().map(|r| r[i] as f32).sum();
+            }
+        }
+        fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+            let all = self.exchange(buf.to_vec());
+            for (i, x) in buf.iter_mut().enumerate() {
+                *x = all.iter().map(|r| r[i]).sum();
+            }
+        }
+        fn all_gather(&self, mine: &[f32], out: &mut [f32]) {
+            let all = self.exchange(mine.iter().map(|&x| x as f64).collect());
+            out.iter_mut().zip(all.concat()).for_each(|(o, x)| *o = x as f32);
+        }
+        fn all_gather_u64(&self, mine: u64) -> Vec<u64> {
+            self.exchange(vec![mine as f64]).iter().map(|r| r[0] as u64).collect()
+        }
+        fn gather_to_root(&self, mine: &[f32], out: Option<&mut [f32]>) {
+            let all = self.exchange(mine.iter().map(|&x| x as f64).collect());
+            if let Some(out) = out {
+                out.iter_mut().zip(all.concat()).for_each(|(o, x)| *o = x as f32);
+            }
+        }
+        fn abort(&self, _: i32) -> ! {
+            panic!("a rank aborted")
+        }
+    }
+
+    /// Keeps the last checkpoint's weights and optimizer moments.
+    #[derive(Default)]
+    struct KeepSaved(Vec<Vec<f32>>, Vec<Vec<f32>>);
+    impl TrainHooks for KeepSaved {
+        fn save(&mut self, model: &Gpt, state: &TrainState) -> Result<()> {
+            self.0 = model.params.tensors.iter().map(|t| t.data.clone()).collect();
+            let moments = (0..self.0.len()).map(|i| state.opt.moments(i));
+            self.1 = moments.flat_map(|(m, v)| [m.to_vec(), v.to_vec()]).collect();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn two_ranks_with_and_without_zero_equal_one_process_with_both_parts() {
+        let docs: Vec<Vec<u32>> = (0..40).map(|i| vec![9, i % 7, (i * 5) % 9, i % 4, 9]).collect();
+        let data = Dataset::Docs(docs);
+        let fresh = || Gpt::new(GptConfig::microgpt(10), Init::Gpt2, &mut rng(6));
+        let run = |opts: &TrainOptions, comm: &dyn Comm| {
+            let mut model = fresh();
+            let mut state = TrainState::new(&model, opts.adamw);
+            let mut saved = KeepSaved::default();
+            let none = Dataset::Docs(vec![]);
+            train_with(
+                &mut model,
+                &data,
+                &none,
+                opts,
+                &mut state,
+                &mut Vec::new(),
+                &mut saved,
+                comm,
+            )
+            .unwrap();
+            saved
+        };
+        let one = run(&options(6, 4, 8), &Single);
+        for zero in [false, true] {
+            let opts = TrainOptions {
+                zero,
+                ..options(6, 2, 8)
+            };
+            let ranks: Vec<KeepSaved> = std::thread::scope(|s| {
+                let threads: Vec<_> = ThreadRanks::new(2)
+                    .into_iter()
+                    .map(|comm| {
+                        let (opts, run) = (&opts, &run);
+                        s.spawn(move || run(opts, &comm))
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            assert!(ranks[1].0.is_empty(), "rank 0 alone saves");
+            let close = |a: &[Vec<f32>], b: &[Vec<f32>]| {
+                let (a, b) = (a.concat(), b.concat());
+                let largest = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let diff = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert_eq!(a.len(), b.len());
+                assert!(diff <= 1e-6 * largest, "zero {zero}: {:e}", diff / largest);
+            };
+            close(&ranks[0].0, &one.0);
+            close(&ranks[0].1, &one.1);
         }
     }
 

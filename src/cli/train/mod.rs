@@ -12,10 +12,11 @@ use crate::model::{Gpt, Init};
 use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
+use crate::train::dist::{self, Comm, EveryRank};
 use crate::train::optim::AdamWConfig;
 use crate::train::progress::Progress;
 use crate::train::schedule::{Decay, Schedule};
-use crate::train::{train, TrainOptions};
+use crate::train::{train_with, TrainOptions};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use data::Prepared;
@@ -152,6 +153,10 @@ pub struct TrainArgs {
     /// Print only errors and the final line (no progress, no samples)
     #[arg(long, short, conflicts_with = "sample_every")]
     pub quiet: bool,
+    /// Under `mpirun -np N` (a build with --features mpi): 1 shards AdamW's moments over the ranks,
+    /// each keeping 1/N of them (ZeRO stage 1); 0 keeps them whole on every rank. Same weights either way
+    #[arg(long, default_value_t = 0)]
+    pub zero: u64,
 }
 
 /// Every setting of a run: the preset's values, then the flags on top. Saved
@@ -174,6 +179,10 @@ pub struct Settings {
     steps: usize,
     batch_size: usize,
     grad_accum: usize,
+    /// Processes training together (`mpirun -np`), each with `batch_size x grad_accum` rows of a
+    /// step. Absent from runs saved before it existed.
+    #[serde(default = "one")]
+    pub ranks: usize,
     pack: bool,
     lr: f32,
     /// `None`: a tenth of `lr`.
@@ -212,6 +221,7 @@ impl Preset {
             steps: 2000,
             batch_size: 64,
             grad_accum: 1,
+            ranks: 1,
             pack: true,
             lr: 8e-3,
             min_lr: None,
@@ -255,7 +265,16 @@ impl Preset {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 impl Settings {
+    /// Rows of one optimizer step over every rank: the data order depends on it alone.
+    pub fn global_batch(&self) -> u128 {
+        self.ranks as u128 * self.grad_accum as u128 * self.batch_size as u128
+    }
+
     /// `self` for fine-tuning a trained model (`--init`): a small constant
     /// learning rate from the first step, and a short run. The from-scratch
     /// schedule's peak undoes what the model knows before it learns the new text.
@@ -364,10 +383,49 @@ fn train_options(s: &Settings, stop_at: Option<usize>, progress: Progress) -> Tr
         sample_every: s.sample_every,
         seed: s.seed,
         progress,
+        zero: false,
+        kill_rank_at: None,
+        nan_rank_at: None,
     }
 }
 
+/// `gpt train`, in one process or as one rank of several (`mpirun`).
 pub fn run(a: TrainArgs) -> Result<()> {
+    let comm = dist::init()?;
+    let result = run_on(a, &*comm);
+    if comm.size() == 1 {
+        return finish(result);
+    }
+    match result {
+        Err(e) if e.downcast_ref::<EveryRank>().is_none() => {
+            // The other ranks would wait for this one forever.
+            eprintln!("error on rank {} of {}: {e:#}", comm.rank(), comm.size());
+            comm.abort(1)
+        }
+        Err(_) if comm.rank() != 0 => {
+            // Every rank has the error; rank 0 reports it.
+            drop(comm);
+            std::process::exit(1)
+        }
+        result => {
+            drop(comm);
+            finish(result)
+        }
+    }
+}
+
+/// Ends the process as a run stopped by a signal, or returns the run's result.
+fn finish(result: Result<bool>) -> Result<()> {
+    if result? {
+        std::process::exit(interrupt::EXIT_CODE);
+    }
+    Ok(())
+}
+
+/// Rank `comm.rank()`'s part of the run; true if a signal stopped it.
+fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
+    super::check::flag(a.zero <= 1, "--zero", a.zero, "0 or 1")?;
+    let lead = comm.rank() == 0;
     let Start {
         record,
         mut model,
@@ -375,40 +433,60 @@ pub fn run(a: TrainArgs) -> Result<()> {
         data,
         out,
     } = match &a.resume {
-        Some(dir) => resume(&a, dir)?,
-        None => fresh(&a)?,
+        Some(dir) => resume(&a, dir, comm.size())?,
+        None => fresh(&a, comm.size(), lead)?,
     };
     let s = &record.settings;
-    if !a.quiet {
+    if comm.size() > 1 {
+        let flags = serde_json::to_string(&(&record, a.zero, a.stop_at))?;
+        dist::check_same_everywhere(
+            comm,
+            &[
+                ("binaries", own_binary_hash()?),
+                ("settings", hash(flags.as_bytes())),
+                ("training data", record.train_data),
+            ],
+        )?;
+    }
+    if lead && !a.quiet {
         report::start(&model, &data, s)?;
     }
     interrupt::arm()?;
-    if a.overwrite {
-        out_dir::clear(&out)?;
-    }
-    std::fs::create_dir_all(&out).with_context(|| format!("creating output directory {}", out.display()))?;
-    match &data.tok {
-        Tokenizer::Char(t) => t.save(&out)?,
-        Tokenizer::Bpe(t) => t.save(&out)?,
-    }
-    crate::io::write_atomic(
-        &out.join(out_dir::RUN_FILE),
-        serde_json::to_string_pretty(&record)?.as_bytes(),
-    )?;
-    let mut log = open_log(&out, state.step)?;
+    let mut log: Box<dyn Write> = if lead {
+        if a.overwrite {
+            out_dir::clear(&out)?;
+        }
+        std::fs::create_dir_all(&out).with_context(|| format!("creating output directory {}", out.display()))?;
+        match &data.tok {
+            Tokenizer::Char(t) => t.save(&out)?,
+            Tokenizer::Bpe(t) => t.save(&out)?,
+        }
+        crate::io::write_atomic(
+            &out.join(out_dir::RUN_FILE),
+            serde_json::to_string_pretty(&record)?.as_bytes(),
+        )?;
+        Box::new(open_log(&out, state.step)?)
+    } else {
+        Box::new(std::io::sink())
+    };
     let mut hooks = RunHooks {
         out: &out,
         record: serde_json::to_string(&record)?,
         data: &data,
         s,
     };
-    let progress = if a.quiet {
+    let progress = if a.quiet || !lead {
         Progress::Quiet
     } else {
         Progress::for_stderr(s.steps)
     };
-    let opts = train_options(s, a.stop_at, progress);
-    let report = train(
+    let opts = TrainOptions {
+        zero: a.zero == 1,
+        kill_rank_at: test_hook("GPT_TEST_KILL_RANK")?,
+        nan_rank_at: test_hook("GPT_TEST_NAN_RANK")?,
+        ..train_options(s, a.stop_at, progress)
+    };
+    let report = train_with(
         &mut model,
         &data.train,
         &data.val,
@@ -416,17 +494,51 @@ pub fn run(a: TrainArgs) -> Result<()> {
         &mut state,
         &mut log,
         &mut hooks,
+        comm,
     )?;
     interrupt::disarm();
+    let interrupted = report.interrupted || interrupt::requested();
+    if !lead {
+        return Ok(interrupted);
+    }
     let printed = report::end(&report, state.step, s.steps, &out, a.quiet);
-    if report.interrupted || interrupt::requested() {
-        std::process::exit(interrupt::EXIT_CODE);
+    if interrupted {
+        return Ok(true);
     }
     printed?;
-    if a.quiet {
-        return Ok(());
+    if !a.quiet {
+        print_samples(&mut super::out::stdout(), &model, &data, s)?;
     }
-    print_samples(&mut super::out::stdout(), &model, &data, s)
+    Ok(false)
+}
+
+/// A hash of this process's own executable: ranks must all run the same build.
+fn own_binary_hash() -> Result<u64> {
+    let path = std::env::current_exe().context("finding this program's file")?;
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(hash(&bytes))
+}
+
+/// The first 8 bytes of the SHA-256 of `bytes`.
+fn hash(bytes: &[u8]) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(bytes);
+    u64::from_le_bytes(digest[..8].try_into().expect("32 bytes"))
+}
+
+/// Test hooks `GPT_TEST_KILL_RANK=RANK:STEP` (that rank exits at the start of
+/// that step, as a crash would) and `GPT_TEST_NAN_RANK=RANK:STEP` (its loss is
+/// NaN there), as `(step, rank)`: tests/mpi.rs stages faults with them.
+fn test_hook(name: &str) -> Result<Option<(usize, usize)>> {
+    let Ok(spec) = std::env::var(name) else {
+        return Ok(None);
+    };
+    let parsed = spec
+        .split_once(':')
+        .and_then(|(r, s)| Some((s.parse().ok()?, r.parse().ok()?)));
+    parsed
+        .map(Some)
+        .with_context(|| format!("{name}={spec}: must be RANK:STEP"))
 }
 
 /// `n` samples: new documents (characters) or text from `<|endoftext|>` (BPE).

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-/// Settings a resumed run may change: the rest must be the saved run's.
-const CHANGEABLE_ON_RESUME: [&str; 7] = [
+/// Settings a resumed run may change: the rest must be the saved run's (and
+/// the split of a step's rows, the last three, must keep the step's rows).
+const CHANGEABLE_ON_RESUME: [&str; 10] = [
     "data",
     "steps",
     "eval_every",
@@ -27,6 +28,9 @@ const CHANGEABLE_ON_RESUME: [&str; 7] = [
     "sample_every",
     "num_samples",
     "temperature",
+    "ranks",
+    "batch_size",
+    "grad_accum",
 ];
 
 /// An error naming every setting in `now` that differs from the `saved` run's.
@@ -49,6 +53,33 @@ fn check_same_run(saved: &Settings, now: &Settings) -> Result<()> {
     Ok(())
 }
 
+/// An error unless `now` takes as many rows per step as the `saved` run:
+/// the data order (rows of the step) and the gradient's mean depend on it,
+/// not on how ranks, micro-batches and rows split it.
+fn check_same_global_batch(saved: &Settings, now: &Settings) -> Result<()> {
+    let (want, got) = (saved.global_batch(), now.global_batch());
+    if want == got {
+        return Ok(());
+    }
+    let per_rank = want / now.ranks as u128;
+    let hint = if want % (now.ranks as u128 * now.batch_size as u128) == 0 {
+        format!("give --grad-accum {}", per_rank / now.batch_size as u128)
+    } else if want % now.ranks as u128 == 0 {
+        format!("give --batch-size {per_rank} --grad-accum 1")
+    } else {
+        format!("run it on a number of ranks that divides {want}")
+    };
+    bail!(
+        "the run takes {want} rows per step ({} ranks x --grad-accum {} x --batch-size {}), but {} ranks x --grad-accum {} x --batch-size {} is {got}: {hint}",
+        saved.ranks,
+        saved.grad_accum,
+        saved.batch_size,
+        now.ranks,
+        now.grad_accum,
+        now.batch_size
+    )
+}
+
 /// What a checkpoint records about its run beside the optimizer state.
 #[derive(Serialize, Deserialize)]
 pub struct RunRecord {
@@ -67,12 +98,14 @@ pub struct Start {
     pub out: PathBuf,
 }
 
-/// A new run, from random weights or from `--init`'s checkpoint.
-pub fn fresh(a: &TrainArgs) -> Result<Start> {
+/// A new run, from random weights or from `--init`'s checkpoint, on `ranks`
+/// processes (`lead`: rank 0, which owns the output directory).
+pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     let preset = a.preset.settings();
     let mut s = settings(a, if a.init.is_some() { preset.fine_tuning() } else { preset })?;
+    s.ranks = ranks;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out"));
-    if !a.overwrite {
+    if lead && !a.overwrite {
         super::out_dir::check_free(&out)?;
     }
     if let Some(dir) = s.data.as_deref().filter(|d| d.is_dir()) {
@@ -153,8 +186,8 @@ pub fn fresh(a: &TrainArgs) -> Result<Start> {
     })
 }
 
-/// The run saved in `dir`, continued with its own settings and data.
-pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
+/// The run saved in `dir`, continued with its own settings and data on `ranks` processes.
+pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
     let (model, state, record) = load_checkpoint(dir)?;
     let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
     if let Some(n) = a.stop_at {
@@ -164,19 +197,22 @@ pub fn resume(a: &TrainArgs, dir: &Path) -> Result<Start> {
             state.step
         );
     }
-    let s = settings(a, record.settings.clone())?;
-    check_same_run(&record.settings, &s)?;
-    // Each step draws --grad-accum batches: another count would resume on other data (or
-    // spend ages skipping batches).
+    let saved = &record.settings;
+    let mut s = settings(a, saved.clone())?;
+    s.ranks = ranks;
+    check_same_run(saved, &s)?;
+    // Each step draws the global batch's rows: another count would resume on other data (or
+    // spend ages skipping rows).
     ensure!(
-        (state.step as u64).checked_mul(s.grad_accum as u64) == Some(state.batches_drawn),
-        "the checkpoint in {} is corrupt: {} steps of --grad-accum {} draw {} batches, but it records {}",
+        state.step as u128 * saved.global_batch() == state.rows_drawn as u128,
+        "the checkpoint in {} is corrupt: {} steps of {} rows draw {} rows, but it records {}",
         dir.display(),
         state.step,
-        s.grad_accum,
-        state.step as u128 * s.grad_accum as u128,
-        state.batches_drawn
+        saved.global_batch(),
+        state.step as u128 * saved.global_batch(),
+        state.rows_drawn
     );
+    check_same_global_batch(saved, &s)?;
     ensure!(
         s.steps > state.step,
         "the checkpoint is at step {} of {}: give --steps above {} to train further",
