@@ -238,6 +238,18 @@ fn percentile(xs: &mut [f64], p: f64) -> f64 {
     xs[((xs.len() - 1) as f64 * p).round() as usize]
 }
 
+/// `f(client, request)` for `per_client` requests of each of `clients`
+/// concurrent clients (a thread each, its requests in turn).
+fn each_client<T: Send>(clients: usize, per_client: usize, f: impl Fn(usize, usize) -> T + Sync) -> Vec<Vec<T>> {
+    std::thread::scope(|sc| {
+        let f = &f;
+        let handles: Vec<_> = (0..clients)
+            .map(|c| sc.spawn(move || (0..per_client).map(|r| f(c, r)).collect()))
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a client")).collect()
+    })
+}
+
 /// Runs `clients` clients of `per_client` requests each; prints one line and
 /// returns the aggregate tokens/s. With `verify`, sends every request again
 /// without streaming (as concurrently) and counts the texts that differ.
@@ -246,21 +258,9 @@ fn level(name: &str, s: &Server, clients: usize, per_client: usize, verify: bool
     let job = |c: usize, r: usize| (&prompts[(c * per_client + r) % prompts.len()], (c * 1000 + r) as u64);
     let agent = agent();
     let start = Instant::now();
-    let results: Vec<Vec<Streamed>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..clients)
-            .map(|c| {
-                let agent = agent.clone();
-                sc.spawn(move || {
-                    (0..per_client)
-                        .map(|r| {
-                            let (p, seed) = job(c, r);
-                            stream(&agent, s, p, seed)
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("a client")).collect()
+    let results = each_client(clients, per_client, |c, r| {
+        let (p, seed) = job(c, r);
+        stream(&agent, s, p, seed)
     });
     let secs = start.elapsed().as_secs_f64();
     let all: Vec<&Streamed> = results.iter().flatten().collect();
@@ -269,21 +269,9 @@ fn level(name: &str, s: &Server, clients: usize, per_client: usize, verify: bool
     let mut gaps: Vec<f64> = all.iter().flat_map(|r| r.gaps.iter().copied()).collect();
     let lost = all.iter().filter(|r| r.tokens == 0).count();
     let differ = if verify {
-        let again: Vec<Vec<String>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..clients)
-                .map(|c| {
-                    let agent = agent.clone();
-                    sc.spawn(move || {
-                        (0..per_client)
-                            .map(|r| {
-                                let (p, seed) = job(c, r);
-                                complete(&agent, s, p, seed)
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().expect("a client")).collect()
+        let again = each_client(clients, per_client, |c, r| {
+            let (p, seed) = job(c, r);
+            complete(&agent, s, p, seed)
         });
         let n = results
             .iter()
