@@ -8,7 +8,7 @@ pub mod gguf;
 mod npy;
 mod safetensors;
 
-pub use self::safetensors::write_safetensors;
+pub use self::safetensors::{write_safetensors, write_safetensors_with};
 pub use atomic::{write_atomic, write_atomic_via, write_atomic_with};
 pub use npy::npy_header;
 

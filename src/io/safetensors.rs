@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use safetensors::tensor::{Metadata, TensorInfo};
 use safetensors::Dtype;
 use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
 
 /// Writes f32 tensors `(name, shape, data)` and string `metadata` as one
@@ -19,15 +20,32 @@ pub fn write_safetensors<'a>(
     // As the crate lays them out: by name (one dtype), data back to back.
     let mut tensors: Vec<_> = tensors.into_iter().collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let layout: Vec<(String, Vec<usize>)> = tensors.iter().map(|(n, s, _)| (n.clone(), s.to_vec())).collect();
+    write_safetensors_with(path, &layout, metadata, |w| {
+        tensors
+            .iter()
+            .try_for_each(|(_, _, data)| w.write_all(bytemuck::cast_slice(data)))
+    })
+}
+
+/// The same for data that arrives piece by piece: f32 tensors `(name,
+/// shape)` in this order, whose data `write_data` writes back to back. Fails
+/// (and writes nothing) when it writes more or less than the shapes hold.
+pub fn write_safetensors_with(
+    path: &Path,
+    layout: &[(String, Vec<usize>)],
+    metadata: HashMap<String, String>,
+    write_data: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let mut offset = 0;
-    let infos = tensors
+    let infos = layout
         .iter()
-        .map(|(name, shape, data)| {
+        .map(|(name, shape)| {
             let start = offset;
-            offset += std::mem::size_of_val(*data);
+            offset += shape.iter().product::<usize>() * std::mem::size_of::<f32>();
             let info = TensorInfo {
                 dtype: Dtype::F32,
-                shape: shape.to_vec(),
+                shape: shape.clone(),
                 data_offsets: (start, offset),
             };
             (name.clone(), info)
@@ -40,10 +58,31 @@ pub fn write_safetensors<'a>(
     write_atomic_with(path, |w| {
         w.write_all(&(header.len() as u64).to_le_bytes())?;
         w.write_all(&header)?;
-        tensors
-            .iter()
-            .try_for_each(|(_, _, data)| w.write_all(bytemuck::cast_slice(data)))
+        let mut counted = Counted { inner: w, bytes: 0 };
+        write_data(&mut counted)?;
+        if counted.bytes != offset {
+            let what = format!("{} bytes of tensor data where the header holds {offset}", counted.bytes);
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, what));
+        }
+        Ok(())
     })
+}
+
+/// A writer that counts what passes through it.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    bytes: usize,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]

@@ -2,9 +2,9 @@
 //! same step, each file written atomically and in an order that survives a
 //! crash at any moment.
 
-use super::optim::{AdamW, AdamWConfig};
+use super::optim::{AdamW, AdamWConfig, Moments};
 use super::trainer::TrainState;
-use crate::io::{map_file, write_safetensors};
+use crate::io::{map_file, write_safetensors_with};
 use crate::model::Gpt;
 use anyhow::{anyhow, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
@@ -23,18 +23,19 @@ pub fn is_train_state(name: &str) -> bool {
 }
 
 /// Saves a resumable checkpoint of step `state.step` in `dir`, `run` being
-/// the run's settings (JSON): first the optimizer moments for that step, then
+/// the run's settings (JSON), `moments` those of `state.opt` (streamed from
+/// every rank under ZeRO-1): first the optimizer moments for that step, then
 /// the model tagged with the step, then older optimizer states are removed. A
 /// crash at any moment leaves a model whose tag names a state on disk.
-pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -> Result<()> {
+pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, moments: &mut Moments, run: &str) -> Result<()> {
     let opt = &state.opt;
-    let moments = model.params.names.iter().zip(&model.params.tensors).enumerate();
-    let tensors = moments.flat_map(|(i, (name, t))| {
-        [
-            (format!("{name}.exp_avg"), &t.shape[..], opt.moments(i).0),
-            (format!("{name}.exp_avg_sq"), &t.shape[..], opt.moments(i).1),
-        ]
-    });
+    let params = model.params.names.iter().zip(&model.params.tensors);
+    let layout: Vec<(String, Vec<usize>)> = params
+        .flat_map(|(name, t)| {
+            [("exp_avg", t), ("exp_avg_sq", t)].map(|(m, t)| (format!("{name}.{m}"), t.shape.clone()))
+        })
+        .collect();
+    assert_eq!(layout.len(), moments.len(), "the moments of this model");
     let metadata = HashMap::from([
         ("step".to_string(), state.step.to_string()),
         ("rows_drawn".to_string(), state.rows_drawn.to_string()),
@@ -42,7 +43,9 @@ pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -
         ("adamw".to_string(), serde_json::to_string(&opt.config)?),
         ("run".to_string(), run.to_string()),
     ]);
-    write_safetensors(&train_state_path(dir, state.step), tensors, metadata)?;
+    write_safetensors_with(&train_state_path(dir, state.step), &layout, metadata, |w| {
+        (0..layout.len()).try_for_each(|_| moments.next(&mut |piece| w.write_all(bytemuck::cast_slice(piece))))
+    })?;
     let step = HashMap::from([("step".to_string(), state.step.to_string())]);
     model.save_with(dir, step)?;
     for entry in fs::read_dir(dir)?.flatten() {
@@ -131,6 +134,7 @@ fn legacy_batch_rows(run: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::dist::Single;
 
     fn tiny_model() -> Gpt {
         use crate::model::{GptConfig, Init};
@@ -151,12 +155,18 @@ mod tests {
         state
     }
 
+    /// Saves `state_at(model, step)` as one process does.
+    fn save_at(dir: &Path, model: &Gpt, step: usize, run: &str) -> Result<()> {
+        let state = state_at(model, step);
+        save_checkpoint(dir, model, &state, &mut Moments::new(&state.opt, &Single), run)
+    }
+
     #[test]
     fn checkpoint_round_trips_and_keeps_only_its_own_state() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run-3").unwrap();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 6), "run-6").unwrap();
+        save_at(dir.path(), &model, 3, "run-3").unwrap();
+        save_at(dir.path(), &model, 6, "run-6").unwrap();
         assert!(!train_state_path(dir.path(), 3).exists(), "the older state is removed");
         let (loaded, state, run) = load_checkpoint(dir.path()).unwrap();
         assert_eq!(loaded.params.tensors, model.params.tensors);
@@ -175,10 +185,10 @@ mod tests {
     fn a_crash_between_the_two_writes_resumes_the_last_whole_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 4), "run").unwrap();
+        save_at(dir.path(), &model, 4, "run").unwrap();
         // The next save wrote its optimizer state, then died before the model.
         let other = tempfile::tempdir().unwrap();
-        save_checkpoint(other.path(), &model, &state_at(&model, 8), "run").unwrap();
+        save_at(other.path(), &model, 8, "run").unwrap();
         fs::copy(train_state_path(other.path(), 8), train_state_path(dir.path(), 8)).unwrap();
         let (_, state, _) = load_checkpoint(dir.path()).unwrap();
         assert_eq!(state.step, 4);
@@ -188,7 +198,7 @@ mod tests {
     fn a_state_file_with_unaligned_tensors_loads() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run").unwrap();
+        save_at(dir.path(), &model, 3, "run").unwrap();
         // One more byte of header (a space: still JSON) moves every tensor off 4-byte alignment.
         let path = train_state_path(dir.path(), 3);
         let bytes = fs::read(&path).unwrap();
@@ -209,10 +219,10 @@ mod tests {
     fn a_failed_save_keeps_the_last_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 2), "run").unwrap();
+        save_at(dir.path(), &model, 2, "run").unwrap();
         // As if the disk were full: the model's temp file cannot be written.
         fs::create_dir(dir.path().join(".model.safetensors.tmp")).unwrap();
-        let err = save_checkpoint(dir.path(), &model, &state_at(&model, 5), "run").unwrap_err();
+        let err = save_at(dir.path(), &model, 5, "run").unwrap_err();
         assert!(format!("{err:#}").contains("untouched"), "{err:#}");
         let (_, state, _) = load_checkpoint(dir.path()).unwrap();
         assert_eq!(state.step, 2);

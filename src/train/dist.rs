@@ -21,8 +21,9 @@ pub trait Comm {
     fn all_gather(&self, mine: &[f32], out: &mut [f32]);
     /// Every rank's `mine`, in rank order.
     fn all_gather_u64(&self, mine: u64) -> Vec<u64>;
-    /// Rank 0 gets every rank's `mine` end to end in `out` (`None` on the other ranks).
-    fn gather_to_root(&self, mine: &[f32], out: Option<&mut [f32]>);
+    /// Rank `owner`'s `buf` (not rank 0) reaches rank 0's `buf`, of the same
+    /// length; the other ranks' `buf`s are left alone.
+    fn send_to_root(&self, owner: usize, buf: &mut [f32]);
     /// Ends every rank's process with `code`: a rank failed on its own and the others would wait for it forever.
     fn abort(&self, code: i32) -> !;
 }
@@ -45,8 +46,8 @@ impl Comm for Single {
     fn all_gather_u64(&self, mine: u64) -> Vec<u64> {
         vec![mine]
     }
-    fn gather_to_root(&self, mine: &[f32], out: Option<&mut [f32]>) {
-        out.expect("rank 0 gathers").copy_from_slice(mine);
+    fn send_to_root(&self, _: usize, _: &mut [f32]) {
+        unreachable!("one process owns everything")
     }
     fn abort(&self, code: i32) -> ! {
         std::process::exit(code)
@@ -172,7 +173,8 @@ pub fn overlaps(lens: impl IntoIterator<Item = usize>, range: Range<usize>) -> V
 }
 
 /// After each rank updated its shard of `tensors` (ZeRO-1): every rank gets
-/// every shard. `buf` is reused between calls.
+/// every shard, in rounds of [`BUCKET`] floats so that no rank holds a second
+/// copy of the model. `buf` is reused between calls.
 pub fn all_gather_shards(comm: &dyn Comm, tensors: &mut [&mut [f32]], buf: &mut Vec<f32>) {
     let (rank, size) = (comm.rank(), comm.size());
     if size == 1 {
@@ -180,17 +182,38 @@ pub fn all_gather_shards(comm: &dyn Comm, tensors: &mut [&mut [f32]], buf: &mut 
     }
     let len: usize = tensors.iter().map(|t| t.len()).sum();
     let part = len.div_ceil(size);
-    let mut mine = Vec::with_capacity(part);
-    for (i, r) in overlaps(tensors.iter().map(|t| t.len()), shard(len, rank, size)) {
-        mine.extend_from_slice(&tensors[i][r]);
+    // Each round, every rank sends the next `chunk` floats of its shard.
+    let chunk = (BUCKET / size).max(1);
+    let piece = |r: usize, round: usize| {
+        let start = (r * part + round * chunk).min(len);
+        start..(start + chunk).min((r + 1) * part).min(len)
+    };
+    let mut mine = Vec::with_capacity(chunk);
+    buf.resize(chunk * size, 0.0);
+    for round in 0..part.div_ceil(chunk) {
+        mine.clear();
+        read_flat(tensors, piece(rank, round), &mut mine);
+        mine.resize(chunk, 0.0);
+        comm.all_gather(&mine, buf);
+        for (r, theirs) in buf.chunks(chunk).enumerate() {
+            write_flat(tensors, piece(r, round), theirs);
+        }
     }
-    mine.resize(part, 0.0);
-    buf.resize(part * size, 0.0);
-    comm.all_gather(&mine, buf);
+}
+
+/// Appends `range` of the flat vector that `tensors` hold end to end to `out`.
+fn read_flat(tensors: &[&mut [f32]], range: Range<usize>, out: &mut Vec<f32>) {
+    for (i, r) in overlaps(tensors.iter().map(|t| t.len()), range) {
+        out.extend_from_slice(&tensors[i][r]);
+    }
+}
+
+/// Writes `range` of the flat vector that `tensors` hold end to end from the front of `from`.
+fn write_flat(tensors: &mut [&mut [f32]], range: Range<usize>, from: &[f32]) {
     let mut at = 0;
-    for t in tensors.iter_mut() {
-        t.copy_from_slice(&buf[at..at + t.len()]);
-        at += t.len();
+    for (i, r) in overlaps(tensors.iter().map(|t| t.len()), range) {
+        tensors[i][r.clone()].copy_from_slice(&from[at..at + r.len()]);
+        at += r.len();
     }
 }
 
@@ -211,6 +234,79 @@ pub fn check_same_everywhere(comm: &dyn Comm, items: &[(&str, u64)]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// A stand-in for MPI in tests.
+#[cfg(test)]
+pub mod testing {
+    use super::Comm;
+
+    /// Ranks as threads of this process: each collective swaps every rank's
+    /// values through shared slots between two barriers.
+    pub struct ThreadRanks {
+        rank: usize,
+        shared: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<Vec<Vec<f64>>>)>,
+    }
+
+    impl ThreadRanks {
+        pub fn new(size: usize) -> Vec<ThreadRanks> {
+            let slots = std::sync::Mutex::new(vec![Vec::new(); size]);
+            let shared = std::sync::Arc::new((std::sync::Barrier::new(size), slots));
+            (0..size)
+                .map(|rank| ThreadRanks {
+                    rank,
+                    shared: shared.clone(),
+                })
+                .collect()
+        }
+
+        /// Every rank's `mine`, in rank order.
+        fn exchange(&self, mine: Vec<f64>) -> Vec<Vec<f64>> {
+            let (barrier, slots) = &*self.shared;
+            slots.lock().unwrap()[self.rank] = mine;
+            barrier.wait();
+            let all = slots.lock().unwrap().clone();
+            barrier.wait();
+            all
+        }
+    }
+
+    impl Comm for ThreadRanks {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.shared.1.lock().unwrap().len()
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) {
+            let all = self.exchange(buf.iter().map(|&x| x as f64).collect());
+            for (i, x) in buf.iter_mut().enumerate() {
+                *x = all.iter().map(|r| r[i] as f32).sum();
+            }
+        }
+        fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
+            let all = self.exchange(buf.to_vec());
+            for (i, x) in buf.iter_mut().enumerate() {
+                *x = all.iter().map(|r| r[i]).sum();
+            }
+        }
+        fn all_gather(&self, mine: &[f32], out: &mut [f32]) {
+            let all = self.exchange(mine.iter().map(|&x| x as f64).collect());
+            out.iter_mut().zip(all.concat()).for_each(|(o, x)| *o = x as f32);
+        }
+        fn all_gather_u64(&self, mine: u64) -> Vec<u64> {
+            self.exchange(vec![mine as f64]).iter().map(|r| r[0] as u64).collect()
+        }
+        fn send_to_root(&self, owner: usize, buf: &mut [f32]) {
+            let all = self.exchange(buf.iter().map(|&x| x as f64).collect());
+            if self.rank == 0 {
+                buf.iter_mut().zip(&all[owner]).for_each(|(o, &x)| *o = x as f32);
+            }
+        }
+        fn abort(&self, _: i32) -> ! {
+            panic!("a rank aborted")
+        }
+    }
 }
 
 #[cfg(feature = "mpi")]
@@ -268,11 +364,11 @@ mod mpi {
             self.world.all_gather_into(&mine, &mut out[..]);
             out
         }
-        fn gather_to_root(&self, mine: &[f32], out: Option<&mut [f32]>) {
-            let root = self.world.process_at_rank(0);
-            match out {
-                Some(out) => root.gather_into_root(mine, out),
-                None => root.gather_into(mine),
+        fn send_to_root(&self, owner: usize, buf: &mut [f32]) {
+            if self.rank() == owner {
+                self.world.process_at_rank(0).send(&buf[..]);
+            } else if self.rank() == 0 {
+                self.world.process_at_rank(owner as i32).receive_into(buf);
             }
         }
         fn abort(&self, code: i32) -> ! {
@@ -330,7 +426,7 @@ mod tests {
         fn all_gather_u64(&self, mine: u64) -> Vec<u64> {
             vec![mine; 2]
         }
-        fn gather_to_root(&self, _: &[f32], _: Option<&mut [f32]>) {}
+        fn send_to_root(&self, _: usize, _: &mut [f32]) {}
         fn abort(&self, _: i32) -> ! {
             panic!("abort")
         }
@@ -348,6 +444,44 @@ mod tests {
         // The first tensor's first BUCKET floats; its tail of 3 with the next three tensors
         // (3 + 5 + BUCKET - 9 + 1 = BUCKET); the last, which would overflow that, alone.
         assert_eq!(*twin.0.borrow(), [BUCKET, BUCKET, 4]);
+    }
+
+    #[test]
+    fn zero_shards_reach_every_rank_in_rounds_smaller_than_the_model() {
+        let lens = [BUCKET + 7, 3, BUCKET / 2 + 1];
+        let len: usize = lens.iter().sum();
+        let gathered: Vec<(Vec<Vec<f32>>, usize)> = std::thread::scope(|s| {
+            let ranks = testing::ThreadRanks::new(3).into_iter().map(|comm| {
+                s.spawn(move || {
+                    // This rank knows its shard only.
+                    let mine = shard(len, comm.rank(), 3);
+                    let mut at = 0;
+                    let mut t: Vec<Vec<f32>> = lens
+                        .iter()
+                        .map(|&n| {
+                            at += n;
+                            (at - n..at)
+                                .map(|i| if mine.contains(&i) { i as f32 } else { -1.0 })
+                                .collect()
+                        })
+                        .collect();
+                    let mut views: Vec<&mut [f32]> = t.iter_mut().map(|t| &mut t[..]).collect();
+                    let mut buf = Vec::new();
+                    all_gather_shards(&comm, &mut views, &mut buf);
+                    (t, buf.len())
+                })
+            });
+            ranks
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|r| r.join().unwrap())
+                .collect()
+        });
+        for (t, buf) in gathered {
+            let flat = t.concat();
+            assert!(flat.iter().enumerate().all(|(i, &x)| x == i as f32));
+            assert!(buf <= BUCKET, "a buffer of {buf} floats");
+        }
     }
 
     #[test]

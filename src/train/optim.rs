@@ -1,6 +1,6 @@
 //! Adam / AdamW with decoupled weight decay (PyTorch's `torch.optim.AdamW`).
 
-use super::dist::{overlaps, shard, Comm};
+use super::dist::{overlaps, shard, Comm, BUCKET};
 use crate::autograd::{Grads, Params};
 use crate::model::is_embedding;
 use crate::tensor::MIN_ELEMS_PER_TASK;
@@ -97,35 +97,6 @@ impl AdamW {
         self.v = self.v[self.range.clone()].to_vec();
     }
 
-    /// The whole optimizer on rank 0 (`None` elsewhere), from every rank's
-    /// shard (each rank calls it).
-    pub fn gather(&self, comm: &dyn Comm) -> Option<AdamW> {
-        let (rank, size) = (comm.rank(), comm.size());
-        let len = self.spans.last().map_or(0, |s| s.end);
-        // Shards padded to one length, as the collective wants.
-        let part = len.div_ceil(size);
-        let gather = |mine: &[f32]| {
-            let mut padded = mine.to_vec();
-            padded.resize(part, 0.0);
-            let mut out = (rank == 0).then(|| vec![0.0; part * size]);
-            comm.gather_to_root(&padded, out.as_deref_mut());
-            out.map(|mut out| {
-                out.truncate(len);
-                out
-            })
-        };
-        let (m, v) = (gather(&self.m), gather(&self.v));
-        Some(AdamW {
-            config: self.config,
-            t: self.t,
-            range: 0..len,
-            m: m?,
-            v: v?,
-            spans: self.spans.clone(),
-            decay: self.decay.clone(),
-        })
-    }
-
     /// One update of the parameters in `range` with learning rate `lr`:
     /// `p -= lr * (m̂ / (sqrt(v̂) + eps) + wd * p)`.
     pub fn step(&mut self, params: &mut Params, grads: &Grads, lr: f32) {
@@ -169,6 +140,89 @@ impl AdamW {
                     }
                 });
         });
+    }
+}
+
+/// An optimizer's moments on their way to rank 0's checkpoint, one tensor at
+/// a time in the order a checkpoint holds them (parameter 0's `exp_avg`, its
+/// `exp_avg_sq`, parameter 1's, …). A ZeRO-1 shard's pieces come from the
+/// ranks that hold them, a bucket at a time, so no rank ever holds them all.
+pub struct Moments<'a> {
+    opt: &'a AdamW,
+    comm: &'a dyn Comm,
+    /// Tensors streamed so far.
+    sent: usize,
+    buf: Vec<f32>,
+}
+
+impl<'a> Moments<'a> {
+    /// Every rank makes one and calls [`Moments::finish`] on it; rank 0 takes
+    /// tensors with [`Moments::next`] in between.
+    pub fn new(opt: &'a AdamW, comm: &'a dyn Comm) -> Self {
+        Moments {
+            opt,
+            comm,
+            sent: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The tensors to stream: two per parameter.
+    pub fn len(&self) -> usize {
+        2 * self.opt.spans.len()
+    }
+
+    /// Whether there is nothing to stream.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next tensor, handed to `sink` piece by piece (rank 0 only calls
+    /// it). A failing `sink` still lets every piece arrive, so that the ranks
+    /// stay in step; the first error is returned.
+    pub fn next(&mut self, sink: &mut dyn FnMut(&[f32]) -> std::io::Result<()>) -> std::io::Result<()> {
+        assert!(self.sent < self.len(), "every moment is streamed already");
+        let (opt, comm) = (self.opt, self.comm);
+        let (rank, size) = (comm.rank(), comm.size());
+        let span = opt.spans[self.sent / 2].clone();
+        let moment = if self.sent % 2 == 0 { &opt.m } else { &opt.v };
+        self.sent += 1;
+        if opt.is_whole() {
+            return if rank == 0 { sink(&moment[span]) } else { Ok(()) };
+        }
+        let len = opt.spans.last().map_or(0, |s| s.end);
+        let mut result = Ok(());
+        for owner in 0..size {
+            let held = shard(len, owner, size);
+            let (a, b) = (span.start.max(held.start), span.end.min(held.end));
+            for start in (a..b).step_by(BUCKET) {
+                let end = (start + BUCKET).min(b);
+                // On the rank that holds it, where the piece is in its shard.
+                let local = || start - opt.range.start..end - opt.range.start;
+                if owner == 0 {
+                    if rank == 0 && result.is_ok() {
+                        result = sink(&moment[local()]);
+                    }
+                    continue;
+                }
+                self.buf.resize(end - start, 0.0);
+                if rank == owner {
+                    self.buf.copy_from_slice(&moment[local()]);
+                }
+                comm.send_to_root(owner, &mut self.buf);
+                if rank == 0 && result.is_ok() {
+                    result = sink(&self.buf);
+                }
+            }
+        }
+        result
+    }
+
+    /// Streams what rank 0 did not take (every rank calls it).
+    pub fn finish(mut self) {
+        while self.sent < self.len() {
+            let _ = self.next(&mut |_| Ok(()));
+        }
     }
 }
 
@@ -234,6 +288,72 @@ mod tests {
         opt.step(&mut p, &grads, 0.1);
         let got: Vec<f32> = p.tensors.iter().map(|t| t.data[0]).collect();
         assert_eq!(got, [0.95, 1.0, 1.0, 1.0, 0.95]);
+    }
+
+    #[test]
+    fn zero_moments_stream_to_rank_0_in_checkpoint_order_even_past_a_failing_sink() {
+        use crate::train::dist::testing::ThreadRanks;
+        let mut p = Params::default();
+        for (name, n) in [("a", BUCKET + 5), ("b", 3), ("c", BUCKET / 2)] {
+            p.add(name, Tensor::from_vec(&[n], vec![0.0; n]));
+        }
+        let config = AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let streamed: Vec<_> = std::thread::scope(|s| {
+            let ranks = ThreadRanks::new(3).into_iter().map(|comm| {
+                let p = &p;
+                s.spawn(move || {
+                    let mut opt = AdamW::for_shard(config, p, comm.rank(), 3);
+                    // Each moment's value is its place in the flat vector, negated in v.
+                    for (j, (m, v)) in opt.m.iter_mut().zip(&mut opt.v).enumerate() {
+                        (*m, *v) = ((opt.range.start + j) as f32, -((opt.range.start + j) as f32));
+                    }
+                    let mut moments = Moments::new(&opt, &comm);
+                    let mut tensors = Vec::new();
+                    let mut failed = None;
+                    if comm.rank() == 0 {
+                        for k in 0..moments.len() {
+                            let mut t = Vec::new();
+                            // The second tensor's writer fails: the ranks stay in step.
+                            let got = moments.next(&mut |piece| match k {
+                                1 => Err(std::io::Error::other("disk full")),
+                                _ => Ok(t.extend_from_slice(piece)),
+                            });
+                            failed = failed.or(got.err());
+                            tensors.push(t);
+                        }
+                    }
+                    moments.finish();
+                    (tensors, failed.map(|e| e.to_string()))
+                })
+            });
+            ranks
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|r| r.join().unwrap())
+                .collect()
+        });
+        let (tensors, failed) = &streamed[0];
+        assert_eq!(failed.as_deref(), Some("disk full"));
+        let mut start = 0;
+        for (k, t) in tensors.iter().enumerate() {
+            let n = p.tensors[k / 2].numel();
+            if k == 1 {
+                assert!(t.is_empty());
+            } else {
+                let sign = if k % 2 == 0 { 1.0 } else { -1.0 };
+                assert!(
+                    t.len() == n && t.iter().enumerate().all(|(i, &x)| x == sign * (start + i) as f32),
+                    "tensor {k}"
+                );
+            }
+            start += if k % 2 == 1 { n } else { 0 };
+        }
+        assert!(streamed[1..].iter().all(|(t, _)| t.is_empty()), "rank 0 alone receives");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::dist::{all_gather_shards, all_reduce_buckets, Comm, EveryRank, Single};
 use super::eval::evaluate;
-use super::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Moments};
 use super::progress::{Display, Progress, StepView};
 use super::schedule::Schedule;
 use crate::autograd::{Grads, Graph, Workspace};
@@ -319,8 +319,9 @@ pub fn train_step(
 /// What a run does beside training: checkpoints and sample text. Only rank 0 calls them.
 pub trait TrainHooks {
     /// Called every `save_every` steps and at the end, after the log is flushed:
-    /// write a checkpoint that resumes exactly.
-    fn save(&mut self, _model: &Gpt, _state: &TrainState) -> Result<()> {
+    /// write a checkpoint that resumes exactly, with `moments`, those of
+    /// `state.opt` (a ZeRO-1 run's streamed from every rank).
+    fn save(&mut self, _model: &Gpt, _state: &TrainState, _moments: &mut Moments) -> Result<()> {
         Ok(())
     }
 
@@ -523,7 +524,7 @@ pub fn train_with(
 }
 
 /// Rank 0 flushes the log and saves a checkpoint with the whole optimizer
-/// state (a ZeRO-1 run's gathered from every rank first).
+/// state; under ZeRO-1 every rank streams its moments to it.
 fn save(
     model: &Gpt,
     state: &TrainState,
@@ -531,28 +532,23 @@ fn save(
     hooks: &mut dyn TrainHooks,
     comm: &dyn Comm,
 ) -> Result<()> {
-    let whole = (!state.opt.is_whole()).then(|| state.opt.gather(comm));
-    if comm.rank() != 0 {
-        return Ok(());
-    }
-    log.flush()?;
-    match whole {
-        None => hooks.save(model, state),
-        Some(opt) => hooks.save(
-            model,
-            &TrainState {
-                step: state.step,
-                rows_drawn: state.rows_drawn,
-                opt: opt.expect("rank 0 gathers"),
-            },
-        ),
-    }
+    let mut moments = Moments::new(&state.opt, comm);
+    let saved = if comm.rank() == 0 {
+        log.flush()
+            .map_err(Into::into)
+            .and_then(|()| hooks.save(model, state, &mut moments))
+    } else {
+        Ok(())
+    };
+    moments.finish();
+    saved
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{GptConfig, Init};
+    use crate::train::dist::testing::ThreadRanks;
     use crate::train::schedule::Decay;
 
     fn options(steps: usize, batch_size: usize, n_ctx: usize) -> TrainOptions {
@@ -705,81 +701,20 @@ mod tests {
         }
     }
 
-    /// Ranks as threads of this process: each collective swaps every rank's
-    /// values through shared slots between two barriers.
-    struct ThreadRanks {
-        rank: usize,
-        shared: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<Vec<Vec<f64>>>)>,
-    }
-
-    impl ThreadRanks {
-        fn new(size: usize) -> Vec<ThreadRanks> {
-            let slots = std::sync::Mutex::new(vec![Vec::new(); size]);
-            let shared = std::sync::Arc::new((std::sync::Barrier::new(size), slots));
-            (0..size)
-                .map(|rank| ThreadRanks {
-                    rank,
-                    shared: shared.clone(),
-                })
-                .collect()
-        }
-
-        /// Every rank's `mine`, in rank order.
-        fn exchange(&self, mine: Vec<f64>) -> Vec<Vec<f64>> {
-            let (barrier, slots) = &*self.shared;
-            slots.lock().unwrap()[self.rank] = mine;
-            barrier.wait();
-            let all = slots.lock().unwrap().clone();
-            barrier.wait();
-            all
-        }
-    }
-
-    impl Comm for ThreadRanks {
-        fn rank(&self) -> usize {
-            self.rank
-        }
-        fn size(&self) -> usize {
-            self.shared.1.lock().unwrap().len()
-        }
-        fn all_reduce_sum(&self, buf: &mut [f32]) {
-            let all = self.exchange(buf.iter().map(|&x| x as f64).collect());
-            for (i, x) in buf.iter_mut().enumerate() {
-                *x = all.iter().map(|r| r[i] as f32).sum();
-            }
-        }
-        fn all_reduce_sum_f64(&self, buf: &mut [f64]) {
-            let all = self.exchange(buf.to_vec());
-            for (i, x) in buf.iter_mut().enumerate() {
-                *x = all.iter().map(|r| r[i]).sum();
-            }
-        }
-        fn all_gather(&self, mine: &[f32], out: &mut [f32]) {
-            let all = self.exchange(mine.iter().map(|&x| x as f64).collect());
-            out.iter_mut().zip(all.concat()).for_each(|(o, x)| *o = x as f32);
-        }
-        fn all_gather_u64(&self, mine: u64) -> Vec<u64> {
-            self.exchange(vec![mine as f64]).iter().map(|r| r[0] as u64).collect()
-        }
-        fn gather_to_root(&self, mine: &[f32], out: Option<&mut [f32]>) {
-            let all = self.exchange(mine.iter().map(|&x| x as f64).collect());
-            if let Some(out) = out {
-                out.iter_mut().zip(all.concat()).for_each(|(o, x)| *o = x as f32);
-            }
-        }
-        fn abort(&self, _: i32) -> ! {
-            panic!("a rank aborted")
-        }
-    }
-
     /// Keeps the last checkpoint's weights and optimizer moments.
     #[derive(Default)]
     struct KeepSaved(Vec<Vec<f32>>, Vec<Vec<f32>>);
     impl TrainHooks for KeepSaved {
-        fn save(&mut self, model: &Gpt, state: &TrainState) -> Result<()> {
+        fn save(&mut self, model: &Gpt, _: &TrainState, moments: &mut Moments) -> Result<()> {
             self.0 = model.params.tensors.iter().map(|t| t.data.clone()).collect();
-            let moments = (0..self.0.len()).map(|i| state.opt.moments(i));
-            self.1 = moments.flat_map(|(m, v)| [m.to_vec(), v.to_vec()]).collect();
+            self.1 = (0..moments.len())
+                .map(|_| {
+                    let mut tensor = Vec::new();
+                    moments
+                        .next(&mut |piece| Ok(tensor.extend_from_slice(piece)))
+                        .map(|()| tensor)
+                })
+                .collect::<std::io::Result<_>>()?;
             Ok(())
         }
     }
@@ -845,7 +780,7 @@ mod tests {
         let mut state = TrainState::new(&model, opts.adamw);
         struct CountSaves(usize);
         impl TrainHooks for CountSaves {
-            fn save(&mut self, _: &Gpt, _: &TrainState) -> Result<()> {
+            fn save(&mut self, _: &Gpt, _: &TrainState, _: &mut Moments) -> Result<()> {
                 self.0 += 1;
                 Ok(())
             }

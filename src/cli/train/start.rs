@@ -10,6 +10,7 @@ use crate::model::{tokenizer_for, Gpt, GptConfig};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
+use crate::train::optim::Moments;
 use crate::train::plot::plot_log;
 use crate::train::progress::Progress;
 use crate::train::{TrainHooks, TrainState};
@@ -264,8 +265,8 @@ pub struct RunHooks<'a> {
 }
 
 impl TrainHooks for RunHooks<'_> {
-    fn save(&mut self, model: &Gpt, state: &TrainState) -> Result<()> {
-        save_checkpoint(self.out, model, state, &self.record).with_context(|| {
+    fn save(&mut self, model: &Gpt, state: &TrainState, moments: &mut Moments) -> Result<()> {
+        save_checkpoint(self.out, model, state, moments, &self.record).with_context(|| {
             format!(
                 "saving the checkpoint of step {} failed (the last good one in {} is intact; free space and continue with --resume)",
                 state.step,
