@@ -185,7 +185,7 @@ impl<'a> Moments<'a> {
         let (opt, comm) = (self.opt, self.comm);
         let (rank, size) = (comm.rank(), comm.size());
         let span = opt.spans[self.sent / 2].clone();
-        let moment = if self.sent % 2 == 0 { &opt.m } else { &opt.v };
+        let moment = if self.sent.is_multiple_of(2) { &opt.m } else { &opt.v };
         self.sent += 1;
         if opt.is_whole() {
             return if rank == 0 { sink(&moment[span]) } else { Ok(()) };
@@ -321,7 +321,10 @@ mod tests {
                             // The second tensor's writer fails: the ranks stay in step.
                             let got = moments.next(&mut |piece| match k {
                                 1 => Err(std::io::Error::other("disk full")),
-                                _ => Ok(t.extend_from_slice(piece)),
+                                _ => {
+                                    t.extend_from_slice(piece);
+                                    Ok(())
+                                }
                             });
                             failed = failed.or(got.err());
                             tensors.push(t);

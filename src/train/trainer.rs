@@ -711,7 +711,10 @@ mod tests {
                 .map(|_| {
                     let mut tensor = Vec::new();
                     moments
-                        .next(&mut |piece| Ok(tensor.extend_from_slice(piece)))
+                        .next(&mut |piece| {
+                            tensor.extend_from_slice(piece);
+                            Ok(())
+                        })
                         .map(|()| tensor)
                 })
                 .collect::<std::io::Result<_>>()?;
