@@ -28,6 +28,16 @@ impl Params {
         ParamId(self.tensors.len() - 1)
     }
 
+    /// Rows up to which every matrix product of these weights computes each
+    /// row the same way whatever the other rows ([`crate::tensor::ROW_INVARIANT_ROWS`],
+    /// lower with quantized matrices).
+    pub fn row_invariant_rows(&self) -> usize {
+        match self.quant.iter().any(Option::is_some) {
+            true => crate::tensor::quant::ROW_INVARIANT_ROWS.min(crate::tensor::ROW_INVARIANT_ROWS),
+            false => crate::tensor::ROW_INVARIANT_ROWS,
+        }
+    }
+
     pub fn get(&self, id: ParamId) -> &Tensor {
         &self.tensors[id.0]
     }

@@ -12,7 +12,7 @@
 use super::{sample_token, SampleOptions};
 use crate::autograd::{Graph, Workspace};
 use crate::model::{Gpt, KvCache};
-use crate::tensor::{rng, Rng, ROW_INVARIANT_ROWS};
+use crate::tensor::{rng, Rng};
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -439,8 +439,9 @@ impl Worker {
     }
 
     /// One token of every decoding sequence, in batches of at most
-    /// [`ROW_INVARIANT_ROWS`]: larger ones would compute each row's logits in
-    /// another order than a sequence running alone gets.
+    /// [`crate::autograd::Params::row_invariant_rows`]: larger ones would
+    /// compute each row's logits in another order than a sequence running
+    /// alone gets.
     fn decode(&mut self) {
         self.retire_cancelled();
         let decoding: Vec<usize> = (0..self.active.len())
@@ -448,7 +449,7 @@ impl Worker {
             .collect();
         self.stats.batch.store(decoding.len(), Ordering::Relaxed);
         let mut done = Vec::new();
-        for which in decoding.chunks(ROW_INVARIANT_ROWS) {
+        for which in decoding.chunks(self.model.params.row_invariant_rows()) {
             let tokens: Vec<u32> = which.iter().map(|&i| self.active[i].next.expect("decoding")).collect();
             let pos: Vec<u32> = which
                 .iter()

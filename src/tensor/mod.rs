@@ -17,11 +17,12 @@ pub mod norm;
 pub mod quant;
 pub mod rope;
 
-/// Up to this many rows, every matrix kernel computes each output row the
-/// same way whatever the other rows are (the few-rows paths of [`linear`] and
-/// [`quant`]; more rows switch to GEMM, which sums in another order). A
-/// decoded token's logits then do not depend on what shares its batch.
-pub const ROW_INVARIANT_ROWS: usize = 8;
+/// Up to this many rows, [`linear`] computes each output row the same way
+/// whatever the other rows are (its few-rows path; more rows switch to GEMM,
+/// which sums in another order). A decoded token's logits then do not depend
+/// on what shares its batch. Quantized weights have their own bound,
+/// [`quant::ROW_INVARIANT_ROWS`].
+pub const ROW_INVARIANT_ROWS: usize = 32;
 
 /// A contiguous row-major f32 tensor.
 #[derive(Clone, Debug, PartialEq)]

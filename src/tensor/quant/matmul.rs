@@ -265,8 +265,11 @@ fn act_len(kind: Kind, n: usize, cols: usize) -> usize {
 /// register-blocked kernel does far more work per weight byte unpacked than
 /// one block dot product per (row, row) pair, and the band's unpacking is
 /// shared by every row.
-const GEMM_MIN_ROWS: usize = 16;
-const _: () = assert!(GEMM_MIN_ROWS > crate::tensor::ROW_INVARIANT_ROWS);
+const GEMM_MIN_ROWS: usize = 17;
+
+/// Up to this many rows [`qmatmul`] computes each output row the same way
+/// whatever the other rows are: its GEMM path sums in another order.
+pub const ROW_INVARIANT_ROWS: usize = GEMM_MIN_ROWS - 1;
 
 /// About this many f32 weights are dequantized at a time for GEMM (512 KiB: a
 /// band the size of an L2 cache).
