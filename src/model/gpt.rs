@@ -324,8 +324,36 @@ impl Gpt {
         let p = &mut self.params;
         p.names.truncate(first);
         p.tensors.truncate(first);
+        p.trainable.truncate(first);
         p.bf16.truncate(first);
         p.quant.truncate(first);
+        Ok(())
+    }
+
+    /// Freezes every parameter but those of the last `n` blocks, the final
+    /// norm and the output head (0: the head alone). With tied embeddings
+    /// the head is the token embedding, so that trains too (as it does in
+    /// `transformers` with tied weights).
+    pub fn train_last_layers(&mut self, n: usize) -> Result<()> {
+        let n_layer = self.config.n_layer;
+        ensure!(
+            n <= n_layer,
+            "--train-layers {n}: the model has {n_layer} blocks; give 0 (the head only) to {n_layer}"
+        );
+        let names = self.config.arch.names();
+        let head = if self.config.tie_word_embeddings {
+            names.wte
+        } else {
+            names.lm_head
+        };
+        let trains = |name: &str| {
+            let block = name.strip_prefix(names.layer).and_then(|r| r.strip_prefix('.'));
+            let index = block.and_then(|r| r.split('.').next()?.parse::<usize>().ok());
+            let module = name.rsplit_once('.').map_or(name, |(m, _)| m);
+            index.is_some_and(|i| i + n >= n_layer) || module == names.ln_f || module == head
+        };
+        self.params.set_trainable(false, |_| true);
+        self.params.set_trainable(true, trains);
         Ok(())
     }
 

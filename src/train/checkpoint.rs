@@ -23,12 +23,15 @@ pub fn is_train_state(name: &str) -> bool {
 }
 
 /// Saves a resumable checkpoint of step `state.step` in `dir`, `run` being
-/// the run's settings (JSON): first the optimizer moments for that step, then
-/// the model tagged with the step, then older optimizer states are removed. A
-/// crash at any moment leaves a model whose tag names a state on disk.
+/// the run's settings (JSON): first the optimizer moments of the trainable
+/// tensors for that step, then the model tagged with the step, then older
+/// optimizer states are removed. A crash at any moment leaves a model whose
+/// tag names a state on disk.
 pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -> Result<()> {
     let opt = &state.opt;
-    let moments = model.params.names.iter().zip(&model.params.tensors).enumerate();
+    let params = &model.params;
+    let moments = params.names.iter().zip(&params.tensors).enumerate();
+    let moments = moments.filter(|&(i, _)| params.trainable[i]);
     let tensors = moments.flat_map(|(i, (name, t))| {
         [
             (format!("{name}.exp_avg"), &t.shape[..], opt.moments(i).0),
@@ -55,8 +58,10 @@ pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -
 }
 
 /// Loads the checkpoint `dir` to resume it: the model, the training state
-/// saved with it and the run's settings (JSON).
-pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
+/// saved with it and the run's settings (JSON). `model_for` gives the model
+/// of the run (whose settings it is given), its frozen tensors frozen: only
+/// the trainable ones have moments.
+pub fn load_checkpoint(dir: &Path, model_for: impl FnOnce(&str) -> Result<Gpt>) -> Result<(Gpt, TrainState, String)> {
     let not_resumable = || {
         format!(
             "{} is not a resumable checkpoint: `gpt train` saves one with model.safetensors and \
@@ -71,7 +76,6 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
         .with_context(not_resumable)?;
     let path = train_state_path(dir, step);
     ensure!(path.is_file(), "{} is missing: {}", path.display(), not_resumable());
-    let model = Gpt::load(dir)?;
     let map = map_file(&path)?;
     let st =
         SafeTensors::deserialize(&map[..]).map_err(|e| anyhow!("{} is truncated or corrupt ({e})", path.display()))?;
@@ -93,9 +97,15 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
     );
     let config: AdamWConfig = serde_json::from_str(field("adamw")?)
         .with_context(|| format!("{}: the adamw settings are unreadable", path.display()))?;
+    let run = field("run")?.clone();
+    let model = model_for(&run)?;
     let mut opt = AdamW::new(config, &model.params);
     opt.t = number("adam_t")?;
-    for (i, (name, t)) in model.params.names.iter().zip(&model.params.tensors).enumerate() {
+    let params = &model.params;
+    for (i, (name, t)) in params.names.iter().zip(&params.tensors).enumerate() {
+        if !params.trainable[i] {
+            continue;
+        }
         let (m, v) = opt.moments_mut(i);
         for (suffix, dst) in [("exp_avg", m), ("exp_avg_sq", v)] {
             let key = format!("{name}.{suffix}");
@@ -113,7 +123,6 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
             }
         }
     }
-    let run = field("run")?.clone();
     let rows_drawn = match meta.get("rows_drawn") {
         Some(_) => number("rows_drawn")?,
         // Written before `rows_drawn`: batches of the run's --batch-size rows.
@@ -158,7 +167,7 @@ mod tests {
         save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run-3").unwrap();
         save_checkpoint(dir.path(), &model, &state_at(&model, 6), "run-6").unwrap();
         assert!(!train_state_path(dir.path(), 3).exists(), "the older state is removed");
-        let (loaded, state, run) = load_checkpoint(dir.path()).unwrap();
+        let (loaded, state, run) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(loaded.params.tensors, model.params.tensors);
         assert_eq!(
             (state.step, state.rows_drawn, state.opt.t, run.as_str()),
@@ -172,6 +181,42 @@ mod tests {
     }
 
     #[test]
+    fn a_frozen_model_saves_and_restores_the_moments_of_its_trainable_tensors_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let frozen = || {
+            let mut model = tiny_model();
+            model.train_last_layers(0).unwrap();
+            model
+        };
+        let model = frozen();
+        let mut state = TrainState::new(&model, state_at(&tiny_model(), 3).opt.config);
+        (state.step, state.rows_drawn, state.opt.t) = (3, 6, 3);
+        let trainable: Vec<usize> = (0..model.params.tensors.len())
+            .filter(|&i| model.params.trainable[i])
+            .collect();
+        for &i in &trainable {
+            let (m, v) = state.opt.moments_mut(i);
+            m.iter_mut()
+                .chain(v)
+                .enumerate()
+                .for_each(|(j, x)| *x = (i * 100 + j) as f32);
+        }
+        save_checkpoint(dir.path(), &model, &state, "run").unwrap();
+        let bytes = fs::read(train_state_path(dir.path(), 3)).unwrap();
+        let saved = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(
+            saved.len(),
+            2 * trainable.len(),
+            "moments of the trainable tensors only"
+        );
+        let (loaded, restored, _) = load_checkpoint(dir.path(), |_| Ok(frozen())).unwrap();
+        assert_eq!(loaded.params.trainable, model.params.trainable);
+        for i in 0..model.params.tensors.len() {
+            assert_eq!(restored.opt.moments(i), state.opt.moments(i));
+        }
+    }
+
+    #[test]
     fn a_crash_between_the_two_writes_resumes_the_last_whole_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
@@ -180,7 +225,7 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         save_checkpoint(other.path(), &model, &state_at(&model, 8), "run").unwrap();
         fs::copy(train_state_path(other.path(), 8), train_state_path(dir.path(), 8)).unwrap();
-        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(state.step, 4);
     }
 
@@ -198,7 +243,7 @@ mod tests {
         shifted.push(b' ');
         shifted.extend_from_slice(&bytes[8 + n..]);
         fs::write(&path, shifted).unwrap();
-        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         let expected = state_at(&model, 3).opt;
         for i in 0..model.params.tensors.len() {
             assert_eq!(state.opt.moments(i), expected.moments(i));
@@ -214,7 +259,7 @@ mod tests {
         fs::create_dir(dir.path().join(".model.safetensors.tmp")).unwrap();
         let err = save_checkpoint(dir.path(), &model, &state_at(&model, 5), "run").unwrap_err();
         assert!(format!("{err:#}").contains("untouched"), "{err:#}");
-        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(state.step, 2);
     }
 }

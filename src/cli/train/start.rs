@@ -188,7 +188,7 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
 
 /// The run saved in `dir`, continued with its own settings and data on `ranks` processes.
 pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
-    let (model, state, record) = load_checkpoint(dir)?;
+    let (model, state, record) = load_checkpoint(dir, |_| Gpt::load(dir))?;
     let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
     if let Some(n) = a.stop_at {
         ensure!(
