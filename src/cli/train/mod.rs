@@ -153,6 +153,12 @@ pub struct TrainArgs {
     /// Print only errors and the final line (no progress, no samples)
     #[arg(long, short, conflicts_with = "sample_every")]
     pub quiet: bool,
+    /// With --init: train only the last N blocks, the final norm and the output head; every other
+    /// weight stays frozen (no gradient, no optimizer state). 0 trains the head alone. A model with
+    /// tied embeddings (GPT-2: the head is `wte`) trains its token embedding as the head, as
+    /// `transformers` does with tied weights
+    #[arg(long, requires = "init")]
+    pub train_layers: Option<usize>,
     /// Under `mpirun -np N` (a build with --features mpi): 1 shards AdamW's moments over the ranks,
     /// each keeping 1/N of them (ZeRO stage 1); 0 keeps them whole on every rank. Same weights either way
     #[arg(long, default_value_t = 0)]
@@ -202,6 +208,9 @@ pub struct Settings {
     sample_every: usize,
     num_samples: usize,
     temperature: f32,
+    /// `--train-layers`: only the last this many blocks, the final norm and the head train.
+    #[serde(default)]
+    pub train_layers: Option<usize>,
 }
 
 impl Preset {
@@ -238,6 +247,7 @@ impl Preset {
             sample_every: 0,
             num_samples: 20,
             temperature: 0.8,
+            train_layers: None,
         };
         match self {
             Preset::Default => default,
@@ -347,6 +357,7 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
     s.min_lr = a.min_lr.or(s.min_lr);
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
     s.pack &= !a.no_pack;
+    s.train_layers = a.train_layers.or(s.train_layers);
     if let Some(n) = a.stop_at {
         let want = format!("at most --steps {} (the run ends there)", s.steps);
         super::check::flag(n <= s.steps, "--stop-at", n, &want)?;

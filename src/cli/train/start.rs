@@ -171,7 +171,8 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     };
     config.validate()?;
     check_memory(&s, &config)?;
-    let model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
+    let mut model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
+    freeze(&mut model, &s)?;
     let state = TrainState::new(&model, train_options(&s, None, Progress::Quiet).adamw);
     let train_data = data.train.fingerprint();
     Ok(Start {
@@ -188,8 +189,14 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
 
 /// The run saved in `dir`, continued with its own settings and data on `ranks` processes.
 pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
-    let (model, state, record) = load_checkpoint(dir, |_| Gpt::load(dir))?;
-    let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
+    let unreadable = "the checkpoint's run settings are unreadable";
+    let (model, state, record) = load_checkpoint(dir, |run| {
+        let record: RunRecord = serde_json::from_str(run).context(unreadable)?;
+        let mut model = Gpt::load(dir)?;
+        freeze(&mut model, &record.settings)?;
+        Ok(model)
+    })?;
+    let record: RunRecord = serde_json::from_str(&record).context(unreadable)?;
     if let Some(n) = a.stop_at {
         ensure!(
             n > state.step,
@@ -253,6 +260,14 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
         data,
         out: dir.to_path_buf(),
     })
+}
+
+/// Freezes what the run does not train (`--train-layers`).
+fn freeze(model: &mut Gpt, s: &Settings) -> Result<()> {
+    match s.train_layers {
+        Some(n) => model.train_last_layers(n),
+        None => Ok(()),
+    }
 }
 
 /// Checkpoints and samples during the run.
