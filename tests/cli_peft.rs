@@ -106,3 +106,142 @@ fn train_layers_beyond_the_model_or_without_init_are_refused() {
         "--init",
     );
 }
+
+/// The tensors of `dir/adapter_model.safetensors` by name, as bits.
+fn adapter(dir: &Path) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let bits = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+            (name, v.shape().to_vec(), bits.collect())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn lora_trains_an_adapter_in_peft_format_that_resumes_exactly_and_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, straight, halves) = (tmp.path().join("base"), tmp.path().join("a"), tmp.path().join("b"));
+    base(&b);
+    let lora = [
+        "--lora-rank",
+        "2",
+        "--lora-alpha",
+        "4",
+        "--lora-targets",
+        "c_attn,mlp.c_proj",
+    ];
+    let out = succeeds(tune(&b, &straight, &[&lora[..], &["--save-every", "4"]].concat()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("--adapter"), "{stdout}");
+    succeeds(tune(&b, &halves, &[&lora[..], &["--stop-at", "4"]].concat()));
+    succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "0"]));
+    let (a1, a2) = (adapter(&straight), adapter(&halves));
+    assert!(a1 == a2, "the resumed adapter differs");
+    // peft's names and shapes: A [r, in], B [out, r], on the targeted layers of every block.
+    let names: Vec<(&str, &[usize])> = a1.iter().map(|(n, s, _)| (n.as_str(), &s[..])).collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight",
+                &[2, 16][..]
+            ),
+            (
+                "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight",
+                &[48, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight",
+                &[2, 64][..]
+            ),
+            (
+                "base_model.model.transformer.h.0.mlp.c_proj.lora_B.weight",
+                &[16, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.1.attn.c_attn.lora_A.weight",
+                &[2, 16][..]
+            ),
+            (
+                "base_model.model.transformer.h.1.attn.c_attn.lora_B.weight",
+                &[48, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.1.mlp.c_proj.lora_A.weight",
+                &[2, 64][..]
+            ),
+            (
+                "base_model.model.transformer.h.1.mlp.c_proj.lora_B.weight",
+                &[16, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.2.attn.c_attn.lora_A.weight",
+                &[2, 16][..]
+            ),
+            (
+                "base_model.model.transformer.h.2.attn.c_attn.lora_B.weight",
+                &[48, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.2.mlp.c_proj.lora_A.weight",
+                &[2, 64][..]
+            ),
+            (
+                "base_model.model.transformer.h.2.mlp.c_proj.lora_B.weight",
+                &[16, 2][..]
+            ),
+        ]
+    );
+    // B started at zero and trained.
+    assert!(a1
+        .iter()
+        .filter(|(n, _, _)| n.contains("lora_B"))
+        .all(|(_, _, bits)| bits.iter().any(|&x| x != 0)));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["r"], 2);
+    assert_eq!(config["lora_alpha"], 4.0);
+    assert_eq!(config["fan_in_fan_out"], true);
+    assert_eq!(config["target_modules"], serde_json::json!(["c_attn", "mlp.c_proj"]));
+    assert!(
+        !straight.join("model.safetensors").exists(),
+        "a LoRA run saves the adapter, not the model"
+    );
+    // The base is untouched, and runs with the adapter (which changes its scores).
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--model", s(&b), "--json", "--data", "data/names.txt"];
+        args.extend(extra);
+        let out = succeeds(gpt(&args));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    assert_ne!(eval(&[]), eval(&["--adapter", s(&straight)]));
+}
+
+#[test]
+fn lora_flags_that_do_not_fit_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("base");
+    base(&b);
+    let x = tmp.path().join("x");
+    fails_with(&tune(&b, &x, &["--lora-rank", "0"]), "--lora-rank 0");
+    fails_with(
+        &tune(&b, &x, &["--lora-rank", "2", "--lora-targets", "q_proj"]),
+        "no layer of this model",
+    );
+    fails_with(&tune(&b, &x, &["--lora-rank", "2", "--lora-alpha=-1"]), "--lora-alpha");
+    fails_with(
+        &tune(&b, &x, &["--lora-rank", "2", "--train-layers", "1"]),
+        "--train-layers",
+    );
+    fails_with(&gpt(&["train", "--lora-rank", "2", "--out", s(&x)]), "--init");
+}

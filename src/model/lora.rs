@@ -6,12 +6,13 @@
 //! rank-stabilised). The adapter stays apart from the weights it adapts (a
 //! quantized base stays quantized), as `peft.PeftModel` runs it.
 
+use super::config::Arch;
 use super::Gpt;
-use crate::io::{map_file, Elem};
-use crate::tensor::Tensor;
+use crate::io::{map_file, write_atomic, write_safetensors, Elem};
+use crate::tensor::{Rng, Tensor};
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
@@ -205,4 +206,141 @@ fn base_name(adapter: &Adapter) -> String {
         Some(name) => format!(" ({name}, says its {ADAPTER_CONFIG_FILE})"),
         None => String::new(),
     }
+}
+
+/// A LoRA adapter to train, as `adapter_config.json` records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub r: usize,
+    pub alpha: f32,
+    pub dropout: f32,
+    /// The layers to adapt, as peft's `target_modules` names them: a layer
+    /// is adapted when its name (without `.weight`) is one of them or ends
+    /// with `.` and one of them (`c_attn`, `q_proj`, `attn.c_proj`).
+    pub targets: Vec<String>,
+    /// The base model (as `--init` named it): `base_model_name_or_path`.
+    pub base: String,
+}
+
+impl LoraSpec {
+    /// peft's default target modules for an architecture: the attention's
+    /// query and value projections (GPT-2's fused `c_attn`).
+    pub fn default_targets(arch: Arch) -> Vec<String> {
+        let targets: &[&str] = match arch {
+            Arch::Gpt2 => &["c_attn"],
+            Arch::Llama => &["q_proj", "v_proj"],
+        };
+        targets.iter().map(|t| t.to_string()).collect()
+    }
+
+    fn targets(&self, module: &str) -> bool {
+        let module = module.strip_suffix(".weight").unwrap_or(module);
+        (self.targets.iter()).any(|t| module == t || module.strip_suffix(t.as_str()).is_some_and(|m| m.ends_with('.')))
+    }
+
+    /// `adapter_config.json` for this adapter on a model of `arch`, as peft writes it.
+    fn config_json(&self, arch: Arch) -> String {
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": self.base,
+            "r": self.r,
+            "lora_alpha": self.alpha,
+            "lora_dropout": self.dropout,
+            "target_modules": self.targets,
+            // GPT-2's Conv1D stores its weight [in, out].
+            "fan_in_fan_out": !arch.names().w_t,
+            "bias": "none",
+            "use_rslora": false,
+            "use_dora": false,
+            "modules_to_save": null,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+        });
+        serde_json::to_string_pretty(&config).expect("JSON")
+    }
+}
+
+impl Gpt {
+    /// Adds a fresh LoRA adapter of `spec` to every linear layer it targets,
+    /// as peft initialises one (A uniform in ±1/√in, which is
+    /// `kaiming_uniform_(a=√5)`; B zero, so the model is unchanged until it
+    /// trains), drawn from `rng` in layer order, and freezes every other
+    /// parameter.
+    pub fn add_lora(&mut self, spec: &LoraSpec, rng: &mut Rng) -> Result<()> {
+        use rand::RngExt;
+        ensure!(spec.r > 0, "--lora-rank 0: a LoRA adapter has rank 1 or more");
+        ensure!(
+            spec.alpha.is_finite() && spec.alpha > 0.0,
+            "--lora-alpha {}: give a positive number",
+            spec.alpha
+        );
+        let mut layers: Vec<(String, (usize, usize, usize))> = self.linear_names().into_iter().collect();
+        layers.sort_by_key(|(_, (i, _, _))| *i);
+        let chosen: Vec<_> = layers.iter().filter(|(name, _)| spec.targets(name)).collect();
+        if chosen.is_empty() {
+            let mut names: Vec<&str> = layers.iter().map(|(n, _)| n.rsplit('.').next().unwrap_or(n)).collect();
+            names.sort();
+            names.dedup();
+            bail!(
+                "--lora-targets {}: no layer of this model is named so (its layers: {})",
+                spec.targets.join(","),
+                names.join(", ")
+            );
+        }
+        for (name, (_, d_in, d_out)) in &chosen {
+            ensure!(
+                spec.r <= *d_in.min(d_out),
+                "--lora-rank {}: above the width of {name} ({d_in} to {d_out}); a rank of {} already gives a \
+                 full-rank update",
+                spec.r,
+                d_in.min(d_out)
+            );
+        }
+        let scale = spec.alpha / spec.r as f32;
+        for (name, (i, d_in, d_out)) in chosen {
+            let bound = 1.0 / (*d_in as f32).sqrt();
+            let a: Vec<f32> = (0..spec.r * d_in).map(|_| rng.random_range(-bound..bound)).collect();
+            let a = Tensor::from_vec(&[spec.r, *d_in], a);
+            self.set_lora(*i, name, a, Tensor::zeros(&[*d_out, spec.r]), scale);
+        }
+        self.train_adapters_only();
+        Ok(())
+    }
+
+    /// Freezes every parameter but the LoRA matrices.
+    pub fn train_adapters_only(&mut self) {
+        self.params.set_trainable(false, |_| true);
+        self.params.set_trainable(true, is_lora);
+    }
+
+    /// Writes the model's LoRA matrices as a peft adapter in `dir`:
+    /// `adapter_config.json`, then `adapter_model.safetensors` (peft's
+    /// tensor names, with `metadata` in its header), each atomically.
+    pub fn save_adapter(&self, dir: &Path, spec: &LoraSpec, mut metadata: HashMap<String, String>) -> Result<()> {
+        let arch = self.config.arch;
+        let prefix = format!("{PEFT_PREFIX}{}", arch.names().file_prefix);
+        let p = &self.params;
+        let tensors = p.names.iter().zip(&p.tensors).filter(|(name, _)| is_lora(name));
+        let tensors = tensors.map(|(name, t)| (format!("{prefix}{name}"), &t.shape[..], &t.data[..]));
+        write_atomic(&dir.join(ADAPTER_CONFIG_FILE), spec.config_json(arch).as_bytes())?;
+        metadata.insert("format".to_string(), "pt".to_string());
+        write_safetensors(&dir.join(ADAPTER_WEIGHTS_FILE), tensors, metadata)
+    }
+}
+
+/// Whether a parameter is a LoRA matrix ([`Gpt::set_lora`] names them).
+fn is_lora(name: &str) -> bool {
+    name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight")
+}
+
+/// The string metadata in the header of `dir/adapter_model.safetensors`.
+pub fn adapter_metadata(dir: &Path) -> Result<HashMap<String, String>> {
+    let path = dir.join(ADAPTER_WEIGHTS_FILE);
+    let map = map_file(&path)?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&map[..])
+        .map_err(|e| anyhow::anyhow!("{} is truncated or corrupt ({e})", path.display()))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
 }

@@ -5,7 +5,7 @@
 use super::optim::{AdamW, AdamWConfig};
 use super::trainer::TrainState;
 use crate::io::{map_file, write_safetensors};
-use crate::model::Gpt;
+use crate::model::{adapter_metadata, Gpt, LoraSpec, ADAPTER_WEIGHTS_FILE};
 use anyhow::{anyhow, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -24,10 +24,11 @@ pub fn is_train_state(name: &str) -> bool {
 
 /// Saves a resumable checkpoint of step `state.step` in `dir`, `run` being
 /// the run's settings (JSON): first the optimizer moments of the trainable
-/// tensors for that step, then the model tagged with the step, then older
-/// optimizer states are removed. A crash at any moment leaves a model whose
-/// tag names a state on disk.
-pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -> Result<()> {
+/// tensors for that step, then the model tagged with the step (a LoRA run,
+/// `lora`: its adapter alone, in peft's format), then older optimizer states
+/// are removed. A crash at any moment leaves weights whose tag names a state
+/// on disk.
+pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str, lora: Option<&LoraSpec>) -> Result<()> {
     let opt = &state.opt;
     let params = &model.params;
     let moments = params.names.iter().zip(&params.tensors).enumerate();
@@ -47,7 +48,10 @@ pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, run: &str) -
     ]);
     write_safetensors(&train_state_path(dir, state.step), tensors, metadata)?;
     let step = HashMap::from([("step".to_string(), state.step.to_string())]);
-    model.save_with(dir, step)?;
+    match lora {
+        None => model.save_with(dir, step)?,
+        Some(spec) => model.save_adapter(dir, spec, step)?,
+    }
     for entry in fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_train_state(&name) && entry.path() != train_state_path(dir, state.step) {
@@ -69,7 +73,13 @@ pub fn load_checkpoint(dir: &Path, model_for: impl FnOnce(&str) -> Result<Gpt>) 
             dir.display()
         )
     };
-    let meta = Gpt::saved_metadata(dir).with_context(not_resumable)?;
+    // A LoRA run saves its adapter, not the model.
+    let meta = if dir.join(ADAPTER_WEIGHTS_FILE).is_file() {
+        adapter_metadata(dir)
+    } else {
+        Gpt::saved_metadata(dir)
+    };
+    let meta = meta.with_context(not_resumable)?;
     let step: usize = meta
         .get("step")
         .and_then(|s| s.parse().ok())
@@ -164,8 +174,8 @@ mod tests {
     fn checkpoint_round_trips_and_keeps_only_its_own_state() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run-3").unwrap();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 6), "run-6").unwrap();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run-3", None).unwrap();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 6), "run-6", None).unwrap();
         assert!(!train_state_path(dir.path(), 3).exists(), "the older state is removed");
         let (loaded, state, run) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(loaded.params.tensors, model.params.tensors);
@@ -201,7 +211,7 @@ mod tests {
                 .enumerate()
                 .for_each(|(j, x)| *x = (i * 100 + j) as f32);
         }
-        save_checkpoint(dir.path(), &model, &state, "run").unwrap();
+        save_checkpoint(dir.path(), &model, &state, "run", None).unwrap();
         let bytes = fs::read(train_state_path(dir.path(), 3)).unwrap();
         let saved = SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(
@@ -220,10 +230,10 @@ mod tests {
     fn a_crash_between_the_two_writes_resumes_the_last_whole_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 4), "run").unwrap();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 4), "run", None).unwrap();
         // The next save wrote its optimizer state, then died before the model.
         let other = tempfile::tempdir().unwrap();
-        save_checkpoint(other.path(), &model, &state_at(&model, 8), "run").unwrap();
+        save_checkpoint(other.path(), &model, &state_at(&model, 8), "run", None).unwrap();
         fs::copy(train_state_path(other.path(), 8), train_state_path(dir.path(), 8)).unwrap();
         let (_, state, _) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(state.step, 4);
@@ -233,7 +243,7 @@ mod tests {
     fn a_state_file_with_unaligned_tensors_loads() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run").unwrap();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 3), "run", None).unwrap();
         // One more byte of header (a space: still JSON) moves every tensor off 4-byte alignment.
         let path = train_state_path(dir.path(), 3);
         let bytes = fs::read(&path).unwrap();
@@ -254,10 +264,10 @@ mod tests {
     fn a_failed_save_keeps_the_last_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
-        save_checkpoint(dir.path(), &model, &state_at(&model, 2), "run").unwrap();
+        save_checkpoint(dir.path(), &model, &state_at(&model, 2), "run", None).unwrap();
         // As if the disk were full: the model's temp file cannot be written.
         fs::create_dir(dir.path().join(".model.safetensors.tmp")).unwrap();
-        let err = save_checkpoint(dir.path(), &model, &state_at(&model, 5), "run").unwrap_err();
+        let err = save_checkpoint(dir.path(), &model, &state_at(&model, 5), "run", None).unwrap_err();
         assert!(format!("{err:#}").contains("untouched"), "{err:#}");
         let (_, state, _) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(state.step, 2);

@@ -6,7 +6,7 @@ use super::data::{is_prepared, prepare, prepared_tokenizer, Prepared};
 use super::limits::check_memory;
 use super::{samples, settings, train_options, Settings, TrainArgs};
 use crate::io::write_atomic;
-use crate::model::{tokenizer_for, Gpt, GptConfig};
+use crate::model::{tokenizer_for, Adapter, Gpt, GptConfig, LoraSpec};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
@@ -172,6 +172,16 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     config.validate()?;
     check_memory(&s, &config)?;
     let mut model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
+    if let Some(spec) = &mut s.lora {
+        // Recorded for --resume, which loads the base again (maybe from another directory).
+        if let Ok(path) = Path::new(&spec.base).canonicalize() {
+            spec.base = path.to_string_lossy().into_owned();
+        }
+        if spec.targets.is_empty() {
+            spec.targets = LoraSpec::default_targets(model.config.arch);
+        }
+        model.add_lora(spec, &mut rng(s.seed))?;
+    }
     freeze(&mut model, &s)?;
     let state = TrainState::new(&model, train_options(&s, None, Progress::Quiet).adamw);
     let train_data = data.train.fingerprint();
@@ -192,8 +202,23 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
     let unreadable = "the checkpoint's run settings are unreadable";
     let (model, state, record) = load_checkpoint(dir, |run| {
         let record: RunRecord = serde_json::from_str(run).context(unreadable)?;
-        let mut model = Gpt::load(dir)?;
-        freeze(&mut model, &record.settings)?;
+        let Some(spec) = &record.settings.lora else {
+            let mut model = Gpt::load(dir)?;
+            freeze(&mut model, &record.settings)?;
+            return Ok(model);
+        };
+        // A LoRA run saves its adapter: the base comes from where it started.
+        let mut model = crate::model::load(&spec.base, &Default::default())
+            .with_context(|| {
+                format!(
+                    "loading the base model {} of the LoRA run in {}",
+                    spec.base,
+                    dir.display()
+                )
+            })?
+            .model;
+        model.add_adapter(&Adapter::load(dir)?)?;
+        model.train_adapters_only();
         Ok(model)
     })?;
     let record: RunRecord = serde_json::from_str(&record).context(unreadable)?;
@@ -280,7 +305,7 @@ pub struct RunHooks<'a> {
 
 impl TrainHooks for RunHooks<'_> {
     fn save(&mut self, model: &Gpt, state: &TrainState) -> Result<()> {
-        save_checkpoint(self.out, model, state, &self.record).with_context(|| {
+        save_checkpoint(self.out, model, state, &self.record, self.s.lora.as_ref()).with_context(|| {
             format!(
                 "saving the checkpoint of step {} failed (the last good one in {} is intact; free space and continue with --resume)",
                 state.step,
