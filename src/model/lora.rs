@@ -344,3 +344,70 @@ pub fn adapter_metadata(dir: &Path) -> Result<HashMap<String, String>> {
         .map_err(|e| anyhow::anyhow!("{} is truncated or corrupt ({e})", path.display()))?;
     Ok(meta.metadata().clone().unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::{Graph, Workspace};
+    use crate::model::{GptConfig, Init};
+    use crate::tensor::rng;
+
+    fn logits(model: &Gpt) -> Vec<f32> {
+        let mut g = Graph::inference(&model.params, Workspace::default());
+        let out = model.forward(&mut g, &[1, 5, 2, 7], &[0, 1, 2, 3], 1, None);
+        g.value(out).to_vec()
+    }
+
+    #[test]
+    fn a_fresh_llama_adapter_is_peft_s_and_saves_what_loads_back() {
+        let base = || Gpt::new(GptConfig::llama(11, 8, 16, 4, 2, 48), Init::Gpt2, &mut rng(1));
+        let spec = LoraSpec {
+            r: 2,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: LoraSpec::default_targets(Arch::Llama),
+            base: "tiny".into(),
+        };
+        let mut model = base();
+        model.add_lora(&spec, &mut rng(2)).unwrap();
+        let lora: Vec<&str> = model
+            .params
+            .names
+            .iter()
+            .filter(|n| is_lora(n))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(lora.len(), 8, "A and B of q_proj and v_proj in 2 layers: {lora:?}");
+        assert!(lora
+            .iter()
+            .all(|n| n.contains(".self_attn.q_proj.") || n.contains(".self_attn.v_proj.")));
+        for (i, name) in model.params.names.iter().enumerate() {
+            let t = &model.params.tensors[i];
+            assert_eq!(model.params.trainable[i], is_lora(name), "{name}");
+            if name.ends_with("lora_B.weight") {
+                assert!(t.data.iter().all(|&x| x == 0.0), "B starts at zero");
+            } else if name.ends_with("lora_A.weight") {
+                // kaiming_uniform_(a=√5): U(±1/√in), in = 16.
+                assert!(t.data.iter().all(|x| x.abs() < 0.25) && t.data.iter().any(|x| x.abs() > 0.15));
+            }
+        }
+        assert_eq!(logits(&model), logits(&base()), "B = 0: the model is unchanged");
+        // Trained (here: set) adapters save as peft's and load back into a fresh base.
+        let b = model
+            .params
+            .names
+            .iter()
+            .position(|n| n.ends_with("lora_B.weight"))
+            .unwrap();
+        model.params.tensors[b].data.iter_mut().for_each(|x| *x = 0.5);
+        let dir = tempfile::tempdir().unwrap();
+        model.save_adapter(dir.path(), &spec, HashMap::new()).unwrap();
+        let adapter = Adapter::load(dir.path()).unwrap();
+        assert_eq!(adapter.config.scale(), 4.0);
+        assert!(adapter.layers.keys().all(|k| k.starts_with("model.layers.")));
+        let mut loaded = base();
+        loaded.add_adapter(&adapter).unwrap();
+        assert_eq!(logits(&loaded), logits(&model));
+        assert_ne!(logits(&loaded), logits(&base()));
+    }
+}
