@@ -245,3 +245,25 @@ fn lora_flags_that_do_not_fit_are_refused() {
     );
     fails_with(&gpt(&["train", "--lora-rank", "2", "--out", s(&x)]), "--init");
 }
+
+#[test]
+fn lora_dropout_draws_seeded_masks_that_a_resume_repeats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("base");
+    base(&b);
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        succeeds(tune(&b, &out, &[&["--lora-rank", "2"][..], extra].concat()));
+        out
+    };
+    let straight = run("a", &["--lora-dropout", "0.3"]);
+    let halves = run("b", &["--lora-dropout", "0.3", "--stop-at", "4"]);
+    succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "0"]));
+    assert!(
+        adapter(&straight) == adapter(&halves),
+        "the resumed run drew other masks"
+    );
+    assert!(adapter(&straight) != adapter(&run("c", &[])), "dropout changed nothing");
+    let config = std::fs::read_to_string(straight.join("adapter_config.json")).unwrap();
+    assert!(config.contains("\"lora_dropout\": 0.3"), "{config}");
+}

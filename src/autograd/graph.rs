@@ -197,10 +197,11 @@ impl<'p> Graph<'p> {
         }
     }
 
-    /// Turns on dropout with probability `p` for [`Graph::dropout`], with masks from `rng`.
+    /// Turns on dropout with probability `p` for [`Graph::dropout`] (and
+    /// those [`Graph::dropout_with`] gives), with masks from `rng`.
     pub fn enable_dropout(&mut self, p: f32, rng: Rng) {
         assert!((0.0..1.0).contains(&p), "dropout must be in [0, 1)");
-        self.dropout = (p > 0.0 && self.grad_enabled).then_some((p, rng));
+        self.dropout = self.grad_enabled.then_some((p, rng));
     }
 
     /// A graph for inference: no backward, scratch buffers go straight back to the pool.
@@ -521,13 +522,24 @@ impl<'p> Graph<'p> {
 
     /// Dropout when enabled ([`Graph::enable_dropout`]); otherwise `x` itself.
     pub fn dropout(&mut self, x: Var) -> Var {
-        let Some((p, mut rng)) = self.dropout.take() else {
+        let p = self.dropout.as_ref().map_or(0.0, |d| d.0);
+        self.dropout_with(x, p)
+    }
+
+    /// Dropout with probability `p` (a LoRA layer's own), masks from the
+    /// generator of [`Graph::enable_dropout`]; without one, or at `p` = 0, `x` itself.
+    pub fn dropout_with(&mut self, x: Var, p: f32) -> Var {
+        if p == 0.0 {
+            return x;
+        }
+        let Some((base, mut rng)) = self.dropout.take() else {
             return x;
         };
+        assert!((0.0..1.0).contains(&p), "dropout must be in [0, 1)");
         let n = self.value(x).len();
         let (mut out, mut mask) = (self.ws.take(n), self.ws.take(n));
         dropout_forward(&mut out, &mut mask, self.value(x), p, &mut rng);
-        self.dropout = Some((p, rng));
+        self.dropout = Some((base, rng));
         let shape = self.dims(x);
         self.push(shape, Value::Owned(out), Op::Dropout { x, mask })
     }

@@ -38,12 +38,14 @@ struct LinearIds {
     lora: Option<Lora>,
 }
 
-/// `scale · x Aᵀ Bᵀ` added to a linear layer's output: `a` `[r, in]`, `b` `[out, r]`.
+/// `scale · x Aᵀ Bᵀ` added to a linear layer's output: `a` `[r, in]`, `b` `[out, r]`;
+/// in training, `x` through dropout of probability `dropout` first (peft's `lora_dropout`).
 #[derive(Clone, Copy, Debug)]
 struct Lora {
     a: ParamId,
     b: ParamId,
     scale: f32,
+    dropout: f32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -249,6 +251,7 @@ impl Gpt {
         let y = g.linear(x, w, b, self.config.arch.names().w_t);
         let Some(lora) = ids.lora else { return y };
         let (a, b) = (g.param(lora.a), g.param(lora.b));
+        let x = g.dropout_with(x, lora.dropout);
         let down = g.linear(x, a, None, true); // [N, in] -> [N, r]
         let up = g.linear(down, b, None, true); // [N, r] -> [N, out]
         g.add_scaled(y, up, lora.scale)
@@ -276,8 +279,9 @@ impl Gpt {
     }
 
     /// Gives the `i`-th linear layer (of [`Gpt::linear_names`]) the LoRA update
-    /// `scale · x aᵀ bᵀ`, its matrices added as `{name}.lora_A.weight` / `lora_B`.
-    pub(super) fn set_lora(&mut self, i: usize, name: &str, a: Tensor, b: Tensor, scale: f32) {
+    /// `scale · x aᵀ bᵀ` (`x` through dropout of probability `dropout` in
+    /// training), its matrices added as `{name}.lora_A.weight` / `lora_B`.
+    pub(super) fn set_lora(&mut self, i: usize, name: &str, a: Tensor, b: Tensor, scale: f32, dropout: f32) {
         let a = self.params.add(format!("{name}.lora_A.weight"), a);
         let b = self.params.add(format!("{name}.lora_B.weight"), b);
         let ids = self
@@ -286,7 +290,7 @@ impl Gpt {
             .flat_map(Block::linears_mut)
             .nth(i)
             .expect("a linear layer");
-        ids.lora = Some(Lora { a, b, scale });
+        ids.lora = Some(Lora { a, b, scale, dropout });
     }
 
     /// Folds every LoRA update into its layer's f32 weights (`W += scale · B A`,

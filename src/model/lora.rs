@@ -27,6 +27,9 @@ pub struct LoraConfig {
     pub peft_type: String,
     pub r: usize,
     pub lora_alpha: f32,
+    /// Dropout on the adapted layers' input, in training only.
+    #[serde(default)]
+    pub lora_dropout: f32,
     #[serde(default)]
     pub use_rslora: bool,
     #[serde(default)]
@@ -91,6 +94,11 @@ impl Adapter {
         ensure!(
             config.lora_alpha.is_finite(),
             "{}: lora_alpha must be a finite number",
+            at()
+        );
+        ensure!(
+            (0.0..1.0).contains(&config.lora_dropout),
+            "{}: lora_dropout must be in [0, 1)",
             at()
         );
         ensure!(!config.use_dora, "{}: DoRA adapters (use_dora) are not supported", at());
@@ -193,9 +201,9 @@ impl Gpt {
             );
             plan.push((i, name.to_string(), a.clone(), b.clone()));
         }
-        let scale = adapter.config.scale();
+        let (scale, dropout) = (adapter.config.scale(), adapter.config.lora_dropout);
         for (i, name, a, b) in plan {
-            self.set_lora(i, &name, a, b, scale);
+            self.set_lora(i, &name, a, b, scale, dropout);
         }
         Ok(())
     }
@@ -277,6 +285,11 @@ impl Gpt {
             "--lora-alpha {}: give a positive number",
             spec.alpha
         );
+        ensure!(
+            (0.0..1.0).contains(&spec.dropout),
+            "--lora-dropout {}: give a probability in [0, 1)",
+            spec.dropout
+        );
         let mut layers: Vec<(String, (usize, usize, usize))> = self.linear_names().into_iter().collect();
         layers.sort_by_key(|(_, (i, _, _))| *i);
         let chosen: Vec<_> = layers.iter().filter(|(name, _)| spec.targets(name)).collect();
@@ -304,7 +317,7 @@ impl Gpt {
             let bound = 1.0 / (*d_in as f32).sqrt();
             let a: Vec<f32> = (0..spec.r * d_in).map(|_| rng.random_range(-bound..bound)).collect();
             let a = Tensor::from_vec(&[spec.r, *d_in], a);
-            self.set_lora(*i, name, a, Tensor::zeros(&[*d_out, spec.r]), scale);
+            self.set_lora(*i, name, a, Tensor::zeros(&[*d_out, spec.r]), scale, spec.dropout);
         }
         self.train_adapters_only();
         Ok(())

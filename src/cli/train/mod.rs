@@ -174,7 +174,8 @@ pub struct TrainArgs {
     /// projections: c_attn for GPT-2, q_proj,v_proj for a Llama]
     #[arg(long, requires = "lora_rank", value_delimiter = ',')]
     pub lora_targets: Option<Vec<String>>,
-    /// Dropout on the input of each LoRA update (peft's lora_dropout); only 0 for now
+    /// Dropout on the input of each LoRA update, as peft's lora_dropout (masks seeded as --dropout's)
+    /// [default: 0]
     #[arg(long, requires = "lora_rank")]
     pub lora_dropout: Option<f32>,
     /// Under `mpirun -np N` (a build with --features mpi): 1 shards AdamW's moments over the ranks,
@@ -394,12 +395,7 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
             "a positive number",
         )?;
         let dropout = a.lora_dropout.unwrap_or(0.0);
-        super::check::flag(
-            dropout == 0.0,
-            "--lora-dropout",
-            dropout,
-            "0 (LoRA dropout is not implemented yet)",
-        )?;
+        super::check::flag((0.0..1.0).contains(&dropout), "--lora-dropout", dropout, "in [0, 1)")?;
         let targets = a.lora_targets.clone().unwrap_or_default();
         super::check::flag(
             targets.iter().all(|t| !t.trim().is_empty()),
