@@ -65,6 +65,10 @@ const ROWS: &[Row] = &[
     ("train", "--val-fraction", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F)]),
     ("train", "--num-samples", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("train", "--temperature", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", R)]),
+    ("train", "--train-layers", &["--init", "{char}"], &[("0", R), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("1", R)]),
+    ("train", "--lora-rank", &["--init", "{char}"], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("2", R)]),
+    ("train", "--lora-alpha", &["--init", "{char}", "--lora-rank", "2"], &[("0", F), ("-1", F), ("NaN", F), ("inf", F), ("1e18", R)]),
+    ("train", "--lora-dropout", &["--init", "{char}", "--lora-rank", "2"], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F), ("0.5", R)]),
     ("sample", "--num-samples", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("sample", "--temperature", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", R)]),
     ("sample", "--top-k", &[], &[("0", F), ("-1", F), ("NaN", F), (BIG, R), (MAX, R)]),
@@ -177,10 +181,12 @@ impl Fixtures {
                 .fold(s.to_string(), |s, (from, to)| s.replace(from, &self.path(to)))
         };
         let given = |f: &str| flags.iter().any(|g| g.starts_with(&format!("{f}=")));
+        // A run from --init brings its own size.
+        let sized = |f: &str| given("--init") && ["--n-layer", "--n-embd", "--n-head"].contains(&f);
         let (base_flags, positional) = base(cmd);
         let mut args: Vec<String> = cmd.split_whitespace().map(String::from).collect();
-        args.extend(flags.iter().cloned());
-        for [f, v] in base_flags.iter().filter(|[f, _]| !given(f)) {
+        args.extend(flags.iter().map(|f| fill(f)));
+        for [f, v] in base_flags.iter().filter(|[f, _]| !given(f) && !sized(f)) {
             args.extend([f.to_string(), fill(v)]);
         }
         args.extend(positional.iter().map(|p| fill(p)));

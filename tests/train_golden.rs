@@ -28,7 +28,7 @@
 //!   It does not change the loss; the test only bounds how far it moves.
 
 use gpt::data::batch::{Batch, Batches, DocBatcher};
-use gpt::model::Gpt;
+use gpt::model::{Adapter, Gpt};
 use gpt::train::dist::Single;
 use gpt::train::optim::{AdamW, AdamWConfig};
 use gpt::train::schedule::{Decay, Schedule};
@@ -90,8 +90,8 @@ fn load(sub: &str) -> Gpt {
 }
 
 /// PyTorch's gradients after step 0 (before clipping), by parameter name.
-fn reference_grads0(file: &str) -> HashMap<String, Vec<f32>> {
-    let bytes = std::fs::read(dir().join(file)).unwrap();
+fn reference_grads0(path: &Path) -> HashMap<String, Vec<f32>> {
+    let bytes = std::fs::read(path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     st.tensors()
         .into_iter()
@@ -182,12 +182,17 @@ fn options(g: &Golden, run: &Run, steps: &[Vec<Batch>], grad_accum: usize) -> Tr
     }
 }
 
-/// Max abs difference relative to the largest |want|.
+/// Max abs difference relative to the largest |want| (absolute where `want` is all zeros:
+/// a LoRA A's first gradient, while B is zero).
 fn rel_to_largest(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
     let largest = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     let diff = got.iter().zip(want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    diff / largest
+    if largest == 0.0 {
+        diff
+    } else {
+        diff / largest
+    }
 }
 
 /// The element range of `name` that is the attention keys' bias (see the module docs).
@@ -206,6 +211,8 @@ struct Figures {
     grad0_max_rel: f32,
     params_max_abs: f32,
     key_bias_max_abs: f32,
+    /// Tensors that stayed frozen (bit for bit).
+    frozen: usize,
 }
 
 /// Runs the golden run `name` with `train_step` from its start, each batch in
@@ -213,11 +220,36 @@ struct Figures {
 fn check_run(name: &str, grad_accum: usize) -> Figures {
     let g = golden();
     let run = &g.runs[name];
-    let mut model = load(&run.init);
-    let init = load(&run.init);
-    let want_final = load(name);
-    let steps = steps(&g, run, model.config.n_ctx, grad_accum);
-    let opts = options(&g, run, &steps, grad_accum);
+    check(
+        name,
+        &g,
+        run,
+        &dir(),
+        load(&run.init),
+        load(&run.init),
+        load(name),
+        grad_accum,
+    )
+}
+
+/// Trains `model` (its frozen tensors frozen) as the golden `run` says, on
+/// `g`'s data, each batch in `grad_accum` micro-batches, and checks it step
+/// by step against the reference (its step-0 gradients in `golden_dir`):
+/// then its trainable tensors against `want_final`, and its frozen ones bit
+/// for bit against `init`, the same start.
+#[allow(clippy::too_many_arguments)]
+fn check(
+    name: &str,
+    g: &Golden,
+    run: &Run,
+    golden_dir: &Path,
+    mut model: Gpt,
+    init: Gpt,
+    want_final: Gpt,
+    grad_accum: usize,
+) -> Figures {
+    let steps = steps(g, run, model.config.n_ctx, grad_accum);
+    let opts = options(g, run, &steps, grad_accum);
     let mut opt = AdamW::new(opts.adamw, &model.params);
     let mut grads = model.params.zero_grads();
     let mut bufs = StepBuffers::default();
@@ -251,9 +283,14 @@ fn check_run(name: &str, grad_accum: usize) -> Figures {
             let scale = run
                 .grad_clip
                 .map_or(1.0, |c| (c as f64 / (run.grad_norms[0] + 1e-6)).min(1.0)) as f32;
-            let want = reference_grads0(&run.grads0);
-            assert_eq!(want.len(), model.params.names.len());
-            for (pname, got) in model.params.names.iter().zip(&grads.0) {
+            let want = reference_grads0(&golden_dir.join(&run.grads0));
+            let trainable = model.params.trainable.iter().filter(|&&t| t).count();
+            assert_eq!(want.len(), trainable, "{name}: the reference's trainable tensors");
+            for (i, (pname, got)) in model.params.names.iter().zip(&grads.0).enumerate() {
+                if !model.params.trainable[i] {
+                    assert!(got.is_empty(), "{name}: frozen {pname} has a gradient");
+                    continue;
+                }
                 let want: Vec<f32> = want[pname].iter().map(|x| x * scale).collect();
                 let rel = rel_to_largest(got, &want);
                 assert!(
@@ -268,7 +305,15 @@ fn check_run(name: &str, grad_accum: usize) -> Figures {
     let n_embd = model.config.n_embd;
     let n_steps = steps.len() as f32;
     let params = model.params.names.iter().zip(&model.params.tensors);
-    for ((pname, got), (want, start)) in params.zip(want_final.params.tensors.iter().zip(&init.params.tensors)) {
+    let expected = want_final.params.tensors.iter().zip(&init.params.tensors);
+    for (i, ((pname, got), (want, start))) in params.zip(expected).enumerate() {
+        assert_eq!(pname, &init.params.names[i]);
+        if !model.params.trainable[i] {
+            let bits = |t: &gpt::tensor::Tensor| t.data.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(got) == bits(start), "{name}: frozen {pname} moved");
+            fig.frozen += 1;
+            continue;
+        }
         let keys = key_bias(pname, n_embd);
         for (i, ((a, b), s)) in got.data.iter().zip(&want.data).zip(&start.data).enumerate() {
             let d = (a - b).abs();
@@ -287,7 +332,7 @@ fn check_run(name: &str, grad_accum: usize) -> Figures {
         }
     }
     // Positions no token had never get a gradient nor decay: they must not move at all.
-    if let Some(wpe) = model.params.find("wpe.weight") {
+    if let Some(wpe) = model.params.find("wpe.weight").filter(|w| model.params.trainable[w.0]) {
         let used = steps.iter().flatten().flat_map(|b| &b.pos).max().unwrap() + 1;
         let (got, start) = (&model.params.get(wpe).data, &init.params.get(wpe).data);
         let unused = used as usize * n_embd..;
@@ -363,4 +408,72 @@ fn ten_adamw_steps_of_a_llama_on_packed_documents_match_pytorch() {
     assert_eq!(run.data, g.runs["packed"].data);
     assert!(load(&run.init).config.rope.is_some());
     check_run("llama_packed", 1);
+}
+
+/// tests/golden/peft/golden.json: parameter-efficient runs from the train
+/// golden's `init`, on its data, by scripts/gen_peft_golden.py.
+#[derive(Deserialize)]
+struct PeftGolden {
+    runs: HashMap<String, PeftRun>,
+}
+
+#[derive(Deserialize)]
+struct PeftRun {
+    #[serde(flatten)]
+    run: Run,
+    /// `--train-layers`: the reference saved its model after ten steps as the run's name.
+    train_layers: Option<usize>,
+    /// LoRA: the adapter before and after ten steps (peft's saves).
+    lora_init: Option<String>,
+    lora: Option<String>,
+}
+
+fn peft_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/peft")
+}
+
+/// The golden peft run `name`, checked as [`check`] does (frozen tensors bit for bit).
+fn check_peft_run(name: &str) -> Figures {
+    let g = golden();
+    let peft: PeftGolden =
+        serde_json::from_str(&std::fs::read_to_string(peft_dir().join("golden.json")).unwrap()).unwrap();
+    let p = &peft.runs[name];
+    let with_adapter = |dir: &str| {
+        let mut m = load(&p.run.init);
+        m.add_adapter(&Adapter::load(&peft_dir().join(dir)).unwrap()).unwrap();
+        m.train_adapters_only();
+        m
+    };
+    let (model, init, want_final) = match (p.train_layers, &p.lora_init, &p.lora) {
+        (Some(n), None, None) => {
+            let mut m = load(&p.run.init);
+            m.train_last_layers(n).unwrap();
+            let want = Gpt::load(&peft_dir().join(name)).unwrap();
+            (m, load(&p.run.init), want)
+        }
+        (None, Some(start), Some(end)) => (with_adapter(start), with_adapter(start), with_adapter(end)),
+        _ => panic!("{name}: a run trains some layers or a LoRA adapter"),
+    };
+    let fig = check(name, &g, &p.run, &peft_dir(), model, init, want_final, 1);
+    assert!(fig.frozen > 0, "{name}: nothing was frozen");
+    fig
+}
+
+#[test]
+fn ten_adamw_steps_training_the_last_block_and_head_match_pytorch_and_leave_the_rest_as_it_was() {
+    let fig = check_peft_run("layers1");
+    // Block 0's tensors and wpe: 2 norms x 2 + 4 linears x 2, and wpe.
+    assert_eq!(fig.frozen, 13);
+}
+
+#[test]
+fn ten_adamw_steps_of_lora_match_peft_with_clipping_and_leave_the_base_as_it_was() {
+    let peft: PeftGolden =
+        serde_json::from_str(&std::fs::read_to_string(peft_dir().join("golden.json")).unwrap()).unwrap();
+    let run = &peft.runs["lora"].run;
+    let clip = run.grad_clip.unwrap() as f64;
+    assert!(run.grad_norms.iter().any(|&n| n > clip) && run.grad_norms.iter().any(|&n| n < clip));
+    let fig = check_peft_run("lora");
+    // Every tensor of the base model.
+    assert_eq!(fig.frozen, load("init").params.tensors.len());
 }

@@ -173,6 +173,9 @@ pub struct Graph<'p> {
     grad_enabled: bool,
     /// Dropout probability and the generator for its masks (training only).
     dropout: Option<(f32, Rng)>,
+    /// During backward: whether each node's gradient is needed, i.e. whether a
+    /// trainable parameter is among what it was computed from.
+    needs: Vec<bool>,
 }
 
 impl<'p> Graph<'p> {
@@ -182,6 +185,7 @@ impl<'p> Graph<'p> {
         let mut param_vars = std::mem::take(&mut ws.param_vars);
         param_vars.clear();
         param_vars.resize(params.tensors.len(), None);
+        let needs = std::mem::take(&mut ws.needs);
         Graph {
             params,
             nodes,
@@ -189,13 +193,15 @@ impl<'p> Graph<'p> {
             ws,
             grad_enabled: true,
             dropout: None,
+            needs,
         }
     }
 
-    /// Turns on dropout with probability `p` for [`Graph::dropout`], with masks from `rng`.
+    /// Turns on dropout with probability `p` for [`Graph::dropout`] (and
+    /// those [`Graph::dropout_with`] gives), with masks from `rng`.
     pub fn enable_dropout(&mut self, p: f32, rng: Rng) {
         assert!((0.0..1.0).contains(&p), "dropout must be in [0, 1)");
-        self.dropout = (p > 0.0 && self.grad_enabled).then_some((p, rng));
+        self.dropout = self.grad_enabled.then_some((p, rng));
     }
 
     /// A graph for inference: no backward, scratch buffers go straight back to the pool.
@@ -236,6 +242,7 @@ impl<'p> Graph<'p> {
         }
         self.ws.nodes = nodes;
         self.ws.param_vars = mem::take(&mut self.param_vars);
+        self.ws.needs = mem::take(&mut self.needs);
         self.ws
     }
 
@@ -515,13 +522,24 @@ impl<'p> Graph<'p> {
 
     /// Dropout when enabled ([`Graph::enable_dropout`]); otherwise `x` itself.
     pub fn dropout(&mut self, x: Var) -> Var {
-        let Some((p, mut rng)) = self.dropout.take() else {
+        let p = self.dropout.as_ref().map_or(0.0, |d| d.0);
+        self.dropout_with(x, p)
+    }
+
+    /// Dropout with probability `p` (a LoRA layer's own), masks from the
+    /// generator of [`Graph::enable_dropout`]; without one, or at `p` = 0, `x` itself.
+    pub fn dropout_with(&mut self, x: Var, p: f32) -> Var {
+        if p == 0.0 {
+            return x;
+        }
+        let Some((base, mut rng)) = self.dropout.take() else {
             return x;
         };
+        assert!((0.0..1.0).contains(&p), "dropout must be in [0, 1)");
         let n = self.value(x).len();
         let (mut out, mut mask) = (self.ws.take(n), self.ws.take(n));
         dropout_forward(&mut out, &mut mask, self.value(x), p, &mut rng);
-        self.dropout = Some((p, rng));
+        self.dropout = Some((base, rng));
         let shape = self.dims(x);
         self.push(shape, Value::Owned(out), Op::Dropout { x, mask })
     }
@@ -653,10 +671,15 @@ impl<'p> Graph<'p> {
         self.backward_from(loss, vec![1.0], grads);
     }
 
-    /// Back-propagates `seed` = d(objective)/d(`out`) and adds into `grads`.
+    /// Back-propagates `seed` = d(objective)/d(`out`) and adds into the
+    /// trainable parameters' `grads` (a frozen one's buffer stays empty).
+    /// Only nodes computed from a trainable parameter are visited: no
+    /// weight gradient for a frozen weight, and nothing below the lowest
+    /// trainable parameter.
     pub fn backward_from(&mut self, out: Var, seed: Vec<f32>, grads: &mut Grads) {
         assert!(self.grad_enabled, "backward on an inference graph");
         assert_eq!(grads.0.len(), self.params.tensors.len());
+        self.find_needs(out);
         let mut g: Vec<Vec<f32>> = (0..self.nodes.len()).map(|_| Vec::new()).collect();
         // Parameters accumulate straight into their gradient buffers.
         for (pid, var) in self.param_vars.iter().enumerate() {
@@ -666,7 +689,7 @@ impl<'p> Graph<'p> {
         }
         g[out.0] = seed;
         for i in (0..=out.0).rev() {
-            if g[i].is_empty() || matches!(self.nodes[i].op, Op::Leaf) {
+            if g[i].is_empty() || !self.needs[i] || matches!(self.nodes[i].op, Op::Leaf) {
                 continue;
             }
             let mut dout = mem::take(&mut g[i]);
@@ -679,6 +702,41 @@ impl<'p> Graph<'p> {
             }
         }
         g.into_iter().for_each(|buf| self.ws.give(buf));
+    }
+
+    /// Marks which nodes up to `out` need a gradient: trainable parameters and
+    /// what is computed from one.
+    fn find_needs(&mut self, out: Var) {
+        let mut needs = mem::take(&mut self.needs);
+        needs.clear();
+        for node in &self.nodes[..=out.0] {
+            let need = match (&node.op, &node.value) {
+                (Op::Leaf, Value::Param(id)) => self.params.trainable[id.0],
+                (Op::Leaf, Value::Owned(_)) => false,
+                (op, _) => op.inputs().iter().flatten().any(|v| needs[v.0]),
+            };
+            needs.push(need);
+        }
+        self.needs = needs;
+    }
+
+    /// The gradient buffer of `v` ([`Graph::grad_buf`]) if `v` needs one, else
+    /// zeroed scratch for a kernel that computes it anyway; [`Graph::put_grad`] after.
+    fn grad_or_scratch(&mut self, g: &mut [Vec<f32>], v: Var) -> Vec<f32> {
+        if self.needs[v.0] {
+            self.grad_buf(g, v)
+        } else {
+            self.ws.take_zeroed(self.value(v).len())
+        }
+    }
+
+    /// Puts back what [`Graph::grad_or_scratch`] gave.
+    fn put_grad(&mut self, g: &mut [Vec<f32>], v: Var, buf: Vec<f32>) {
+        if self.needs[v.0] {
+            g[v.0] = buf;
+        } else {
+            self.ws.give(buf);
+        }
     }
 
     /// Takes the gradient buffer of `v` out of `g`, zero-filled on first use.
@@ -719,34 +777,37 @@ impl<'p> Graph<'p> {
         match &node.op {
             Op::Leaf => {}
             Op::Embedding { wte, wpe, .. } => {
-                let (wte, wpe, c) = (*wte, *wpe, node.shape[1]);
-                let mut dwte = self.grad_buf(g, wte);
+                let (wte, c) = (*wte, node.shape[1]);
+                let wpe = wpe.filter(|w| self.needs[w.0]);
+                let mut dwte = self.grad_or_scratch(g, wte);
                 let mut dwpe = wpe.map(|w| self.grad_buf(g, w));
                 let Op::Embedding { tokens, pos, .. } = &self.nodes[i].op else {
                     unreachable!()
                 };
                 embedding_backward(&mut dwte, dwpe.as_deref_mut(), dout, tokens, pos, c);
-                g[wte.0] = dwte;
+                self.put_grad(g, wte, dwte);
                 if let (Some(wpe), Some(dwpe)) = (wpe, dwpe) {
                     g[wpe.0] = dwpe;
                 }
             }
             &Op::Linear { x, w, b, shape } => {
-                if !self.is_constant(x) {
+                if self.needs[x.0] {
                     let (mut dx, accumulate) = self.input_grad(g, x);
                     linear_backward_input(&mut dx, dout, self.value(w), shape, accumulate);
                     g[x.0] = dx;
                 }
-                with_grad!(w, |dw| linear_backward(
-                    None,
-                    Some(&mut dw),
-                    None,
-                    dout,
-                    self.value(x),
-                    self.value(w),
-                    shape
-                ));
-                if let Some(b) = b {
+                if self.needs[w.0] {
+                    with_grad!(w, |dw| linear_backward(
+                        None,
+                        Some(&mut dw),
+                        None,
+                        dout,
+                        self.value(x),
+                        self.value(w),
+                        shape
+                    ));
+                }
+                if let Some(b) = b.filter(|b| self.needs[b.0]) {
                     with_grad!(b, |db| linear_backward(
                         None,
                         None,
@@ -760,9 +821,9 @@ impl<'p> Graph<'p> {
             }
             Op::Norm { x, w, b, kind, .. } => {
                 let (x, w, b, kind, c) = (*x, *w, *b, *kind, *node.shape.last().unwrap());
-                let mut dx = self.grad_buf(g, x);
-                let mut dw = w.map(|w| self.grad_buf(g, w));
-                let mut db = b.map(|b| self.grad_buf(g, b));
+                let mut dx = self.grad_or_scratch(g, x);
+                let mut dw = w.filter(|w| self.needs[w.0]).map(|w| self.grad_buf(g, w));
+                let mut db = b.filter(|b| self.needs[b.0]).map(|b| self.grad_buf(g, b));
                 let Op::Norm { mean, rstd, .. } = &self.nodes[i].op else {
                     unreachable!()
                 };
@@ -778,7 +839,7 @@ impl<'p> Graph<'p> {
                     c,
                     kind,
                 );
-                g[x.0] = dx;
+                self.put_grad(g, x, dx);
                 if let (Some(w), Some(dw)) = (w, dw) {
                     g[w.0] = dw;
                 }
@@ -793,25 +854,27 @@ impl<'p> Graph<'p> {
             }
             &Op::Glu { gate, up, f } => {
                 // Taken one after the other, so `glu(x, x)` gets both contributions.
-                let mut dgate = self.grad_buf(g, gate);
+                let mut dgate = self.grad_or_scratch(g, gate);
                 if gate == up {
                     let mut dup = self.ws.take_zeroed(dgate.len());
                     glu_backward(&mut dgate, &mut dup, dout, self.value(gate), self.value(up), f);
                     accumulate(&mut dgate, &dup);
                     self.ws.give(dup);
                 } else {
-                    let mut dup = self.grad_buf(g, up);
+                    let mut dup = self.grad_or_scratch(g, up);
                     glu_backward(&mut dgate, &mut dup, dout, self.value(gate), self.value(up), f);
-                    g[up.0] = dup;
+                    self.put_grad(g, up, dup);
                 }
-                g[gate.0] = dgate;
+                self.put_grad(g, gate, dgate);
             }
             Op::Concat { parts } => {
                 let (parts, width) = (*parts, *node.shape.last().unwrap());
                 let mut offset = 0;
                 for p in parts.into_iter().flatten() {
                     let w = self.rows_cols(p).1;
-                    with_grad!(p, |dp| concat_backward(&mut dp, w, dout, offset, width));
+                    if self.needs[p.0] {
+                        with_grad!(p, |dp| concat_backward(&mut dp, w, dout, offset, width));
+                    }
                     offset += w;
                 }
             }
@@ -879,36 +942,33 @@ impl<'p> Graph<'p> {
     /// Backward of `a + b`: each input's gradient gets `dout`. An input with no
     /// gradient yet takes a copy (`b`) or `dout`'s own buffer (`a`) instead
     /// of adding to zeros; `a` goes last, so `x + x` still gets `2 dout`.
+    /// An input that needs no gradient gets none.
     fn add_backward(&mut self, a: Var, b: Var, scale: f32, dout: &mut Vec<f32>, g: &mut [Vec<f32>]) {
-        if scale != 1.0 {
-            let mut db = self.grad_buf(g, b);
-            axpy_parallel(&mut db, scale, dout);
-            g[b.0] = db;
-        } else if g[b.0].is_empty() {
-            let mut db = self.ws.take(dout.len());
-            copy(&mut db, dout);
-            g[b.0] = db;
-        } else {
-            accumulate(&mut g[b.0], dout);
+        if self.needs[b.0] {
+            if scale != 1.0 {
+                let mut db = self.grad_buf(g, b);
+                axpy_parallel(&mut db, scale, dout);
+                g[b.0] = db;
+            } else if g[b.0].is_empty() {
+                let mut db = self.ws.take(dout.len());
+                copy(&mut db, dout);
+                g[b.0] = db;
+            } else {
+                accumulate(&mut g[b.0], dout);
+            }
         }
-        if g[a.0].is_empty() {
-            g[a.0] = mem::take(dout);
-        } else {
-            accumulate(&mut g[a.0], dout);
+        if self.needs[a.0] {
+            if g[a.0].is_empty() {
+                g[a.0] = mem::take(dout);
+            } else {
+                accumulate(&mut g[a.0], dout);
+            }
         }
     }
 
     /// Whether node `i` is the only one that reads `v`.
     fn only_reader(&self, v: Var, i: usize) -> bool {
         (v.0 + 1..self.nodes.len()).all(|j| j == i || !self.nodes[j].op.inputs().contains(&Some(v)))
-    }
-
-    /// A leaf that is not a parameter: nothing to differentiate.
-    fn is_constant(&self, v: Var) -> bool {
-        matches!(
-            (&self.nodes[v.0].op, &self.nodes[v.0].value),
-            (Op::Leaf, Value::Owned(_))
-        )
     }
 }
 

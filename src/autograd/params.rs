@@ -3,11 +3,16 @@
 use crate::tensor::quant::{CannotQuantize, Kind, QMatrix};
 use crate::tensor::{Bf16, Tensor, MIN_ELEMS_PER_TASK};
 
-/// The trainable tensors of a model, in a fixed order, with their names.
+/// The tensors of a model, in a fixed order, with their names, and which of
+/// them train.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Params {
     pub names: Vec<String>,
     pub tensors: Vec<Tensor>,
+    /// Whether each tensor trains (all do unless frozen, [`Params::set_trainable`]):
+    /// a frozen one gets no gradient buffer, no optimizer moments, and the
+    /// backward does no work that only it would need.
+    pub trainable: Vec<bool>,
     /// Matrices held as bf16 for inference ([`Params::to_bf16`]); their f32 data is then empty.
     pub bf16: Vec<Option<Vec<Bf16>>>,
     /// Matrices held in ggml's quantized blocks for inference
@@ -23,6 +28,7 @@ impl Params {
     pub fn add(&mut self, name: impl Into<String>, tensor: Tensor) -> ParamId {
         self.names.push(name.into());
         self.tensors.push(tensor);
+        self.trainable.push(true);
         self.bf16.push(None);
         self.quant.push(None);
         ParamId(self.tensors.len() - 1)
@@ -127,13 +133,29 @@ impl Params {
         self.tensors.iter().map(Tensor::numel).sum()
     }
 
-    /// Zeroed gradient buffers shaped like these parameters.
+    /// Freezes (`false`) or unfreezes every tensor whose name `which` accepts.
+    pub fn set_trainable(&mut self, trainable: bool, which: impl Fn(&str) -> bool) {
+        for (name, t) in self.names.iter().zip(&mut self.trainable) {
+            if which(name) {
+                *t = trainable;
+            }
+        }
+    }
+
+    /// Number of scalars that train.
+    pub fn trainable_count(&self) -> usize {
+        let tensors = self.tensors.iter().zip(&self.trainable);
+        tensors.filter(|(_, &t)| t).map(|(t, _)| t.numel()).sum()
+    }
+
+    /// Zeroed gradient buffers shaped like the trainable parameters; empty for frozen ones.
     pub fn zero_grads(&self) -> Grads {
-        Grads(self.tensors.iter().map(|t| vec![0.0; t.numel()]).collect())
+        let bufs = self.tensors.iter().zip(&self.trainable);
+        Grads(bufs.map(|(t, &on)| vec![0.0; if on { t.numel() } else { 0 }]).collect())
     }
 }
 
-/// One gradient buffer per parameter, in the order of [`Params`].
+/// One gradient buffer per parameter (empty for a frozen one), in the order of [`Params`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Grads(pub Vec<Vec<f32>>);
 

@@ -11,6 +11,8 @@ pub struct Workspace {
     free: HashMap<usize, Vec<Vec<f32>>>,
     pub(super) nodes: Vec<Node>,
     pub(super) param_vars: Vec<Option<Var>>,
+    /// Which nodes of the tape need a gradient (kept for the next backward).
+    pub(super) needs: Vec<bool>,
 }
 
 impl Workspace {

@@ -38,12 +38,14 @@ struct LinearIds {
     lora: Option<Lora>,
 }
 
-/// `scale · x Aᵀ Bᵀ` added to a linear layer's output: `a` `[r, in]`, `b` `[out, r]`.
+/// `scale · x Aᵀ Bᵀ` added to a linear layer's output: `a` `[r, in]`, `b` `[out, r]`;
+/// in training, `x` through dropout of probability `dropout` first (peft's `lora_dropout`).
 #[derive(Clone, Copy, Debug)]
 struct Lora {
     a: ParamId,
     b: ParamId,
     scale: f32,
+    dropout: f32,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -249,6 +251,7 @@ impl Gpt {
         let y = g.linear(x, w, b, self.config.arch.names().w_t);
         let Some(lora) = ids.lora else { return y };
         let (a, b) = (g.param(lora.a), g.param(lora.b));
+        let x = g.dropout_with(x, lora.dropout);
         let down = g.linear(x, a, None, true); // [N, in] -> [N, r]
         let up = g.linear(down, b, None, true); // [N, r] -> [N, out]
         g.add_scaled(y, up, lora.scale)
@@ -276,8 +279,9 @@ impl Gpt {
     }
 
     /// Gives the `i`-th linear layer (of [`Gpt::linear_names`]) the LoRA update
-    /// `scale · x aᵀ bᵀ`, its matrices added as `{name}.lora_A.weight` / `lora_B`.
-    pub(super) fn set_lora(&mut self, i: usize, name: &str, a: Tensor, b: Tensor, scale: f32) {
+    /// `scale · x aᵀ bᵀ` (`x` through dropout of probability `dropout` in
+    /// training), its matrices added as `{name}.lora_A.weight` / `lora_B`.
+    pub(super) fn set_lora(&mut self, i: usize, name: &str, a: Tensor, b: Tensor, scale: f32, dropout: f32) {
         let a = self.params.add(format!("{name}.lora_A.weight"), a);
         let b = self.params.add(format!("{name}.lora_B.weight"), b);
         let ids = self
@@ -286,7 +290,7 @@ impl Gpt {
             .flat_map(Block::linears_mut)
             .nth(i)
             .expect("a linear layer");
-        ids.lora = Some(Lora { a, b, scale });
+        ids.lora = Some(Lora { a, b, scale, dropout });
     }
 
     /// Folds every LoRA update into its layer's f32 weights (`W += scale · B A`,
@@ -324,8 +328,36 @@ impl Gpt {
         let p = &mut self.params;
         p.names.truncate(first);
         p.tensors.truncate(first);
+        p.trainable.truncate(first);
         p.bf16.truncate(first);
         p.quant.truncate(first);
+        Ok(())
+    }
+
+    /// Freezes every parameter but those of the last `n` blocks, the final
+    /// norm and the output head (0: the head alone). With tied embeddings
+    /// the head is the token embedding, so that trains too (as it does in
+    /// `transformers` with tied weights).
+    pub fn train_last_layers(&mut self, n: usize) -> Result<()> {
+        let n_layer = self.config.n_layer;
+        ensure!(
+            n <= n_layer,
+            "--train-layers {n}: the model has {n_layer} blocks; give 0 (the head only) to {n_layer}"
+        );
+        let names = self.config.arch.names();
+        let head = if self.config.tie_word_embeddings {
+            names.wte
+        } else {
+            names.lm_head
+        };
+        let trains = |name: &str| {
+            let block = name.strip_prefix(names.layer).and_then(|r| r.strip_prefix('.'));
+            let index = block.and_then(|r| r.split('.').next()?.parse::<usize>().ok());
+            let module = name.rsplit_once('.').map_or(name, |(m, _)| m);
+            index.is_some_and(|i| i + n >= n_layer) || module == names.ln_f || module == head
+        };
+        self.params.set_trainable(false, |_| true);
+        self.params.set_trainable(true, trains);
         Ok(())
     }
 

@@ -6,12 +6,13 @@
 //! rank-stabilised). The adapter stays apart from the weights it adapts (a
 //! quantized base stays quantized), as `peft.PeftModel` runs it.
 
+use super::config::Arch;
 use super::Gpt;
-use crate::io::{map_file, Elem};
-use crate::tensor::Tensor;
+use crate::io::{map_file, write_atomic, write_safetensors, Elem};
+use crate::tensor::{Rng, Tensor};
 use anyhow::{bail, ensure, Context, Result};
-use serde::Deserialize;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
@@ -26,6 +27,9 @@ pub struct LoraConfig {
     pub peft_type: String,
     pub r: usize,
     pub lora_alpha: f32,
+    /// Dropout on the adapted layers' input, in training only.
+    #[serde(default)]
+    pub lora_dropout: f32,
     #[serde(default)]
     pub use_rslora: bool,
     #[serde(default)]
@@ -90,6 +94,11 @@ impl Adapter {
         ensure!(
             config.lora_alpha.is_finite(),
             "{}: lora_alpha must be a finite number",
+            at()
+        );
+        ensure!(
+            (0.0..1.0).contains(&config.lora_dropout),
+            "{}: lora_dropout must be in [0, 1)",
             at()
         );
         ensure!(!config.use_dora, "{}: DoRA adapters (use_dora) are not supported", at());
@@ -192,9 +201,9 @@ impl Gpt {
             );
             plan.push((i, name.to_string(), a.clone(), b.clone()));
         }
-        let scale = adapter.config.scale();
+        let (scale, dropout) = (adapter.config.scale(), adapter.config.lora_dropout);
         for (i, name, a, b) in plan {
-            self.set_lora(i, &name, a, b, scale);
+            self.set_lora(i, &name, a, b, scale, dropout);
         }
         Ok(())
     }
@@ -204,5 +213,214 @@ fn base_name(adapter: &Adapter) -> String {
     match &adapter.config.base_model_name_or_path {
         Some(name) => format!(" ({name}, says its {ADAPTER_CONFIG_FILE})"),
         None => String::new(),
+    }
+}
+
+/// A LoRA adapter to train, as `adapter_config.json` records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub r: usize,
+    pub alpha: f32,
+    pub dropout: f32,
+    /// The layers to adapt, as peft's `target_modules` names them: a layer
+    /// is adapted when its name (without `.weight`) is one of them or ends
+    /// with `.` and one of them (`c_attn`, `q_proj`, `attn.c_proj`).
+    pub targets: Vec<String>,
+    /// The base model (as `--init` named it): `base_model_name_or_path`.
+    pub base: String,
+}
+
+impl LoraSpec {
+    /// peft's default target modules for an architecture: the attention's
+    /// query and value projections (GPT-2's fused `c_attn`).
+    pub fn default_targets(arch: Arch) -> Vec<String> {
+        let targets: &[&str] = match arch {
+            Arch::Gpt2 => &["c_attn"],
+            Arch::Llama => &["q_proj", "v_proj"],
+        };
+        targets.iter().map(|t| t.to_string()).collect()
+    }
+
+    fn targets(&self, module: &str) -> bool {
+        let module = module.strip_suffix(".weight").unwrap_or(module);
+        (self.targets.iter()).any(|t| module == t || module.strip_suffix(t.as_str()).is_some_and(|m| m.ends_with('.')))
+    }
+
+    /// `adapter_config.json` for this adapter on a model of `arch`, as peft writes it.
+    fn config_json(&self, arch: Arch) -> String {
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": self.base,
+            "r": self.r,
+            "lora_alpha": self.alpha,
+            "lora_dropout": self.dropout,
+            "target_modules": self.targets,
+            // GPT-2's Conv1D stores its weight [in, out].
+            "fan_in_fan_out": !arch.names().w_t,
+            "bias": "none",
+            "use_rslora": false,
+            "use_dora": false,
+            "modules_to_save": null,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+        });
+        serde_json::to_string_pretty(&config).expect("JSON")
+    }
+}
+
+impl Gpt {
+    /// Adds a fresh LoRA adapter of `spec` to every linear layer it targets,
+    /// as peft initialises one (A uniform in ±1/√in, which is
+    /// `kaiming_uniform_(a=√5)`; B zero, so the model is unchanged until it
+    /// trains), drawn from `rng` in layer order, and freezes every other
+    /// parameter.
+    pub fn add_lora(&mut self, spec: &LoraSpec, rng: &mut Rng) -> Result<()> {
+        use rand::RngExt;
+        ensure!(spec.r > 0, "--lora-rank 0: a LoRA adapter has rank 1 or more");
+        ensure!(
+            spec.alpha.is_finite() && spec.alpha > 0.0,
+            "--lora-alpha {}: give a positive number",
+            spec.alpha
+        );
+        ensure!(
+            (0.0..1.0).contains(&spec.dropout),
+            "--lora-dropout {}: give a probability in [0, 1)",
+            spec.dropout
+        );
+        let mut layers: Vec<(String, (usize, usize, usize))> = self.linear_names().into_iter().collect();
+        layers.sort_by_key(|(_, (i, _, _))| *i);
+        let chosen: Vec<_> = layers.iter().filter(|(name, _)| spec.targets(name)).collect();
+        if chosen.is_empty() {
+            let mut names: Vec<&str> = layers.iter().map(|(n, _)| n.rsplit('.').next().unwrap_or(n)).collect();
+            names.sort();
+            names.dedup();
+            bail!(
+                "--lora-targets {}: no layer of this model is named so (its layers: {})",
+                spec.targets.join(","),
+                names.join(", ")
+            );
+        }
+        for (name, (_, d_in, d_out)) in &chosen {
+            ensure!(
+                spec.r <= *d_in.min(d_out),
+                "--lora-rank {}: above the width of {name} ({d_in} to {d_out}); a rank of {} already gives a \
+                 full-rank update",
+                spec.r,
+                d_in.min(d_out)
+            );
+        }
+        let scale = spec.alpha / spec.r as f32;
+        for (name, (i, d_in, d_out)) in chosen {
+            let bound = 1.0 / (*d_in as f32).sqrt();
+            let a: Vec<f32> = (0..spec.r * d_in).map(|_| rng.random_range(-bound..bound)).collect();
+            let a = Tensor::from_vec(&[spec.r, *d_in], a);
+            self.set_lora(*i, name, a, Tensor::zeros(&[*d_out, spec.r]), scale, spec.dropout);
+        }
+        self.train_adapters_only();
+        Ok(())
+    }
+
+    /// Freezes every parameter but the LoRA matrices.
+    pub fn train_adapters_only(&mut self) {
+        self.params.set_trainable(false, |_| true);
+        self.params.set_trainable(true, is_lora);
+    }
+
+    /// Writes the model's LoRA matrices as a peft adapter in `dir`:
+    /// `adapter_config.json`, then `adapter_model.safetensors` (peft's
+    /// tensor names, with `metadata` in its header), each atomically.
+    pub fn save_adapter(&self, dir: &Path, spec: &LoraSpec, mut metadata: HashMap<String, String>) -> Result<()> {
+        let arch = self.config.arch;
+        let prefix = format!("{PEFT_PREFIX}{}", arch.names().file_prefix);
+        let p = &self.params;
+        let tensors = p.names.iter().zip(&p.tensors).filter(|(name, _)| is_lora(name));
+        let tensors = tensors.map(|(name, t)| (format!("{prefix}{name}"), &t.shape[..], &t.data[..]));
+        write_atomic(&dir.join(ADAPTER_CONFIG_FILE), spec.config_json(arch).as_bytes())?;
+        metadata.insert("format".to_string(), "pt".to_string());
+        write_safetensors(&dir.join(ADAPTER_WEIGHTS_FILE), tensors, metadata)
+    }
+}
+
+/// Whether a parameter is a LoRA matrix ([`Gpt::set_lora`] names them).
+fn is_lora(name: &str) -> bool {
+    name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight")
+}
+
+/// The string metadata in the header of `dir/adapter_model.safetensors`.
+pub fn adapter_metadata(dir: &Path) -> Result<HashMap<String, String>> {
+    let path = dir.join(ADAPTER_WEIGHTS_FILE);
+    let map = map_file(&path)?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&map[..])
+        .map_err(|e| anyhow::anyhow!("{} is truncated or corrupt ({e})", path.display()))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::autograd::{Graph, Workspace};
+    use crate::model::{GptConfig, Init};
+    use crate::tensor::rng;
+
+    fn logits(model: &Gpt) -> Vec<f32> {
+        let mut g = Graph::inference(&model.params, Workspace::default());
+        let out = model.forward(&mut g, &[1, 5, 2, 7], &[0, 1, 2, 3], 1, None);
+        g.value(out).to_vec()
+    }
+
+    #[test]
+    fn a_fresh_llama_adapter_is_peft_s_and_saves_what_loads_back() {
+        let base = || Gpt::new(GptConfig::llama(11, 8, 16, 4, 2, 48), Init::Gpt2, &mut rng(1));
+        let spec = LoraSpec {
+            r: 2,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: LoraSpec::default_targets(Arch::Llama),
+            base: "tiny".into(),
+        };
+        let mut model = base();
+        model.add_lora(&spec, &mut rng(2)).unwrap();
+        let lora: Vec<&str> = model
+            .params
+            .names
+            .iter()
+            .filter(|n| is_lora(n))
+            .map(String::as_str)
+            .collect();
+        assert_eq!(lora.len(), 8, "A and B of q_proj and v_proj in 2 layers: {lora:?}");
+        assert!(lora
+            .iter()
+            .all(|n| n.contains(".self_attn.q_proj.") || n.contains(".self_attn.v_proj.")));
+        for (i, name) in model.params.names.iter().enumerate() {
+            let t = &model.params.tensors[i];
+            assert_eq!(model.params.trainable[i], is_lora(name), "{name}");
+            if name.ends_with("lora_B.weight") {
+                assert!(t.data.iter().all(|&x| x == 0.0), "B starts at zero");
+            } else if name.ends_with("lora_A.weight") {
+                // kaiming_uniform_(a=√5): U(±1/√in), in = 16.
+                assert!(t.data.iter().all(|x| x.abs() < 0.25) && t.data.iter().any(|x| x.abs() > 0.15));
+            }
+        }
+        assert_eq!(logits(&model), logits(&base()), "B = 0: the model is unchanged");
+        // Trained (here: set) adapters save as peft's and load back into a fresh base.
+        let b = model
+            .params
+            .names
+            .iter()
+            .position(|n| n.ends_with("lora_B.weight"))
+            .unwrap();
+        model.params.tensors[b].data.iter_mut().for_each(|x| *x = 0.5);
+        let dir = tempfile::tempdir().unwrap();
+        model.save_adapter(dir.path(), &spec, HashMap::new()).unwrap();
+        let adapter = Adapter::load(dir.path()).unwrap();
+        assert_eq!(adapter.config.scale(), 4.0);
+        assert!(adapter.layers.keys().all(|k| k.starts_with("model.layers.")));
+        let mut loaded = base();
+        loaded.add_adapter(&adapter).unwrap();
+        assert_eq!(logits(&loaded), logits(&model));
+        assert_ne!(logits(&loaded), logits(&base()));
     }
 }

@@ -22,5 +22,5 @@ pub use import::gguf;
 pub use io::{parse_checkpoint, stored_dtypes, CONFIG_FILE, WEIGHTS_FILE};
 pub use kv_cache::KvCache;
 pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};
-pub use lora::{Adapter, LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
+pub use lora::{adapter_metadata, Adapter, LoraConfig, LoraSpec, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 pub use names::is_embedding;

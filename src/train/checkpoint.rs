@@ -5,7 +5,7 @@
 use super::optim::{AdamW, AdamWConfig, Moments};
 use super::trainer::TrainState;
 use crate::io::{map_file, write_safetensors_with};
-use crate::model::Gpt;
+use crate::model::{adapter_metadata, Gpt, LoraSpec, ADAPTER_WEIGHTS_FILE};
 use anyhow::{anyhow, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -24,18 +24,28 @@ pub fn is_train_state(name: &str) -> bool {
 
 /// Saves a resumable checkpoint of step `state.step` in `dir`, `run` being
 /// the run's settings (JSON), `moments` those of `state.opt` (streamed from
-/// every rank under ZeRO-1): first the optimizer moments for that step, then
-/// the model tagged with the step, then older optimizer states are removed. A
-/// crash at any moment leaves a model whose tag names a state on disk.
-pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, moments: &mut Moments, run: &str) -> Result<()> {
+/// every rank under ZeRO-1): first the optimizer moments of the trainable
+/// tensors for that step, then the model tagged with the step (a LoRA run,
+/// `lora`: its adapter alone, in peft's format), then older optimizer states
+/// are removed. A crash at any moment leaves weights whose tag names a state
+/// on disk.
+pub fn save_checkpoint(
+    dir: &Path,
+    model: &Gpt,
+    state: &TrainState,
+    moments: &mut Moments,
+    run: &str,
+    lora: Option<&LoraSpec>,
+) -> Result<()> {
     let opt = &state.opt;
-    let params = model.params.names.iter().zip(&model.params.tensors);
-    let layout: Vec<(String, Vec<usize>)> = params
-        .flat_map(|(name, t)| {
+    let params = &model.params;
+    let trainable = params.names.iter().zip(&params.tensors).zip(&params.trainable);
+    let layout: Vec<(String, Vec<usize>)> = trainable
+        .filter(|(_, &on)| on)
+        .flat_map(|((name, t), _)| {
             [("exp_avg", t), ("exp_avg_sq", t)].map(|(m, t)| (format!("{name}.{m}"), t.shape.clone()))
         })
         .collect();
-    assert_eq!(layout.len(), moments.len(), "the moments of this model");
     let metadata = HashMap::from([
         ("step".to_string(), state.step.to_string()),
         ("rows_drawn".to_string(), state.rows_drawn.to_string()),
@@ -44,10 +54,13 @@ pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, moments: &mu
         ("run".to_string(), run.to_string()),
     ]);
     write_safetensors_with(&train_state_path(dir, state.step), &layout, metadata, |w| {
-        (0..layout.len()).try_for_each(|_| moments.next(&mut |piece| w.write_all(bytemuck::cast_slice(piece))))
+        (0..moments.len()).try_for_each(|_| moments.next(&mut |piece| w.write_all(bytemuck::cast_slice(piece))))
     })?;
     let step = HashMap::from([("step".to_string(), state.step.to_string())]);
-    model.save_with(dir, step)?;
+    match lora {
+        None => model.save_with(dir, step)?,
+        Some(spec) => model.save_adapter(dir, spec, step)?,
+    }
     for entry in fs::read_dir(dir)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_train_state(&name) && entry.path() != train_state_path(dir, state.step) {
@@ -58,8 +71,10 @@ pub fn save_checkpoint(dir: &Path, model: &Gpt, state: &TrainState, moments: &mu
 }
 
 /// Loads the checkpoint `dir` to resume it: the model, the training state
-/// saved with it and the run's settings (JSON).
-pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
+/// saved with it and the run's settings (JSON). `model_for` gives the model
+/// of the run (whose settings it is given), its frozen tensors frozen: only
+/// the trainable ones have moments.
+pub fn load_checkpoint(dir: &Path, model_for: impl FnOnce(&str) -> Result<Gpt>) -> Result<(Gpt, TrainState, String)> {
     let not_resumable = || {
         format!(
             "{} is not a resumable checkpoint: `gpt train` saves one with model.safetensors and \
@@ -67,14 +82,19 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
             dir.display()
         )
     };
-    let meta = Gpt::saved_metadata(dir).with_context(not_resumable)?;
+    // A LoRA run saves its adapter, not the model.
+    let meta = if dir.join(ADAPTER_WEIGHTS_FILE).is_file() {
+        adapter_metadata(dir)
+    } else {
+        Gpt::saved_metadata(dir)
+    };
+    let meta = meta.with_context(not_resumable)?;
     let step: usize = meta
         .get("step")
         .and_then(|s| s.parse().ok())
         .with_context(not_resumable)?;
     let path = train_state_path(dir, step);
     ensure!(path.is_file(), "{} is missing: {}", path.display(), not_resumable());
-    let model = Gpt::load(dir)?;
     let map = map_file(&path)?;
     let st =
         SafeTensors::deserialize(&map[..]).map_err(|e| anyhow!("{} is truncated or corrupt ({e})", path.display()))?;
@@ -96,9 +116,15 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
     );
     let config: AdamWConfig = serde_json::from_str(field("adamw")?)
         .with_context(|| format!("{}: the adamw settings are unreadable", path.display()))?;
+    let run = field("run")?.clone();
+    let model = model_for(&run)?;
     let mut opt = AdamW::new(config, &model.params);
     opt.t = number("adam_t")?;
-    for (i, (name, t)) in model.params.names.iter().zip(&model.params.tensors).enumerate() {
+    let params = &model.params;
+    for (i, (name, t)) in params.names.iter().zip(&params.tensors).enumerate() {
+        if !params.trainable[i] {
+            continue;
+        }
         let (m, v) = opt.moments_mut(i);
         for (suffix, dst) in [("exp_avg", m), ("exp_avg_sq", v)] {
             let key = format!("{name}.{suffix}");
@@ -116,7 +142,6 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Gpt, TrainState, String)> {
             }
         }
     }
-    let run = field("run")?.clone();
     let rows_drawn = match meta.get("rows_drawn") {
         Some(_) => number("rows_drawn")?,
         // Written before `rows_drawn`: batches of the run's --batch-size rows.
@@ -158,7 +183,7 @@ mod tests {
     /// Saves `state_at(model, step)` as one process does.
     fn save_at(dir: &Path, model: &Gpt, step: usize, run: &str) -> Result<()> {
         let state = state_at(model, step);
-        save_checkpoint(dir, model, &state, &mut Moments::new(&state.opt, &Single), run)
+        save_checkpoint(dir, model, &state, &mut Moments::new(&state.opt, &Single), run, None)
     }
 
     #[test]
@@ -168,7 +193,7 @@ mod tests {
         save_at(dir.path(), &model, 3, "run-3").unwrap();
         save_at(dir.path(), &model, 6, "run-6").unwrap();
         assert!(!train_state_path(dir.path(), 3).exists(), "the older state is removed");
-        let (loaded, state, run) = load_checkpoint(dir.path()).unwrap();
+        let (loaded, state, run) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(loaded.params.tensors, model.params.tensors);
         assert_eq!(
             (state.step, state.rows_drawn, state.opt.t, run.as_str()),
@@ -182,6 +207,50 @@ mod tests {
     }
 
     #[test]
+    fn a_frozen_model_saves_and_restores_the_moments_of_its_trainable_tensors_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let frozen = || {
+            let mut model = tiny_model();
+            model.train_last_layers(0).unwrap();
+            model
+        };
+        let model = frozen();
+        let mut state = TrainState::new(&model, state_at(&tiny_model(), 3).opt.config);
+        (state.step, state.rows_drawn, state.opt.t) = (3, 6, 3);
+        let trainable: Vec<usize> = (0..model.params.tensors.len())
+            .filter(|&i| model.params.trainable[i])
+            .collect();
+        for &i in &trainable {
+            let (m, v) = state.opt.moments_mut(i);
+            m.iter_mut()
+                .chain(v)
+                .enumerate()
+                .for_each(|(j, x)| *x = (i * 100 + j) as f32);
+        }
+        save_checkpoint(
+            dir.path(),
+            &model,
+            &state,
+            &mut Moments::new(&state.opt, &Single),
+            "run",
+            None,
+        )
+        .unwrap();
+        let bytes = fs::read(train_state_path(dir.path(), 3)).unwrap();
+        let saved = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(
+            saved.len(),
+            2 * trainable.len(),
+            "moments of the trainable tensors only"
+        );
+        let (loaded, restored, _) = load_checkpoint(dir.path(), |_| Ok(frozen())).unwrap();
+        assert_eq!(loaded.params.trainable, model.params.trainable);
+        for i in 0..model.params.tensors.len() {
+            assert_eq!(restored.opt.moments(i), state.opt.moments(i));
+        }
+    }
+
+    #[test]
     fn a_crash_between_the_two_writes_resumes_the_last_whole_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let model = tiny_model();
@@ -190,7 +259,7 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         save_at(other.path(), &model, 8, "run").unwrap();
         fs::copy(train_state_path(other.path(), 8), train_state_path(dir.path(), 8)).unwrap();
-        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(state.step, 4);
     }
 
@@ -208,7 +277,7 @@ mod tests {
         shifted.push(b' ');
         shifted.extend_from_slice(&bytes[8 + n..]);
         fs::write(&path, shifted).unwrap();
-        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         let expected = state_at(&model, 3).opt;
         for i in 0..model.params.tensors.len() {
             assert_eq!(state.opt.moments(i), expected.moments(i));
@@ -224,7 +293,7 @@ mod tests {
         fs::create_dir(dir.path().join(".model.safetensors.tmp")).unwrap();
         let err = save_at(dir.path(), &model, 5, "run").unwrap_err();
         assert!(format!("{err:#}").contains("untouched"), "{err:#}");
-        let (_, state, _) = load_checkpoint(dir.path()).unwrap();
+        let (_, state, _) = load_checkpoint(dir.path(), |_| Gpt::load(dir.path())).unwrap();
         assert_eq!(state.step, 2);
     }
 }

@@ -16,8 +16,9 @@ pub struct AdamWConfig {
 }
 
 /// The optimizer's state: first and second moments, and the step count, of
-/// a part of the flat parameter vector (every tensor end to end): all of it,
-/// or one rank's shard under ZeRO-1 (see [`super::dist`]).
+/// a part of the flat parameter vector (every trainable tensor end to end;
+/// frozen ones have none): all of it, or one rank's shard under ZeRO-1 (see
+/// [`super::dist`]).
 pub struct AdamW {
     pub config: AdamWConfig,
     pub t: u64,
@@ -26,7 +27,7 @@ pub struct AdamW {
     /// Moments of `range`, in its order.
     m: Vec<f32>,
     v: Vec<f32>,
-    /// Where each parameter starts in the flat vector, and its length.
+    /// Where each parameter starts in the flat vector, and its length (0 when frozen).
     spans: Vec<Range<usize>>,
     /// Which parameters get weight decay (matrices, not biases, norms or embeddings).
     decay: Vec<bool>,
@@ -50,9 +51,11 @@ impl AdamW {
         let spans: Vec<Range<usize>> = params
             .tensors
             .iter()
-            .map(|t| {
-                start += t.numel();
-                start - t.numel()..start
+            .zip(&params.trainable)
+            .map(|(t, &on)| {
+                let len = if on { t.numel() } else { 0 };
+                start += len;
+                start - len..start
             })
             .collect();
         let range = shard(start, rank, size);
@@ -77,7 +80,7 @@ impl AdamW {
         self.range.clone()
     }
 
-    /// Both moments of parameter `i` (of a whole optimizer).
+    /// Both moments of parameter `i` (of a whole optimizer; empty when it is frozen).
     pub fn moments(&self, i: usize) -> (&[f32], &[f32]) {
         assert!(self.is_whole(), "a shard holds part of the moments");
         (&self.m[self.spans[i].clone()], &self.v[self.spans[i].clone()])
@@ -97,7 +100,7 @@ impl AdamW {
         self.v = self.v[self.range.clone()].to_vec();
     }
 
-    /// One update of the parameters in `range` with learning rate `lr`:
+    /// One update of the (trainable) parameters in `range` with learning rate `lr`:
     /// `p -= lr * (m̂ / (sqrt(v̂) + eps) + wd * p)`.
     pub fn step(&mut self, params: &mut Params, grads: &Grads, lr: f32) {
         self.t += 1;
@@ -167,7 +170,7 @@ impl<'a> Moments<'a> {
         }
     }
 
-    /// The tensors to stream: two per parameter.
+    /// The tensors to stream: two per parameter (a frozen one's are empty).
     pub fn len(&self) -> usize {
         2 * self.opt.spans.len()
     }

@@ -305,7 +305,8 @@ pub fn train_step(
     opt.step(&mut model.params, grads, lr);
     if !opt.is_whole() {
         let start = Instant::now();
-        let mut tensors: Vec<&mut [f32]> = model.params.tensors.iter_mut().map(|t| &mut t.data[..]).collect();
+        let params = model.params.tensors.iter_mut().zip(&model.params.trainable);
+        let mut tensors: Vec<&mut [f32]> = params.filter(|(_, &on)| on).map(|(t, _)| &mut t.data[..]).collect();
         all_gather_shards(comm, &mut tensors, &mut bufs.comm);
         comm_time += start.elapsed();
     }
@@ -698,6 +699,60 @@ mod tests {
         assert!((loss - loss2).abs() < 1e-6, "{loss} vs {loss2}");
         for (a, b) in grads.0.iter().flatten().zip(grads2.0.iter().flatten()) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn frozen_tensors_get_no_gradient_nor_moments_and_do_not_move() {
+        let ids: Vec<u32> = (0..300).map(|i| (i * 5 % 11) as u32).collect();
+        let data = Dataset::Stream(ids);
+        let batch = data.training_batches(4, 8, true, 9).next_batch().unwrap();
+        let opts = TrainOptions {
+            grad_clip: None,
+            ..options(1, 4, 8)
+        };
+        // Tied (GPT-2: the head is wte, so the backward reaches the input) and untied (microgpt's lm_head).
+        let tied = GptConfig::gpt2(11, 8, 16, 2, 3);
+        let untied = GptConfig {
+            n_layer: 3,
+            ..GptConfig::microgpt(11)
+        };
+        for (config, layers) in [(tied.clone(), 1), (tied, 0), (untied.clone(), 0), (untied, 2)] {
+            let start = Gpt::new(config, Init::Normal(0.3), &mut rng(4));
+            let step = |m: &mut Gpt| {
+                let mut opt = AdamW::new(opts.adamw, &m.params);
+                let mut grads = m.params.zero_grads();
+                let mut bufs = StepBuffers::default();
+                let batches = std::slice::from_ref(&batch);
+                train_step(m, &mut opt, &mut grads, &mut bufs, batches, 0, 1e-3, &opts, &Single).unwrap();
+                let moments: Vec<usize> = (0..m.params.tensors.len()).map(|i| opt.moments(i).0.len()).collect();
+                (grads, moments)
+            };
+            let mut full = Gpt::from_params(start.config.clone(), start.params.clone());
+            let (full_grads, _) = step(&mut full);
+            let mut part = Gpt::from_params(start.config.clone(), start.params.clone());
+            part.train_last_layers(layers).unwrap();
+            assert!(part.params.trainable_count() < part.params.count());
+            let (grads, moments) = step(&mut part);
+            for (i, name) in part.params.names.iter().enumerate() {
+                let (numel, trains) = (part.params.tensors[i].numel(), part.params.trainable[i]);
+                let head = if part.config.tie_word_embeddings {
+                    "wte."
+                } else {
+                    "lm_head."
+                };
+                let in_block = |b: usize| name.starts_with(&format!("h.{b}."));
+                let expected = name.starts_with("ln_f.") || name.starts_with(head) || (3 - layers..3).any(in_block);
+                assert_eq!(trains, expected, "{layers}: {name}");
+                if trains {
+                    assert_eq!(grads.0[i], full_grads.0[i], "{name}: the gradient of full training");
+                    assert_eq!(moments[i], numel);
+                    assert_ne!(part.params.tensors[i], start.params.tensors[i], "{name} trained");
+                } else {
+                    assert!(grads.0[i].is_empty() && moments[i] == 0, "{name}: frozen");
+                    assert_eq!(part.params.tensors[i], start.params.tensors[i], "{name} moved");
+                }
+            }
         }
     }
 

@@ -8,7 +8,7 @@ mod out_dir;
 mod report;
 mod start;
 
-use crate::model::{Gpt, Init};
+use crate::model::{Gpt, Init, LoraSpec};
 use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
@@ -153,6 +153,31 @@ pub struct TrainArgs {
     /// Print only errors and the final line (no progress, no samples)
     #[arg(long, short, conflicts_with = "sample_every")]
     pub quiet: bool,
+    /// With --init: train only the last N blocks, the final norm and the output head; every other
+    /// weight stays frozen (no gradient, no optimizer state). 0 trains the head alone. A model with
+    /// tied embeddings (GPT-2: the head is `wte`) trains its token embedding as the head, as
+    /// `transformers` does with tied weights
+    #[arg(long, requires = "init")]
+    pub train_layers: Option<usize>,
+    /// With --init: train a LoRA adapter of this rank (peft's LoRA: each targeted layer adds
+    /// alpha/r · x Aᵀ Bᵀ, A drawn as peft draws it, B zero) and freeze every weight of the model.
+    /// The run directory holds the adapter in peft's format (adapter_model.safetensors +
+    /// adapter_config.json), not a model: use it with `gpt generate --model BASE --adapter DIR`,
+    /// `peft.PeftModel.from_pretrained(base, DIR)`, or fold it in with `gpt merge`
+    #[arg(long, requires = "init", conflicts_with = "train_layers")]
+    pub lora_rank: Option<usize>,
+    /// LoRA's alpha: the update is scaled by alpha / rank [default: 8, as peft's]
+    #[arg(long, requires = "lora_rank")]
+    pub lora_alpha: Option<f32>,
+    /// The layers LoRA adapts, by module name (comma-separated; a name matches a layer whose name
+    /// ends with it, as peft's target_modules) [default: as peft's, the attention's query and value
+    /// projections: c_attn for GPT-2, q_proj,v_proj for a Llama]
+    #[arg(long, requires = "lora_rank", value_delimiter = ',')]
+    pub lora_targets: Option<Vec<String>>,
+    /// Dropout on the input of each LoRA update, as peft's lora_dropout (masks seeded as --dropout's)
+    /// [default: 0]
+    #[arg(long, requires = "lora_rank")]
+    pub lora_dropout: Option<f32>,
     /// Under `mpirun -np N` (a build with --features mpi): 1 shards AdamW's moments over the ranks,
     /// each keeping 1/N of them (ZeRO stage 1); 0 keeps them whole on every rank. Same weights either way
     #[arg(long, default_value_t = 0)]
@@ -202,6 +227,13 @@ pub struct Settings {
     sample_every: usize,
     num_samples: usize,
     temperature: f32,
+    /// `--train-layers`: only the last this many blocks, the final norm and the head train.
+    #[serde(default)]
+    pub train_layers: Option<usize>,
+    /// `--lora-rank` and the rest: a LoRA adapter trains, the model is frozen
+    /// (no targets: the architecture's default, resolved when the model is loaded).
+    #[serde(default)]
+    pub lora: Option<LoraSpec>,
 }
 
 impl Preset {
@@ -238,6 +270,8 @@ impl Preset {
             sample_every: 0,
             num_samples: 20,
             temperature: 0.8,
+            train_layers: None,
+            lora: None,
         };
         match self {
             Preset::Default => default,
@@ -289,6 +323,9 @@ impl Settings {
         }
     }
 }
+
+/// `--lora-alpha` unless given: peft's default `lora_alpha`.
+const DEFAULT_LORA_ALPHA: f32 = 8.0;
 
 /// `--steps` and `--lr` of an `--init` run unless given.
 const FINE_TUNING_STEPS: usize = 500;
@@ -347,6 +384,33 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
     s.min_lr = a.min_lr.or(s.min_lr);
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
     s.pack &= !a.no_pack;
+    s.train_layers = a.train_layers.or(s.train_layers);
+    if let Some(r) = a.lora_rank {
+        super::check::flag(r >= 1, "--lora-rank", r, "at least 1 (the rank of the LoRA matrices)")?;
+        let alpha = a.lora_alpha.unwrap_or(DEFAULT_LORA_ALPHA);
+        super::check::flag(
+            alpha.is_finite() && alpha > 0.0,
+            "--lora-alpha",
+            alpha,
+            "a positive number",
+        )?;
+        let dropout = a.lora_dropout.unwrap_or(0.0);
+        super::check::flag((0.0..1.0).contains(&dropout), "--lora-dropout", dropout, "in [0, 1)")?;
+        let targets = a.lora_targets.clone().unwrap_or_default();
+        super::check::flag(
+            targets.iter().all(|t| !t.trim().is_empty()),
+            "--lora-targets",
+            targets.join(","),
+            "module names separated by commas",
+        )?;
+        s.lora = Some(LoraSpec {
+            r,
+            alpha,
+            dropout,
+            targets,
+            base: s.init.clone().unwrap_or_default(),
+        });
+    }
     if let Some(n) = a.stop_at {
         let want = format!("at most --steps {} (the run ends there)", s.steps);
         super::check::flag(n <= s.steps, "--stop-at", n, &want)?;
@@ -506,6 +570,15 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
         return Ok(true);
     }
     printed?;
+    if let Some(spec) = s.lora.as_ref().filter(|_| !a.quiet) {
+        let mut stdout = super::out::stdout();
+        writeln!(
+            stdout,
+            "the LoRA adapter: gpt generate --model {} --adapter {}",
+            spec.base,
+            out.display()
+        )?;
+    }
     if !a.quiet {
         print_samples(&mut super::out::stdout(), &model, &data, s)?;
     }

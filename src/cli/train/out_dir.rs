@@ -3,7 +3,7 @@
 //! nothing of it (an old tokenizer, log or optimizer state) is left beside
 //! the new one.
 
-use crate::model::{Gpt, CONFIG_FILE, WEIGHTS_FILE};
+use crate::model::{Gpt, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, CONFIG_FILE, WEIGHTS_FILE};
 use crate::tokenizer::bpe::{GGUF_TOKENIZER_FILE, MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE};
 use crate::tokenizer::CHAR_TOKENIZER_FILE;
 use crate::train::checkpoint::is_train_state;
@@ -16,10 +16,12 @@ pub const RUN_FILE: &str = "run.json";
 
 /// Files a run writes, beside its `train_state-STEP.safetensors` (and those
 /// that would be read in place of its own: `tokenizer.json`).
-const RUN_FILES: [&str; 10] = [
+const RUN_FILES: [&str; 12] = [
     RUN_FILE,
     WEIGHTS_FILE,
     CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+    ADAPTER_CONFIG_FILE,
     CHAR_TOKENIZER_FILE,
     VOCAB_FILE,
     MERGES_FILE,

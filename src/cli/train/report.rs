@@ -1,7 +1,7 @@
 //! What a run says when it starts (the model, the data, every setting) and
 //! when it ends (what it did, where it is saved, how to go on).
 
-use super::super::out::count as count_of;
+use super::super::out::{count as count_of, short};
 use super::data::Prepared;
 use super::Settings;
 use crate::model::Gpt;
@@ -10,6 +10,9 @@ use crate::train::progress::count;
 use crate::train::TrainReport;
 use anyhow::Result;
 use std::path::Path;
+
+/// Units of parameter counts.
+const UNITS: &[&str] = &["", "k", "M", "B"];
 
 /// The notes on the data, the model and data in a line, every setting, and
 /// a warning for a warmup that outlasts the run.
@@ -27,6 +30,13 @@ pub fn start(model: &Gpt, data: &Prepared, s: &Settings) -> Result<()> {
         count_of(s.steps, "step", "steps"),
         s.grad_accum,
         count_of(s.batch_size, "row", "rows")
+    );
+    let (trainable, all) = (model.params.trainable_count(), model.params.count());
+    eprintln!(
+        "trainable {} of {} ({:.2}%)",
+        short(trainable as f64, UNITS),
+        short(all as f64, UNITS),
+        100.0 * trainable as f64 / all.max(1) as f64
     );
     eprintln!("settings: {}", settings_line(s)?);
     if s.warmup >= s.steps {

@@ -6,7 +6,7 @@ use super::data::{is_prepared, prepare, prepared_tokenizer, Prepared};
 use super::limits::check_memory;
 use super::{samples, settings, train_options, Settings, TrainArgs};
 use crate::io::write_atomic;
-use crate::model::{tokenizer_for, Gpt, GptConfig};
+use crate::model::{tokenizer_for, Adapter, Gpt, GptConfig, LoraSpec};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
@@ -172,7 +172,18 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     };
     config.validate()?;
     check_memory(&s, &config)?;
-    let model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
+    let mut model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
+    if let Some(spec) = &mut s.lora {
+        // Recorded for --resume, which loads the base again (maybe from another directory).
+        if let Ok(path) = Path::new(&spec.base).canonicalize() {
+            spec.base = path.to_string_lossy().into_owned();
+        }
+        if spec.targets.is_empty() {
+            spec.targets = LoraSpec::default_targets(model.config.arch);
+        }
+        model.add_lora(spec, &mut rng(s.seed))?;
+    }
+    freeze(&mut model, &s)?;
     let state = TrainState::new(&model, train_options(&s, None, Progress::Quiet).adamw);
     let train_data = data.train.fingerprint();
     Ok(Start {
@@ -189,8 +200,29 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
 
 /// The run saved in `dir`, continued with its own settings and data on `ranks` processes.
 pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
-    let (model, state, record) = load_checkpoint(dir)?;
-    let record: RunRecord = serde_json::from_str(&record).context("the checkpoint's run settings are unreadable")?;
+    let unreadable = "the checkpoint's run settings are unreadable";
+    let (model, state, record) = load_checkpoint(dir, |run| {
+        let record: RunRecord = serde_json::from_str(run).context(unreadable)?;
+        let Some(spec) = &record.settings.lora else {
+            let mut model = Gpt::load(dir)?;
+            freeze(&mut model, &record.settings)?;
+            return Ok(model);
+        };
+        // A LoRA run saves its adapter: the base comes from where it started.
+        let mut model = crate::model::load(&spec.base, &Default::default())
+            .with_context(|| {
+                format!(
+                    "loading the base model {} of the LoRA run in {}",
+                    spec.base,
+                    dir.display()
+                )
+            })?
+            .model;
+        model.add_adapter(&Adapter::load(dir)?)?;
+        model.train_adapters_only();
+        Ok(model)
+    })?;
+    let record: RunRecord = serde_json::from_str(&record).context(unreadable)?;
     if let Some(n) = a.stop_at {
         ensure!(
             n > state.step,
@@ -256,6 +288,14 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
     })
 }
 
+/// Freezes what the run does not train (`--train-layers`).
+fn freeze(model: &mut Gpt, s: &Settings) -> Result<()> {
+    match s.train_layers {
+        Some(n) => model.train_last_layers(n),
+        None => Ok(()),
+    }
+}
+
 /// Checkpoints and samples during the run.
 pub struct RunHooks<'a> {
     pub out: &'a Path,
@@ -266,7 +306,7 @@ pub struct RunHooks<'a> {
 
 impl TrainHooks for RunHooks<'_> {
     fn save(&mut self, model: &Gpt, state: &TrainState, moments: &mut Moments) -> Result<()> {
-        save_checkpoint(self.out, model, state, moments, &self.record).with_context(|| {
+        save_checkpoint(self.out, model, state, moments, &self.record, self.s.lora.as_ref()).with_context(|| {
             format!(
                 "saving the checkpoint of step {} failed (the last good one in {} is intact; free space and continue with --resume)",
                 state.step,

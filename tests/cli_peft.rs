@@ -1,0 +1,269 @@
+//! Parameter-efficient fine-tuning end to end: `gpt train --init M
+//! --train-layers N` and `--lora-rank R`: what trains, what stays as it was,
+//! resuming, and the errors on flags that do not fit.
+
+use std::path::Path;
+use std::process::Output;
+
+mod common;
+use common::{fails_with, gpt, succeeds};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small base model trained on the built-in names (3 blocks, 16 wide).
+fn base(dir: &Path) {
+    succeeds(gpt(&[
+        "train",
+        "--out",
+        s(dir),
+        "--n-layer",
+        "3",
+        "--n-embd",
+        "16",
+        "--steps",
+        "10",
+        "--num-samples",
+        "0",
+        "-q",
+    ]));
+}
+
+/// Fine-tunes `base` into `out` with `extra` flags.
+fn tune(base: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--init",
+        s(base),
+        "--out",
+        s(out),
+        "--steps",
+        "8",
+        "--batch-size",
+        "8",
+    ];
+    args.extend(["--num-samples", "0", "--eval-every", "0", "--lr", "1e-2"]);
+    args.extend(extra);
+    gpt(&args)
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<u32>)> {
+    let p = gpt::model::Gpt::load(dir).unwrap().params;
+    let bits = p.tensors.iter().map(|t| t.data.iter().map(|x| x.to_bits()).collect());
+    p.names.into_iter().zip(bits).collect()
+}
+
+#[test]
+fn train_layers_trains_the_last_blocks_and_head_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, straight, halves) = (tmp.path().join("base"), tmp.path().join("a"), tmp.path().join("b"));
+    base(&b);
+    let out = succeeds(tune(&b, &straight, &["--train-layers", "1", "--save-every", "4"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("trainable ") && stderr.contains("%)"), "{stderr}");
+    succeeds(tune(&b, &halves, &["--train-layers", "1", "--stop-at", "4"]));
+    succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "0"]));
+    assert!(weights(&straight) == weights(&halves), "the resumed run differs");
+    // The last block, the final norm and the head (tied: wte) moved; nothing else did.
+    for ((name, before), (_, after)) in weights(&b).iter().zip(&weights(&straight)) {
+        let trains = name.starts_with("h.2.") || name.starts_with("ln_f.") || name == "wte.weight";
+        assert_eq!(before != after, trains, "{name}");
+    }
+    // The moments are those of the trainable tensors alone.
+    let state = std::fs::read(straight.join("train_state-8.safetensors")).unwrap();
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&state)
+        .unwrap()
+        .names()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert!(
+        !names.is_empty()
+            && names
+                .iter()
+                .all(|n| n.starts_with("h.2.") || n.starts_with("ln_f.") || n.starts_with("wte.")),
+        "{names:?}"
+    );
+    // A resume may not change what trains.
+    fails_with(
+        &gpt(&["train", "--resume", s(&halves), "--train-layers", "2", "--steps", "12"]),
+        "--train-layers",
+    );
+}
+
+#[test]
+fn train_layers_beyond_the_model_or_without_init_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("base");
+    base(&b);
+    fails_with(
+        &tune(&b, &tmp.path().join("x"), &["--train-layers", "4"]),
+        "the model has 3 blocks",
+    );
+    fails_with(
+        &gpt(&["train", "--train-layers", "1", "--out", s(&tmp.path().join("y"))]),
+        "--init",
+    );
+}
+
+/// The tensors of `dir/adapter_model.safetensors` by name, as bits.
+fn adapter(dir: &Path) -> Vec<(String, Vec<usize>, Vec<u32>)> {
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut out: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let bits = v
+                .data()
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()));
+            (name, v.shape().to_vec(), bits.collect())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn lora_trains_an_adapter_in_peft_format_that_resumes_exactly_and_generates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, straight, halves) = (tmp.path().join("base"), tmp.path().join("a"), tmp.path().join("b"));
+    base(&b);
+    let lora = [
+        "--lora-rank",
+        "2",
+        "--lora-alpha",
+        "4",
+        "--lora-targets",
+        "c_attn,mlp.c_proj",
+    ];
+    let out = succeeds(tune(&b, &straight, &[&lora[..], &["--save-every", "4"]].concat()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("--adapter"), "{stdout}");
+    succeeds(tune(&b, &halves, &[&lora[..], &["--stop-at", "4"]].concat()));
+    succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "0"]));
+    let (a1, a2) = (adapter(&straight), adapter(&halves));
+    assert!(a1 == a2, "the resumed adapter differs");
+    // peft's names and shapes: A [r, in], B [out, r], on the targeted layers of every block.
+    let names: Vec<(&str, &[usize])> = a1.iter().map(|(n, s, _)| (n.as_str(), &s[..])).collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight",
+                &[2, 16][..]
+            ),
+            (
+                "base_model.model.transformer.h.0.attn.c_attn.lora_B.weight",
+                &[48, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.0.mlp.c_proj.lora_A.weight",
+                &[2, 64][..]
+            ),
+            (
+                "base_model.model.transformer.h.0.mlp.c_proj.lora_B.weight",
+                &[16, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.1.attn.c_attn.lora_A.weight",
+                &[2, 16][..]
+            ),
+            (
+                "base_model.model.transformer.h.1.attn.c_attn.lora_B.weight",
+                &[48, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.1.mlp.c_proj.lora_A.weight",
+                &[2, 64][..]
+            ),
+            (
+                "base_model.model.transformer.h.1.mlp.c_proj.lora_B.weight",
+                &[16, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.2.attn.c_attn.lora_A.weight",
+                &[2, 16][..]
+            ),
+            (
+                "base_model.model.transformer.h.2.attn.c_attn.lora_B.weight",
+                &[48, 2][..]
+            ),
+            (
+                "base_model.model.transformer.h.2.mlp.c_proj.lora_A.weight",
+                &[2, 64][..]
+            ),
+            (
+                "base_model.model.transformer.h.2.mlp.c_proj.lora_B.weight",
+                &[16, 2][..]
+            ),
+        ]
+    );
+    // B started at zero and trained.
+    assert!(a1
+        .iter()
+        .filter(|(n, _, _)| n.contains("lora_B"))
+        .all(|(_, _, bits)| bits.iter().any(|&x| x != 0)));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["r"], 2);
+    assert_eq!(config["lora_alpha"], 4.0);
+    assert_eq!(config["fan_in_fan_out"], true);
+    assert_eq!(config["target_modules"], serde_json::json!(["c_attn", "mlp.c_proj"]));
+    assert!(
+        !straight.join("model.safetensors").exists(),
+        "a LoRA run saves the adapter, not the model"
+    );
+    // The base is untouched, and runs with the adapter (which changes its scores).
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "--model", s(&b), "--json", "--data", "data/names.txt"];
+        args.extend(extra);
+        let out = succeeds(gpt(&args));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    assert_ne!(eval(&[]), eval(&["--adapter", s(&straight)]));
+}
+
+#[test]
+fn lora_flags_that_do_not_fit_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("base");
+    base(&b);
+    let x = tmp.path().join("x");
+    fails_with(&tune(&b, &x, &["--lora-rank", "0"]), "--lora-rank 0");
+    fails_with(
+        &tune(&b, &x, &["--lora-rank", "2", "--lora-targets", "q_proj"]),
+        "no layer of this model",
+    );
+    fails_with(&tune(&b, &x, &["--lora-rank", "2", "--lora-alpha=-1"]), "--lora-alpha");
+    fails_with(
+        &tune(&b, &x, &["--lora-rank", "2", "--train-layers", "1"]),
+        "--train-layers",
+    );
+    fails_with(&gpt(&["train", "--lora-rank", "2", "--out", s(&x)]), "--init");
+}
+
+#[test]
+fn lora_dropout_draws_seeded_masks_that_a_resume_repeats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("base");
+    base(&b);
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        succeeds(tune(&b, &out, &[&["--lora-rank", "2"][..], extra].concat()));
+        out
+    };
+    let straight = run("a", &["--lora-dropout", "0.3"]);
+    let halves = run("b", &["--lora-dropout", "0.3", "--stop-at", "4"]);
+    succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "0"]));
+    assert!(
+        adapter(&straight) == adapter(&halves),
+        "the resumed run drew other masks"
+    );
+    assert!(adapter(&straight) != adapter(&run("c", &[])), "dropout changed nothing");
+    let config = std::fs::read_to_string(straight.join("adapter_config.json")).unwrap();
+    assert!(config.contains("\"lora_dropout\": 0.3"), "{config}");
+}
