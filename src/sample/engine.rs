@@ -43,18 +43,19 @@ pub struct Request {
     /// Tokens that end the sequence (not reported): end of sequence, end of turn.
     pub stop: Vec<u32>,
     pub seed: u64,
-    /// Report this many most likely tokens beside each chosen one.
-    pub top_logprobs: usize,
+    /// Report each token's log-probability and this many most likely tokens
+    /// beside it; `None` skips the softmax over the vocabulary.
+    pub logprobs: Option<usize>,
     /// Set from any thread to end the request (a client that went away).
     pub cancelled: Arc<AtomicBool>,
 }
 
 /// A generated token, with its log-probability under the model (before
-/// temperature and truncation) and the `top_logprobs` most likely tokens.
+/// temperature and truncation) and the most likely tokens, when asked for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Token {
     pub id: u32,
-    pub logprob: f32,
+    pub logprob: Option<f32>,
     pub top: Vec<(u32, f32)>,
 }
 
@@ -247,7 +248,13 @@ impl Seq {
             self.emit(Event::Done(Finish::Stop));
             return false;
         }
-        let (logprob, top) = log_probs(logits, id, req.top_logprobs);
+        let (logprob, top) = match req.logprobs {
+            Some(k) => {
+                let (lp, top) = log_probs(logits, id, k);
+                (Some(lp), top)
+            }
+            None => (None, Vec::new()),
+        };
         self.generated += 1;
         if !self.emit(Event::Token(Token { id, logprob, top })) {
             return false;
@@ -497,7 +504,7 @@ mod tests {
             max_new_tokens,
             stop: Vec::new(),
             seed,
-            top_logprobs: 0,
+            logprobs: None,
             cancelled: Arc::default(),
         }
     }
@@ -600,7 +607,7 @@ mod tests {
             let engine = Engine::start(model, opts);
             let req = |i: u32| {
                 let mut r = request(vec![i % 64, 7, (3 * i) % 64], 1.0, i as u64, 20);
-                r.top_logprobs = 3;
+                r.logprobs = Some(3);
                 r
             };
             let alone = run_all(&engine, vec![req(0)]);

@@ -72,7 +72,7 @@ impl Run {
                 max_new_tokens: params.max_tokens,
                 stop: model.chat.stop_ids.clone(),
                 seed: params.seed.wrapping_add(index as u64),
-                top_logprobs: params.logprobs.unwrap_or(0),
+                logprobs: params.logprobs,
                 cancelled: run.cancel.clone(),
             };
             let sink = sink(index, model.tokenizer.clone(), stops.clone(), tx.clone());

@@ -118,15 +118,15 @@ impl Reply {
                 out
             }
             Kind::Chat => {
-                let entry = |id: u32, logprob: f32| {
+                let entry = |id: u32, logprob: Value| {
                     let (token, bytes) = piece(id);
                     json!({"token": token, "logprob": logprob, "bytes": bytes})
                 };
                 let content: Vec<Value> = tokens
                     .iter()
                     .map(|t| {
-                        let mut e = entry(t.id, t.logprob);
-                        e["top_logprobs"] = t.top.iter().map(|&(id, lp)| entry(id, lp)).collect();
+                        let mut e = entry(t.id, json!(t.logprob));
+                        e["top_logprobs"] = t.top.iter().map(|&(id, lp)| entry(id, json!(lp))).collect();
                         e
                     })
                     .collect();
