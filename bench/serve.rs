@@ -16,7 +16,9 @@
 //! threads) measured beside it on the same file by the same clients.
 //!
 //! `GPT_BENCH_LEVELS=1,4` picks the levels, `GPT_BENCH_REQUESTS` the requests
-//! per client (default 4), `GPT_BENCH_SOAK_SECS=600` adds a soak at 16 clients
+//! per client (default 4); llama.cpp's server answers one request at a time,
+//! so it gets `GPT_BENCH_PEER_LEVELS` (default 1,4,16) and
+//! `GPT_BENCH_PEER_REQUESTS` (default 2); `GPT_BENCH_SOAK_SECS=600` adds a soak at 16 clients
 //! on the small model that prints the server's RSS every 30 s.
 
 #[path = "common.rs"]
@@ -296,11 +298,12 @@ fn level(name: &str, s: &Server, clients: usize, per_client: usize, verify: bool
     tps
 }
 
-fn levels() -> Vec<usize> {
-    std::env::var("GPT_BENCH_LEVELS")
+/// The client counts in `$var` (`1,4,16`), else `default`.
+fn levels(var: &str, default: &[usize]) -> Vec<usize> {
+    std::env::var(var)
         .ok()
         .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1, 4, 16, 64])
+        .unwrap_or_else(|| default.to_vec())
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -308,10 +311,9 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// Runs every level on `s`; prints the 16-client / 1-client throughput ratio.
-fn run(name: &str, s: &Server, verify: bool) {
-    let per_client = env_usize("GPT_BENCH_REQUESTS", 4);
+fn run(name: &str, s: &Server, verify: bool, levels: &[usize], per_client: usize) {
     let mut by_level = Vec::new();
-    for clients in levels() {
+    for &clients in levels {
         by_level.push((clients, level(name, s, clients, per_client, verify)));
     }
     let at = |c| by_level.iter().find(|l| l.0 == c).map(|l| l.1);
@@ -352,21 +354,26 @@ fn main() {
         rayon::current_num_threads(),
         env_usize("GPT_BENCH_REQUESTS", 4)
     );
+    let ours_levels = levels("GPT_BENCH_LEVELS", &[1, 4, 16, 64]);
+    let per_client = env_usize("GPT_BENCH_REQUESTS", 4);
     let small = gpt2_dir("gpt-bench-gpt2-small", 256, 4, 4);
     {
         let s = ours(&small);
-        run("gpt2-small", &s, true);
+        run("gpt2-small", &s, true, &ours_levels, per_client);
         let soak = env_usize("GPT_BENCH_SOAK_SECS", 0);
         if soak > 0 {
             soak_test(&s, soak);
         }
     }
-    run("gpt2-124M", &ours(&gpt2_dir("gpt-bench-gpt2-124m", 768, 12, 12)), true);
+    let gpt2_124m = gpt2_dir("gpt-bench-gpt2-124m", 768, 12, 12);
+    run("gpt2-124M", &ours(&gpt2_124m), true, &ours_levels, per_client);
     match gguf() {
         Some(file) => {
-            run("smollm2", &ours(&file), true);
+            run("smollm2", &ours(&file), true, &ours_levels, per_client);
             if let Some(peer) = llama_cpp(&file) {
-                run("llama.cpp", &peer, false);
+                let peer_levels = levels("GPT_BENCH_PEER_LEVELS", &[1, 4, 16]);
+                let peer_requests = env_usize("GPT_BENCH_PEER_REQUESTS", 2);
+                run("llama.cpp", &peer, false, &peer_levels, peer_requests);
             }
         }
         None => eprintln!("no SmolLM2 GGUF (set GPT_BENCH_GGUF): its figures are skipped"),
