@@ -13,6 +13,7 @@ use super::{sample_token, SampleOptions};
 use crate::autograd::{Graph, Workspace};
 use crate::model::{Gpt, KvCache};
 use crate::tensor::{rng, Rng};
+use rayon::prelude::*;
 use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -467,11 +468,24 @@ impl Worker {
                 continue;
             };
             let (v, ctx) = (self.model.config.vocab_size, self.opts.ctx);
-            for (row, &i) in which.iter().enumerate() {
-                if !self.active[i].take(&logits[row * v..(row + 1) * v], &mut self.scratch, ctx) {
-                    done.push(i);
-                }
-            }
+            // Each sequence samples from its own generator, so they take their
+            // tokens in parallel (a softmax over the vocabulary each).
+            let mut batch: Vec<(usize, &mut Seq)> = self
+                .active
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| which.binary_search(i).is_ok())
+                .collect();
+            let ended: Vec<usize> = batch
+                .par_iter_mut()
+                .zip(logits.par_chunks(v))
+                .map_init(
+                    || (Vec::new(), Vec::new()),
+                    |scratch, ((i, s), logits)| (!s.take(logits, scratch, ctx)).then_some(*i),
+                )
+                .flatten()
+                .collect();
+            done.extend(ended);
         }
         self.retire(|i| !done.contains(&i));
     }
