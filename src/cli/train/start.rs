@@ -126,6 +126,10 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     }
     // Recorded for --resume, which may run from another directory.
     s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
+    if a.task == super::Task::Classify {
+        s.classify = Some(classify_settings(a, &s)?);
+        s.num_samples = 0;
+    }
     let mut model = None;
     let mut tok = None;
     if let Some(spec) = &s.init {
@@ -173,6 +177,10 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     config.validate()?;
     check_memory(&s, &config)?;
     let mut model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
+    if let Some(c) = s.classify.as_ref().filter(|c| c.labels != model.config.labels) {
+        let pad = pad_token_id(&model.config, &data.tok);
+        model = model.into_classifier(c.labels.clone(), pad, &mut rng(s.seed))?;
+    }
     if let Some(spec) = &mut s.lora {
         // Recorded for --resume, which loads the base again (maybe from another directory).
         if let Ok(path) = Path::new(&spec.base).canonicalize() {
@@ -286,6 +294,35 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
         data,
         out: dir.to_path_buf(),
     })
+}
+
+/// The labels and validation file of a `--task classify` run, checked.
+fn classify_settings(a: &TrainArgs, s: &Settings) -> Result<super::Classify> {
+    ensure!(
+        s.init.is_some(),
+        "--task classify fine-tunes a trained model: give --init MODEL (gpt2, or a model directory)"
+    );
+    ensure!(
+        s.lora.is_none(),
+        "--task classify with --lora-rank is not supported yet: train the head and the last blocks with --train-layers N (0: the head only)"
+    );
+    let path = s
+        .data
+        .as_deref()
+        .context("--task classify needs --data FILE: `label<TAB>text` rows under a header line, or JSONL {\"text\":…,\"label\":…}")?;
+    let examples = crate::data::labelled::read_examples(path, true)?;
+    let labels = crate::data::labelled::label_set(path, &examples, a.labels.as_deref())?;
+    let val_data = a.val_data.clone().map(|p| p.canonicalize().unwrap_or(p));
+    Ok(super::Classify { labels, val_data })
+}
+
+/// The id a classifier pads with: the config's `pad_token_id`, else its end
+/// of text (`transformers`' usual choice for GPT-2 and Llama), else the last id.
+fn pad_token_id(c: &GptConfig, tok: &Tokenizer) -> u32 {
+    c.pad_token_id
+        .or(c.eos_token_id.first().copied())
+        .or(tok.document_separator())
+        .unwrap_or(c.vocab_size as u32 - 1)
 }
 
 /// Freezes what the run does not train (`--train-layers`).
