@@ -101,6 +101,29 @@ pub fn evaluate_with_accuracy(model: &Gpt, data: &Dataset, n_ctx: usize, ws: &mu
     })
 }
 
+/// A classifier's logits `[labels]` for each text (its ids, at most
+/// `n_ctx` each), in order: texts packed into rows of `n_ctx` tokens, each
+/// read at its last token.
+pub fn classify_texts(model: &Gpt, texts: &[Vec<u32>], ws: &mut Workspace) -> Vec<Vec<f32>> {
+    // Each text with a placeholder label: the batcher marks its last token.
+    let docs = texts.iter().map(|t| t.iter().copied().chain([0]).collect()).collect();
+    let data = Dataset::Labelled(docs);
+    let mut batches = data.eval_batches(model.config.n_ctx, model.config.n_logits());
+    let mut out = Vec::with_capacity(texts.len());
+    while let Some(b) = batches.next_batch() {
+        let mut g = Graph::inference(&model.params, std::mem::take(ws));
+        let rows: Vec<usize> = (0..b.targets.len()).filter(|&i| b.targets[i] != IGNORE).collect();
+        let logits = model.classify(&mut g, &b.tokens, &b.pos, b.b, &rows); // [n, labels]
+        out.extend(
+            g.value(logits)
+                .chunks_exact(model.config.n_logits())
+                .map(<[f32]>::to_vec),
+        );
+        *ws = g.finish();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
