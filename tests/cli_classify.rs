@@ -107,7 +107,15 @@ fn trains_a_classifier_that_gpt_classify_runs_and_transformers_names() {
         "{text}"
     );
 
-    // A language model is not a classifier.
+    // A classifier is not a language model, and the other way round.
+    fails_with(
+        &gpt(&["generate", "--model", s(&c), "ann"]),
+        "is a sequence classifier (labels a, b)",
+    );
+    fails_with(
+        &gpt(&["eval", "--model", s(&c), "--data", s(&d)]),
+        "run it with `gpt classify",
+    );
     fails_with(
         &gpt(&["classify", "--model", s(&b), "anna"]),
         "is a language model, not a classifier",

@@ -55,7 +55,13 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         !examples.is_empty() || !data.is_empty(),
         "nothing to classify: give texts, or --data FILE"
     );
-    let crate::model::Loaded { model, tokenizer, .. } = crate::model::load(&a.model, &a.load.options())?;
+    let crate::model::Loaded { model, tokenizer, .. } = crate::model::load(
+        &a.model,
+        &crate::model::LoadOptions {
+            classifier: true,
+            ..a.load.options()
+        },
+    )?;
     let labels = model.config.labels.clone();
     ensure!(
         model.config.is_classifier(),

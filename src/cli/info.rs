@@ -36,7 +36,13 @@ fn size_on_disk(path: &Path) -> Result<u64> {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
-    let loaded = model::load(&a.model, &DtypeArg::Auto.options())?;
+    let loaded = model::load(
+        &a.model,
+        &model::LoadOptions {
+            classifier: true,
+            ..DtypeArg::Auto.options()
+        },
+    )?;
     let (c, tok) = (&loaded.model.config, &loaded.tokenizer);
     let params = loaded.model.params.count();
     let dtypes = stored_dtypes(&loaded.path)?;

@@ -139,7 +139,13 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
         );
         let crate::model::Loaded {
             model: m, tokenizer: t, ..
-        } = crate::model::load(spec, &Default::default())?;
+        } = crate::model::load(
+            spec,
+            &crate::model::LoadOptions {
+                classifier: s.classify.is_some(),
+                ..Default::default()
+            },
+        )?;
         (s.n_layer, s.n_embd, s.n_head) = (m.config.n_layer, m.config.n_embd, m.config.n_head);
         s.tokenizer = t.name().to_string();
         (model, tok) = (Some(m), Some(t));
