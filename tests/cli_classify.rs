@@ -159,6 +159,57 @@ fn train_layers_0_trains_the_head_alone() {
 }
 
 #[test]
+fn a_lora_classifier_saves_its_head_as_peft_does_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, one, two) = (tmp.path().join("base"), tmp.path().join("one"), tmp.path().join("two"));
+    base(&b);
+    let d = data(tmp.path());
+    let out = succeeds(train(&b, &d, &one, &["--lora-rank", "4"]));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // LoRA A [4, 16] and B [48, 4] on each of 2 c_attn, and score [2, 16].
+    assert!(err.contains("trainable 544 of"), "{err}");
+    assert!(stdout(&out).contains("gpt classify --model"), "{}", stdout(&out));
+    let config = std::fs::read_to_string(one.join("adapter_config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["task_type"], "SEQ_CLS");
+    assert_eq!(config["modules_to_save"], serde_json::json!(["classifier", "score"]));
+    let bytes = std::fs::read(one.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(
+        st.names().contains(&"base_model.model.score.weight"),
+        "{:?}",
+        st.names()
+    );
+    // The base with the adapter is the classifier: the labels from the run, the head from the adapter.
+    let base_dir = s(&b).to_string();
+    let classify = |adapter: &Path| {
+        let out = succeeds(gpt(&[
+            "classify",
+            "--model",
+            &base_dir,
+            "--adapter",
+            s(adapter),
+            "--json",
+            "bobx",
+            "annyz",
+        ]));
+        serde_json::from_str::<serde_json::Value>(&stdout(&out)).unwrap()
+    };
+    let v = classify(&one);
+    assert_eq!(v["predictions"][0]["label"], "b");
+    assert_eq!(v["predictions"][1]["label"], "a");
+    succeeds(train(&b, &d, &two, &["--lora-rank", "4", "--stop-at", "12", "-q"]));
+    succeeds(gpt(&["train", "--resume", s(&two), "-q"]));
+    assert_eq!(
+        std::fs::read(one.join("adapter_model.safetensors")).unwrap().len(),
+        std::fs::read(two.join("adapter_model.safetensors")).unwrap().len()
+    );
+    assert_eq!(classify(&two), v, "the resumed run's classifier is the same");
+    // The base alone is a language model.
+    fails_with(&gpt(&["classify", "--model", &base_dir, "anna"]), "not a classifier");
+}
+
+#[test]
 fn bad_input_is_an_error_naming_the_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
     let b = tmp.path().join("base");

@@ -55,13 +55,27 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         !examples.is_empty() || !data.is_empty(),
         "nothing to classify: give texts, or --data FILE"
     );
-    let crate::model::Loaded { model, tokenizer, .. } = crate::model::load(
-        &a.model,
-        &crate::model::LoadOptions {
-            classifier: true,
-            ..a.load.options()
-        },
-    )?;
+    // An adapter goes on after the model is a classifier: a LoRA classifier's
+    // holds its head, and its run the names of the labels.
+    let opts = crate::model::LoadOptions {
+        classifier: true,
+        adapter: None,
+        ..a.load.options()
+    };
+    let crate::model::Loaded {
+        mut model, tokenizer, ..
+    } = crate::model::load(&a.model, &opts)?;
+    if let Some(dir) = &a.load.adapter {
+        if !model.config.is_classifier() {
+            let labels = super::train::run_labels(dir)?;
+            let pad = super::train::pad_token_id(&model.config, &tokenizer);
+            model = model.into_classifier(labels, pad, &mut crate::tensor::rng(0))?;
+        }
+        let adapter = crate::model::Adapter::load(dir)?;
+        model
+            .add_adapter(&adapter)
+            .with_context(|| format!("adding the adapter in {} to {}", dir.display(), a.model))?;
+    }
     let labels = model.config.labels.clone();
     ensure!(
         model.config.is_classifier(),

@@ -22,6 +22,7 @@ use clap::{Args, ValueEnum};
 use data::Prepared;
 use serde::{Deserialize, Serialize};
 use start::{fresh, open_log, resume, RunHooks, Start};
+pub(crate) use start::{pad_token_id, run_labels};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
@@ -612,20 +613,21 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
     printed?;
     if let Some(spec) = s.lora.as_ref().filter(|_| !a.quiet) {
         let mut stdout = super::out::stdout();
+        let command = if s.classify.is_some() { "classify" } else { "generate" };
         writeln!(
             stdout,
-            "the LoRA adapter: gpt generate --model {} --adapter {}",
+            "the LoRA adapter: gpt {command} --model {} --adapter {}",
             spec.base,
             out.display()
         )?;
     }
-    if s.classify.is_some() && !a.quiet {
+    if s.classify.is_some() && s.lora.is_none() && !a.quiet {
         writeln!(
             super::out::stdout(),
             "classify with: gpt classify --model {} \"TEXT\"",
             out.display()
         )?;
-    } else if !a.quiet {
+    } else if s.classify.is_none() && !a.quiet {
         print_samples(&mut super::out::stdout(), &model, &data, s)?;
     }
     Ok(false)

@@ -89,6 +89,27 @@ pub struct RunRecord {
     pub train_data: u64,
 }
 
+/// The labels of the classification run in `dir` (from its `run.json`): a
+/// LoRA classifier's adapter holds its head but not the names of its labels.
+pub(crate) fn run_labels(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join(super::out_dir::RUN_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}: the labels of a LoRA classifier come from the run that trained it",
+            path.display()
+        )
+    })?;
+    let record: RunRecord =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a run record", path.display()))?;
+    let c = record.settings.classify.with_context(|| {
+        format!(
+            "{} was not a classification run (gpt train --task classify)",
+            dir.display()
+        )
+    })?;
+    Ok(c.labels)
+}
+
 /// A run ready to train: new, fine-tuning, or resumed.
 pub struct Start {
     /// Its settings and data, as each checkpoint records them.
@@ -223,15 +244,19 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
             return Ok(model);
         };
         // A LoRA run saves its adapter: the base comes from where it started.
-        let mut model = crate::model::load(&spec.base, &Default::default())
-            .with_context(|| {
-                format!(
-                    "loading the base model {} of the LoRA run in {}",
-                    spec.base,
-                    dir.display()
-                )
-            })?
-            .model;
+        let loaded = crate::model::load(&spec.base, &Default::default()).with_context(|| {
+            format!(
+                "loading the base model {} of the LoRA run in {}",
+                spec.base,
+                dir.display()
+            )
+        })?;
+        let mut model = loaded.model;
+        if let Some(c) = &record.settings.classify {
+            // The head comes from the adapter (peft's modules_to_save).
+            let pad = pad_token_id(&model.config, &loaded.tokenizer);
+            model = model.into_classifier(c.labels.clone(), pad, &mut rng(0))?;
+        }
         model.add_adapter(&Adapter::load(dir)?)?;
         model.train_adapters_only();
         Ok(model)
@@ -308,10 +333,6 @@ fn classify_settings(a: &TrainArgs, s: &Settings) -> Result<super::Classify> {
         s.init.is_some(),
         "--task classify fine-tunes a trained model: give --init MODEL (gpt2, or a model directory)"
     );
-    ensure!(
-        s.lora.is_none(),
-        "--task classify with --lora-rank is not supported yet: train the head and the last blocks with --train-layers N (0: the head only)"
-    );
     let path = s
         .data
         .as_deref()
@@ -324,7 +345,7 @@ fn classify_settings(a: &TrainArgs, s: &Settings) -> Result<super::Classify> {
 
 /// The id a classifier pads with: the config's `pad_token_id`, else its end
 /// of text (`transformers`' usual choice for GPT-2 and Llama), else the last id.
-fn pad_token_id(c: &GptConfig, tok: &Tokenizer) -> u32 {
+pub(crate) fn pad_token_id(c: &GptConfig, tok: &Tokenizer) -> u32 {
     c.pad_token_id
         .or(c.eos_token_id.first().copied())
         .or(tok.document_separator())
