@@ -164,6 +164,11 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
             spec,
             &crate::model::LoadOptions {
                 classifier: s.classify.is_some(),
+                // A classifier's directory stands alone: a quantized (GGUF) base is dequantized.
+                dtype: match s.classify {
+                    Some(_) => crate::model::Dtype::F32,
+                    None => crate::model::Dtype::default(),
+                },
                 ..Default::default()
             },
         )?;
