@@ -43,6 +43,7 @@ fn read_tsv(path: &Path, text: &str, need_labels: bool) -> Result<Vec<Example>> 
     let Some((_, header)) = lines.next() else {
         bail!("{p} is empty: expected a header line `label<TAB>text`, then one example per line")
     };
+    let header = header.strip_prefix('\u{feff}').unwrap_or(header);
     let columns: Vec<&str> = header.split('\t').map(str::trim).collect();
     let text_col = columns.iter().position(|&c| c == "text");
     let label_col = columns.iter().position(|&c| c == "label");

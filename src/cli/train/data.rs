@@ -224,12 +224,9 @@ fn prepare_labelled(s: &Settings, c: &super::Classify, tok: Tokenizer, max_ctx: 
         }
         None => {
             // A seeded shuffle, the last --val-fraction held out (as documents are).
-            let order: Vec<String> = (0..train.len()).map(|i| i.to_string()).collect();
-            let (_, val_idx) = split_documents(order, s.val_fraction, s.seed);
-            let held: std::collections::HashSet<usize> = val_idx.iter().map(|i| i.parse().expect("an index")).collect();
-            let (t, v): (Vec<_>, Vec<_>) = train.into_iter().enumerate().partition(|(i, _)| !held.contains(i));
-            train = t.into_iter().map(|(_, e)| e).collect();
-            v.into_iter().map(|(_, e)| (path, e)).collect::<Vec<(&Path, Example)>>()
+            let (t, v) = split_documents(std::mem::take(&mut train), s.val_fraction, s.seed);
+            train = t;
+            v.into_iter().map(|e| (path, e)).collect::<Vec<(&Path, Example)>>()
         }
     };
     let encode = |file: &Path, e: &Example| -> Result<Vec<u32>> {
