@@ -107,6 +107,8 @@ fn trains_a_classifier_that_gpt_classify_runs_and_transformers_names() {
         "{text}"
     );
 
+    let info = stdout(&succeeds(gpt(&["info", s(&c)])));
+    assert!(info.contains("classifier:    labels a, b"), "{info}");
     // A classifier is not a language model, and the other way round.
     fails_with(
         &gpt(&["generate", "--model", s(&c), "ann"]),

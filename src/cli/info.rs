@@ -83,6 +83,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
             "chat_template": loaded.chat.template.is_some(),
             "bytes": bytes,
             "step": step.as_deref().and_then(|s| s.parse::<u64>().ok()),
+            "labels": c.is_classifier().then_some(&c.labels),
         });
         writeln!(out, "{line}")?;
         return Ok(());
@@ -103,6 +104,11 @@ pub fn run(a: InfoArgs) -> Result<()> {
         ("heads", heads),
         ("context", format!("{} tokens", c.n_ctx)),
         ("vocabulary", format!("{} ids", c.vocab_size)),
+    ];
+    if c.is_classifier() {
+        lines.push(("classifier", format!("labels {}", c.labels.join(", "))));
+    }
+    lines.extend([
         ("dtype", stored.join(", ")),
         (
             "tokenizer",
@@ -118,7 +124,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
             ),
         ),
         ("size on disk", format!("{} ({bytes} bytes)", size(bytes))),
-    ];
+    ]);
     if let Some(step) = step {
         lines.push(("trained steps", step));
     }
