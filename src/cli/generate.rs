@@ -45,7 +45,11 @@ impl DtypeArg {
             DtypeArg::Q4_0 => Dtype::Quant(Kind::Q4_0),
             DtypeArg::Q4_1 => Dtype::Quant(Kind::Q4_1),
         };
-        LoadOptions { dtype, adapter: None }
+        LoadOptions {
+            dtype,
+            adapter: None,
+            classifier: false,
+        }
     }
 }
 

@@ -36,7 +36,13 @@ fn size_on_disk(path: &Path) -> Result<u64> {
 }
 
 pub fn run(a: InfoArgs) -> Result<()> {
-    let loaded = model::load(&a.model, &DtypeArg::Auto.options())?;
+    let loaded = model::load(
+        &a.model,
+        &model::LoadOptions {
+            classifier: true,
+            ..DtypeArg::Auto.options()
+        },
+    )?;
     let (c, tok) = (&loaded.model.config, &loaded.tokenizer);
     let params = loaded.model.params.count();
     let dtypes = stored_dtypes(&loaded.path)?;
@@ -77,6 +83,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
             "chat_template": loaded.chat.template.is_some(),
             "bytes": bytes,
             "step": step.as_deref().and_then(|s| s.parse::<u64>().ok()),
+            "labels": c.is_classifier().then_some(&c.labels),
         });
         writeln!(out, "{line}")?;
         return Ok(());
@@ -97,6 +104,11 @@ pub fn run(a: InfoArgs) -> Result<()> {
         ("heads", heads),
         ("context", format!("{} tokens", c.n_ctx)),
         ("vocabulary", format!("{} ids", c.vocab_size)),
+    ];
+    if c.is_classifier() {
+        lines.push(("classifier", format!("labels {}", c.labels.join(", "))));
+    }
+    lines.extend([
         ("dtype", stored.join(", ")),
         (
             "tokenizer",
@@ -112,7 +124,7 @@ pub fn run(a: InfoArgs) -> Result<()> {
             ),
         ),
         ("size on disk", format!("{} ({bytes} bytes)", size(bytes))),
-    ];
+    ]);
     if let Some(step) = step {
         lines.push(("trained steps", step));
     }

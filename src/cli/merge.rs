@@ -33,6 +33,7 @@ pub fn run(a: MergeArgs) -> Result<()> {
     let opts = LoadOptions {
         dtype: Dtype::F32,
         adapter: Some(a.adapter.clone()),
+        classifier: false,
     };
     let mut loaded = model::load(&a.model, &opts)?;
     loaded.model.merge_adapters()?;

@@ -2,6 +2,7 @@
 
 mod chat;
 mod check;
+mod classify;
 mod download;
 mod eval;
 mod generate;
@@ -46,6 +47,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Mean loss per token and perplexity of a model over a text file
     Eval(eval::EvalArgs),
+    /// Label texts with a classifier (gpt train --task classify): each label's probability, and with
+    /// labelled data accuracy, per-class precision/recall and the confusion matrix
+    Classify(classify::ClassifyArgs),
     /// What a model is: architecture, sizes, parameters, dtype, context, tokenizer, size on disk
     Info(info::InfoArgs),
     /// The models in the local Hugging Face cache (what `gpt download` fetched), by name and size
@@ -106,6 +110,7 @@ fn run() -> Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Classify(a) => classify::run(a),
         Command::Info(a) => info::run(a),
         Command::Models(a) => models::run(a),
         Command::Download(a) => download::run(a),

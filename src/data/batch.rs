@@ -65,6 +65,9 @@ pub struct DocBatcher {
     pub rows: usize,
     pub n_ctx: usize,
     pub pack: bool,
+    /// Each document is a text then its label: only its last input is scored,
+    /// with the label as its target ([`DocBatcher::labelled`]).
+    last_only: bool,
 }
 
 impl DocBatcher {
@@ -90,7 +93,16 @@ impl DocBatcher {
             rows,
             n_ctx,
             pack,
+            last_only: false,
         }
+    }
+
+    /// Batches of labelled texts (`ids.., label`, cut to `n_ctx` inputs by
+    /// the caller): each text's tokens at positions from 0, and one target,
+    /// its label, at its last token.
+    pub fn labelled(mut self) -> Self {
+        self.last_only = true;
+        self
     }
 }
 
@@ -164,9 +176,13 @@ impl Batches for DocBatcher {
             t,
         };
         for (r, row) in rows.iter().enumerate() {
-            let pairs = row.iter().flat_map(|&d| self.docs[d].windows(2).enumerate());
-            for (i, (p, w)) in pairs.enumerate() {
-                (batch.tokens[r * t + i], batch.targets[r * t + i], batch.pos[r * t + i]) = (w[0], w[1], p as u32);
+            let pairs = row.iter().flat_map(|&d| {
+                let last = self.docs[d].len() - 2;
+                self.docs[d].windows(2).enumerate().map(move |(p, w)| (p, w, p == last))
+            });
+            for (i, (p, w, last)) in pairs.enumerate() {
+                let target = if self.last_only && !last { IGNORE } else { w[1] };
+                (batch.tokens[r * t + i], batch.targets[r * t + i], batch.pos[r * t + i]) = (w[0], target, p as u32);
             }
         }
         Some(batch)
@@ -203,6 +219,26 @@ mod tests {
         assert_eq!(batch.targets, [1, 2, 9, 3, 9, 4, 5, 6, 7, 9]);
         assert_eq!(batch.pos, [0, 1, 2, 0, 1, 0, 1, 2, 3, 4]);
         assert!(b.next_batch().is_none(), "one pass only without a seed");
+    }
+
+    #[test]
+    fn labelled_texts_score_only_their_last_token_with_the_label() {
+        // Texts 1 2 | 3 | 4 5 6 with labels 0, 1, 0.
+        let docs = vec![vec![1, 2, 0], vec![3, 1], vec![4, 5, 6, 0]];
+        let mut b = DocBatcher::new(docs, 2, 4, false, None).labelled();
+        let batch = b.next_batch().unwrap();
+        assert_eq!((batch.b, batch.t), (2, 2));
+        assert_eq!(batch.tokens, [1, 2, 3, 0]);
+        assert_eq!(batch.targets, [IGNORE, 0, 1, IGNORE], "the padding is never scored");
+        assert_eq!(batch.pos, [0, 1, 0, 0]);
+        let batch = b.next_batch().unwrap();
+        assert_eq!(batch.targets, [IGNORE, IGNORE, 0]);
+        // Packed: several texts in a row, each with its own positions and one target.
+        let docs = vec![vec![1, 2, 0], vec![3, 1]];
+        let batch = DocBatcher::new(docs, 1, 4, true, None).labelled().next_batch().unwrap();
+        assert_eq!(batch.tokens, [1, 2, 3]);
+        assert_eq!(batch.targets, [IGNORE, 0, 1]);
+        assert_eq!(batch.pos, [0, 1, 0]);
     }
 
     #[test]

@@ -10,13 +10,16 @@ pub enum Dataset {
     Docs(Vec<Vec<u32>>),
     /// One stream of token ids.
     Stream(Vec<u32>),
+    /// Labelled texts for a classifier: each text's ids, then its label's
+    /// index (the target of its last token, the only one scored).
+    Labelled(Vec<Vec<u32>>),
 }
 
 impl Dataset {
     /// Whether there is nothing to predict.
     pub fn is_empty(&self) -> bool {
         match self {
-            Dataset::Docs(d) => d.iter().all(|d| d.len() < 2),
+            Dataset::Docs(d) | Dataset::Labelled(d) => d.iter().all(|d| d.len() < 2),
             Dataset::Stream(s) => s.len() < 2,
         }
     }
@@ -30,7 +33,7 @@ impl Dataset {
         }
         match self {
             // Each document ends with an id no tokenizer has, so the split between documents counts.
-            Dataset::Docs(d) => fnv1a(d.iter().flat_map(|d| d.iter().chain([&u32::MAX]))),
+            Dataset::Docs(d) | Dataset::Labelled(d) => fnv1a(d.iter().flat_map(|d| d.iter().chain([&u32::MAX]))),
             Dataset::Stream(s) => fnv1a(s.iter()),
         }
     }
@@ -39,6 +42,7 @@ impl Dataset {
     pub fn training_batches(&self, rows: usize, n_ctx: usize, pack: bool, seed: u64) -> Box<dyn Batches + '_> {
         match self {
             Dataset::Docs(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, pack, Some(seed))),
+            Dataset::Labelled(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, pack, Some(seed)).labelled()),
             Dataset::Stream(s) => Box::new(StreamBatcher::new(s, rows, n_ctx, Some(seed))),
         }
     }
@@ -51,6 +55,7 @@ impl Dataset {
         let rows = (tokens / n_ctx).max(1);
         match self {
             Dataset::Docs(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, true, None)),
+            Dataset::Labelled(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, true, None).labelled()),
             Dataset::Stream(s) => Box::new(StreamBatcher::new(s, rows, n_ctx, None)),
         }
     }
@@ -59,6 +64,7 @@ impl Dataset {
     pub fn prefix_like(&self, other: &Dataset) -> Dataset {
         match (self, other) {
             (Dataset::Docs(d), Dataset::Docs(o)) => Dataset::Docs(d[..o.len().clamp(1, d.len())].to_vec()),
+            (Dataset::Labelled(d), Dataset::Labelled(o)) => Dataset::Labelled(d[..o.len().clamp(1, d.len())].to_vec()),
             (Dataset::Stream(s), Dataset::Stream(o)) => Dataset::Stream(s[..o.len().clamp(2, s.len())].to_vec()),
             _ => self.clone(),
         }

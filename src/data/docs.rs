@@ -49,8 +49,9 @@ pub fn parse_documents(text: &str, source: &str) -> Result<Vec<String>> {
 }
 
 /// Shuffles with `seed` and holds out `val_fraction` of the documents (at
-/// least one when there are two or more, never all of them).
-pub fn split_documents(mut docs: Vec<String>, val_fraction: f64, seed: u64) -> (Vec<String>, Vec<String>) {
+/// least one when there are two or more, never all of them): documents, or
+/// labelled texts.
+pub fn split_documents<T>(mut docs: Vec<T>, val_fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
     docs.shuffle(&mut rng(seed));
     let n = docs.len();
     let n_val = if n < 2 || val_fraction <= 0.0 {
@@ -100,6 +101,6 @@ mod tests {
         assert_eq!((train.len(), val.len()), (28830, 3203));
         assert_eq!(split_documents(docs.clone(), 0.1, 42), (train.clone(), val.clone()));
         assert_ne!(split_documents(docs, 0.1, 43).1, val);
-        assert_eq!(split_documents(vec!["a".into()], 0.1, 1).1.len(), 0);
+        assert_eq!(split_documents(vec!["a".to_string()], 0.1, 1).1.len(), 0);
     }
 }

@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod dataset;
 pub mod docs;
+pub mod labelled;
 pub mod stream;
 pub mod tokens;
 pub mod windows;

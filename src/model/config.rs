@@ -57,6 +57,12 @@ pub struct GptConfig {
     /// Token ids the checkpoint names (Llama family; GPT-2 writes `vocab_size - 1`).
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Vec<u32>,
+    /// Sequence classification: the labels of a `score` head `[labels, n_embd]`
+    /// that replaces the logits over the vocabulary (read at each text's last
+    /// token); empty for a language model.
+    pub labels: Vec<String>,
+    /// The id padding takes (`pad_token_id`, which a classifier's config names).
+    pub pad_token_id: Option<u32>,
 }
 
 impl GptConfig {
@@ -86,6 +92,8 @@ impl GptConfig {
             sliding_window: None,
             bos_token_id: None,
             eos_token_id: Vec::new(),
+            labels: Vec::new(),
+            pad_token_id: None,
         }
     }
 
@@ -132,6 +140,20 @@ impl GptConfig {
         }
     }
 
+    /// Whether the model is a sequence classifier (a `score` head).
+    pub fn is_classifier(&self) -> bool {
+        !self.labels.is_empty()
+    }
+
+    /// Width of the logits: the labels of a classifier, else the vocabulary.
+    pub fn n_logits(&self) -> usize {
+        if self.is_classifier() {
+            self.labels.len()
+        } else {
+            self.vocab_size
+        }
+    }
+
     pub fn head_size(&self) -> usize {
         self.n_embd / self.n_head
     }
@@ -175,6 +197,12 @@ impl GptConfig {
             self.norm_eps
         );
         ensure!(self.vocab_size <= u32::MAX as usize, "vocab_size too large");
+        let unique: std::collections::HashSet<&String> = self.labels.iter().collect();
+        ensure!(
+            unique.len() == self.labels.len(),
+            "the classifier's labels {:?} name one label twice",
+            self.labels
+        );
         match self.arch {
             Arch::Gpt2 => {
                 ensure!(

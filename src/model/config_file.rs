@@ -48,7 +48,7 @@ impl GptConfig {
     fn gpt2_file(&self) -> Gpt2File {
         Gpt2File {
             model_type: "gpt2".into(),
-            architectures: vec!["GPT2LMHeadModel".into()],
+            architectures: vec![self.class_name("GPT2LMHeadModel", "GPT2")],
             vocab_size: self.vocab_size,
             n_positions: Some(self.n_ctx),
             n_ctx: Some(self.n_ctx),
@@ -66,7 +66,64 @@ impl GptConfig {
             bias: self.bias,
             embd_norm: self.embd_norm,
             final_norm: self.final_norm,
+            head: self.head_fields(),
         }
+    }
+
+    /// The `transformers` class of the model: `lm` (`…ForCausalLM`), or a
+    /// classifier's `{family}ForSequenceClassification`.
+    fn class_name(&self, lm: &str, family: &str) -> String {
+        if self.is_classifier() {
+            format!("{family}ForSequenceClassification")
+        } else {
+            lm.to_string()
+        }
+    }
+
+    fn head_fields(&self) -> HeadFields {
+        let cls = self.is_classifier();
+        HeadFields {
+            id2label: cls.then(|| {
+                let ids = self.labels.iter().enumerate();
+                ids.map(|(i, l)| (i.to_string(), l.clone())).collect()
+            }),
+            label2id: cls.then(|| self.labels.iter().cloned().zip(0..).collect()),
+            pad_token_id: self.pad_token_id,
+        }
+    }
+
+    /// The labels and padding id of a config whose `architectures` name a
+    /// `…ForSequenceClassification` (labels 0..n in order; `transformers`
+    /// leaves its default `LABEL_0`, `LABEL_1` out).
+    fn read_head(&mut self, architectures: &[String], head: HeadFields) -> Result<()> {
+        self.pad_token_id = head.pad_token_id;
+        if !architectures.iter().any(|a| a.ends_with("ForSequenceClassification")) {
+            return Ok(());
+        }
+        let id2label = head
+            .id2label
+            .unwrap_or_else(|| (0..2).map(|i| (i.to_string(), format!("LABEL_{i}"))).collect());
+        let mut labels = id2label
+            .into_iter()
+            .map(|(id, label)| {
+                Ok((
+                    id.parse::<usize>()
+                        .ok()
+                        .with_context(|| format!("id2label has the key {id:?}, not a number"))?,
+                    label,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        labels.sort();
+        for (want, (id, _)) in labels.iter().enumerate() {
+            ensure!(
+                *id == want,
+                "id2label must number its labels 0, 1, 2, …: it has no label {want}"
+            );
+        }
+        ensure!(labels.len() >= 2, "a classifier needs two labels at least in id2label");
+        self.labels = labels.into_iter().map(|(_, l)| l).collect();
+        Ok(())
     }
 
     fn from_gpt2_file(f: Gpt2File) -> Result<Self> {
@@ -75,7 +132,7 @@ impl GptConfig {
             .or(f.n_ctx)
             .context("config has neither n_positions nor n_ctx")?;
         let norm = parse_norm(&f.norm)?;
-        Ok(GptConfig {
+        let mut c = GptConfig {
             n_kv_head: f.num_key_value_heads.unwrap_or(f.n_head),
             n_inner: f.n_inner.unwrap_or(f.n_embd.saturating_mul(4)),
             norm,
@@ -88,7 +145,9 @@ impl GptConfig {
             final_norm: f.final_norm,
             norm_eps: f.layer_norm_epsilon,
             ..GptConfig::gpt2(f.vocab_size, n_ctx, f.n_embd, f.n_head, f.n_layer)
-        })
+        };
+        c.read_head(&f.architectures, f.head)?;
+        Ok(c)
     }
 
     /// The `config.json` of the Llama-family model `transformers` builds the
@@ -107,7 +166,7 @@ impl GptConfig {
         let qwen2 = model_type == "qwen2";
         LlamaFile {
             model_type: model_type.into(),
-            architectures: vec![class.into()],
+            architectures: vec![self.class_name(class, &class[..class.len() - "ForCausalLM".len()])],
             vocab_size: self.vocab_size,
             hidden_size: self.n_embd,
             intermediate_size: self.n_inner,
@@ -141,6 +200,7 @@ impl GptConfig {
                 [one] => Some(TokenIds::One(one)),
                 _ => Some(TokenIds::Many(self.eos_token_id.clone())),
             },
+            head: self.head_fields(),
         }
     }
 
@@ -190,7 +250,7 @@ impl GptConfig {
             ensure!(w > 0, "sliding_window must be at least 1");
             n_ctx = w;
         }
-        Ok(GptConfig {
+        let mut c = GptConfig {
             n_kv_head: f.num_key_value_heads.unwrap_or(n_head),
             qkv_bias,
             bias,
@@ -212,7 +272,9 @@ impl GptConfig {
                 f.num_hidden_layers,
                 f.intermediate_size,
             )
-        })
+        };
+        c.read_head(&f.architectures, f.head)?;
+        Ok(c)
     }
 }
 
@@ -347,6 +409,19 @@ struct Gpt2File {
     embd_norm: bool,
     #[serde(default = "default_true")]
     final_norm: bool,
+    #[serde(flatten)]
+    head: HeadFields,
+}
+
+/// A sequence classifier's fields (`transformers`' `id2label`, `label2id`), and `pad_token_id`.
+#[derive(Serialize, Deserialize, Default)]
+struct HeadFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id2label: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label2id: Option<std::collections::BTreeMap<String, usize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pad_token_id: Option<u32>,
 }
 
 /// One token id or several (Llama 3's chat models end at any of three).
@@ -413,6 +488,8 @@ struct LlamaFile {
     max_window_layers: Option<usize>,
     bos_token_id: Option<u32>,
     eos_token_id: Option<TokenIds>,
+    #[serde(flatten)]
+    head: HeadFields,
 }
 
 #[cfg(test)]
@@ -512,7 +589,17 @@ mod tests {
             n_kv_head: 4,
             ..GptConfig::gpt2(50257, 1024, 768, 12, 12)
         };
+        let labels: Vec<String> = (0..11).map(|i| format!("class {i}")).collect();
+        let classifier = |c: GptConfig| GptConfig {
+            labels: labels.clone(),
+            pad_token_id: Some(3),
+            ..c
+        };
+        let text = classifier(GptConfig::llama(50, 32, 16, 2, 1, 40)).to_json();
+        assert!(text.contains("LlamaForSequenceClassification") && text.contains("\"10\": \"class 10\""));
         for c in [
+            classifier(GptConfig::gpt2(50, 32, 16, 2, 1)),
+            classifier(GptConfig::llama(50, 32, 16, 2, 1, 40)),
             gpt2_gqa,
             GptConfig::gpt2(50257, 1024, 768, 12, 12),
             GptConfig::microgpt(27),

@@ -7,6 +7,7 @@
 use super::config::GptConfig;
 use super::kv_cache::KvCache;
 use crate::autograd::{Graph, ParamId, Params, Var};
+use crate::tensor::cross_entropy::IGNORE;
 use crate::tensor::norm::NormKind;
 use crate::tensor::quant::{self, CannotQuantize};
 use crate::tensor::rope::RopeTable;
@@ -95,6 +96,8 @@ pub struct Gpt {
     blocks: Vec<Block>,
     ln_f: NormIds,
     lm_head: Option<ParamId>,
+    /// A sequence classifier's head `[labels, C]`, in place of the logits over the vocabulary.
+    score: Option<ParamId>,
     /// cos/sin of every position, shared by the layers (rotary embeddings only).
     rope: Option<Arc<RopeTable>>,
 }
@@ -108,6 +111,9 @@ enum Kind {
     Bias,
     NormWeight,
 }
+
+/// The classification head's name (`transformers`' `…ForSequenceClassification`).
+pub const SCORE: &str = "score";
 
 /// Every parameter tensor of a config: name (Hugging Face, per architecture), shape, kind.
 fn param_specs(c: &GptConfig) -> Vec<(String, Vec<usize>, Kind)> {
@@ -157,7 +163,10 @@ fn param_specs(c: &GptConfig) -> Vec<(String, Vec<usize>, Kind)> {
     if c.final_norm {
         norm(&mut specs, n.ln_f);
     }
-    if !c.tie_word_embeddings {
+    if c.is_classifier() {
+        // nn.Linear layout, no bias (transformers' `score`): [labels, n_embd].
+        specs.push((format!("{SCORE}.weight"), vec![c.labels.len(), e], Kind::Matrix));
+    } else if !c.tie_word_embeddings {
         // nn.Linear layout: [vocab, n_embd].
         specs.push((format!("{}.weight", n.lm_head), vec![c.vocab_size, e], Kind::Matrix));
     }
@@ -233,6 +242,7 @@ impl Gpt {
             blocks,
             ln_f: norm(n.ln_f),
             lm_head: params.find(&format!("{}.weight", n.lm_head)),
+            score: params.find(&format!("{SCORE}.weight")),
             rope,
             config,
             params,
@@ -345,7 +355,9 @@ impl Gpt {
             "--train-layers {n}: the model has {n_layer} blocks; give 0 (the head only) to {n_layer}"
         );
         let names = self.config.arch.names();
-        let head = if self.config.tie_word_embeddings {
+        let head = if self.config.is_classifier() {
+            SCORE
+        } else if self.config.tie_word_embeddings {
             names.wte
         } else {
             names.lm_head
@@ -404,6 +416,30 @@ impl Gpt {
     pub fn forward(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, cache: Option<&mut KvCache>) -> Var {
         let h = self.hidden(g, tokens, pos, b, cache);
         self.logits(g, h)
+    }
+
+    /// The mean cross-entropy of `tokens[B·T]` (at positions `pos`) against
+    /// `targets[B·T]` (`IGNORE`: not scored). A language model scores each
+    /// token's next-token logits; a classifier reads only the scored tokens
+    /// (each text's last, its target a label), so padding is never scored.
+    pub fn loss(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, targets: &[u32]) -> Var {
+        let scored = targets.iter().enumerate().filter(|(_, &t)| t != IGNORE);
+        let (rows, labels): (Vec<usize>, Vec<u32>) = scored.map(|(i, &t)| (i, t)).unzip();
+        if !self.config.is_classifier() || rows.is_empty() {
+            let logits = self.forward(g, tokens, pos, b, None);
+            return g.cross_entropy(logits, targets);
+        }
+        let logits = self.classify(g, tokens, pos, b, &rows); // [n, labels]
+        g.cross_entropy(logits, &labels)
+    }
+
+    /// A classifier's logits `[rows.len(), labels]` at the tokens `rows` of
+    /// `tokens[B·T]` (each text's last): the final-normed hidden state of
+    /// those tokens through `score`.
+    pub fn classify(&self, g: &mut Graph, tokens: &[u32], pos: &[u32], b: usize, rows: &[usize]) -> Var {
+        let h = self.hidden(g, tokens, pos, b, None); // [B·T, C]
+        let h = g.rows(h, rows); // [B·T, C] -> [n, C]
+        self.logits(g, h) // [n, C] -> [n, labels]
     }
 
     /// The blocks and the final norm: the hidden state `[B·T, C]` that [`Gpt::logits`] reads.
@@ -489,10 +525,44 @@ impl Gpt {
         Ok(())
     }
 
-    /// `[N, C] -> [N, vocab_size]` through `wte` (tied) or `lm_head`, both stored `[vocab, C]`.
+    /// `[N, C] -> [N, vocab_size]` through `wte` (tied) or `lm_head`, both
+    /// stored `[vocab, C]`; a classifier's `[N, C] -> [N, labels]` through `score`.
     pub fn logits(&self, g: &mut Graph, h: Var) -> Var {
-        let head = g.param(self.lm_head.unwrap_or(self.wte));
+        let head = g.param(self.score.or(self.lm_head).unwrap_or(self.wte));
         g.linear(h, head, None, true)
+    }
+
+    /// The model as a sequence classifier over `labels`: a new `score` head
+    /// `[labels, C]` drawn from N(0, 0.02) (as `transformers` initialises
+    /// it) replaces the output over the vocabulary (an untied `lm_head` is
+    /// dropped). Padding takes `pad_token_id`.
+    pub fn into_classifier(self, labels: Vec<String>, pad_token_id: u32, rng: &mut Rng) -> Result<Gpt> {
+        ensure!(
+            !self.config.is_classifier(),
+            "the model is a classifier already (labels {:?}); start from a language model",
+            self.config.labels
+        );
+        ensure!(
+            labels.len() >= 2,
+            "a classifier needs two labels at least, not {labels:?}"
+        );
+        ensure!(
+            self.params.quant.iter().all(Option::is_none) && self.params.bf16.iter().all(Option::is_none),
+            "a classifier trains from f32 weights: load the model with --dtype f32"
+        );
+        let mut config = self.config;
+        config.labels = labels;
+        config.pad_token_id = Some(pad_token_id);
+        config.validate()?;
+        let mut params = Params::default();
+        for (name, shape) in Gpt::expected_tensors(&config) {
+            let t = match self.params.find(&name) {
+                Some(id) => self.params.tensors[id.0].clone(),
+                None => Tensor::randn(&shape, 0.02, rng),
+            };
+            params.add(name, t);
+        }
+        Ok(Gpt::from_params(config, params))
     }
 }
 
@@ -500,6 +570,7 @@ impl Gpt {
 mod tests {
     use super::*;
     use crate::autograd::{gradcheck, Workspace};
+    use crate::model::Arch;
     use crate::tensor::rng;
 
     fn tiny(config: GptConfig) -> Gpt {
@@ -559,6 +630,55 @@ mod tests {
                 let logits = model.forward(g, &tokens, &pos, 2, None);
                 g.cross_entropy(logits, &targets)
             });
+        }
+    }
+
+    #[test]
+    fn classifier_reads_the_last_token_of_each_text_and_its_gradients_check() {
+        for config in [GptConfig::gpt2(7, 6, 8, 2, 2), GptConfig::llama(7, 6, 8, 2, 2, 24)] {
+            let labels = vec!["x".to_string(), "y".to_string(), "z".to_string()];
+            let mut model = tiny(config).into_classifier(labels, 0, &mut rng(1)).unwrap();
+            let names = &model.params.names;
+            assert!(names.iter().all(|n| !n.starts_with("lm_head")), "{names:?}");
+            assert_eq!(model.params.get(model.score.unwrap()).shape, [3, 8]);
+            // Two rows: a text of 4 tokens, and one of 2 then padding (6, 6).
+            let tokens = [1, 2, 3, 4, 5, 1, 6, 6];
+            let pos = [0, 1, 2, 3, 0, 1, 2, 3];
+            let ig = IGNORE;
+            let targets = [ig, ig, ig, 2, ig, 0, ig, ig];
+            gradcheck::check(&model.params, 1e-3, |g| model.loss(g, &tokens, &pos, 2, &targets));
+            // The loss reads each text's last token: other padding gives the same loss, and
+            // it is the cross-entropy of the logits `classify` gives there.
+            let loss = |tokens: &[u32]| {
+                let mut g = Graph::inference(&model.params, Workspace::default());
+                let l = model.loss(&mut g, tokens, &pos, 2, &targets);
+                g.value(l)[0]
+            };
+            assert_eq!(loss(&tokens), loss(&[1, 2, 3, 4, 5, 1, 0, 3]));
+            let mut g = Graph::inference(&model.params, Workspace::default());
+            let logits = model.classify(&mut g, &tokens[4..6], &pos[..2], 1, &[1]);
+            let row = g.value(logits).to_vec();
+            let alone = -(row[0] - row.iter().map(|x| x.exp()).sum::<f32>().ln());
+            let mut g = Graph::inference(&model.params, Workspace::default());
+            let l = model.loss(&mut g, &tokens[4..], &pos[4..], 1, &targets[4..]);
+            assert!((g.value(l)[0] - alone).abs() < 1e-5);
+            // --train-layers 0 trains the head alone: `score`, not the embedding.
+            model.train_last_layers(0).unwrap();
+            let trainable: Vec<&String> = model
+                .params
+                .names
+                .iter()
+                .zip(&model.params.trainable)
+                .filter(|t| *t.1)
+                .map(|t| t.0)
+                .collect();
+            let norm = if model.config.arch == Arch::Gpt2 {
+                vec!["ln_f.weight", "ln_f.bias"]
+            } else {
+                vec!["model.norm.weight"]
+            };
+            assert_eq!(trainable.len(), norm.len() + 1, "{trainable:?}");
+            assert!(trainable.iter().any(|n| *n == "score.weight"));
         }
     }
 

@@ -178,8 +178,18 @@ impl Gpt {
     /// [`Gpt::save`] with extra string metadata in the safetensors header.
     pub fn save_with(&self, dir: &Path, mut metadata: HashMap<String, String>) -> Result<()> {
         metadata.insert("format".to_string(), "pt".to_string());
+        // A classifier is stored as `transformers` stores one: its body under
+        // the architecture's prefix (`transformer.` in GPT-2), then `score`.
+        let prefix = match self.config.is_classifier() {
+            true => self.config.arch.names().file_prefix,
+            false => "",
+        };
+        let name_of = |name: &String| match name.starts_with(super::gpt::SCORE) {
+            true => name.clone(),
+            false => format!("{prefix}{name}"),
+        };
         let tensors = self.params.names.iter().zip(&self.params.tensors);
-        let tensors = tensors.map(|(name, t)| (name.clone(), &t.shape[..], &t.data[..]));
+        let tensors = tensors.map(|(name, t)| (name_of(name), &t.shape[..], &t.data[..]));
         write_safetensors(&dir.join(WEIGHTS_FILE), tensors, metadata)?;
         write_atomic(&dir.join(CONFIG_FILE), self.config.to_json().as_bytes())
     }

@@ -28,6 +28,9 @@ pub struct LoadOptions {
     pub dtype: Dtype,
     /// A LoRA adapter directory (peft's format) to run with the model, unmerged.
     pub adapter: Option<PathBuf>,
+    /// Whether a sequence classifier will do; without, one is refused (its
+    /// logits are over labels, not tokens).
+    pub classifier: bool,
 }
 
 /// A model ready to run, with the tokenizer it was trained with.
@@ -53,6 +56,11 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<Loaded> {
             (model, tokenizer, chat)
         }
     };
+    ensure!(
+        opts.classifier || !model.config.is_classifier(),
+        "{spec} is a sequence classifier (labels {}), not a language model: run it with `gpt classify --model {spec}`",
+        model.config.labels.join(", ")
+    );
     match opts.dtype {
         Dtype::Stored | Dtype::F32 => {}
         Dtype::Bf16 => model.params.to_bf16(),

@@ -7,6 +7,7 @@
 //! quantized base stays quantized), as `peft.PeftModel` runs it.
 
 use super::config::Arch;
+use super::gpt::SCORE;
 use super::Gpt;
 use crate::io::{map_file, write_atomic, write_safetensors, Elem};
 use crate::tensor::{Rng, Tensor};
@@ -67,6 +68,9 @@ pub struct Adapter {
     pub dir: PathBuf,
     pub config: LoraConfig,
     pub layers: BTreeMap<String, (Tensor, Tensor)>,
+    /// A classifier's head `score` `[labels, C]`, saved whole (peft's
+    /// `modules_to_save` of a SEQ_CLS adapter).
+    pub score: Option<Tensor>,
 }
 
 impl Adapter {
@@ -108,9 +112,11 @@ impl Adapter {
             at(),
             config.bias
         );
+        // peft's SEQ_CLS adapters save the head whole: `classifier` or `score`.
+        let saved = config.modules_to_save.iter().flatten();
         ensure!(
-            config.modules_to_save.as_ref().is_none_or(Vec::is_empty),
-            "{}: modules_to_save {:?}: adapters that save whole modules are not supported",
+            saved.clone().all(|m| m == "classifier" || m == SCORE),
+            "{}: modules_to_save {:?}: adapters that save whole modules other than a classifier's score are not supported",
             at(),
             config.modules_to_save
         );
@@ -120,21 +126,39 @@ impl Adapter {
             at()
         );
         let weights = dir.join(ADAPTER_WEIGHTS_FILE);
-        let layers = read_layers(&weights, config.r).with_context(|| format!("reading {}", weights.display()))?;
+        let (layers, score) =
+            read_layers(&weights, config.r).with_context(|| format!("reading {}", weights.display()))?;
         Ok(Adapter {
             dir: dir.to_path_buf(),
             config,
             layers,
+            score,
         })
     }
 }
 
-/// `module -> (A, B)` from a peft safetensors file, each pair complete and of rank `r`.
-fn read_layers(path: &Path, r: usize) -> Result<BTreeMap<String, (Tensor, Tensor)>> {
+/// `module -> (A, B)` from a peft safetensors file, each pair complete and
+/// of rank `r`, and a classifier's `score` head if it holds one.
+type Layers = BTreeMap<String, (Tensor, Tensor)>;
+fn read_layers(path: &Path, r: usize) -> Result<(Layers, Option<Tensor>)> {
     let map = map_file(path)?;
     let st = safetensors::SafeTensors::deserialize(&map).context("not a safetensors file")?;
     let mut halves: BTreeMap<String, [Option<Tensor>; 2]> = BTreeMap::new();
+    let mut score = None;
     for (name, view) in st.tensors() {
+        if name == format!("{PEFT_PREFIX}{SCORE}.weight") {
+            let data = read_f32(&name, &view)?;
+            ensure!(
+                view.shape().len() == 2,
+                "tensor {name} has shape {:?}, not a matrix",
+                view.shape()
+            );
+            score = Some(Tensor {
+                data,
+                shape: view.shape().to_vec(),
+            });
+            continue;
+        }
         let (module, half) = match name.strip_suffix(".lora_A.weight") {
             Some(m) => (m, 0),
             None => match name.strip_suffix(".lora_B.weight") {
@@ -143,12 +167,6 @@ fn read_layers(path: &Path, r: usize) -> Result<BTreeMap<String, (Tensor, Tensor
             },
         };
         let module = module.strip_prefix(PEFT_PREFIX).unwrap_or(module);
-        let elem = match view.dtype() {
-            safetensors::Dtype::F32 => Elem::F32,
-            safetensors::Dtype::F16 => Elem::F16,
-            safetensors::Dtype::BF16 => Elem::Bf16,
-            d => bail!("tensor {name} is {d:?}: only F32, F16 and BF16 are read"),
-        };
         let shape = view.shape().to_vec();
         ensure!(shape.len() == 2, "tensor {name} has shape {shape:?}, not a matrix");
         let rank = if half == 0 { shape[0] } else { shape[1] };
@@ -157,19 +175,31 @@ fn read_layers(path: &Path, r: usize) -> Result<BTreeMap<String, (Tensor, Tensor
             "tensor {name} has shape {shape:?}, but the adapter's rank r is {r}"
         );
         let t = Tensor {
-            data: elem.to_f32(view.data()),
+            data: read_f32(&name, &view)?,
             shape,
         };
         halves.entry(module.to_string()).or_default()[half] = Some(t);
     }
     ensure!(!halves.is_empty(), "it holds no LoRA tensors");
-    halves
+    let layers = halves
         .into_iter()
         .map(|(module, [a, b])| match (a, b) {
             (Some(a), Some(b)) => Ok((module, (a, b))),
             _ => bail!("{module} has only one of lora_A and lora_B"),
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((layers, score))
+}
+
+/// A stored tensor's values as f32.
+fn read_f32(name: &str, view: &safetensors::tensor::TensorView) -> Result<Vec<f32>> {
+    let elem = match view.dtype() {
+        safetensors::Dtype::F32 => Elem::F32,
+        safetensors::Dtype::F16 => Elem::F16,
+        safetensors::Dtype::BF16 => Elem::Bf16,
+        d => bail!("tensor {name} is {d:?}: only F32, F16 and BF16 are read"),
+    };
+    Ok(elem.to_f32(view.data()))
 }
 
 impl Gpt {
@@ -201,9 +231,29 @@ impl Gpt {
             );
             plan.push((i, name.to_string(), a.clone(), b.clone()));
         }
+        let score = self.params.find(&format!("{SCORE}.weight"));
+        if let Some(t) = &adapter.score {
+            let Some(id) = score else {
+                bail!(
+                    "the adapter in {} holds a classification head (score {:?}): run it on the classifier it was trained for",
+                    adapter.dir.display(),
+                    t.shape
+                );
+            };
+            ensure!(
+                self.params.get(id).shape == t.shape,
+                "the adapter in {} holds a classification head of shape {:?}, but this classifier's is {:?}",
+                adapter.dir.display(),
+                t.shape,
+                self.params.get(id).shape
+            );
+        }
         let (scale, dropout) = (adapter.config.scale(), adapter.config.lora_dropout);
         for (i, name, a, b) in plan {
             self.set_lora(i, &name, a, b, scale, dropout);
+        }
+        if let (Some(t), Some(id)) = (&adapter.score, score) {
+            self.params.tensors[id.0].data.clone_from(&t.data);
         }
         Ok(())
     }
@@ -247,10 +297,11 @@ impl LoraSpec {
     }
 
     /// `adapter_config.json` for this adapter on a model of `arch`, as peft writes it.
-    fn config_json(&self, arch: Arch) -> String {
+    /// (A classifier's: peft's SEQ_CLS, its head saved whole.)
+    fn config_json(&self, arch: Arch, classifier: bool) -> String {
         let config = serde_json::json!({
             "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
+            "task_type": if classifier { "SEQ_CLS" } else { "CAUSAL_LM" },
             "base_model_name_or_path": self.base,
             "r": self.r,
             "lora_alpha": self.alpha,
@@ -261,7 +312,7 @@ impl LoraSpec {
             "bias": "none",
             "use_rslora": false,
             "use_dora": false,
-            "modules_to_save": null,
+            "modules_to_save": if classifier { serde_json::json!(["classifier", SCORE]) } else { serde_json::Value::Null },
             "init_lora_weights": true,
             "inference_mode": true,
             "rank_pattern": {},
@@ -323,10 +374,12 @@ impl Gpt {
         Ok(())
     }
 
-    /// Freezes every parameter but the LoRA matrices.
+    /// Freezes every parameter but the LoRA matrices (and a classifier's
+    /// head, `score`, which trains whole as peft's `modules_to_save`).
     pub fn train_adapters_only(&mut self) {
         self.params.set_trainable(false, |_| true);
-        self.params.set_trainable(true, is_lora);
+        self.params
+            .set_trainable(true, |n| is_lora(n) || n == format!("{SCORE}.weight"));
     }
 
     /// Writes the model's LoRA matrices as a peft adapter in `dir`:
@@ -336,9 +389,18 @@ impl Gpt {
         let arch = self.config.arch;
         let prefix = format!("{PEFT_PREFIX}{}", arch.names().file_prefix);
         let p = &self.params;
-        let tensors = p.names.iter().zip(&p.tensors).filter(|(name, _)| is_lora(name));
-        let tensors = tensors.map(|(name, t)| (format!("{prefix}{name}"), &t.shape[..], &t.data[..]));
-        write_atomic(&dir.join(ADAPTER_CONFIG_FILE), spec.config_json(arch).as_bytes())?;
+        let score = format!("{SCORE}.weight");
+        let tensors = p
+            .names
+            .iter()
+            .zip(&p.tensors)
+            .filter(|(name, _)| is_lora(name) || **name == score);
+        let tensors = tensors.map(|(name, t)| match *name == score {
+            true => (format!("{PEFT_PREFIX}{name}"), &t.shape[..], &t.data[..]),
+            false => (format!("{prefix}{name}"), &t.shape[..], &t.data[..]),
+        });
+        let json = spec.config_json(arch, self.config.is_classifier());
+        write_atomic(&dir.join(ADAPTER_CONFIG_FILE), json.as_bytes())?;
         metadata.insert("format".to_string(), "pt".to_string());
         write_safetensors(&dir.join(ADAPTER_WEIGHTS_FILE), tensors, metadata)
     }

@@ -2,7 +2,7 @@
 //! and `gpt eval`.
 
 use crate::autograd::{Graph, Workspace};
-use crate::data::batch::Batches;
+use crate::data::batch::{Batch, Batches};
 use crate::data::dataset::Dataset;
 use crate::model::Gpt;
 use crate::tensor::cross_entropy::IGNORE;
@@ -19,38 +19,109 @@ pub fn score(
     batches: &mut dyn Batches,
     ws: &mut Workspace,
     on_batch: &mut dyn FnMut(usize),
-    mut on_logits: Option<OnLogits>,
+    on_logits: Option<OnLogits>,
 ) -> io::Result<(f64, usize)> {
-    let v = model.config.vocab_size;
-    let (mut sum, mut count) = (0.0f64, 0usize);
+    let s = score_batches(model, batches, ws, on_batch, on_logits)?;
+    Ok((s.sum, s.count))
+}
+
+/// What scoring found.
+#[derive(Clone, Copy, Debug, Default)]
+struct Scored {
+    sum: f64,
+    count: usize,
+    /// Targets whose logit is the largest (a classifier's right answers).
+    correct: usize,
+}
+
+fn score_batches(
+    model: &Gpt,
+    batches: &mut dyn Batches,
+    ws: &mut Workspace,
+    on_batch: &mut dyn FnMut(usize),
+    mut on_logits: Option<OnLogits>,
+) -> io::Result<Scored> {
+    let v = model.config.n_logits();
+    let mut s = Scored::default();
     while let Some(b) = batches.next_batch() {
         let mut g = Graph::inference(&model.params, std::mem::take(ws));
-        let logits = model.forward(&mut g, &b.tokens, &b.pos, b.b, None);
-        if let Some(f) = on_logits.as_mut() {
-            let rows = g.value(logits).chunks_exact(v).zip(&b.targets);
-            for (row, _) in rows.filter(|(_, &t)| t != IGNORE) {
+        let (logits, targets) = if model.config.is_classifier() {
+            // Each text's last token, and its label.
+            let scored = b.targets.iter().enumerate().filter(|(_, &t)| t != IGNORE);
+            let (rows, labels): (Vec<usize>, Vec<u32>) = scored.map(|(i, &t)| (i, t)).unzip();
+            (model.classify(&mut g, &b.tokens, &b.pos, b.b, &rows), labels) // [n, labels]
+        } else {
+            (model.forward(&mut g, &b.tokens, &b.pos, b.b, None), b.targets.clone())
+            // [B·T, vocab]
+        };
+        let rows = g.value(logits).chunks_exact(v).zip(&targets);
+        for (row, &t) in rows.filter(|(_, &t)| t != IGNORE) {
+            if model.config.is_classifier() {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |k, (i, &x)| if x > row[k] { i } else { k });
+                s.correct += usize::from(best == t as usize);
+            }
+            if let Some(f) = on_logits.as_mut() {
                 if let Err(e) = f(row) {
                     *ws = g.finish();
                     return Err(e);
                 }
             }
         }
-        let loss = g.cross_entropy(logits, &b.targets);
-        let n = b.n_targets();
-        sum += g.value(loss)[0] as f64 * n as f64;
-        count += n;
+        let loss = g.cross_entropy(logits, &targets);
+        let n = Batch::count_targets(&targets);
+        if n > 0 {
+            s.sum += g.value(loss)[0] as f64 * n as f64;
+        }
+        s.count += n;
         *ws = g.finish();
         on_batch(n);
     }
-    Ok((sum, count))
+    Ok(s)
 }
 
 /// Mean per-token loss (nats) of `model` over `data` in rows of `n_ctx`
 /// tokens (for documents, BOS targets included).
 pub fn evaluate(model: &Gpt, data: &Dataset, n_ctx: usize, ws: &mut Workspace) -> Option<f32> {
-    let mut batches = data.eval_batches(n_ctx, model.config.vocab_size);
-    let (sum, count) = score(model, &mut *batches, ws, &mut |_| {}, None).ok()?;
-    (count > 0).then(|| (sum / count as f64) as f32)
+    evaluate_with_accuracy(model, data, n_ctx, ws).map(|(loss, _)| loss)
+}
+
+/// [`evaluate`] and the share of targets whose logit is the largest (a
+/// classifier's accuracy).
+pub fn evaluate_with_accuracy(model: &Gpt, data: &Dataset, n_ctx: usize, ws: &mut Workspace) -> Option<(f32, f32)> {
+    let mut batches = data.eval_batches(n_ctx, model.config.n_logits());
+    let s = score_batches(model, &mut *batches, ws, &mut |_| {}, None).ok()?;
+    (s.count > 0).then(|| {
+        (
+            (s.sum / s.count as f64) as f32,
+            (s.correct as f64 / s.count as f64) as f32,
+        )
+    })
+}
+
+/// A classifier's logits `[labels]` for each text (its ids, at most
+/// `n_ctx` each), in order: texts packed into rows of `n_ctx` tokens, each
+/// read at its last token.
+pub fn classify_texts(model: &Gpt, texts: &[Vec<u32>], ws: &mut Workspace) -> Vec<Vec<f32>> {
+    // Each text with a placeholder label: the batcher marks its last token.
+    let docs = texts.iter().map(|t| t.iter().copied().chain([0]).collect()).collect();
+    let data = Dataset::Labelled(docs);
+    let mut batches = data.eval_batches(model.config.n_ctx, model.config.n_logits());
+    let mut out = Vec::with_capacity(texts.len());
+    while let Some(b) = batches.next_batch() {
+        let mut g = Graph::inference(&model.params, std::mem::take(ws));
+        let rows: Vec<usize> = (0..b.targets.len()).filter(|&i| b.targets[i] != IGNORE).collect();
+        let logits = model.classify(&mut g, &b.tokens, &b.pos, b.b, &rows); // [n, labels]
+        out.extend(
+            g.value(logits)
+                .chunks_exact(model.config.n_logits())
+                .map(<[f32]>::to_vec),
+        );
+        *ws = g.finish();
+    }
+    out
 }
 
 #[cfg(test)]

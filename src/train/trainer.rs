@@ -4,7 +4,7 @@
 //! the [`TrainState`] it starts from, so a resumed run continues exactly.
 
 use super::dist::{all_gather_shards, all_reduce_buckets, Comm, EveryRank, Single};
-use super::eval::evaluate;
+use super::eval::{evaluate, evaluate_with_accuracy};
 use super::optim::{clip_grad_norm, AdamW, AdamWConfig, Moments};
 use super::progress::{Display, Progress, StepView};
 use super::schedule::Schedule;
@@ -86,6 +86,8 @@ pub struct TrainReport {
     /// Final loss on (up to as many documents as the validation set of) the training set.
     pub train_loss: Option<f32>,
     pub val_loss: Option<f32>,
+    /// A classifier's accuracy on the validation texts at the last validation.
+    pub val_accuracy: Option<f32>,
     pub seconds: f64,
     pub tokens: usize,
     /// Stopped early at [`TrainHooks::stop_requested`]'s word, with a checkpoint.
@@ -205,14 +207,8 @@ fn shard_step(
     let r = rows.start * batch.t..rows.end * batch.t;
     let mut g = Graph::new(&model.params, std::mem::take(ws));
     g.enable_dropout(dropout, rng(seed));
-    let logits = model.forward(
-        &mut g,
-        &batch.tokens[r.clone()],
-        &batch.pos[r.clone()],
-        rows.len(),
-        None,
-    );
-    let loss_var = g.cross_entropy(logits, &batch.targets[r]);
+    let (tokens, pos, targets) = (&batch.tokens[r.clone()], &batch.pos[r.clone()], &batch.targets[r]);
+    let loss_var = model.loss(&mut g, tokens, pos, rows.len(), targets);
     let loss = g.value(loss_var)[0];
     if loss.is_finite() {
         g.backward_from(loss_var, vec![weight], grads);
@@ -468,14 +464,14 @@ pub fn train_with(
                 show.println(&format!("--- sample at step {}:\n{text}\n---", state.step));
             }
         }
-        let val = if lead && !val_data.is_empty() && ((last && !stop) || periodic) {
-            let v = evaluate(model, val_data, opts.n_ctx, &mut ws);
-            if let Some(v) = v {
+        let (val, accuracy) = if lead && !val_data.is_empty() && ((last && !stop) || periodic) {
+            let v = evaluate_with_accuracy(model, val_data, opts.n_ctx, &mut ws);
+            if let Some((v, _)) = v {
                 report.val_losses.push((state.step, v));
             }
-            v
+            (v.map(|v| v.0), v.map(|v| v.1).filter(|_| model.config.is_classifier()))
         } else {
-            None
+            (None, None)
         };
         let seconds = time.as_secs_f64();
         let mut line = serde_json::json!({
@@ -487,6 +483,11 @@ pub fn train_with(
         });
         if let Some(v) = val {
             line["val_loss"] = v.into();
+        }
+        if let Some(a) = accuracy {
+            line["val_accuracy"] = a.into();
+            report.val_accuracy = Some(a);
+            show.println(&format!("step {}: val accuracy {:.2}%", state.step, 100.0 * a));
         }
         if ranks > 1 {
             line["comm_ms"] = ((1e6 * comm_time.as_secs_f64()).round() / 1e3).into();

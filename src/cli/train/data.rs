@@ -31,6 +31,9 @@ pub struct Prepared {
 /// one, with the tokenizer `s.tokenizer` names (char: built from the
 /// training documents). `max_ctx` is the model's context when it exists already.
 pub fn prepare(s: &Settings, tok: Option<Tokenizer>, max_ctx: Option<usize>) -> Result<Prepared> {
+    if let Some(c) = &s.classify {
+        return prepare_labelled(s, c, tok.context("a classifier trains from a model (--init)")?, max_ctx);
+    }
     let tok = match tok {
         Some(t) => t,
         None => match s.tokenizer.as_str() {
@@ -197,6 +200,82 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
         tok,
         train: Dataset::Stream(train),
         val: Dataset::Stream(val),
+        n_ctx,
+        train_docs: Vec::new(),
+        what,
+        notes,
+    })
+}
+
+/// Classification: labelled texts from `--data` (and `--val-data`, or
+/// `--val-fraction` of `--data` held out), each encoded as its ids then its
+/// label's index; texts longer than the context are cut to their first
+/// `n_ctx` tokens, with a warning.
+fn prepare_labelled(s: &Settings, c: &super::Classify, tok: Tokenizer, max_ctx: Option<usize>) -> Result<Prepared> {
+    use crate::data::labelled::{check_labels, read_examples, Example};
+    let path = s.data.as_deref().context("--task classify needs --data FILE")?;
+    let mut train = read_examples(path, true)?;
+    check_labels(path, &train, &c.labels)?;
+    let val = match &c.val_data {
+        Some(v) => {
+            let val = read_examples(v, true)?;
+            check_labels(v, &val, &c.labels)?;
+            val.into_iter().map(|e| (v.as_path(), e)).collect()
+        }
+        None => {
+            // A seeded shuffle, the last --val-fraction held out (as documents are).
+            let (t, v) = split_documents(std::mem::take(&mut train), s.val_fraction, s.seed);
+            train = t;
+            v.into_iter().map(|e| (path, e)).collect::<Vec<(&Path, Example)>>()
+        }
+    };
+    let encode = |file: &Path, e: &Example| -> Result<Vec<u32>> {
+        let ids = tok
+            .encode(&e.text)
+            .with_context(|| format!("{}:{}: the text cannot be encoded", file.display(), e.line))?;
+        ensure!(
+            !ids.is_empty(),
+            "{}:{}: the text encodes to no tokens",
+            file.display(),
+            e.line
+        );
+        Ok(ids)
+    };
+    let mut train_ids = train.iter().map(|e| encode(path, e)).collect::<Result<Vec<_>>>()?;
+    let mut val_ids = val.iter().map(|(f, e)| encode(f, e)).collect::<Result<Vec<_>>>()?;
+    let longest = train_ids.iter().chain(&val_ids).map(Vec::len).max().unwrap_or(1);
+    let n_ctx = context(s, longest, max_ctx)?;
+    let mut notes = Vec::new();
+    let cut = train_ids.iter().chain(&val_ids).filter(|d| d.len() > n_ctx).count();
+    if cut > 0 {
+        notes.push(format!(
+            "warning: {cut} texts are longer than n_ctx = {n_ctx} tokens and are cut to their first {n_ctx}"
+        ));
+    }
+    let label = |e: &Example| {
+        c.labels
+            .iter()
+            .position(|l| Some(l) == e.label.as_ref())
+            .expect("checked") as u32
+    };
+    let with_labels = |ids: &mut Vec<Vec<u32>>, labels: Vec<u32>| {
+        for (d, l) in ids.iter_mut().zip(labels) {
+            d.truncate(n_ctx);
+            d.push(l);
+        }
+    };
+    with_labels(&mut train_ids, train.iter().map(label).collect());
+    with_labels(&mut val_ids, val.iter().map(|(_, e)| label(e)).collect());
+    let what = format!(
+        "{} texts ({} for validation) labelled {}",
+        train_ids.len(),
+        val_ids.len(),
+        c.labels.join(", ")
+    );
+    Ok(Prepared {
+        tok,
+        train: Dataset::Labelled(train_ids),
+        val: Dataset::Labelled(val_ids),
         n_ctx,
         train_docs: Vec::new(),
         what,

@@ -17,11 +17,12 @@ use crate::train::optim::AdamWConfig;
 use crate::train::progress::Progress;
 use crate::train::schedule::{Decay, Schedule};
 use crate::train::{train_with, TrainOptions};
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::{Args, ValueEnum};
 use data::Prepared;
 use serde::{Deserialize, Serialize};
 use start::{fresh, open_log, resume, RunHooks, Start};
+pub(crate) use start::{pad_token_id, run_labels};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
@@ -36,8 +37,31 @@ pub enum Preset {
     Microgpt,
 }
 
+/// What a run trains the model to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// Predict the next token (language modelling).
+    #[default]
+    Lm,
+    /// Sequence classification: a `score` head on each text's last token.
+    Classify,
+}
+
 #[derive(Args, Debug)]
 pub struct TrainArgs {
+    /// lm: predict the next token. classify: with --init, learn to label texts (--data: TSV with a
+    /// header line and `label<TAB>text` rows, or JSONL `{"text":…,"label":…}`): a classification head
+    /// (`score`) on the last token of each text; the run directory is a Hugging Face
+    /// sequence-classification checkpoint (`gpt classify --model DIR`)
+    #[arg(long, value_enum, default_value = "lm")]
+    pub task: Task,
+    /// With --task classify: the labels, in this order (every label of the data must be one)
+    /// [default: the labels of the data, sorted]
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+    /// With --task classify: labelled validation texts (as --data) [default: --val-fraction of --data]
+    #[arg(long)]
+    pub val_data: Option<PathBuf>,
     /// Text file (with --tokenizer char: one document per line, blank lines skipped), or a directory
     /// made by `gpt prepare` (BPE) [default: the built-in names list]
     #[arg(long)]
@@ -234,6 +258,16 @@ pub struct Settings {
     /// (no targets: the architecture's default, resolved when the model is loaded).
     #[serde(default)]
     pub lora: Option<LoraSpec>,
+    /// `--task classify`: the classifier's labels and validation texts.
+    #[serde(default)]
+    pub classify: Option<Classify>,
+}
+
+/// A classification run's labels (resolved from the data or `--labels`) and validation file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Classify {
+    pub labels: Vec<String>,
+    pub val_data: Option<PathBuf>,
 }
 
 impl Preset {
@@ -272,6 +306,7 @@ impl Preset {
             temperature: 0.8,
             train_layers: None,
             lora: None,
+            classify: None,
         };
         match self {
             Preset::Default => default,
@@ -385,6 +420,12 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
     s.pack &= !a.no_pack;
     s.train_layers = a.train_layers.or(s.train_layers);
+    if a.task == Task::Lm && s.classify.is_none() {
+        ensure!(
+            a.labels.is_none() && a.val_data.is_none(),
+            "--labels and --val-data go with --task classify"
+        );
+    }
     if let Some(r) = a.lora_rank {
         super::check::flag(r >= 1, "--lora-rank", r, "at least 1 (the rank of the LoRA matrices)")?;
         let alpha = a.lora_alpha.unwrap_or(DEFAULT_LORA_ALPHA);
@@ -572,14 +613,21 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
     printed?;
     if let Some(spec) = s.lora.as_ref().filter(|_| !a.quiet) {
         let mut stdout = super::out::stdout();
+        let command = if s.classify.is_some() { "classify" } else { "generate" };
         writeln!(
             stdout,
-            "the LoRA adapter: gpt generate --model {} --adapter {}",
+            "the LoRA adapter: gpt {command} --model {} --adapter {}",
             spec.base,
             out.display()
         )?;
     }
-    if !a.quiet {
+    if s.classify.is_some() && s.lora.is_none() && !a.quiet {
+        writeln!(
+            super::out::stdout(),
+            "classify with: gpt classify --model {} \"TEXT\"",
+            out.display()
+        )?;
+    } else if s.classify.is_none() && !a.quiet {
         print_samples(&mut super::out::stdout(), &model, &data, s)?;
     }
     Ok(false)

@@ -88,6 +88,9 @@ pub fn end(report: &TrainReport, step: usize, steps: usize, out: &Path, quiet: b
         loss(report.train_loss),
         loss(report.val_loss)
     )?;
+    if let Some(a) = report.val_accuracy {
+        writeln!(stdout, "val accuracy {:.2}%", 100.0 * a)?;
+    }
     if !quiet {
         writeln!(
             stdout,

@@ -89,6 +89,27 @@ pub struct RunRecord {
     pub train_data: u64,
 }
 
+/// The labels of the classification run in `dir` (from its `run.json`): a
+/// LoRA classifier's adapter holds its head but not the names of its labels.
+pub(crate) fn run_labels(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join(super::out_dir::RUN_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {}: the labels of a LoRA classifier come from the run that trained it",
+            path.display()
+        )
+    })?;
+    let record: RunRecord =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a run record", path.display()))?;
+    let c = record.settings.classify.with_context(|| {
+        format!(
+            "{} was not a classification run (gpt train --task classify)",
+            dir.display()
+        )
+    })?;
+    Ok(c.labels)
+}
+
 /// A run ready to train: new, fine-tuning, or resumed.
 pub struct Start {
     /// Its settings and data, as each checkpoint records them.
@@ -126,6 +147,10 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     }
     // Recorded for --resume, which may run from another directory.
     s.data = s.data.map(|p| p.canonicalize().unwrap_or(p));
+    if a.task == super::Task::Classify {
+        s.classify = Some(classify_settings(a, &s)?);
+        s.num_samples = 0;
+    }
     let mut model = None;
     let mut tok = None;
     if let Some(spec) = &s.init {
@@ -135,7 +160,18 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
         );
         let crate::model::Loaded {
             model: m, tokenizer: t, ..
-        } = crate::model::load(spec, &Default::default())?;
+        } = crate::model::load(
+            spec,
+            &crate::model::LoadOptions {
+                classifier: s.classify.is_some(),
+                // A classifier's directory stands alone: a quantized (GGUF) base is dequantized.
+                dtype: match s.classify {
+                    Some(_) => crate::model::Dtype::F32,
+                    None => crate::model::Dtype::default(),
+                },
+                ..Default::default()
+            },
+        )?;
         (s.n_layer, s.n_embd, s.n_head) = (m.config.n_layer, m.config.n_embd, m.config.n_head);
         s.tokenizer = t.name().to_string();
         (model, tok) = (Some(m), Some(t));
@@ -173,6 +209,10 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     config.validate()?;
     check_memory(&s, &config)?;
     let mut model = model.unwrap_or_else(|| Gpt::new(config, s.init_weights, &mut rng(s.seed)));
+    if let Some(c) = s.classify.as_ref().filter(|c| c.labels != model.config.labels) {
+        let pad = pad_token_id(&model.config, &data.tok);
+        model = model.into_classifier(c.labels.clone(), pad, &mut rng(s.seed))?;
+    }
     if let Some(spec) = &mut s.lora {
         // Recorded for --resume, which loads the base again (maybe from another directory).
         if let Ok(path) = Path::new(&spec.base).canonicalize() {
@@ -209,15 +249,19 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
             return Ok(model);
         };
         // A LoRA run saves its adapter: the base comes from where it started.
-        let mut model = crate::model::load(&spec.base, &Default::default())
-            .with_context(|| {
-                format!(
-                    "loading the base model {} of the LoRA run in {}",
-                    spec.base,
-                    dir.display()
-                )
-            })?
-            .model;
+        let loaded = crate::model::load(&spec.base, &Default::default()).with_context(|| {
+            format!(
+                "loading the base model {} of the LoRA run in {}",
+                spec.base,
+                dir.display()
+            )
+        })?;
+        let mut model = loaded.model;
+        if let Some(c) = &record.settings.classify {
+            // The head comes from the adapter (peft's modules_to_save).
+            let pad = pad_token_id(&model.config, &loaded.tokenizer);
+            model = model.into_classifier(c.labels.clone(), pad, &mut rng(0))?;
+        }
         model.add_adapter(&Adapter::load(dir)?)?;
         model.train_adapters_only();
         Ok(model)
@@ -286,6 +330,31 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
         data,
         out: dir.to_path_buf(),
     })
+}
+
+/// The labels and validation file of a `--task classify` run, checked.
+fn classify_settings(a: &TrainArgs, s: &Settings) -> Result<super::Classify> {
+    ensure!(
+        s.init.is_some(),
+        "--task classify fine-tunes a trained model: give --init MODEL (gpt2, or a model directory)"
+    );
+    let path = s
+        .data
+        .as_deref()
+        .context("--task classify needs --data FILE: `label<TAB>text` rows under a header line, or JSONL {\"text\":…,\"label\":…}")?;
+    let examples = crate::data::labelled::read_examples(path, true)?;
+    let labels = crate::data::labelled::label_set(path, &examples, a.labels.as_deref())?;
+    let val_data = a.val_data.clone().map(|p| p.canonicalize().unwrap_or(p));
+    Ok(super::Classify { labels, val_data })
+}
+
+/// The id a classifier pads with: the config's `pad_token_id`, else its end
+/// of text (`transformers`' usual choice for GPT-2 and Llama), else the last id.
+pub(crate) fn pad_token_id(c: &GptConfig, tok: &Tokenizer) -> u32 {
+    c.pad_token_id
+        .or(c.eos_token_id.first().copied())
+        .or(tok.document_separator())
+        .unwrap_or(c.vocab_size as u32 - 1)
 }
 
 /// Freezes what the run does not train (`--train-layers`).
