@@ -223,6 +223,12 @@ impl Drop for Engine {
     }
 }
 
+thread_local! {
+    /// Each thread's sampling scratch (a vocabulary's weights and order),
+    /// kept between steps rather than allocated per token.
+    static SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<u32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// A request holding a slot.
 struct Seq {
     job: Job,
@@ -242,9 +248,9 @@ impl Seq {
     }
 
     /// Takes the token sampled from `logits`; whether the sequence goes on.
-    fn take(&mut self, logits: &[f32], scratch: &mut (Vec<f32>, Vec<u32>), ctx: usize) -> bool {
+    fn take(&mut self, logits: &[f32], ctx: usize) -> bool {
         let req = &self.job.req;
-        let id = sample_token(logits, req.sampling, scratch, &mut self.rng);
+        let id = SCRATCH.with_borrow_mut(|scratch| sample_token(logits, req.sampling, scratch, &mut self.rng));
         if req.stop.contains(&id) {
             self.emit(Event::Done(Finish::Stop));
             return false;
@@ -300,7 +306,6 @@ struct Worker {
     waiting: VecDeque<Job>,
     active: Vec<Seq>,
     ws: Workspace,
-    scratch: (Vec<f32>, Vec<u32>),
 }
 
 impl Worker {
@@ -315,7 +320,6 @@ impl Worker {
             waiting: VecDeque::new(),
             active: Vec::new(),
             ws: Workspace::default(),
-            scratch: (Vec::new(), Vec::new()),
         }
     }
 
@@ -440,7 +444,7 @@ impl Worker {
         s.fed = end;
         if end == n {
             let ctx = self.opts.ctx;
-            if !s.take(&logits, &mut self.scratch, ctx) {
+            if !s.take(&logits, ctx) {
                 self.retire(|j| j != i);
             }
         }
@@ -479,11 +483,7 @@ impl Worker {
             let ended: Vec<usize> = batch
                 .par_iter_mut()
                 .zip(logits.par_chunks(v))
-                .map_init(
-                    || (Vec::new(), Vec::new()),
-                    |scratch, ((i, s), logits)| (!s.take(logits, scratch, ctx)).then_some(*i),
-                )
-                .flatten()
+                .filter_map(|((i, s), logits)| (!s.take(logits, ctx)).then_some(*i))
                 .collect();
             done.extend(ended);
         }
