@@ -32,7 +32,7 @@ import torch.nn.functional as F
 import transformers
 from transformers import GPT2ForSequenceClassification, LlamaForSequenceClassification
 
-from gen_train_golden import BOS, EPS, BETAS, LR, WEIGHT_DECAY, build_model, decays
+from gen_train_golden import BOS, EPS, BETAS, LR, WEIGHT_DECAY, adamw, build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "golden" / "classify"
@@ -69,12 +69,7 @@ def run(start, batches, dtype=torch.float64):
     model = type(start)(start.config)
     model.load_state_dict(start.state_dict())
     model = model.to(dtype).train()
-    named = list(model.named_parameters())
-    groups = [
-        {"params": [p for n, p in named if decays(n, p)], "weight_decay": WEIGHT_DECAY},
-        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS)
+    opt = adamw(model.named_parameters())
     losses = []
     for batch in batches:
         opt.zero_grad(set_to_none=False)

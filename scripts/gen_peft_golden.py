@@ -37,7 +37,7 @@ import transformers
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 
-from gen_train_golden import BETAS, EPS, LR, OUT as TRAIN, ROOT, SEED, WEIGHT_DECAY, build_model, decays, rows_loss
+from gen_train_golden import BETAS, EPS, LR, OUT as TRAIN, ROOT, SEED, WEIGHT_DECAY, adamw, build_model, decays, rows_loss
 from gen_train_golden import tensors, write_checkpoint
 
 OUT = ROOT / "tests" / "golden" / "peft"
@@ -64,11 +64,7 @@ def train(model, batches, grad_clip):
     """Ten AdamW steps of `model`'s trainable parameters: losses, norms before clipping, step-0 gradients."""
     model = model.to(torch.float64).train()
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in named if decays(ours(n), p)], "weight_decay": WEIGHT_DECAY},
-        {"params": [p for n, p in named if not decays(ours(n), p)], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS)
+    opt = adamw(named, lambda n, p: decays(ours(n), p))
     losses, norms, grads0 = [], [], None
     for step, batch in enumerate(batches):
         opt.zero_grad(set_to_none=False)

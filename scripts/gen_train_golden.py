@@ -149,6 +149,17 @@ def decays(name, p):
     return p.dim() == 2 and not ours(name).startswith(("wte.", "wpe.", "model.embed_tokens."))
 
 
+def adamw(named, decays=decays):
+    """Our optimizer in PyTorch: AdamW over `named` parameters in two groups, weight decay
+    where `decays(name, p)`, none elsewhere; the held learning rate."""
+    named = list(named)
+    groups = [
+        {"params": [p for n, p in named if decays(n, p)], "weight_decay": WEIGHT_DECAY},
+        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS)
+
+
 def tensors(model, of=lambda p: p):
     """Parameters (or `of` them) under our names, as float32. The tied lm_head is not a separate parameter."""
     return {ours(n): of(p).detach().to(torch.float32).clone() for n, p in model.named_parameters()}
@@ -207,11 +218,7 @@ def run(spec, batches, init, dtype=torch.float64):
     model.load_state_dict(init)
     model = model.to(dtype).train()
     named = list(model.named_parameters())
-    groups = [
-        {"params": [p for n, p in named if decays(n, p)], "weight_decay": WEIGHT_DECAY},
-        {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0},
-    ]
-    opt = torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS)
+    opt = adamw(named)
     loss_of = packed_loss if spec["packed_rows"] else rows_loss
     losses, norms, grads0 = [], [], None
     for step, batch in enumerate(batches):

@@ -5,14 +5,15 @@
 //! ten AdamW steps of `train_step` on batches of labelled texts match
 //! PyTorch's losses and trained weights.
 
+mod common;
+use common::golden::Optimizer;
 use gpt::autograd::{Graph, Workspace};
 use gpt::data::batch::Batch;
 use gpt::model::Gpt;
 use gpt::tensor::cross_entropy::IGNORE;
 use gpt::train::dist::Single;
-use gpt::train::optim::{AdamW, AdamWConfig};
-use gpt::train::schedule::{Decay, Schedule};
-use gpt::train::{train_step, StepBuffers, TrainOptions};
+use gpt::train::optim::AdamW;
+use gpt::train::{train_step, StepBuffers};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,15 +29,6 @@ struct Golden {
     optimizer: Optimizer,
     batches: Vec<Vec<Text>>,
     runs: HashMap<String, Run>,
-}
-
-#[derive(Deserialize)]
-struct Optimizer {
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
 }
 
 #[derive(Deserialize)]
@@ -109,38 +101,7 @@ fn check_training(name: &str) -> (f64, f32) {
     let mut model = Gpt::load(&dir().join(name)).unwrap();
     let want = Gpt::load(&dir().join(format!("{name}_trained"))).unwrap();
     let steps: Vec<Batch> = g.batches.iter().map(|b| batch(b, g.pad_token_id)).collect();
-    let o = &g.optimizer;
-    let opts = TrainOptions {
-        steps: steps.len(),
-        stop_at: None,
-        batch_size: steps[0].b,
-        n_ctx: model.config.n_ctx,
-        grad_accum: 1,
-        pack: false,
-        schedule: Schedule {
-            lr: o.lr,
-            min_lr: o.lr,
-            warmup: 0,
-            steps: steps.len(),
-            decay: Decay::Constant,
-        },
-        adamw: AdamWConfig {
-            beta1: o.beta1,
-            beta2: o.beta2,
-            eps: o.eps,
-            weight_decay: o.weight_decay,
-        },
-        grad_clip: None,
-        dropout: 0.0,
-        eval_every: 0,
-        save_every: 0,
-        sample_every: 0,
-        seed: 0,
-        progress: gpt::train::progress::Progress::Quiet,
-        zero: false,
-        kill_rank_at: None,
-        nan_rank_at: None,
-    };
+    let opts = g.optimizer.options(steps.len(), steps[0].b, model.config.n_ctx, 1);
     let mut opt = AdamW::new(opts.adamw, &model.params);
     let mut grads = model.params.zero_grads();
     let mut bufs = StepBuffers::default();
@@ -170,7 +131,7 @@ fn check_training(name: &str) -> (f64, f32) {
             let d = (a - b).abs();
             if is_key_bias(pname, i, n_embd) {
                 assert!(
-                    d <= 10.0 * o.lr * steps.len() as f32,
+                    d <= 10.0 * g.optimizer.lr * steps.len() as f32,
                     "{name}: key bias {pname}[{i}] off by {d}"
                 );
             } else {

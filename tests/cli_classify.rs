@@ -7,28 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{fails_with, gpt, succeeds};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{fails_with, gpt, names_base, s, succeeds};
 
 /// A small base model trained on the built-in names (2 blocks, 16 wide).
 fn base(dir: &Path) {
-    succeeds(gpt(&[
-        "train",
-        "--out",
-        s(dir),
-        "--n-layer",
-        "2",
-        "--n-embd",
-        "16",
-        "--steps",
-        "5",
-        "--num-samples",
-        "0",
-        "-q",
-    ]));
+    names_base(dir, 2, 5);
 }
 
 /// Names that start with "a" are label `a`, with "b" label `b`: 40 of each.

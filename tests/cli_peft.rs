@@ -6,28 +6,11 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{fails_with, gpt, succeeds};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{fails_with, gpt, names_base, s, succeeds};
 
 /// A small base model trained on the built-in names (3 blocks, 16 wide).
 fn base(dir: &Path) {
-    succeeds(gpt(&[
-        "train",
-        "--out",
-        s(dir),
-        "--n-layer",
-        "3",
-        "--n-embd",
-        "16",
-        "--steps",
-        "10",
-        "--num-samples",
-        "0",
-        "-q",
-    ]));
+    names_base(dir, 3, 10);
 }
 
 /// Fine-tunes `base` into `out` with `extra` flags.

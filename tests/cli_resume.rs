@@ -5,11 +5,7 @@ use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{fails_with, gpt, succeeds};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::{fails_with, gpt, s, succeeds};
 
 /// A small run on the built-in names with dropout and gradient accumulation,
 /// so that the data position, the dropout masks and AdamW's moments all matter.

@@ -27,11 +27,12 @@
 //!   in PyTorch float32 as much as in ours (2e-3 from the reference there).
 //!   It does not change the loss; the test only bounds how far it moves.
 
+mod common;
+use common::golden::Optimizer;
 use gpt::data::batch::{Batch, Batches, DocBatcher};
 use gpt::model::{Adapter, Gpt};
 use gpt::train::dist::Single;
-use gpt::train::optim::{AdamW, AdamWConfig};
-use gpt::train::schedule::{Decay, Schedule};
+use gpt::train::optim::AdamW;
 use gpt::train::{train_step, StepBuffers, TrainOptions};
 use safetensors::SafeTensors;
 use serde::Deserialize;
@@ -50,15 +51,6 @@ struct Golden {
     /// `[step][document][tokens]`.
     data: HashMap<String, Vec<Vec<Vec<u32>>>>,
     runs: HashMap<String, Run>,
-}
-
-#[derive(Deserialize)]
-struct Optimizer {
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
 }
 
 #[derive(Deserialize)]
@@ -148,37 +140,11 @@ fn steps(g: &Golden, run: &Run, n_ctx: usize, grad_accum: usize) -> Vec<Vec<Batc
 }
 
 fn options(g: &Golden, run: &Run, steps: &[Vec<Batch>], grad_accum: usize) -> TrainOptions {
-    let o = &g.optimizer;
+    let n_ctx = steps.iter().flatten().map(|b| b.t).max().unwrap();
     TrainOptions {
-        steps: steps.len(),
-        stop_at: None,
-        batch_size: steps[0][0].b,
-        n_ctx: steps.iter().flatten().map(|b| b.t).max().unwrap(),
-        grad_accum,
         pack: run.packed_rows.is_some(),
-        schedule: Schedule {
-            lr: o.lr,
-            min_lr: o.lr,
-            warmup: 0,
-            steps: steps.len(),
-            decay: Decay::Constant,
-        },
-        adamw: AdamWConfig {
-            beta1: o.beta1,
-            beta2: o.beta2,
-            eps: o.eps,
-            weight_decay: o.weight_decay,
-        },
         grad_clip: run.grad_clip,
-        dropout: 0.0,
-        eval_every: 0,
-        save_every: 0,
-        sample_every: 0,
-        seed: 0,
-        progress: gpt::train::progress::Progress::Quiet,
-        zero: false,
-        kill_rank_at: None,
-        nan_rank_at: None,
+        ..g.optimizer.options(steps.len(), steps[0][0].b, n_ctx, grad_accum)
     }
 }
 

@@ -3,6 +3,9 @@
 
 use gpt::autograd::{Graph, Workspace};
 use gpt::model::{Gpt, KvCache};
+use gpt::train::optim::AdamWConfig;
+use gpt::train::schedule::{Decay, Schedule};
+use gpt::train::TrainOptions;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -129,4 +132,52 @@ fn greedy(model: &Gpt, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
         input = vec![next];
     }
     (seq[prompt.len()..].to_vec(), steps)
+}
+
+/// The AdamW settings a training reference ran with (held learning rate).
+#[derive(Deserialize)]
+pub struct Optimizer {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Optimizer {
+    /// Quiet, seed-0, dropout-free options for `steps` steps at this
+    /// optimizer's constant learning rate, as the references train.
+    pub fn options(&self, steps: usize, batch_size: usize, n_ctx: usize, grad_accum: usize) -> TrainOptions {
+        TrainOptions {
+            steps,
+            stop_at: None,
+            batch_size,
+            n_ctx,
+            grad_accum,
+            pack: false,
+            schedule: Schedule {
+                lr: self.lr,
+                min_lr: self.lr,
+                warmup: 0,
+                steps,
+                decay: Decay::Constant,
+            },
+            adamw: AdamWConfig {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+                weight_decay: self.weight_decay,
+            },
+            grad_clip: None,
+            dropout: 0.0,
+            eval_every: 0,
+            save_every: 0,
+            sample_every: 0,
+            seed: 0,
+            progress: gpt::train::progress::Progress::Quiet,
+            zero: false,
+            kill_rank_at: None,
+            nan_rank_at: None,
+        }
+    }
 }

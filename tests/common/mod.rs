@@ -6,6 +6,7 @@
 pub mod golden;
 
 use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -65,4 +66,29 @@ pub fn fails_with(out: &Output, want: &str) {
     assert!(!out.status.success(), "expected failure, got success: {err}");
     assert!(!err.contains("panicked"), "panic instead of an error: {err}");
     assert!(err.contains(want), "error should mention {want:?}: {err}");
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A small base model trained on the built-in names for `steps` steps:
+/// `n_layer` blocks, 16 wide.
+pub fn names_base(dir: &Path, n_layer: usize, steps: usize) {
+    let (n_layer, steps) = (n_layer.to_string(), steps.to_string());
+    succeeds(gpt(&[
+        "train",
+        "--out",
+        s(dir),
+        "--n-layer",
+        &n_layer,
+        "--n-embd",
+        "16",
+        "--steps",
+        &steps,
+        "--num-samples",
+        "0",
+        "-q",
+    ]));
 }
