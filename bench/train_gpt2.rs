@@ -29,12 +29,13 @@ use common::python;
 mod sgemm;
 use sgemm::{numpy_gflops, ours_gflops};
 
-use gpt::autograd::{Graph, Workspace};
+#[path = "steps.rs"]
+mod steps;
+use steps::{child_steps, ours, peer, Run};
+
 use gpt::model::{Gpt, GptConfig, Init};
 use gpt::tensor::rng;
-use gpt::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use std::process::Command;
-use std::time::Instant;
 
 const CHILD: &str = "GPT_BENCH_TRAIN_CHILD";
 const SHAPES: [(usize, usize); 3] = [(4, 64), (4, 256), (4, 1024)];
@@ -43,112 +44,8 @@ fn config() -> GptConfig {
     GptConfig::gpt2(50257, 1024, 768, 12, 12)
 }
 
-/// One shape's result: seconds of each timed step and peak RSS in MB.
-struct Run {
-    step_s: Vec<f64>,
-    rss_mb: f64,
-}
-
-impl Run {
-    fn median(&self) -> f64 {
-        let mut s = self.step_s.clone();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
-    }
-
-    fn best(&self) -> f64 {
-        self.step_s.iter().copied().fold(f64::MAX, f64::min)
-    }
-}
-
-/// In the child process: `steps` timed training steps after a warm-up, then
-/// one line `step_s <s>,<s>,… rss_mb <MB>` on stdout.
-fn child(b: usize, t: usize, steps: usize) {
-    let mut model = Gpt::new(config(), Init::Gpt2, &mut rng(0));
-    let mut r = rng(1);
-    let mut tok = || {
-        use rand::RngExt;
-        (0..b * t).map(|_| r.random_range(0..50257u32)).collect::<Vec<_>>()
-    };
-    let (tokens, targets) = (tok(), tok());
-    let pos: Vec<u32> = (0..b * t).map(|i| (i % t) as u32).collect();
-    let adamw = AdamWConfig {
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.1,
-    };
-    let mut opt = AdamW::new(adamw, &model.params);
-    let mut grads = model.params.zero_grads();
-    let mut ws = Workspace::default();
-    let mut times = Vec::new();
-    for _ in 0..=steps {
-        let start = Instant::now();
-        let mut g = Graph::new(&model.params, ws);
-        let logits = model.forward(&mut g, &tokens, &pos, b, None);
-        let loss = g.cross_entropy(logits, &targets);
-        assert!(g.value(loss)[0].is_finite());
-        grads.zero();
-        g.backward(loss, &mut grads);
-        ws = g.finish();
-        clip_grad_norm(&mut grads, 1.0);
-        opt.step(&mut model.params, &grads, 3e-4);
-        times.push(start.elapsed().as_secs_f64());
-    }
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(f64::NAN);
-    let list: Vec<String> = times[1..].iter().map(|s| s.to_string()).collect();
-    println!("step_s {} rss_mb {}", list.join(","), hwm_kb / 1024.0);
-}
-
-/// Runs our steps for one shape in a child process (so its peak RSS is the step's alone).
-fn ours(b: usize, t: usize, steps: usize) -> Run {
-    let out = Command::new(std::env::current_exe().expect("own path"))
-        .env(CHILD, format!("{b},{t},{steps}"))
-        .output()
-        .expect("running the bench child");
-    assert!(
-        out.status.success(),
-        "bench child failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut words = text.split_whitespace();
-    let mut next_after = |key: &str| {
-        words.find(|w| *w == key).expect(key);
-        words.next().expect("a value").to_string()
-    };
-    let step_s = next_after("step_s").split(',').map(|s| s.parse().unwrap()).collect();
-    let rss_mb = next_after("rss_mb").parse().unwrap();
-    Run { step_s, rss_mb }
-}
-
 fn peer_script() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/bench/train_peer.py").to_string()
-}
-
-/// PyTorch's steps for one shape, or `None` without torch.
-fn peer(b: usize, t: usize, steps: usize, threads: usize) -> Option<Run> {
-    let out = Command::new(python())
-        .arg(peer_script())
-        .args([b, t, steps, threads].map(|x| x.to_string()))
-        .env("OMP_NUM_THREADS", threads.to_string())
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("peer failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    let step_s = v["step_s"].as_array()?.iter().filter_map(|x| x.as_f64()).collect();
-    Some(Run {
-        step_s,
-        rss_mb: v["peak_rss_mb"].as_f64()?,
-    })
 }
 
 /// torch.mm's GFLOP/s at n³, or `None` without torch.
@@ -175,14 +72,12 @@ fn step_flops(b: usize, t: usize) -> f64 {
 fn main() {
     if let Ok(spec) = std::env::var(CHILD) {
         let v: Vec<usize> = spec.split(',').map(|x| x.parse().expect("B,T,steps")).collect();
-        child(v[0], v[1], v[2]);
+        let mut model = Gpt::new(config(), Init::Gpt2, &mut rng(0));
+        child_steps(&mut model, v[0], v[1], v[2]);
         return;
     }
     let threads = rayon::current_num_threads();
-    let steps: usize = std::env::var("GPT_BENCH_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let steps = steps::steps_from_env(3);
     println!(
         "threads: {threads}, GPT-2 124M (random init, f32, dropout 0, AdamW), {steps} timed steps after 1 warm-up"
     );
@@ -228,11 +123,11 @@ fn main() {
                 r.rss_mb
             )
         };
-        let o = ours(b, t, steps);
+        let o = ours(CHILD, &format!("{b},{t},{steps}"));
         println!("B={b} T={t} ({:.1} GFLOP/step):", flops / 1e9);
         println!("  {}", line("gpt    ", &o));
-        match peer(b, t, steps, threads) {
-            Some(p) => {
+        match peer(&peer_script(), &[b, t, steps, threads].map(|x| x.to_string()), threads) {
+            Some((p, _)) => {
                 println!("  {}", line("PyTorch", &p));
                 println!(
                     "  gpt/PyTorch: {:.2}x tokens/s, {:.2}x peak RSS",

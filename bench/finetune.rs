@@ -1,0 +1,147 @@
+//! Fine-tuning speed and memory: `cargo bench --bench finetune`.
+//!
+//! SmolLM2-135M's shape (30 layers, 576 wide, 9 heads of which 3 key/value,
+//! SwiGLU 1536, vocab 49152, tied embeddings), random init, f32, dropout 0,
+//! AdamW with gradient clipping, at B=4 and T=256 (`$GPT_BENCH_SHAPES`, e.g.
+//! `8x128`, picks others), trained two ways:
+//! - full: every weight trains;
+//! - LoRA r=8: peft's defaults for a Llama (alpha 8, the `q_proj` and
+//!   `v_proj` of every block, dropout 0), every base weight frozen.
+//!
+//! Prints, from one run on this machine, for each: ms per step (forward +
+//! backward + clipping + AdamW, driven through the library without data
+//! loading), tokens/s, trainable parameters and peak RSS, ours beside
+//! PyTorch + `peft` (Hugging Face transformers' `LlamaForCausalLM` with
+//! sdpa attention, `torch.set_num_threads` = our threads,
+//! `bench/finetune_peer.py`), and their ratios. Ours runs in a child process
+//! (VmHWM is the steps' alone); PyTorch's peak is getrusage in the peer.
+//! One warm-up step, then `$GPT_BENCH_STEPS` (default 3) timed steps; the
+//! median is reported, the best beside it. The peer runs with the Python
+//! in `$GPT_BENCH_PYTHON`, else `~/.cache/gpt-venv/bin/python`, else
+//! `python3`; without torch and peft it prints "peer not available".
+
+#[path = "common.rs"]
+mod common;
+#[path = "steps.rs"]
+mod steps;
+use steps::{child_steps, ours, peer, Run};
+
+use gpt::model::{Gpt, GptConfig, Init, LoraSpec};
+use gpt::tensor::rng;
+
+const CHILD: &str = "GPT_BENCH_FINETUNE_CHILD";
+const MODES: [&str; 2] = ["full", "lora"];
+const LORA_RANK: usize = 8;
+
+/// SmolLM2-135M's configuration.
+fn config() -> GptConfig {
+    let mut c = GptConfig {
+        n_kv_head: 3,
+        tie_word_embeddings: true,
+        norm_eps: 1e-5,
+        ..GptConfig::llama(49152, 2048, 576, 9, 30, 1536)
+    };
+    if let Some(rope) = c.rope.as_mut() {
+        rope.theta = 100000.0;
+    }
+    c
+}
+
+/// The model a mode trains: LoRA adds its matrices and freezes the rest.
+fn model(mode: &str) -> Gpt {
+    let mut model = Gpt::new(config(), Init::Gpt2, &mut rng(0));
+    if mode == "lora" {
+        let spec = LoraSpec {
+            r: LORA_RANK,
+            alpha: 8.0,
+            dropout: 0.0,
+            targets: LoraSpec::default_targets(model.config.arch),
+            base: "SmolLM2-135M shape".into(),
+        };
+        model.add_lora(&spec, &mut rng(2)).expect("LoRA");
+    }
+    model
+}
+
+fn peer_script() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/bench/finetune_peer.py").to_string()
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(CHILD) {
+        let v: Vec<&str> = spec.split(',').collect();
+        let n = |i: usize| v[i].parse::<usize>().expect("mode,B,T,steps");
+        child_steps(&mut model(v[0]), n(1), n(2), n(3));
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let steps = steps::steps_from_env(3);
+    println!(
+        "threads: {threads}, SmolLM2-135M shape (random init, f32, dropout 0, AdamW, clip 1.0), \
+         {steps} timed steps after 1 warm-up"
+    );
+    let shapes: Vec<(usize, usize)> = match std::env::var("GPT_BENCH_SHAPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|bt| {
+                let (b, t) = bt.split_once('x').expect("GPT_BENCH_SHAPES: BxT,...");
+                (b.parse().expect("B"), t.parse().expect("T"))
+            })
+            .collect(),
+        Err(_) => vec![(4, 256)],
+    };
+    for (b, t) in shapes {
+        println!("B={b} T={t}:");
+        let mut full_rss = [f64::NAN; 2];
+        for mode in MODES {
+            let trainable = model(mode).params.trainable_count();
+            let o = ours(CHILD, &format!("{mode},{b},{t},{steps}"));
+            let line = |name: &str, r: &Run, trainable: u64| {
+                format!(
+                    "{name} {:.0} ms/step (best {:.0}), {:.0} tok/s, {:.2}M trainable, peak RSS {:.0} MB",
+                    r.median() * 1e3,
+                    r.best() * 1e3,
+                    (b * t) as f64 / r.median(),
+                    trainable as f64 / 1e6,
+                    r.rss_mb
+                )
+            };
+            println!("  {mode:>4} gpt           {}", line("", &o, trainable as u64));
+            let args = [
+                mode.to_string(),
+                b.to_string(),
+                t.to_string(),
+                steps.to_string(),
+                threads.to_string(),
+            ];
+            match peer(&peer_script(), &args, threads) {
+                Some((p, v)) => {
+                    let trainable = v["trainable"].as_u64().unwrap_or(0);
+                    println!("  {mode:>4} PyTorch+peft  {}", line("", &p, trainable));
+                    println!(
+                        "  {mode:>4} gpt/PyTorch: {:.2}x step speed, {:.2}x peak RSS",
+                        p.median() / o.median(),
+                        o.rss_mb / p.rss_mb
+                    );
+                    if mode == "full" {
+                        full_rss = [o.rss_mb, p.rss_mb];
+                    } else {
+                        println!(
+                            "  LoRA's peak RSS / full's: gpt {:.2}, PyTorch {:.2}",
+                            o.rss_mb / full_rss[0],
+                            p.rss_mb / full_rss[1]
+                        );
+                    }
+                }
+                None => {
+                    println!("  {mode:>4} PyTorch+peft: peer not available");
+                    if mode == "full" {
+                        full_rss[0] = o.rss_mb;
+                    } else {
+                        println!("  LoRA's peak RSS / full's: gpt {:.2}", o.rss_mb / full_rss[0]);
+                    }
+                }
+            }
+        }
+    }
+}
