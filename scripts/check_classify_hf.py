@@ -7,7 +7,9 @@ right-padded batch (each row read at its last real token). With --adapter
 RUN (a LoRA run of `gpt train --task classify`), DIR is its base model and
 the classifier is peft.PeftModel.from_pretrained(base classifier, RUN), its
 head `score` from the adapter (peft's modules_to_save), against `gpt classify
---model DIR --adapter RUN`.
+--model DIR --adapter RUN`. Without --adapter, the tokenizer files in DIR
+(tokenizer.json, or vocab.json + merges.txt) must give, through
+transformers.AutoTokenizer, the ids of `gpt tokenize --model DIR`.
 
     ~/.cache/gpt-venv/bin/python scripts/check_classify_hf.py DIR "text" "another text" ...
     ~/.cache/gpt-venv/bin/python scripts/check_classify_hf.py --adapter RUN BASE "text" ...
@@ -51,6 +53,14 @@ def main():
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     ours = json.loads(gpt("classify", "--model", model_dir, *extra, "--json", *texts))["predictions"]
     ids = [json.loads(gpt("tokenize", "--model", model_dir, "-", stdin=t)) for t in texts]
+    if not adapter and any((Path(model_dir) / f).exists() for f in ("tokenizer.json", "vocab.json")):
+        from transformers import AutoTokenizer
+
+        # The directory's own tokenizer files, as transformers reads them, give our ids.
+        tok = AutoTokenizer.from_pretrained(model_dir)
+        theirs = [tok(t, add_special_tokens=True)["input_ids"] for t in texts]
+        assert theirs == ids, f"AutoTokenizer's ids {theirs} are not gpt tokenize's {ids}"
+        print(f"AutoTokenizer ({type(tok).__name__}) gives gpt tokenize's ids for every text")
     pad = model.config.pad_token_id
     longest = max(map(len, ids))
     batch = torch.tensor([x + [pad] * (longest - len(x)) for x in ids])

@@ -144,7 +144,7 @@ fn train_layers_0_trains_the_head_alone() {
 }
 
 #[test]
-fn a_lora_classifier_saves_its_head_as_peft_does_and_resumes_exactly() {
+fn a_lora_classifier_saves_its_head_as_peft_does_resumes_exactly_and_merges() {
     let tmp = tempfile::tempdir().unwrap();
     let (b, one, two) = (tmp.path().join("base"), tmp.path().join("one"), tmp.path().join("two"));
     base(&b);
@@ -183,6 +183,36 @@ fn a_lora_classifier_saves_its_head_as_peft_does_and_resumes_exactly() {
     let v = classify(&one);
     assert_eq!(v["predictions"][0]["label"], "b");
     assert_eq!(v["predictions"][1]["label"], "a");
+    // Merged, it is a classifier of its own with the same probabilities.
+    let merged = tmp.path().join("merged");
+    succeeds(gpt(&[
+        "merge",
+        "--model",
+        &base_dir,
+        "--adapter",
+        s(&one),
+        "--out",
+        s(&merged),
+    ]));
+    let config = std::fs::read_to_string(merged.join("config.json")).unwrap();
+    assert!(config.contains("GPT2ForSequenceClassification"), "{config}");
+    let out = succeeds(gpt(&["classify", "--model", s(&merged), "--json", "bobx", "annyz"]));
+    let m: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    for (p, q) in v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(m["predictions"].as_array().unwrap())
+    {
+        assert_eq!(p["label"], q["label"]);
+        for label in ["a", "b"] {
+            let (x, y) = (
+                p["probabilities"][label].as_f64().unwrap(),
+                q["probabilities"][label].as_f64().unwrap(),
+            );
+            assert!((x - y).abs() < 1e-5, "{label}: adapter {x}, merged {y}");
+        }
+    }
     succeeds(train(&b, &d, &two, &["--lora-rank", "4", "--stop-at", "12", "-q"]));
     succeeds(gpt(&["train", "--resume", s(&two), "-q"]));
     assert_eq!(

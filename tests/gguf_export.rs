@@ -228,7 +228,7 @@ fn cli_quantize_writes_a_file_generate_runs_and_never_overwrites_unasked() {
 }
 
 #[test]
-fn a_tokenizer_vocab_json_cannot_hold_is_saved_as_gguf_metadata() {
+fn a_tokenizer_vocab_json_cannot_hold_is_saved_as_tokenizer_json() {
     // The tiny Llama's tokenizer has added tokens (<|im_start|>, ...): a run fine-tuned from it keeps them.
     let m = load(&golden("llama.gguf"), Dtype::F32);
     let Tokenizer::Bpe(bpe) = &m.tokenizer else {
@@ -236,7 +236,8 @@ fn a_tokenizer_vocab_json_cannot_hold_is_saved_as_gguf_metadata() {
     };
     let dir = tempfile::tempdir().unwrap();
     bpe.save(dir.path()).unwrap();
-    assert!(dir.path().join("tokenizer.gguf").is_file());
+    assert!(dir.path().join("tokenizer.json").is_file());
+    assert!(dir.path().join("tokenizer_config.json").is_file());
     assert!(!dir.path().join("vocab.json").exists());
     let back = Tokenizer::load(dir.path()).unwrap();
     same_tokenizer(&m.tokenizer, &back, "saved");
@@ -267,7 +268,7 @@ fn a_gguf_model_fine_tunes_into_a_run_that_generates_and_quantizes() {
         "2",
         "--quiet",
     ]));
-    assert!(run.join("tokenizer.gguf").is_file());
+    assert!(run.join("tokenizer.json").is_file());
     let ran = succeeds(gpt(&[
         "generate",
         "--model",

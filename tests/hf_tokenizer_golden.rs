@@ -258,6 +258,35 @@ fn llama3_and_qwen2_from_gguf_metadata_match_tokenizers() {
     }
 }
 
+/// `bpe` written as tokenizer.json + tokenizer_config.json and read back.
+fn written_and_read(bpe: &Bpe) -> Bpe {
+    let dir = tempfile::tempdir().unwrap();
+    bpe.save(dir.path()).unwrap();
+    assert!(!dir.path().join("vocab.json").exists());
+    let back = Tokenizer::load(dir.path()).unwrap();
+    let Tokenizer::Bpe(back) = back else {
+        panic!("a BPE reads back as a BPE")
+    };
+    assert_eq!(back.fingerprint(), bpe.fingerprint());
+    assert_eq!(back.special_tokens(), bpe.special_tokens());
+    assert_eq!(back.template(), bpe.template());
+    back
+}
+
+/// What a model fine-tuned from a GGUF file (or a tokenizer.json) saves is a
+/// tokenizer.json that encodes as `tokenizers` does: the same ids, specials and template.
+#[test]
+fn tokenizers_written_as_tokenizer_json_read_back_the_same() {
+    for name in ["smollm2", "llama3", "qwen2", "flags"] {
+        check(&written_and_read(&load(name)), &golden(name));
+    }
+    let golden = golden("smollm2");
+    let g = golden.gguf.as_ref().unwrap();
+    let mut v = gguf_values("smollm2", &g.pre);
+    (v.bos, v.eos, v.pad, v.unk) = (Some(g.bos), Some(g.eos), Some(g.padding), Some(g.unknown));
+    written_and_read(&Bpe::from_gguf(&v).unwrap());
+}
+
 /// GPT-2's tokenizer.json, as the Hub has it, is the built-in GPT-2 tokenizer.
 #[test]
 fn gpt2_tokenizer_json_is_gpt2() {

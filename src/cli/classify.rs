@@ -55,27 +55,7 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         !examples.is_empty() || !data.is_empty(),
         "nothing to classify: give texts, or --data FILE"
     );
-    // An adapter goes on after the model is a classifier: a LoRA classifier's
-    // holds its head, and its run the names of the labels.
-    let opts = crate::model::LoadOptions {
-        classifier: true,
-        adapter: None,
-        ..a.load.options()
-    };
-    let crate::model::Loaded {
-        mut model, tokenizer, ..
-    } = crate::model::load(&a.model, &opts)?;
-    if let Some(dir) = &a.load.adapter {
-        if !model.config.is_classifier() {
-            let labels = super::train::run_labels(dir)?;
-            let pad = super::train::pad_token_id(&model.config, &tokenizer);
-            model = model.into_classifier(labels, pad, &mut crate::tensor::rng(0))?;
-        }
-        let adapter = crate::model::Adapter::load(dir)?;
-        model
-            .add_adapter(&adapter)
-            .with_context(|| format!("adding the adapter in {} to {}", dir.display(), a.model))?;
-    }
+    let crate::model::Loaded { model, tokenizer, .. } = load_adapted(&a.model, &a.load.options())?;
     let labels = model.config.labels.clone();
     ensure!(
         model.config.is_classifier(),
@@ -146,6 +126,32 @@ pub fn run(a: ClassifyArgs) -> Result<()> {
         m.print(&labels, &mut out)?;
     }
     Ok(())
+}
+
+/// The model `spec` names with the adapter of `opts` (a classifier allowed):
+/// a LoRA classifier's adapter goes on after a language-model base is made a
+/// classifier, its head from the adapter and its labels from the run that
+/// trained it (`run.json`).
+pub(crate) fn load_adapted(spec: &str, opts: &crate::model::LoadOptions) -> Result<crate::model::Loaded> {
+    let plain = crate::model::LoadOptions {
+        classifier: true,
+        adapter: None,
+        ..opts.clone()
+    };
+    let mut loaded = crate::model::load(spec, &plain)?;
+    if let Some(dir) = &opts.adapter {
+        let adapter = crate::model::Adapter::load(dir)?;
+        if adapter.score.is_some() && !loaded.model.config.is_classifier() {
+            let labels = super::train::run_labels(dir)?;
+            let pad = super::train::pad_token_id(&loaded.model.config, &loaded.tokenizer);
+            loaded.model = loaded.model.into_classifier(labels, pad, &mut crate::tensor::rng(0))?;
+        }
+        loaded
+            .model
+            .add_adapter(&adapter)
+            .with_context(|| format!("adding the adapter in {} to {spec}", dir.display()))?;
+    }
+    Ok(loaded)
 }
 
 fn softmax(logits: &[f32]) -> Vec<f64> {

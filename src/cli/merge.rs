@@ -1,8 +1,9 @@
 //! `gpt merge`: fold a LoRA adapter into its base model and write the result
 //! as a model directory (safetensors + config + tokenizer) that `gpt` and
-//! `transformers` load without the adapter.
+//! `transformers` load without the adapter; a LoRA classifier's gives a
+//! `…ForSequenceClassification` directory.
 
-use crate::model::{self, Dtype, LoadOptions, CHAT_TEMPLATE_FILE};
+use crate::model::{Dtype, LoadOptions, CHAT_TEMPLATE_FILE};
 use crate::tokenizer::Tokenizer;
 use anyhow::{ensure, Context, Result};
 use clap::Args;
@@ -33,9 +34,10 @@ pub fn run(a: MergeArgs) -> Result<()> {
     let opts = LoadOptions {
         dtype: Dtype::F32,
         adapter: Some(a.adapter.clone()),
-        classifier: false,
+        classifier: true,
     };
-    let mut loaded = model::load(&a.model, &opts)?;
+    // A LoRA classifier's adapter makes the base a classifier, merged as one.
+    let mut loaded = super::classify::load_adapted(&a.model, &opts)?;
     loaded.model.merge_adapters()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     loaded.model.save(&a.out)?;

@@ -4,7 +4,7 @@
 //! the new one.
 
 use crate::model::{Gpt, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, CONFIG_FILE, WEIGHTS_FILE};
-use crate::tokenizer::bpe::{GGUF_TOKENIZER_FILE, MERGES_FILE, TOKENIZER_FILE, VOCAB_FILE};
+use crate::tokenizer::bpe::{GGUF_TOKENIZER_FILE, MERGES_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, VOCAB_FILE};
 use crate::tokenizer::CHAR_TOKENIZER_FILE;
 use crate::train::checkpoint::is_train_state;
 use crate::train::plot::{LOG_FILE, PLOT_FILE};
@@ -16,7 +16,7 @@ pub const RUN_FILE: &str = "run.json";
 
 /// Files a run writes, beside its `train_state-STEP.safetensors` (and those
 /// that would be read in place of its own: `tokenizer.json`).
-const RUN_FILES: [&str; 12] = [
+const RUN_FILES: [&str; 13] = [
     RUN_FILE,
     WEIGHTS_FILE,
     CONFIG_FILE,
@@ -26,6 +26,7 @@ const RUN_FILES: [&str; 12] = [
     VOCAB_FILE,
     MERGES_FILE,
     TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
     GGUF_TOKENIZER_FILE,
     LOG_FILE,
     PLOT_FILE,

@@ -23,6 +23,7 @@ mod bytes;
 mod gguf;
 pub(crate) mod hash;
 mod hf_json;
+mod hf_json_write;
 pub mod llama3;
 mod merge;
 mod parallel;

@@ -13,7 +13,9 @@ use std::path::Path;
 pub const VOCAB_FILE: &str = "vocab.json";
 /// Merges file of a model directory (Hugging Face name).
 pub const MERGES_FILE: &str = "merges.txt";
-/// A tokenizer that `vocab.json` + `merges.txt` cannot hold, as GGUF metadata without tensors.
+/// A tokenizer as GGUF metadata without tensors, as run directories of earlier
+/// versions kept one that `vocab.json` + `merges.txt` cannot hold (read as the
+/// directory's GGUF file; removed with the rest of a run by `--overwrite`).
 pub const GGUF_TOKENIZER_FILE: &str = "tokenizer.gguf";
 
 static GPT2_ENCODER: &str = include_str!("../../../data/gpt2/encoder.json");
@@ -143,21 +145,22 @@ impl Bpe {
 
     /// Writes `vocab.json` and `merges.txt` into `dir` (atomically each), or,
     /// for a tokenizer those cannot hold (added tokens, another
-    /// pre-tokenizer: SmolLM2's, Llama 3's), [`GGUF_TOKENIZER_FILE`]: its
-    /// `tokenizer.ggml.*` metadata alone, which [`Tokenizer::load`](crate::tokenizer::Tokenizer::load) reads back.
+    /// pre-tokenizer: SmolLM2's, Llama 3's), `tokenizer.json` +
+    /// `tokenizer_config.json` ([`Bpe::to_tokenizer_json`]), which
+    /// `transformers` and [`Tokenizer::load`](crate::tokenizer::Tokenizer::load) read.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        use super::hf_json::{TOKENIZER_CONFIG_FILE, TOKENIZER_FILE};
         use crate::io::write_atomic;
         let extras = self.encoding_extras();
         if !extras.is_empty() {
-            let vocab = self.to_gguf().with_context(|| {
+            let (json, config) = self.to_tokenizer_json().with_context(|| {
                 format!(
                     "this tokenizer can be written neither as {VOCAB_FILE} + {MERGES_FILE}, which hold GPT-2-style \
-                     tokenizers only (it has: {extras}), nor as GGUF metadata"
+                     tokenizers only (it has: {extras}), nor as {TOKENIZER_FILE}"
                 )
             })?;
-            let mut w = crate::io::gguf::GgufWriter::new();
-            vocab.write(&mut w)?;
-            return w.write(&dir.join(GGUF_TOKENIZER_FILE));
+            write_atomic(&dir.join(TOKENIZER_CONFIG_FILE), config.as_bytes())?;
+            return write_atomic(&dir.join(TOKENIZER_FILE), json.as_bytes());
         }
         write_atomic(&dir.join(VOCAB_FILE), self.vocab_json().as_bytes())?;
         write_atomic(&dir.join(MERGES_FILE), self.merges_txt().as_bytes())
