@@ -250,3 +250,93 @@ fn lora_dropout_draws_seeded_masks_that_a_resume_repeats() {
     let config = std::fs::read_to_string(straight.join("adapter_config.json")).unwrap();
     assert!(config.contains("\"lora_dropout\": 0.3"), "{config}");
 }
+
+/// QLoRA: a LoRA run on a quantized GGUF base (the tiny Llama in Q8_0) keeps
+/// its frozen matrices quantized and trains as on their dequantized values
+/// (the same losses within f32 summation error), resumes exactly, and a run
+/// that trains the matrices themselves dequantizes them into a directory
+/// that stands alone.
+#[test]
+fn qlora_trains_on_quantized_weights_as_on_their_dequantized_values() {
+    let tmp = tempfile::tempdir().unwrap();
+    let quantized = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/gguf_models/llama_q8_0.gguf");
+    let dequantized = tmp.path().join("f32.gguf");
+    succeeds(gpt(&["quantize", s(&quantized), s(&dequantized), "--to", "f32"]));
+    let data = tmp.path().join("text.txt");
+    std::fs::write(&data, "The quick brown fox jumps over the lazy dog. ".repeat(200)).unwrap();
+    let run = |base: &Path, out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--init",
+            s(base),
+            "--data",
+            s(&data),
+            "--out",
+            s(out),
+            "--steps",
+            "6",
+        ];
+        args.extend([
+            "--batch-size",
+            "4",
+            "--n-ctx",
+            "32",
+            "--lr",
+            "1e-2",
+            "--num-samples",
+            "0",
+            "-q",
+        ]);
+        args.extend(extra);
+        succeeds(gpt(&args));
+    };
+    let losses = |out: &Path| -> Vec<f64> {
+        let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+        let lines = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
+        lines.filter_map(|v| v["train_loss"].as_f64()).collect()
+    };
+    let (q, f, halves) = (tmp.path().join("q"), tmp.path().join("f"), tmp.path().join("h"));
+    run(&quantized, &q, &["--lora-rank", "4"]);
+    run(&dequantized, &f, &["--lora-rank", "4"]);
+    let (lq, lf) = (losses(&q), losses(&f));
+    assert_eq!(lq.len(), 6);
+    for (a, b) in lq.iter().zip(&lf) {
+        assert!(
+            (a - b).abs() <= 1e-4 * b.abs(),
+            "quantized {lq:?} vs dequantized {lf:?}"
+        );
+    }
+    assert!(lq[5] < lq[0], "it learns: {lq:?}");
+    // The frozen matrices are quantized while LoRA's train, and only LoRA's get gradients.
+    let mut m = gpt::model::load(s(&quantized), &Default::default()).unwrap().model;
+    let spec = gpt::model::LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        targets: vec!["q_proj".into(), "v_proj".into()],
+        base: String::new(),
+    };
+    m.add_lora(&spec, &mut gpt::tensor::rng(0)).unwrap();
+    assert!(m.params.quant.iter().filter(|q| q.is_some()).count() >= 7);
+    let mut g = gpt::autograd::Graph::new(&m.params, Default::default());
+    let logits = m.forward(&mut g, &[1, 2, 3, 4], &[0, 1, 2, 3], 1, None);
+    let loss = g.cross_entropy(logits, &[2, 3, 4, 5]);
+    let mut grads = m.params.zero_grads();
+    g.backward(loss, &mut grads);
+    for ((name, grad), q) in m.params.names.iter().zip(&grads.0).zip(&m.params.quant) {
+        assert_eq!(name.contains("lora"), !grad.is_empty(), "{name}");
+        assert!(!name.contains("lora") || q.is_none(), "{name}");
+    }
+    assert!(grads.0.iter().flatten().any(|&x| x != 0.0));
+    run(&quantized, &halves, &["--lora-rank", "4", "--stop-at", "3"]);
+    succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "0", "-q"]));
+    assert!(adapter(&q) == adapter(&halves), "the resumed adapter differs");
+    // Training the last block itself: its directory holds f32 weights of its own.
+    let layers = tmp.path().join("layers");
+    run(&quantized, &layers, &["--train-layers", "1", "--stop-at", "2"]);
+    let model = gpt::model::Gpt::load(&layers).unwrap();
+    assert!(model.params.quant.iter().all(Option::is_none));
+    assert!(model.params.tensors.iter().all(|t| t.data.len() == t.numel()));
+}

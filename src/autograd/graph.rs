@@ -12,7 +12,9 @@ use crate::tensor::elementwise::{
 use crate::tensor::embedding::{embedding_backward, embedding_forward, embedding_forward_quantized};
 use crate::tensor::linear::{linear_backward, linear_backward_input, linear_forward, scratch_len, LinearShape};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
-use crate::tensor::quant::{qmatmul, qmatmul_scratch_len, QMatrix};
+use crate::tensor::quant::{
+    qmatmul, qmatmul_backward_input, qmatmul_backward_scratch_len, qmatmul_scratch_len, QMatrix,
+};
 use crate::tensor::rope::{rope_backward, rope_forward, RopeTable};
 use crate::tensor::{accumulate, copy, Bf16, Rng, Tensor};
 use std::mem;
@@ -303,6 +305,14 @@ impl<'p> Graph<'p> {
         }
     }
 
+    /// Whether `v` is a parameter that trains in a graph that computes gradients.
+    fn trains(&self, v: Var) -> bool {
+        match self.nodes[v.0].value {
+            Value::Param(id) => self.grad_enabled && self.params.trainable[id.0],
+            Value::Owned(_) => false,
+        }
+    }
+
     /// The quantized weights behind `v`, if it is a parameter held that way.
     fn quantized(&self, v: Var) -> Option<&'p QMatrix> {
         let params: &'p Params = self.params;
@@ -359,7 +369,10 @@ impl<'p> Graph<'p> {
         match (self.bf16(wte), self.quantized(wte)) {
             (Some(w), _) => embedding_forward(&mut out, tokens, pos, w, wpe_value, c),
             (_, Some(w)) => {
-                assert!(!self.grad_enabled, "quantized weights are for inference only");
+                assert!(
+                    !self.trains(wte),
+                    "quantized weights do not train: only frozen ones may be quantized"
+                );
                 assert_eq!(
                     (w.rows(), w.cols()),
                     (vocab, c),
@@ -390,7 +403,10 @@ impl<'p> Graph<'p> {
         let shape = LinearShape { n, d_in, d_out, w_t };
         let mut out = self.ws.take(n * d_out);
         if let Some(q) = self.quantized(w) {
-            assert!(!self.grad_enabled, "quantized weights are for inference only");
+            assert!(
+                !self.trains(w),
+                "quantized weights do not train: only frozen ones may be quantized"
+            );
             assert_eq!(
                 (q.rows(), q.cols()),
                 (d_out, d_in),
@@ -793,7 +809,14 @@ impl<'p> Graph<'p> {
             &Op::Linear { x, w, b, shape } => {
                 if self.needs[x.0] {
                     let (mut dx, accumulate) = self.input_grad(g, x);
-                    linear_backward_input(&mut dx, dout, self.value(w), shape, accumulate);
+                    match self.quantized(w) {
+                        Some(q) => {
+                            let mut scratch = self.ws.take(qmatmul_backward_scratch_len(q));
+                            qmatmul_backward_input(&mut dx, dout, shape.n, q, &mut scratch, accumulate);
+                            self.ws.give(scratch);
+                        }
+                        None => linear_backward_input(&mut dx, dout, self.value(w), shape, accumulate),
+                    }
                     g[x.0] = dx;
                 }
                 if self.needs[w.0] {

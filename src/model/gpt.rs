@@ -525,6 +525,27 @@ impl Gpt {
         Ok(())
     }
 
+    /// The f32 values of parameter `i` in its own shape: its data, its bf16
+    /// copy widened, or its quantized blocks dequantized (GPT-2's layers,
+    /// stored `[in, out]`, from rows of the transpose; embeddings and heads
+    /// are rows either way).
+    pub fn f32_values(&self, i: usize) -> std::borrow::Cow<'_, [f32]> {
+        if let Some(half) = &self.params.bf16[i] {
+            use crate::tensor::WeightElem;
+            return std::borrow::Cow::Owned(half.iter().map(|v| v.to_f32()).collect());
+        }
+        let Some(q) = self.params.quant[i].as_ref() else {
+            return std::borrow::Cow::Borrowed(&self.params.tensors[i].data);
+        };
+        let w = q.dequantize();
+        let (rows, cols) = (q.rows(), q.cols());
+        let embedding = i == self.wte.0 || Some(ParamId(i)) == self.lm_head;
+        match !self.config.arch.names().w_t && !embedding {
+            true => std::borrow::Cow::Owned((0..rows * cols).map(|k| w[(k % rows) * cols + k / rows]).collect()),
+            false => std::borrow::Cow::Owned(w),
+        }
+    }
+
     /// `[N, C] -> [N, vocab_size]` through `wte` (tied) or `lm_head`, both
     /// stored `[vocab, C]`; a classifier's `[N, C] -> [N, labels]` through `score`.
     pub fn logits(&self, g: &mut Graph, h: Var) -> Var {
@@ -784,17 +805,8 @@ mod tests {
     /// `q` with every quantized matrix back in f32, as its blocks dequantize.
     fn dequantized(q: &Gpt) -> Gpt {
         let mut p = q.params.clone();
-        let conv1d = !q.config.arch.names().w_t;
-        for (i, m) in q.params.quant.iter().enumerate() {
-            let Some(m) = m else { continue };
-            let (rows, cols) = (m.rows(), m.cols());
-            let w = m.dequantize();
-            let embedding = i == q.wte.0 || Some(ParamId(i)) == q.lm_head;
-            p.tensors[i].data = if conv1d && !embedding {
-                (0..rows * cols).map(|k| w[(k % rows) * cols + k / rows]).collect()
-            } else {
-                w
-            };
+        for i in 0..p.tensors.len() {
+            p.tensors[i].data = q.f32_values(i).into_owned();
             p.quant[i] = None;
         }
         Gpt::from_params(q.config.clone(), p)

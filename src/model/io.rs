@@ -8,7 +8,7 @@
 use super::import::{self, check_config_fits, Source};
 use super::{Gpt, GptConfig};
 use crate::autograd::Params;
-use crate::io::{map_file, write_atomic, write_safetensors, Elem};
+use crate::io::{map_file, write_atomic, write_safetensors_with, Elem};
 use crate::tensor::Tensor;
 use anyhow::{bail, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
@@ -188,9 +188,16 @@ impl Gpt {
             true => name.clone(),
             false => format!("{prefix}{name}"),
         };
-        let tensors = self.params.names.iter().zip(&self.params.tensors);
-        let tensors = tensors.map(|(name, t)| (name_of(name), &t.shape[..], &t.data[..]));
-        write_safetensors(&dir.join(WEIGHTS_FILE), tensors, metadata)?;
+        // As the crate lays them out: by name, data back to back; a quantized
+        // matrix dequantized one at a time as it is written.
+        let mut order: Vec<usize> = (0..self.params.names.len()).collect();
+        order.sort_by_key(|&i| name_of(&self.params.names[i]));
+        let layout: Vec<(String, Vec<usize>)> = (order.iter())
+            .map(|&i| (name_of(&self.params.names[i]), self.params.tensors[i].shape.clone()))
+            .collect();
+        write_safetensors_with(&dir.join(WEIGHTS_FILE), &layout, metadata, |w| {
+            (order.iter()).try_for_each(|&i| w.write_all(bytemuck::cast_slice(&self.f32_values(i))))
+        })?;
         write_atomic(&dir.join(CONFIG_FILE), self.config.to_json().as_bytes())
     }
 

@@ -164,10 +164,12 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
             spec,
             &crate::model::LoadOptions {
                 classifier: s.classify.is_some(),
-                // A classifier's directory stands alone: a quantized (GGUF) base is dequantized.
-                dtype: match s.classify {
-                    Some(_) => crate::model::Dtype::F32,
-                    None => crate::model::Dtype::default(),
+                // QLoRA: a LoRA run keeps a quantized (GGUF) base's matrices quantized, frozen
+                // (it saves the adapter alone, and --resume loads the base again). Any other
+                // run trains or saves them: dequantized, so that its directory stands alone.
+                dtype: match s.lora {
+                    Some(_) => crate::model::Dtype::Stored,
+                    None => crate::model::Dtype::F32,
                 },
                 ..Default::default()
             },

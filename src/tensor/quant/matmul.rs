@@ -374,6 +374,61 @@ fn dequantized_gemm(out: &mut [f32], x: &[f32], n: usize, w: &QMatrix, scratch: 
     }
 }
 
+/// Floats of scratch space [`qmatmul_backward_input`] needs: one band of `W` dequantized.
+pub fn qmatmul_backward_scratch_len(w: &QMatrix) -> usize {
+    gemm_band_rows(w) * w.cols
+}
+
+/// The backward of [`qmatmul`] for its input, with `W` frozen (QLoRA: the
+/// weights stay quantized, only what flows through them trains):
+/// `dx[n, cols] (+)= dout[n, rows] @ W`, a band of `W`'s rows dequantized
+/// into `scratch` at a time, so no more than a band is ever held as f32.
+pub fn qmatmul_backward_input(
+    dx: &mut [f32],
+    dout: &[f32],
+    n: usize,
+    w: &QMatrix,
+    scratch: &mut [f32],
+    accumulate: bool,
+) {
+    use crate::tensor::matmul::{matmul_strided, View};
+    let (rows, cols) = (w.rows, w.cols);
+    assert_eq!(
+        dout.len(),
+        n * rows,
+        "qmatmul_backward_input: dout is not [{n}, {rows}]"
+    );
+    assert_eq!(dx.len(), n * cols, "qmatmul_backward_input: dx is not [{n}, {cols}]");
+    assert_eq!(
+        scratch.len(),
+        qmatmul_backward_scratch_len(w),
+        "qmatmul_backward_input: wrong scratch size"
+    );
+    if !accumulate {
+        dx.fill(0.0);
+    }
+    let band = gemm_band_rows(w);
+    for r0 in (0..rows).step_by(band) {
+        let br = band.min(rows - r0);
+        let wb = &mut scratch[..br * cols];
+        wb.par_chunks_mut(cols)
+            .enumerate()
+            .for_each(|(j, row)| w.dequantize_row(r0 + j, row));
+        // [n, br] (columns r0.. of dout) @ [br, cols] -> added into [n, cols]
+        let a = View {
+            data: &dout[r0..],
+            rs: rows,
+            cs: 1,
+        };
+        let b = View {
+            data: wb,
+            rs: cols,
+            cs: 1,
+        };
+        matmul_strided(dx, cols, a, b, n, br, cols, 1.0, true);
+    }
+}
+
 /// Quantizes each `cols`-long row of `x` into its blocks in `act`.
 fn quantize_acts<B: Block8>(act: &mut [f32], x: &[f32], cols: usize) {
     let blocks: &mut [B] = bytemuck::cast_slice_mut(act);
@@ -1128,6 +1183,40 @@ mod tests {
                         "{kind}: row {r} of {i}: {} vs {want}",
                         got[i * rows + r]
                     );
+                }
+            }
+        }
+    }
+
+    /// The input gradient through frozen quantized weights is `dout @ W` of
+    /// the dequantized `W` (within f32 summation error), across several
+    /// bands, added to what `dx` held or replacing it.
+    #[test]
+    fn backward_input_is_dout_times_the_dequantized_matrix() {
+        let (cols, n) = (96, 5);
+        let rows = 2 * (GEMM_BAND_FLOATS / cols) + 37;
+        for kind in [Kind::Q4_1, Kind::Q8_0, Kind::Q4_K] {
+            let cols = if kind == Kind::Q4_K { 256 } else { cols };
+            let w = matrix(kind, rows, cols, 3);
+            assert!(gemm_band_rows(&w) < rows / 2, "three bands");
+            let wf = w.dequantize();
+            let dout = values(n * rows, 4);
+            let mut scratch = vec![0.0; qmatmul_backward_scratch_len(&w)];
+            for accumulate in [false, true] {
+                let mut dx = vec![0.5; n * cols];
+                qmatmul_backward_input(&mut dx, &dout, n, &w, &mut scratch, accumulate);
+                for i in 0..n {
+                    for c in 0..cols {
+                        let terms = (0..rows).map(|r| dout[i * rows + r] as f64 * wf[r * cols + c] as f64);
+                        let abs: f64 = terms.clone().map(f64::abs).sum();
+                        let want = terms.sum::<f64>() + if accumulate { 0.5 } else { 0.0 };
+                        let err = (dx[i * cols + c] as f64 - want).abs();
+                        assert!(
+                            err <= 1e-5 * abs + 1e-6,
+                            "{kind} {accumulate}: [{i}, {c}] {} vs {want}",
+                            dx[i * cols + c]
+                        );
+                    }
                 }
             }
         }
