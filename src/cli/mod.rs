@@ -2,6 +2,7 @@
 
 mod chat;
 mod check;
+mod choice;
 mod classify;
 mod download;
 mod eval;
