@@ -129,8 +129,8 @@ pub fn encode(path: &Path, records: &[Record], tok: &Tokenizer, n_ctx: usize) ->
                 let ids = tok.encode(&format!(" {e}"))?;
                 ensure!(
                     ids.len() <= n_ctx,
-                    "{p}:{}: ending {k} is {} tokens long, more than the model's context of {n_ctx} leaves \
-                     after one token of context",
+                    "{p}:{}: ending {k} has {} tokens, more than the model's context of {n_ctx} can score \
+                     (one token of context comes before them): shorten it, or use a model with a longer context",
                     r.line,
                     ids.len()
                 );
@@ -193,7 +193,7 @@ mod tests {
         assert_eq!(c[0].endings[0], tok.encode(" world").unwrap());
         assert_eq!(c[0].endings[1].len(), 3);
         let err = encode(path, &records, &tok, 2).unwrap_err().to_string();
-        assert!(err.contains("x.jsonl:7: ending 1 is 3 tokens long"), "{err}");
+        assert!(err.contains("x.jsonl:7: ending 1 has 3 tokens, more than"), "{err}");
     }
 
     #[test]
