@@ -32,22 +32,14 @@ pub struct Scored {
 
 impl Scored {
     fn new(logprobs: Vec<f64>, tokens: Vec<usize>) -> Self {
-        let argmax = |x: &mut dyn Iterator<Item = f64>| {
-            x.enumerate()
-                .fold(
-                    (0, f64::NEG_INFINITY),
-                    |best, (i, v)| if v > best.1 { (i, v) } else { best },
-                )
-                .0
-        };
-        let pred = argmax(&mut logprobs.iter().copied());
-        let pred_norm = argmax(&mut logprobs.iter().zip(&tokens).map(|(&l, &n)| l / n as f64));
-        Scored {
+        let mut s = Scored {
+            pred: argmax(logprobs.iter().copied()),
             logprobs,
             tokens,
-            pred,
-            pred_norm,
-        }
+            pred_norm: 0,
+        };
+        s.pred_norm = argmax(s.logprobs_norm().into_iter());
+        s
     }
 
     /// Each ending's mean log-likelihood per token.
@@ -58,6 +50,16 @@ impl Scored {
             .map(|(&l, &n)| l / n as f64)
             .collect()
     }
+}
+
+/// The index of the largest of `x`, the first of ties.
+fn argmax(x: impl Iterator<Item = f64>) -> usize {
+    x.enumerate()
+        .fold(
+            (0, f64::NEG_INFINITY),
+            |best, (i, v)| if v > best.1 { (i, v) } else { best },
+        )
+        .0
 }
 
 /// Every record scored, in order.
