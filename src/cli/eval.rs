@@ -1,5 +1,6 @@
 //! `gpt eval`: mean loss per token and perplexity of a model over a text file,
-//! and optionally the logits of every scored token (`--logits`, a `.npy`).
+//! and optionally the logits of every scored token (`--logits`, a `.npy`);
+//! with `--task choice`, accuracy on multiple-choice records ([`super::choice`]).
 
 use super::out::{count, note};
 use crate::autograd::Workspace;
@@ -11,17 +12,33 @@ use crate::io::{npy_header, write_atomic_with};
 use crate::tokenizer::Tokenizer;
 use crate::train::score;
 use anyhow::{bail, ensure, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use indicatif::ProgressBar;
 use std::io::{self, Write};
 use std::path::PathBuf;
+
+/// What `gpt eval` measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// Language modelling: mean loss per token and perplexity of a text
+    #[default]
+    Lm,
+    /// Multiple choice (HellaSwag style): accuracy of picking each record's
+    /// right ending by its summed log-likelihood and by its mean per token
+    Choice,
+}
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Model: a directory or checkpoint file, or a name fetched with `gpt download` (gpt2, org/name)
     #[arg(long)]
     pub model: String,
-    /// Text file to score (character models: one document per line)
+    /// What to measure
+    #[arg(long, value_enum, default_value_t = Task::Lm)]
+    pub task: Task,
+    /// Text file to score (character models: one document per line); for
+    /// --task choice, JSON lines {"context": …, "endings": […], "label": k}
+    /// (HellaSwag's `ctx`, `endings`, `label` too)
     #[arg(long)]
     pub data: PathBuf,
     /// Tokens between the starts of consecutive windows, for texts longer than
@@ -29,7 +46,9 @@ pub struct EvalArgs {
     /// of context before the window's scored part; at most n_ctx [default: n_ctx / 2]
     #[arg(long)]
     pub stride: Option<usize>,
-    /// Print {"loss", "perplexity", "tokens"} as JSON
+    /// Print {"loss", "perplexity", "tokens"} as JSON (--task choice:
+    /// {"accuracy", "accuracy_norm", "n", "predictions": [{"label", "pred",
+    /// "pred_norm", "logprobs", "logprobs_norm", "tokens"}, …]})
     #[arg(long)]
     pub json: bool,
     /// Also write the logits of every scored token to FILE, a NumPy .npy of
@@ -61,6 +80,9 @@ impl Scored {
 
 pub fn run(a: EvalArgs) -> Result<()> {
     a.quiet.apply();
+    if a.task == Task::Choice {
+        return super::choice::run(a);
+    }
     if let Some(stride) = a.stride {
         super::check::flag(stride >= 1, "--stride", stride, "at least 1")?;
     }

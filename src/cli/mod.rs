@@ -2,6 +2,7 @@
 
 mod chat;
 mod check;
+mod choice;
 mod classify;
 mod download;
 mod eval;
@@ -45,7 +46,7 @@ pub enum Command {
     Chat(chat::ChatArgs),
     /// Serve a model over HTTP with the OpenAI API (completions, chat, streaming), many clients at once
     Serve(serve::ServeArgs),
-    /// Mean loss per token and perplexity of a model over a text file
+    /// Mean loss per token and perplexity of a model over a text file, or its multiple-choice accuracy (--task choice)
     Eval(eval::EvalArgs),
     /// Label texts with a classifier (gpt train --task classify): each label's probability, and with
     /// labelled data accuracy, per-class precision/recall and the confusion matrix

@@ -4,12 +4,14 @@
 //! - [`schedule`]: warmup then linear or cosine decay
 //! - [`trainer`]: the loop
 //! - [`eval`]: scoring a model on data (validation, `gpt eval`)
+//! - [`choice`]: multiple-choice scoring (HellaSwag style, `gpt eval --task choice`)
 //! - [`checkpoint`]: resumable checkpoints (model + optimizer state)
 //! - [`dist`]: data parallelism across processes (MPI), one process by default
 //! - [`plot`]: the loss plot (SVG) left in the run directory
 //! - [`progress`]: what a run shows as it trains (a bar, plain lines, nothing)
 
 pub mod checkpoint;
+pub mod choice;
 pub mod dist;
 pub mod eval;
 pub mod optim;
