@@ -278,6 +278,11 @@ fn bottleneck_adapters_train_alone_resume_exactly_and_run_with_the_trained_logit
     succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "0"]));
     let trained = adapter(&straight);
     assert!(trained == adapter(&halves), "the resumed adapters differ");
+    // A resume may not change the adapters' width.
+    fails_with(
+        &gpt(&["train", "--resume", s(&halves), "--adapter-size", "8", "--steps", "12"]),
+        "--adapter-size",
+    );
     // Only the adapters are saved, named after the module whose output each adapts.
     let mut want = Vec::new();
     for i in 0..3 {
