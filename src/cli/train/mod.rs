@@ -194,10 +194,11 @@ pub struct TrainArgs {
     /// weight of the model. Every block gets one on the attention's output and one on the MLP's
     /// (after the output projection, before the residual add): h + up(relu(down(h))), down
     /// [H, n_embd] and up [n_embd, H] with biases; ReLU, the `adapters` library's default; up
-    /// starts at zero, so training starts from the base model exactly. The run directory holds
-    /// only the adapters (adapter_model.safetensors + adapter_config.json): use them with
-    /// `gpt generate --model BASE --adapter DIR` (not foldable into the weights: no `gpt merge`)
-    #[arg(long, requires = "init", conflicts_with_all = ["train_layers", "lora_rank"])]
+    /// starts at zero, so training starts from the base model exactly (with --task classify the
+    /// `score` head trains too). The run directory holds only the adapters
+    /// (adapter_model.safetensors + adapter_config.json): use them with `gpt generate --model BASE
+    /// --adapter DIR` (not foldable into the weights: no `gpt merge`)
+    #[arg(long, value_name = "H", requires = "init", conflicts_with_all = ["train_layers", "lora_rank"])]
     pub adapter_size: Option<usize>,
     /// LoRA's alpha: the update is scaled by alpha / rank [default: 8, as peft's]
     #[arg(long, requires = "lora_rank")]
