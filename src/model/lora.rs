@@ -4,7 +4,9 @@
 //! `….lora_B.weight` `[out, r]` each add `scale · x Aᵀ Bᵀ` to the output of
 //! one linear layer of the base model (`scale` = alpha / r, or alpha / √r
 //! rank-stabilised). The adapter stays apart from the weights it adapts (a
-//! quantized base stays quantized), as `peft.PeftModel` runs it.
+//! quantized base stays quantized), as `peft.PeftModel` runs it. The
+//! adapter directory itself ([`Adapter`]: reading, adding to a model,
+//! saving) is shared with the bottleneck adapters of [`super::bottleneck`].
 
 use super::config::Arch;
 use super::gpt::SCORE;
@@ -154,9 +156,11 @@ impl Adapter {
     }
 }
 
+/// LoRA's matrices by adapted layer: `module -> (A, B)`.
+pub type Layers = BTreeMap<String, (Tensor, Tensor)>;
+
 /// `module -> (A, B)` from a peft safetensors file, each pair complete and
 /// of rank `r`, and a classifier's `score` head if it holds one.
-pub type Layers = BTreeMap<String, (Tensor, Tensor)>;
 fn read_layers(path: &Path, r: usize) -> Result<(Layers, Option<Tensor>)> {
     let map = map_file(path)?;
     let st = safetensors::SafeTensors::deserialize(&map).context("not a safetensors file")?;
