@@ -1,6 +1,7 @@
 //! Classification end to end with the real binary: `gpt train --task
 //! classify` on a tiny character model, `gpt classify` on its run directory
-//! (texts, labelled data, JSON), resuming, `--train-layers 0`, and bad input
+//! (texts, labelled data, JSON), resuming, `--train-layers 0`, LoRA and
+//! bottleneck adapters, and bad input
 //! refused with the file and line named.
 
 use std::path::{Path, PathBuf};
@@ -222,6 +223,47 @@ fn a_lora_classifier_saves_its_head_as_peft_does_resumes_exactly_and_merges() {
     assert_eq!(classify(&two), v, "the resumed run's classifier is the same");
     // The base alone is a language model.
     fails_with(&gpt(&["classify", "--model", &base_dir, "anna"]), "not a classifier");
+}
+
+#[test]
+fn a_bottleneck_adapter_classifier_trains_its_head_too_and_classifies_with_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, one) = (tmp.path().join("base"), tmp.path().join("one"));
+    base(&b);
+    // Labelled by the last character: the base's attention is frozen, and adapters act on each
+    // position alone (the first character of `data` is out of their reach on a random base).
+    let mut text = String::from("label\ttext\n");
+    for i in 0..20 {
+        let head = &"xyzmno"[i % 5..];
+        text += &format!("a\t{head}a\nb\t{head}b\na\t{head}ya\nb\t{head}yb\n");
+    }
+    let d = tmp.path().join("last.tsv");
+    std::fs::write(&d, text).unwrap();
+    let out = succeeds(train(&b, &d, &one, &["--adapter-size", "4"]));
+    assert!(stdout(&out).contains("val accuracy 100.00%"), "{}", stdout(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 2 blocks x 2 adapters x (down 4x16 + 4, up 16x4 + 16), and score [2, 16].
+    assert!(err.contains("trainable 624 of"), "{err}");
+    let config = std::fs::read_to_string(one.join("adapter_config.json")).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["task_type"], "SEQ_CLS");
+    assert_eq!(config["modules_to_save"], serde_json::json!(["score"]));
+    let bytes = std::fs::read(one.join("adapter_model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert!(st.names().contains(&"score.weight"), "{:?}", st.names());
+    let out = succeeds(gpt(&[
+        "classify",
+        "--model",
+        s(&b),
+        "--adapter",
+        s(&one),
+        "--json",
+        "mnob",
+        "zya",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["predictions"][0]["label"], "b", "{v}");
+    assert_eq!(v["predictions"][1]["label"], "a", "{v}");
 }
 
 #[test]

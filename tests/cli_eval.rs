@@ -8,6 +8,9 @@ use gpt::tokenizer::{CharTokenizer, Tokenizer};
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+use common::{read_npy, Npy};
+
 /// Runs `gpt eval --json --logits` and returns the reported loss and token count, and the array.
 fn eval_with_logits(model: &Path, data: &Path, extra: &[&str]) -> (f64, usize, Npy) {
     let npy = model.join("logits.npy");
@@ -21,34 +24,6 @@ fn eval_with_logits(model: &Path, data: &Path, extra: &[&str]) -> (f64, usize, N
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tokens = json["tokens"].as_u64().unwrap() as usize;
     (json["loss"].as_f64().unwrap(), tokens, read_npy(&npy))
-}
-
-/// A 2-D little-endian f32 .npy array.
-struct Npy {
-    shape: (usize, usize),
-    data: Vec<f32>,
-}
-
-fn read_npy(path: &Path) -> Npy {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
-    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
-    assert!(
-        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
-        "{header}"
-    );
-    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let dims: Vec<usize> = dims.split(',').map(|d| d.trim().parse().unwrap()).collect();
-    let data: Vec<f32> = bytes[10 + len..]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    assert_eq!(data.len(), dims[0] * dims[1]);
-    Npy {
-        shape: (dims[0], dims[1]),
-        data,
-    }
 }
 
 /// Mean of `logsumexp(row) - row[target]` over the rows: the cross-entropy they imply.

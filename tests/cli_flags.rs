@@ -68,6 +68,7 @@ const ROWS: &[Row] = &[
     ("train", "--train-layers", &["--init", "{char}"], &[("0", R), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("1", R)]),
     ("train", "--lora-rank", &["--init", "{char}"], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("2", R)]),
     ("train", "--lora-alpha", &["--init", "{char}", "--lora-rank", "2"], &[("0", F), ("-1", F), ("NaN", F), ("inf", F), ("1e18", R)]),
+    ("train", "--adapter-size", &["--init", "{char}"], &[("0", F), ("-1", F), ("NaN", F), (BIG, F), (MAX, F), ("2", R)]),
     ("train", "--lora-dropout", &["--init", "{char}", "--lora-rank", "2"], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", F), ("1", F), ("0.5", R)]),
     ("sample", "--num-samples", &[], &[("0", R), ("-1", F), ("NaN", F), (BIG, F), (MAX, F)]),
     ("sample", "--temperature", &[], &[("0", R), ("-1", F), ("NaN", F), ("inf", F), ("1e18", R)]),

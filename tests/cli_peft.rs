@@ -1,12 +1,13 @@
 //! Parameter-efficient fine-tuning end to end: `gpt train --init M
-//! --train-layers N` and `--lora-rank R`: what trains, what stays as it was,
-//! resuming, and the errors on flags that do not fit.
+//! --train-layers N`, `--lora-rank R` and `--adapter-size H`: what trains,
+//! what stays as it was, resuming, and the errors on flags and adapters that
+//! do not fit.
 
 use std::path::Path;
 use std::process::Output;
 
 mod common;
-use common::{fails_with, gpt, names_base, s, succeeds};
+use common::{fails_with, gpt, names_base, read_npy, s, succeeds};
 
 /// A small base model trained on the built-in names (3 blocks, 16 wide).
 fn base(dir: &Path) {
@@ -339,4 +340,184 @@ fn qlora_trains_on_quantized_weights_as_on_their_dequantized_values() {
     let model = gpt::model::Gpt::load(&layers).unwrap();
     assert!(model.params.quant.iter().all(Option::is_none));
     assert!(model.params.tensors.iter().all(|t| t.data.len() == t.numel()));
+}
+
+/// The logits of `tokens` (one sequence) through `model`, full forward.
+fn full_logits(model: &gpt::model::Gpt, tokens: &[u32]) -> Vec<f32> {
+    let pos: Vec<u32> = (0..tokens.len() as u32).collect();
+    let mut g = gpt::autograd::Graph::inference(&model.params, gpt::autograd::Workspace::default());
+    let logits = model.forward(&mut g, tokens, &pos, 1, None);
+    g.value(logits).to_vec()
+}
+
+#[test]
+fn bottleneck_adapters_train_alone_resume_exactly_and_run_with_the_trained_logits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, straight, halves) = (tmp.path().join("base"), tmp.path().join("a"), tmp.path().join("b"));
+    base(&b);
+    let out = succeeds(tune(&b, &straight, &["--adapter-size", "4", "--save-every", "4"]));
+    // 3 blocks x 2 adapters x (down 4x16 + 4, up 16x4 + 16).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("trainable 888 of "), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("bottleneck adapters: gpt generate --model") && stdout.contains("--adapter"),
+        "{stdout}"
+    );
+    succeeds(tune(&b, &halves, &["--adapter-size", "4", "--stop-at", "4"]));
+    succeeds(gpt(&["train", "--resume", s(&halves), "--num-samples", "0"]));
+    let trained = adapter(&straight);
+    assert!(trained == adapter(&halves), "the resumed adapters differ");
+    // A resume may not change the adapters' width.
+    fails_with(
+        &gpt(&["train", "--resume", s(&halves), "--adapter-size", "8", "--steps", "12"]),
+        "--adapter-size",
+    );
+    // Only the adapters are saved, named after the module whose output each adapts.
+    let mut want = Vec::new();
+    for i in 0..3 {
+        for module in ["attn", "mlp"] {
+            for (part, shape) in [("down.bias", vec![4]), ("down.weight", vec![4, 16])] {
+                want.push((format!("transformer.h.{i}.{module}.adapter.{part}"), shape));
+            }
+            for (part, shape) in [("up.bias", vec![16]), ("up.weight", vec![16, 4])] {
+                want.push((format!("transformer.h.{i}.{module}.adapter.{part}"), shape));
+            }
+        }
+    }
+    want.sort();
+    let names: Vec<(String, Vec<usize>)> = trained.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect();
+    assert_eq!(names, want);
+    // up started at zero and trained.
+    assert!(trained
+        .iter()
+        .filter(|(n, _, _)| n.ends_with("up.weight"))
+        .all(|(_, _, bits)| bits.iter().any(|&x| x != 0)));
+    assert!(
+        !straight.join("model.safetensors").exists(),
+        "the run saves the adapters, not the model"
+    );
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(config["adapter_type"], "bottleneck");
+    assert_eq!(config["adapter_size"], 4);
+    assert_eq!(config["non_linearity"], "relu");
+    assert_eq!(config["base_model_name_or_path"], s(&b.canonicalize().unwrap()));
+
+    // The trained run's model: the base with the trained tensors put in place by name.
+    let mut model = gpt::model::Gpt::load(&b).unwrap();
+    let spec = gpt::model::BottleneckSpec {
+        size: 4,
+        base: String::new(),
+    };
+    model.add_bottleneck_adapters(&spec, &mut gpt::tensor::rng(0)).unwrap();
+    for (name, _, bits) in &trained {
+        let id = model.params.find(name.strip_prefix("transformer.").unwrap()).unwrap();
+        model.params.tensors[id.0].data = bits.iter().map(|&x| f32::from_bits(x)).collect();
+    }
+    // `gpt eval --adapter` scores "emma" (BOS e m m a, predicting e m m a and the end) with its logits.
+    let data = tmp.path().join("one.txt");
+    std::fs::write(&data, "emma\n").unwrap();
+    let npy = tmp.path().join("logits.npy");
+    let eval = |extra: &[&str]| {
+        let args = [
+            "eval",
+            "--model",
+            s(&b),
+            "--data",
+            s(&data),
+            "--json",
+            "--logits",
+            s(&npy),
+        ];
+        succeeds(gpt(&[&args[..], extra].concat()));
+        read_npy(&npy)
+    };
+    let tok = gpt::model::load_tokenizer(s(&b)).unwrap();
+    let gpt::tokenizer::Tokenizer::Char(chars) = &tok else {
+        panic!("a character model")
+    };
+    let tokens = [vec![chars.bos()], tok.encode("emma").unwrap()].concat();
+    let want = full_logits(&model, &tokens);
+    let got = eval(&["--adapter", s(&straight)]);
+    assert_eq!(got.data.len(), want.len());
+    let diff = got
+        .data
+        .iter()
+        .zip(&want)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-5,
+        "eval --adapter's logits differ from the trained model's by {diff}"
+    );
+    assert!(eval(&[]).data != got.data, "the adapters changed nothing");
+    // generate --adapter decodes (KV cache) greedily as the trained model does (full forward).
+    let args = [
+        "generate",
+        "--model",
+        s(&b),
+        "--adapter",
+        s(&straight),
+        "--temperature",
+        "0",
+    ];
+    let out = succeeds(gpt(&[&args[..], &["-n", "4", "--json", "emma"]].concat()));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut seq = tokens.clone();
+    for _ in 0..4 {
+        let logits = full_logits(&model, &seq);
+        let last = &logits[logits.len() - model.config.vocab_size..];
+        let next = (0..last.len()).max_by(|&i, &j| last[i].total_cmp(&last[j])).unwrap();
+        seq.push(next as u32);
+    }
+    assert_eq!(v["tokens"], serde_json::json!(seq[tokens.len()..]), "{v}");
+
+    // They cannot be folded in; a base of another shape, or another kind of adapter, is refused.
+    let merged = tmp.path().join("merged");
+    fails_with(
+        &gpt(&[
+            "merge",
+            "--model",
+            s(&b),
+            "--adapter",
+            s(&straight),
+            "--out",
+            s(&merged),
+        ]),
+        "not linear",
+    );
+    let other = tmp.path().join("other");
+    names_base(&other, 2, 2);
+    let err = gpt(&[
+        "eval",
+        "--model",
+        s(&other),
+        "--adapter",
+        s(&straight),
+        "--data",
+        s(&data),
+    ]);
+    fails_with(&err, "trained for another base model");
+    fails_with(&err, s(&b.canonicalize().unwrap()));
+    let text = std::fs::read_to_string(straight.join("adapter_config.json")).unwrap();
+    std::fs::write(straight.join("adapter_config.json"), text.replace("relu", "swish")).unwrap();
+    let err = gpt(&["eval", "--model", s(&b), "--adapter", s(&straight), "--data", s(&data)]);
+    fails_with(&err, "non_linearity \"swish\"");
+}
+
+#[test]
+fn bottleneck_flags_that_do_not_fit_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("base");
+    names_base(&b, 1, 2);
+    let x = tmp.path().join("x");
+    fails_with(&tune(&b, &x, &["--adapter-size", "0"]), "--adapter-size 0");
+    fails_with(&tune(&b, &x, &["--adapter-size", "17"]), "the model's width 16");
+    for other in [["--lora-rank", "2"], ["--train-layers", "1"]] {
+        let out = tune(&b, &x, &[&["--adapter-size", "2"][..], &other].concat());
+        fails_with(&out, "cannot be used with");
+        fails_with(&out, other[0]);
+    }
+    fails_with(&gpt(&["train", "--adapter-size", "2", "--out", s(&x)]), "--init");
+    assert!(!x.exists(), "a refused run wrote nothing");
 }

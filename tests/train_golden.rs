@@ -376,8 +376,9 @@ fn ten_adamw_steps_of_a_llama_on_packed_documents_match_pytorch() {
     check_run("llama_packed", 1);
 }
 
-/// tests/golden/peft/golden.json: parameter-efficient runs from the train
-/// golden's `init`, on its data, by scripts/gen_peft_golden.py.
+/// tests/golden/peft/golden.json and tests/golden/adapter/golden.json:
+/// parameter-efficient runs from the train golden's starts, on its data, by
+/// scripts/gen_peft_golden.py and scripts/gen_adapter_golden.py.
 #[derive(Deserialize)]
 struct PeftGolden {
     runs: HashMap<String, PeftRun>,
@@ -389,57 +390,87 @@ struct PeftRun {
     run: Run,
     /// `--train-layers`: the reference saved its model after ten steps as the run's name.
     train_layers: Option<usize>,
-    /// LoRA: the adapter before and after ten steps (peft's saves).
-    lora_init: Option<String>,
-    lora: Option<String>,
+    /// An adapter before and after ten steps (LoRA: peft's saves; bottleneck adapters: gpt's format).
+    #[serde(alias = "lora_init")]
+    adapter_init: Option<String>,
+    #[serde(alias = "lora")]
+    adapter: Option<String>,
 }
 
 fn peft_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/peft")
 }
 
-/// The golden peft run `name`, checked as [`check`] does (frozen tensors bit for bit).
-fn check_peft_run(name: &str) -> Figures {
+fn adapter_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/adapter")
+}
+
+fn peft_golden(dir: &Path) -> PeftGolden {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap()
+}
+
+/// The golden parameter-efficient run `name` of `dir`, checked as [`check`] does (frozen tensors bit for bit).
+fn check_peft_run(dir: &Path, name: &str) -> Figures {
     let g = golden();
-    let peft: PeftGolden =
-        serde_json::from_str(&std::fs::read_to_string(peft_dir().join("golden.json")).unwrap()).unwrap();
+    let peft = peft_golden(dir);
     let p = &peft.runs[name];
-    let with_adapter = |dir: &str| {
+    let with_adapter = |sub: &str| {
         let mut m = load(&p.run.init);
-        m.add_adapter(&Adapter::load(&peft_dir().join(dir)).unwrap()).unwrap();
+        m.add_adapter(&Adapter::load(&dir.join(sub)).unwrap()).unwrap();
         m.train_adapters_only();
         m
     };
-    let (model, init, want_final) = match (p.train_layers, &p.lora_init, &p.lora) {
+    let (model, init, want_final) = match (p.train_layers, &p.adapter_init, &p.adapter) {
         (Some(n), None, None) => {
             let mut m = load(&p.run.init);
             m.train_last_layers(n).unwrap();
-            let want = Gpt::load(&peft_dir().join(name)).unwrap();
+            let want = Gpt::load(&dir.join(name)).unwrap();
             (m, load(&p.run.init), want)
         }
         (None, Some(start), Some(end)) => (with_adapter(start), with_adapter(start), with_adapter(end)),
-        _ => panic!("{name}: a run trains some layers or a LoRA adapter"),
+        _ => panic!("{name}: a run trains some layers or an adapter"),
     };
-    let fig = check(name, &g, &p.run, &peft_dir(), model, init, want_final, 1);
+    let fig = check(name, &g, &p.run, dir, model, init, want_final, 1);
     assert!(fig.frozen > 0, "{name}: nothing was frozen");
     fig
 }
 
 #[test]
 fn ten_adamw_steps_training_the_last_block_and_head_match_pytorch_and_leave_the_rest_as_it_was() {
-    let fig = check_peft_run("layers1");
+    let fig = check_peft_run(&peft_dir(), "layers1");
     // Block 0's tensors and wpe: 2 norms x 2 + 4 linears x 2, and wpe.
     assert_eq!(fig.frozen, 13);
 }
 
 #[test]
 fn ten_adamw_steps_of_lora_match_peft_with_clipping_and_leave_the_base_as_it_was() {
-    let peft: PeftGolden =
-        serde_json::from_str(&std::fs::read_to_string(peft_dir().join("golden.json")).unwrap()).unwrap();
+    let peft = peft_golden(&peft_dir());
     let run = &peft.runs["lora"].run;
     let clip = run.grad_clip.unwrap() as f64;
     assert!(run.grad_norms.iter().any(|&n| n > clip) && run.grad_norms.iter().any(|&n| n < clip));
-    let fig = check_peft_run("lora");
+    let fig = check_peft_run(&peft_dir(), "lora");
     // Every tensor of the base model.
     assert_eq!(fig.frozen, load("init").params.tensors.len());
+}
+
+/// Bottleneck adapters (`--adapter-size`) of a GPT-2 and of a Llama: the
+/// reference is plain PyTorch with the adapters hooked onto each block's
+/// attention and MLP (scripts/gen_adapter_golden.py).
+#[test]
+fn ten_adamw_steps_of_bottleneck_adapters_match_pytorch_and_leave_the_base_as_it_was() {
+    let adapters = peft_golden(&adapter_dir());
+    for (name, init) in [("gpt2", "init"), ("llama", "llama_init")] {
+        let run = &adapters.runs[name].run;
+        assert_eq!(run.init, init);
+        // The adapters start with up = 0: step 0's loss is the base model's.
+        let plain = run.losses[0];
+        let fig = check_peft_run(&adapter_dir(), name);
+        assert_eq!(fig.frozen, load(init).params.tensors.len(), "{name}: every base tensor");
+        let base = load(init);
+        let steps = steps(&golden(), run, base.config.n_ctx, 1);
+        let mut g = gpt::autograd::Graph::inference(&base.params, gpt::autograd::Workspace::default());
+        let b = &steps[0][0];
+        let loss = base.loss(&mut g, &b.tokens, &b.pos, b.b, &b.targets);
+        assert!((g.value(loss)[0] as f64 - plain).abs() <= 1e-4 * plain);
+    }
 }

@@ -59,8 +59,9 @@ pub struct LoadArgs {
     /// How to hold the weights in memory
     #[arg(long, value_enum, default_value = "auto")]
     pub dtype: DtypeArg,
-    /// A LoRA adapter to run beside the model, unmerged: a directory with peft's
-    /// adapter_config.json and adapter_model.safetensors, trained for this base model
+    /// An adapter to run beside the model, unmerged: a directory with adapter_config.json and
+    /// adapter_model.safetensors, trained for this base model: peft's LoRA, or the bottleneck
+    /// adapters of `gpt train --adapter-size` (told apart by adapter_config.json)
     #[arg(long, value_name = "DIR")]
     pub adapter: Option<PathBuf>,
 }

@@ -15,6 +15,7 @@ pub struct MergeArgs {
     #[arg(long)]
     pub model: String,
     /// The LoRA adapter: a directory with peft's adapter_config.json and adapter_model.safetensors
+    /// (bottleneck adapters are not linear: they cannot be folded in; run them with --adapter)
     #[arg(long, value_name = "DIR")]
     pub adapter: PathBuf,
     /// The directory to write the merged model to

@@ -8,6 +8,7 @@ use super::config::GptConfig;
 use super::kv_cache::KvCache;
 use crate::autograd::{Graph, ParamId, Params, Var};
 use crate::tensor::cross_entropy::IGNORE;
+use crate::tensor::elementwise::Activation;
 use crate::tensor::norm::NormKind;
 use crate::tensor::quant::{self, CannotQuantize};
 use crate::tensor::rope::RopeTable;
@@ -49,6 +50,20 @@ struct Lora {
     dropout: f32,
 }
 
+/// A bottleneck adapter (Houlsby et al. 2019) on a branch's output `h`:
+/// `h + up(relu(down(h)))`, `down` `[H, C]` and `up` `[C, H]` in nn.Linear's
+/// layout, each with a bias.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bottleneck {
+    pub down: ParamId,
+    pub down_b: ParamId,
+    pub up: ParamId,
+    pub up_b: ParamId,
+}
+
+/// Where a block's bottleneck adapters sit: on the attention's output and on the MLP's.
+pub(super) const ADAPTER_SITES: usize = 2;
+
 #[derive(Clone, Copy, Debug)]
 struct Block {
     ln_1: NormIds,
@@ -61,6 +76,9 @@ struct Block {
     /// …and its `up_proj`.
     up: Option<LinearIds>,
     mlp_proj: LinearIds,
+    /// Bottleneck adapters on the attention's output and the MLP's (after
+    /// their output projections, before the residual adds).
+    adapters: [Option<Bottleneck>; ADAPTER_SITES],
 }
 
 impl Block {
@@ -229,6 +247,7 @@ impl Gpt {
                     fc: linear(&format!("{l}.{}", n.fc)),
                     up: config.gated_mlp.then(|| linear(&format!("{l}.{}", n.up))),
                     mlp_proj: linear(&format!("{l}.{}", n.mlp_proj)),
+                    adapters: [None; ADAPTER_SITES],
                 }
             })
             .collect();
@@ -265,6 +284,36 @@ impl Gpt {
         let down = g.linear(x, a, None, true); // [N, in] -> [N, r]
         let up = g.linear(down, b, None, true); // [N, r] -> [N, out]
         g.add_scaled(y, up, lora.scale)
+    }
+
+    /// `h + up(relu(down(h)))`, or `h` where no adapter sits.
+    fn bottleneck(&self, g: &mut Graph, h: Var, ids: Option<Bottleneck>) -> Var {
+        let Some(ids) = ids else { return h };
+        let (down, down_b) = (g.param(ids.down), g.param(ids.down_b));
+        let (up, up_b) = (g.param(ids.up), g.param(ids.up_b));
+        let z = g.linear(h, down, Some(down_b), true); // [N, C] -> [N, H]
+        let z = g.activation(z, Activation::Relu);
+        let z = g.linear(z, up, Some(up_b), true); // [N, H] -> [N, C]
+        g.add(h, z)
+    }
+
+    /// Puts the bottleneck adapter `[down, down bias, up, up bias]` on site
+    /// `site` (0: attention, 1: MLP) of block `block`, its tensors added as
+    /// `{name}.down.weight`, `.down.bias`, `.up.weight`, `.up.bias`.
+    pub(super) fn set_bottleneck(&mut self, block: usize, site: usize, name: &str, t: [Tensor; 4]) {
+        let [down, down_b, up, up_b] = t;
+        let ids = Bottleneck {
+            down: self.params.add(format!("{name}.down.weight"), down),
+            down_b: self.params.add(format!("{name}.down.bias"), down_b),
+            up: self.params.add(format!("{name}.up.weight"), up),
+            up_b: self.params.add(format!("{name}.up.bias"), up_b),
+        };
+        self.blocks[block].adapters[site] = Some(ids);
+    }
+
+    /// Whether any block has a bottleneck adapter.
+    pub(super) fn has_bottlenecks(&self) -> bool {
+        self.blocks.iter().any(|b| b.adapters.iter().any(Option::is_some))
     }
 
     /// Every block's linear layers by parameter name (without `.weight`):
@@ -307,6 +356,12 @@ impl Gpt {
     /// transposed where `W` is stored `[in, out]`) and drops the adapters'
     /// matrices: a plain model again, as `peft`'s `merge_and_unload` gives.
     pub fn merge_adapters(&mut self) -> Result<()> {
+        ensure!(
+            !self.has_bottlenecks(),
+            "a bottleneck adapter, h + up(relu(down(h))), is not linear: it cannot be folded into the model's \
+             weights. Run it beside the model instead: gpt generate (eval, classify, chat, serve) --model BASE \
+             --adapter DIR"
+        );
         let w_t = self.config.arch.names().w_t;
         let mut first = self.params.tensors.len();
         for ids in self.blocks.iter_mut().flat_map(Block::linears_mut) {
@@ -463,6 +518,7 @@ impl Gpt {
             let a = g.attention(qkv, c.n_head, c.n_kv_head, b, pos, slot); // [B·T, C]
             let a = self.linear(g, a, blk.attn_proj);
             let a = g.dropout(a);
+            let a = self.bottleneck(g, a, blk.adapters[0]); // [B·T, C]
             x = g.add(x, a);
             let h = self.norm(g, x, blk.ln_2);
             let h = match blk.up {
@@ -479,6 +535,7 @@ impl Gpt {
             };
             let h = self.linear(g, h, blk.mlp_proj); // [B·T, C]
             let h = g.dropout(h);
+            let h = self.bottleneck(g, h, blk.adapters[1]); // [B·T, C]
             x = g.add(x, h);
             g.release_since(mark, x); // inference: the block's insides are done with
         }

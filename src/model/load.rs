@@ -26,7 +26,7 @@ pub enum Dtype {
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     pub dtype: Dtype,
-    /// A LoRA adapter directory (peft's format) to run with the model, unmerged.
+    /// An adapter directory (peft's LoRA, or bottleneck adapters) to run with the model, unmerged.
     pub adapter: Option<PathBuf>,
     /// Whether a sequence classifier will do; without, one is refused (its
     /// logits are over labels, not tokens).

@@ -4,7 +4,9 @@
 //! `….lora_B.weight` `[out, r]` each add `scale · x Aᵀ Bᵀ` to the output of
 //! one linear layer of the base model (`scale` = alpha / r, or alpha / √r
 //! rank-stabilised). The adapter stays apart from the weights it adapts (a
-//! quantized base stays quantized), as `peft.PeftModel` runs it.
+//! quantized base stays quantized), as `peft.PeftModel` runs it. The
+//! adapter directory itself ([`Adapter`]: reading, adding to a model,
+//! saving) is shared with the bottleneck adapters of [`super::bottleneck`].
 
 use super::config::Arch;
 use super::gpt::SCORE;
@@ -62,21 +64,33 @@ impl LoraConfig {
     }
 }
 
-/// A LoRA adapter read from a directory: its config and, per adapted layer
-/// (the base model's module name), `(A [r, in], B [out, r])`.
+/// An adapter read from a directory: peft's LoRA, or our bottleneck
+/// adapters ([`super::bottleneck`]), told apart by `adapter_config.json`.
 pub struct Adapter {
     pub dir: PathBuf,
-    pub config: LoraConfig,
-    pub layers: BTreeMap<String, (Tensor, Tensor)>,
+    pub kind: AdapterKind,
     /// A classifier's head `score` `[labels, C]`, saved whole (peft's
     /// `modules_to_save` of a SEQ_CLS adapter).
     pub score: Option<Tensor>,
+    /// The base model it was trained on, as its config names it.
+    pub base: Option<String>,
+}
+
+/// What an [`Adapter`] adds to the model.
+pub enum AdapterKind {
+    /// Per adapted layer (the base model's module name), `(A [r, in], B [out, r])`.
+    Lora {
+        config: LoraConfig,
+        layers: Layers,
+    },
+    Bottleneck(super::bottleneck::Bottlenecks),
 }
 
 impl Adapter {
-    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`,
-    /// refusing what this loader does not compute (DoRA, trained biases,
-    /// saved whole modules, per-layer ranks) rather than computing something else.
+    /// Reads `dir/adapter_config.json` and `dir/adapter_model.safetensors`:
+    /// a bottleneck adapter when the config has `adapter_type`, else peft's
+    /// LoRA, refusing what this loader does not compute (DoRA, trained
+    /// biases, saved whole modules, per-layer ranks) rather than computing something else.
     pub fn load(dir: &Path) -> Result<Adapter> {
         let config_path = dir.join(ADAPTER_CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path).with_context(|| {
@@ -85,7 +99,12 @@ impl Adapter {
                 config_path.display()
             )
         })?;
-        let config: LoraConfig = serde_json::from_str(&text)
+        let value: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", config_path.display()))?;
+        if value.get("adapter_type").is_some() {
+            return super::bottleneck::load(dir, &config_path, value);
+        }
+        let config: LoraConfig = serde_json::from_value(value)
             .with_context(|| format!("{} is not a peft adapter config", config_path.display()))?;
         let at = || config_path.display();
         ensure!(
@@ -130,16 +149,18 @@ impl Adapter {
             read_layers(&weights, config.r).with_context(|| format!("reading {}", weights.display()))?;
         Ok(Adapter {
             dir: dir.to_path_buf(),
-            config,
-            layers,
+            base: config.base_model_name_or_path.clone(),
+            kind: AdapterKind::Lora { config, layers },
             score,
         })
     }
 }
 
+/// LoRA's matrices by adapted layer: `module -> (A, B)`.
+pub type Layers = BTreeMap<String, (Tensor, Tensor)>;
+
 /// `module -> (A, B)` from a peft safetensors file, each pair complete and
 /// of rank `r`, and a classifier's `score` head if it holds one.
-type Layers = BTreeMap<String, (Tensor, Tensor)>;
 fn read_layers(path: &Path, r: usize) -> Result<(Layers, Option<Tensor>)> {
     let map = map_file(path)?;
     let st = safetensors::SafeTensors::deserialize(&map).context("not a safetensors file")?;
@@ -192,7 +213,7 @@ fn read_layers(path: &Path, r: usize) -> Result<(Layers, Option<Tensor>)> {
 }
 
 /// A stored tensor's values as f32.
-fn read_f32(name: &str, view: &safetensors::tensor::TensorView) -> Result<Vec<f32>> {
+pub(super) fn read_f32(name: &str, view: &safetensors::tensor::TensorView) -> Result<Vec<f32>> {
     let elem = match view.dtype() {
         safetensors::Dtype::F32 => Elem::F32,
         safetensors::Dtype::F16 => Elem::F16,
@@ -203,14 +224,44 @@ fn read_f32(name: &str, view: &safetensors::tensor::TensorView) -> Result<Vec<f3
 }
 
 impl Gpt {
-    /// Adds `adapter` to the linear layers it names. Errors, changing
-    /// nothing, when a layer is not in this model or its shapes differ
-    /// (an adapter trained for another base model).
+    /// Adds `adapter` to the model: a LoRA adapter to the linear layers it
+    /// names, bottleneck adapters to the blocks, and a classifier's head.
+    /// Errors, changing nothing, when a layer is not in this model or its
+    /// shapes differ (an adapter trained for another base model).
     pub fn add_adapter(&mut self, adapter: &Adapter) -> Result<()> {
+        let score = self.params.find(&format!("{SCORE}.weight"));
+        if let Some(t) = &adapter.score {
+            let Some(id) = score else {
+                bail!(
+                    "the adapter in {} holds a classification head (score {:?}): run it on the classifier it was trained for",
+                    adapter.dir.display(),
+                    t.shape
+                );
+            };
+            ensure!(
+                self.params.get(id).shape == t.shape,
+                "the adapter in {} holds a classification head of shape {:?}, but this classifier's is {:?}",
+                adapter.dir.display(),
+                t.shape,
+                self.params.get(id).shape
+            );
+        }
+        match &adapter.kind {
+            AdapterKind::Lora { config, layers } => self.add_lora_layers(adapter, config, layers)?,
+            AdapterKind::Bottleneck(b) => self.add_bottlenecks(adapter, b)?,
+        }
+        if let (Some(t), Some(id)) = (&adapter.score, score) {
+            self.params.tensors[id.0].data.clone_from(&t.data);
+        }
+        Ok(())
+    }
+
+    /// LoRA's `layers` (of `adapter`) on the linear layers they name, each checked first.
+    fn add_lora_layers(&mut self, adapter: &Adapter, config: &LoraConfig, layers: &Layers) -> Result<()> {
         let prefix = self.config.arch.names().file_prefix;
         let linears = self.linear_names();
         let mut plan = Vec::new();
-        for (module, (a, b)) in &adapter.layers {
+        for (module, (a, b)) in layers {
             let name = module.strip_prefix(prefix).unwrap_or(module);
             let Some(&(i, d_in, d_out)) = linears.get(name) else {
                 bail!(
@@ -231,36 +282,17 @@ impl Gpt {
             );
             plan.push((i, name.to_string(), a.clone(), b.clone()));
         }
-        let score = self.params.find(&format!("{SCORE}.weight"));
-        if let Some(t) = &adapter.score {
-            let Some(id) = score else {
-                bail!(
-                    "the adapter in {} holds a classification head (score {:?}): run it on the classifier it was trained for",
-                    adapter.dir.display(),
-                    t.shape
-                );
-            };
-            ensure!(
-                self.params.get(id).shape == t.shape,
-                "the adapter in {} holds a classification head of shape {:?}, but this classifier's is {:?}",
-                adapter.dir.display(),
-                t.shape,
-                self.params.get(id).shape
-            );
-        }
-        let (scale, dropout) = (adapter.config.scale(), adapter.config.lora_dropout);
+        let (scale, dropout) = (config.scale(), config.lora_dropout);
         for (i, name, a, b) in plan {
             self.set_lora(i, &name, a, b, scale, dropout);
-        }
-        if let (Some(t), Some(id)) = (&adapter.score, score) {
-            self.params.tensors[id.0].data.clone_from(&t.data);
         }
         Ok(())
     }
 }
 
-fn base_name(adapter: &Adapter) -> String {
-    match &adapter.config.base_model_name_or_path {
+/// ` (NAME, says its adapter_config.json)`, for errors about another base model.
+pub(super) fn base_name(adapter: &Adapter) -> String {
+    match &adapter.base {
         Some(name) => format!(" ({name}, says its {ADAPTER_CONFIG_FILE})"),
         None => String::new(),
     }
@@ -298,7 +330,7 @@ impl LoraSpec {
 
     /// `adapter_config.json` for this adapter on a model of `arch`, as peft writes it.
     /// (A classifier's: peft's SEQ_CLS, its head saved whole.)
-    fn config_json(&self, arch: Arch, classifier: bool) -> String {
+    pub(super) fn config_json(&self, arch: Arch, classifier: bool) -> String {
         let config = serde_json::json!({
             "peft_type": "LORA",
             "task_type": if classifier { "SEQ_CLS" } else { "CAUSAL_LM" },
@@ -329,7 +361,6 @@ impl Gpt {
     /// trains), drawn from `rng` in layer order, and freezes every other
     /// parameter.
     pub fn add_lora(&mut self, spec: &LoraSpec, rng: &mut Rng) -> Result<()> {
-        use rand::RngExt;
         ensure!(spec.r > 0, "--lora-rank 0: a LoRA adapter has rank 1 or more");
         ensure!(
             spec.alpha.is_finite() && spec.alpha > 0.0,
@@ -365,50 +396,93 @@ impl Gpt {
         }
         let scale = spec.alpha / spec.r as f32;
         for (name, (i, d_in, d_out)) in chosen {
-            let bound = 1.0 / (*d_in as f32).sqrt();
-            let a: Vec<f32> = (0..spec.r * d_in).map(|_| rng.random_range(-bound..bound)).collect();
-            let a = Tensor::from_vec(&[spec.r, *d_in], a);
+            let a = kaiming_uniform(spec.r, *d_in, rng);
             self.set_lora(*i, name, a, Tensor::zeros(&[*d_out, spec.r]), scale, spec.dropout);
         }
         self.train_adapters_only();
         Ok(())
     }
 
-    /// Freezes every parameter but the LoRA matrices (and a classifier's
-    /// head, `score`, which trains whole as peft's `modules_to_save`).
+    /// Freezes every parameter but the adapters' (LoRA matrices or
+    /// bottleneck adapters; and a classifier's head, `score`, which trains
+    /// whole as peft's `modules_to_save`).
     pub fn train_adapters_only(&mut self) {
         self.params.set_trainable(false, |_| true);
         self.params
-            .set_trainable(true, |n| is_lora(n) || n == format!("{SCORE}.weight"));
+            .set_trainable(true, |n| is_adapter(n) || n == format!("{SCORE}.weight"));
     }
 
-    /// Writes the model's LoRA matrices as a peft adapter in `dir`:
-    /// `adapter_config.json`, then `adapter_model.safetensors` (peft's
-    /// tensor names, with `metadata` in its header), each atomically.
-    pub fn save_adapter(&self, dir: &Path, spec: &LoraSpec, mut metadata: HashMap<String, String>) -> Result<()> {
+    /// Writes the model's adapter (and a classifier's head) in `dir`:
+    /// `adapter_config.json` as `spec` describes it, then
+    /// `adapter_model.safetensors` (LoRA: peft's tensor names; bottleneck:
+    /// the base model's file names), `metadata` in its header, each atomically.
+    pub fn save_adapter(&self, dir: &Path, spec: &AdapterSpec, mut metadata: HashMap<String, String>) -> Result<()> {
         let arch = self.config.arch;
-        let prefix = format!("{PEFT_PREFIX}{}", arch.names().file_prefix);
+        let classifier = self.config.is_classifier();
+        let (prefix, json) = match spec {
+            AdapterSpec::Lora(lora) => (PEFT_PREFIX, lora.config_json(arch, classifier)),
+            AdapterSpec::Bottleneck(b) => ("", b.config_json(&self.config)),
+        };
+        let file_prefix = arch.names().file_prefix;
         let p = &self.params;
         let score = format!("{SCORE}.weight");
         let tensors = p
             .names
             .iter()
             .zip(&p.tensors)
-            .filter(|(name, _)| is_lora(name) || **name == score);
+            .filter(|(name, _)| is_adapter(name) || **name == score);
         let tensors = tensors.map(|(name, t)| match *name == score {
-            true => (format!("{PEFT_PREFIX}{name}"), &t.shape[..], &t.data[..]),
-            false => (format!("{prefix}{name}"), &t.shape[..], &t.data[..]),
+            true => (format!("{prefix}{name}"), &t.shape[..], &t.data[..]),
+            false => (format!("{prefix}{file_prefix}{name}"), &t.shape[..], &t.data[..]),
         });
-        let json = spec.config_json(arch, self.config.is_classifier());
         write_atomic(&dir.join(ADAPTER_CONFIG_FILE), json.as_bytes())?;
         metadata.insert("format".to_string(), "pt".to_string());
         write_safetensors(&dir.join(ADAPTER_WEIGHTS_FILE), tensors, metadata)
     }
 }
 
+/// An adapter a run trains, as its `adapter_config.json` records it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AdapterSpec {
+    Lora(LoraSpec),
+    Bottleneck(super::bottleneck::BottleneckSpec),
+}
+
+/// A `[rows, d_in]` matrix as PyTorch's `kaiming_uniform_(a=√5)` draws an
+/// nn.Linear's weight: uniform in ±1/√d_in (from `rng`, row by row).
+pub(super) fn kaiming_uniform(rows: usize, d_in: usize, rng: &mut Rng) -> Tensor {
+    use rand::RngExt;
+    let bound = 1.0 / (d_in as f32).sqrt();
+    let w: Vec<f32> = (0..rows * d_in).map(|_| rng.random_range(-bound..bound)).collect();
+    Tensor::from_vec(&[rows, d_in], w)
+}
+
+impl AdapterSpec {
+    /// The base model the adapter is trained on (as `--init` named it).
+    pub fn base(&self) -> &str {
+        match self {
+            AdapterSpec::Lora(lora) => &lora.base,
+            AdapterSpec::Bottleneck(b) => &b.base,
+        }
+    }
+
+    /// What it is, for messages: "LoRA adapter", "bottleneck adapters".
+    pub fn what(&self) -> &'static str {
+        match self {
+            AdapterSpec::Lora(_) => "LoRA adapter",
+            AdapterSpec::Bottleneck(_) => "bottleneck adapters",
+        }
+    }
+}
+
 /// Whether a parameter is a LoRA matrix ([`Gpt::set_lora`] names them).
 fn is_lora(name: &str) -> bool {
     name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight")
+}
+
+/// Whether a parameter belongs to an adapter: LoRA's or a bottleneck.
+fn is_adapter(name: &str) -> bool {
+    is_lora(name) || super::bottleneck::is_bottleneck(name)
 }
 
 /// The string metadata in the header of `dir/adapter_model.safetensors`.
@@ -476,10 +550,15 @@ mod tests {
             .unwrap();
         model.params.tensors[b].data.iter_mut().for_each(|x| *x = 0.5);
         let dir = tempfile::tempdir().unwrap();
-        model.save_adapter(dir.path(), &spec, HashMap::new()).unwrap();
+        model
+            .save_adapter(dir.path(), &AdapterSpec::Lora(spec), HashMap::new())
+            .unwrap();
         let adapter = Adapter::load(dir.path()).unwrap();
-        assert_eq!(adapter.config.scale(), 4.0);
-        assert!(adapter.layers.keys().all(|k| k.starts_with("model.layers.")));
+        let AdapterKind::Lora { config, layers } = &adapter.kind else {
+            panic!("a LoRA adapter")
+        };
+        assert_eq!(config.scale(), 4.0);
+        assert!(layers.keys().all(|k| k.starts_with("model.layers.")));
         let mut loaded = base();
         loaded.add_adapter(&adapter).unwrap();
         assert_eq!(logits(&loaded), logits(&model));

@@ -1,6 +1,7 @@
 //! The GPT model (GPT-2 and the Llama family): config, definition, KV cache, checkpoint files, and
 //! [`load`], the one entry point for front ends.
 
+mod bottleneck;
 mod chat;
 mod config;
 mod config_file;
@@ -13,6 +14,7 @@ mod load;
 mod lora;
 mod names;
 
+pub use bottleneck::BottleneckSpec;
 pub use chat::{encode_chat, encode_prompt, ChatSpec, CHAT_TEMPLATE_FILE, GENERATION_CONFIG_FILE};
 pub use config::{Arch, GptConfig};
 pub use export::{write_gguf, GgufMeta, EXPORT_KINDS};
@@ -22,5 +24,8 @@ pub use import::gguf;
 pub use io::{parse_checkpoint, stored_dtypes, CONFIG_FILE, WEIGHTS_FILE};
 pub use kv_cache::KvCache;
 pub use load::{load, load_tokenizer, tokenizer_for, Dtype, LoadOptions, Loaded};
-pub use lora::{adapter_metadata, Adapter, LoraConfig, LoraSpec, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
+pub use lora::{
+    adapter_metadata, Adapter, AdapterKind, AdapterSpec, LoraConfig, LoraSpec, ADAPTER_CONFIG_FILE,
+    ADAPTER_WEIGHTS_FILE,
+};
 pub use names::is_embedding;

@@ -5,7 +5,7 @@
 use super::optim::{AdamW, AdamWConfig, Moments};
 use super::trainer::TrainState;
 use crate::io::{map_file, write_safetensors_with};
-use crate::model::{adapter_metadata, Gpt, LoraSpec, ADAPTER_WEIGHTS_FILE};
+use crate::model::{adapter_metadata, AdapterSpec, Gpt, ADAPTER_WEIGHTS_FILE};
 use anyhow::{anyhow, ensure, Context, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -25,8 +25,8 @@ pub fn is_train_state(name: &str) -> bool {
 /// Saves a resumable checkpoint of step `state.step` in `dir`, `run` being
 /// the run's settings (JSON), `moments` those of `state.opt` (streamed from
 /// every rank under ZeRO-1): first the optimizer moments of the trainable
-/// tensors for that step, then the model tagged with the step (a LoRA run,
-/// `lora`: its adapter alone, in peft's format), then older optimizer states
+/// tensors for that step, then the model tagged with the step (a run that
+/// trains an `adapter`: that alone), then older optimizer states
 /// are removed. A crash at any moment leaves weights whose tag names a state
 /// on disk.
 pub fn save_checkpoint(
@@ -35,7 +35,7 @@ pub fn save_checkpoint(
     state: &TrainState,
     moments: &mut Moments,
     run: &str,
-    lora: Option<&LoraSpec>,
+    adapter: Option<&AdapterSpec>,
 ) -> Result<()> {
     let opt = &state.opt;
     let params = &model.params;
@@ -57,7 +57,7 @@ pub fn save_checkpoint(
         (0..moments.len()).try_for_each(|_| moments.next(&mut |piece| w.write_all(bytemuck::cast_slice(piece))))
     })?;
     let step = HashMap::from([("step".to_string(), state.step.to_string())]);
-    match lora {
+    match adapter {
         None => model.save_with(dir, step)?,
         Some(spec) => model.save_adapter(dir, spec, step)?,
     }
@@ -82,7 +82,7 @@ pub fn load_checkpoint(dir: &Path, model_for: impl FnOnce(&str) -> Result<Gpt>) 
             dir.display()
         )
     };
-    // A LoRA run saves its adapter, not the model.
+    // An adapter's run saves the adapter, not the model.
     let meta = if dir.join(ADAPTER_WEIGHTS_FILE).is_file() {
         adapter_metadata(dir)
     } else {

@@ -92,3 +92,31 @@ pub fn names_base(dir: &Path, n_layer: usize, steps: usize) {
         "-q",
     ]));
 }
+
+/// A 2-D little-endian f32 .npy array.
+pub struct Npy {
+    pub shape: (usize, usize),
+    pub data: Vec<f32>,
+}
+
+pub fn read_npy(path: &Path) -> Npy {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    let header = std::str::from_utf8(&bytes[10..10 + len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let dims = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let dims: Vec<usize> = dims.split(',').map(|d| d.trim().parse().unwrap()).collect();
+    let data: Vec<f32> = bytes[10 + len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), dims[0] * dims[1]);
+    Npy {
+        shape: (dims[0], dims[1]),
+        data,
+    }
+}

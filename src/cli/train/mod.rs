@@ -8,7 +8,7 @@ mod out_dir;
 mod report;
 mod start;
 
-use crate::model::{Gpt, Init, LoraSpec};
+use crate::model::{AdapterSpec, BottleneckSpec, Gpt, Init, LoraSpec};
 use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
@@ -190,6 +190,16 @@ pub struct TrainArgs {
     /// `peft.PeftModel.from_pretrained(base, DIR)`, or fold it in with `gpt merge`
     #[arg(long, requires = "init", conflicts_with = "train_layers")]
     pub lora_rank: Option<usize>,
+    /// With --init: train bottleneck adapters this wide (Houlsby et al. 2019) and freeze every
+    /// weight of the model. Every block gets one on the attention's output and one on the MLP's
+    /// (after the output projection, before the residual add): h + up(relu(down(h))), down
+    /// [H, n_embd] and up [n_embd, H] with biases; ReLU, the `adapters` library's default; up
+    /// starts at zero, so training starts from the base model exactly (with --task classify the
+    /// `score` head trains too). The run directory holds only the adapters
+    /// (adapter_model.safetensors + adapter_config.json): use them with `gpt generate --model BASE
+    /// --adapter DIR` (not foldable into the weights: no `gpt merge`)
+    #[arg(long, value_name = "H", requires = "init", conflicts_with_all = ["train_layers", "lora_rank"])]
+    pub adapter_size: Option<usize>,
     /// LoRA's alpha: the update is scaled by alpha / rank [default: 8, as peft's]
     #[arg(long, requires = "lora_rank")]
     pub lora_alpha: Option<f32>,
@@ -258,6 +268,9 @@ pub struct Settings {
     /// (no targets: the architecture's default, resolved when the model is loaded).
     #[serde(default)]
     pub lora: Option<LoraSpec>,
+    /// `--adapter-size`: bottleneck adapters train, the model is frozen.
+    #[serde(default)]
+    pub adapter_size: Option<BottleneckSpec>,
     /// `--task classify`: the classifier's labels and validation texts.
     #[serde(default)]
     pub classify: Option<Classify>,
@@ -306,6 +319,7 @@ impl Preset {
             temperature: 0.8,
             train_layers: None,
             lora: None,
+            adapter_size: None,
             classify: None,
         };
         match self {
@@ -342,6 +356,12 @@ impl Settings {
     /// Rows of one optimizer step over every rank: the data order depends on it alone.
     pub fn global_batch(&self) -> u128 {
         self.ranks as u128 * self.grad_accum as u128 * self.batch_size as u128
+    }
+
+    /// The adapter the run trains (`--lora-rank`, `--adapter-size`), if any.
+    pub fn adapter(&self) -> Option<AdapterSpec> {
+        let lora = self.lora.clone().map(AdapterSpec::Lora);
+        lora.or_else(|| self.adapter_size.clone().map(AdapterSpec::Bottleneck))
     }
 
     /// `self` for fine-tuning a trained model (`--init`): a small constant
@@ -449,6 +469,14 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
             alpha,
             dropout,
             targets,
+            base: s.init.clone().unwrap_or_default(),
+        });
+    }
+    if let Some(size) = a.adapter_size {
+        let want = "at least 1 (the width of each adapter's bottleneck)";
+        super::check::flag(size >= 1, "--adapter-size", size, want)?;
+        s.adapter_size = Some(BottleneckSpec {
+            size,
             base: s.init.clone().unwrap_or_default(),
         });
     }
@@ -611,17 +639,18 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
         return Ok(true);
     }
     printed?;
-    if let Some(spec) = s.lora.as_ref().filter(|_| !a.quiet) {
+    if let Some(spec) = s.adapter().filter(|_| !a.quiet) {
         let mut stdout = super::out::stdout();
         let command = if s.classify.is_some() { "classify" } else { "generate" };
         writeln!(
             stdout,
-            "the LoRA adapter: gpt {command} --model {} --adapter {}",
-            spec.base,
+            "the {}: gpt {command} --model {} --adapter {}",
+            spec.what(),
+            spec.base(),
             out.display()
         )?;
     }
-    if s.classify.is_some() && s.lora.is_none() && !a.quiet {
+    if s.classify.is_some() && s.adapter().is_none() && !a.quiet {
         writeln!(
             super::out::stdout(),
             "classify with: gpt classify --model {} \"TEXT\"",

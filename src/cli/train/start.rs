@@ -216,14 +216,15 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
         model = model.into_classifier(c.labels.clone(), pad, &mut rng(s.seed))?;
     }
     if let Some(spec) = &mut s.lora {
-        // Recorded for --resume, which loads the base again (maybe from another directory).
-        if let Ok(path) = Path::new(&spec.base).canonicalize() {
-            spec.base = path.to_string_lossy().into_owned();
-        }
+        canonical(&mut spec.base);
         if spec.targets.is_empty() {
             spec.targets = LoraSpec::default_targets(model.config.arch);
         }
         model.add_lora(spec, &mut rng(s.seed))?;
+    }
+    if let Some(spec) = &mut s.adapter_size {
+        canonical(&mut spec.base);
+        model.add_bottleneck_adapters(spec, &mut rng(s.seed))?;
     }
     freeze(&mut model, &s)?;
     let state = TrainState::new(&model, train_options(&s, None, Progress::Quiet).adamw);
@@ -240,21 +241,30 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
     })
 }
 
+/// `base` as an absolute path where it names one: recorded for --resume,
+/// which loads the base again (maybe from another directory).
+fn canonical(base: &mut String) {
+    if let Ok(path) = Path::new(base.as_str()).canonicalize() {
+        *base = path.to_string_lossy().into_owned();
+    }
+}
+
 /// The run saved in `dir`, continued with its own settings and data on `ranks` processes.
 pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
     let unreadable = "the checkpoint's run settings are unreadable";
     let (model, state, record) = load_checkpoint(dir, |run| {
         let record: RunRecord = serde_json::from_str(run).context(unreadable)?;
-        let Some(spec) = &record.settings.lora else {
+        let Some(spec) = record.settings.adapter() else {
             let mut model = Gpt::load(dir)?;
             freeze(&mut model, &record.settings)?;
             return Ok(model);
         };
-        // A LoRA run saves its adapter: the base comes from where it started.
-        let loaded = crate::model::load(&spec.base, &Default::default()).with_context(|| {
+        // An adapter's run saves the adapter: the base comes from where it started.
+        let loaded = crate::model::load(spec.base(), &Default::default()).with_context(|| {
             format!(
-                "loading the base model {} of the LoRA run in {}",
-                spec.base,
+                "loading the base model {} of the {} run in {}",
+                spec.base(),
+                spec.what(),
                 dir.display()
             )
         })?;
@@ -377,7 +387,8 @@ pub struct RunHooks<'a> {
 
 impl TrainHooks for RunHooks<'_> {
     fn save(&mut self, model: &Gpt, state: &TrainState, moments: &mut Moments) -> Result<()> {
-        save_checkpoint(self.out, model, state, moments, &self.record, self.s.lora.as_ref()).with_context(|| {
+        save_checkpoint(self.out, model, state, moments, &self.record, self.s.adapter().as_ref())
+            .with_context(|| {
             format!(
                 "saving the checkpoint of step {} failed (the last good one in {} is intact; free space and continue with --resume)",
                 state.step,
