@@ -4,12 +4,14 @@
 //! - [`batch`]: documents packed into rows of up to `n_ctx` tokens
 //! - [`stream`]: windows of a long token stream (GPT-2 style)
 //! - [`windows`]: sliding windows for scoring a long text once per token
-//! - [`dataset`]: either kind, handing out training and evaluation batches
+//! - [`dataset`]: any kind, handing out training and evaluation batches
+//! - [`labelled`], [`sft`]: labelled texts (classification), instruction records (SFT)
 
 pub mod batch;
 pub mod dataset;
 pub mod docs;
 pub mod labelled;
+pub mod sft;
 pub mod stream;
 pub mod tokens;
 pub mod windows;
