@@ -82,7 +82,11 @@ fn check(model: &Path, name: &str, templated: bool) {
     ]));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let loss = v["loss"].as_f64().unwrap();
-    assert_eq!(v["tokens"].as_u64().unwrap() as usize, g.tokens, "{name}: response tokens");
+    assert_eq!(
+        v["tokens"].as_u64().unwrap() as usize,
+        g.tokens,
+        "{name}: response tokens"
+    );
     assert!(
         ((loss - g.loss) / g.loss).abs() <= 1e-4,
         "{name}: loss {loss}, transformers {}",
