@@ -640,7 +640,11 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
     printed?;
     if let Some(spec) = s.lora.as_ref().filter(|_| !a.quiet) {
         let mut stdout = super::out::stdout();
-        let command = if s.classify.is_some() { "classify" } else { "generate" };
+        let command = match &data.sft {
+            _ if s.classify.is_some() => "classify",
+            Some(d) if d.template.is_some() => "generate --chat",
+            _ => "generate",
+        };
         writeln!(
             stdout,
             "the LoRA adapter: gpt {command} --model {} --adapter {}",

@@ -176,11 +176,9 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
             spec,
             &crate::model::LoadOptions {
                 classifier: s.classify.is_some(),
-                // A classifier's directory stands alone: a quantized (GGUF) base is dequantized.
-                dtype: match s.classify {
-                    Some(_) => crate::model::Dtype::F32,
-                    None => crate::model::Dtype::default(),
-                },
+                // Quantized weights are for inference only, and a run directory that holds a
+                // model stands alone: a quantized (GGUF) base is dequantized.
+                dtype: crate::model::Dtype::F32,
                 ..Default::default()
             },
         )?;
@@ -263,7 +261,11 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
             return Ok(model);
         };
         // A LoRA run saves its adapter: the base comes from where it started.
-        let loaded = crate::model::load(&spec.base, &Default::default()).with_context(|| {
+        let f32 = crate::model::LoadOptions {
+            dtype: crate::model::Dtype::F32,
+            ..Default::default()
+        };
+        let loaded = crate::model::load(&spec.base, &f32).with_context(|| {
             format!(
                 "loading the base model {} of the LoRA run in {}",
                 spec.base,
