@@ -283,3 +283,18 @@ fn bad_records_are_errors_naming_the_file_and_line() {
         "--task sft fine-tunes a trained model",
     );
 }
+
+#[test]
+fn a_quantized_gguf_base_trains_dequantized_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = golden().join("gguf_models/llama_q8_0.gguf");
+    let data = write(tmp.path(), "d.jsonl", CHAT_RECORDS);
+    for (name, extra) in [("full", vec![]), ("lora", vec!["--lora-rank", "2"])] {
+        let out = tmp.path().join(name);
+        let mut args = extra.clone();
+        args.extend(["--steps", "3", "--stop-at", "2"]);
+        succeeds(train(&base, &data, &out, &args));
+        succeeds(gpt(&["train", "--resume", s(&out)]));
+        assert_eq!(log(&out).len(), 3, "{name}");
+    }
+}
