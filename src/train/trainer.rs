@@ -714,6 +714,43 @@ mod tests {
     }
 
     #[test]
+    fn a_step_counts_its_input_tokens_apart_from_its_targets() {
+        // Prompts 1 2 3 and 4 5 (not scored), responses 6 7 and 8 then EOS 10: 5 targets in 8 inputs (rows of 5).
+        let f = false;
+        let docs = vec![
+            (vec![1, 2, 3, 6, 7, 10], vec![f, f, f, true, true, true]),
+            (vec![4, 5, 8, 10], vec![f, f, true, true]),
+        ];
+        let batch = Dataset::Masked(docs)
+            .training_batches(2, 6, false, 1)
+            .next_batch()
+            .unwrap();
+        assert_eq!((batch.b, batch.t, batch.n_tokens), (2, 5, 8));
+        let mut model = Gpt::new(GptConfig::gpt2(11, 8, 16, 2, 1), Init::Gpt2, &mut rng(4));
+        let opts = options(1, 2, 6);
+        let mut opt = AdamW::new(opts.adamw, &model.params);
+        let mut grads = model.params.zero_grads();
+        let mut bufs = StepBuffers::default();
+        let stepped = train_step(
+            &mut model,
+            &mut opt,
+            &mut grads,
+            &mut bufs,
+            &[batch],
+            0,
+            1e-3,
+            &opts,
+            &Single,
+        );
+        let stepped = stepped.unwrap();
+        assert_eq!(
+            (stepped.targets, stepped.tokens),
+            (5, 8),
+            "the loss over targets, tok/s over tokens"
+        );
+    }
+
+    #[test]
     fn frozen_tensors_get_no_gradient_nor_moments_and_do_not_move() {
         let ids: Vec<u32> = (0..300).map(|i| (i * 5 % 11) as u32).collect();
         let data = Dataset::Stream(ids);
