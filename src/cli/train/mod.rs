@@ -129,7 +129,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub n_head: Option<usize>,
     /// Context length; longer documents are cut to it (with a warning) [default: longest document + 1,
-    /// at most 256; BPE: 256; never more than an --init checkpoint's]
+    /// at most 256; BPE: 256; classify, sft: the longest text or record; never more than an --init
+    /// checkpoint's]
     #[arg(long)]
     pub n_ctx: Option<usize>,
     /// Peak learning rate
@@ -178,7 +179,8 @@ pub struct TrainArgs {
     /// One document per row instead of packing several (character models: BPE data is one stream)
     #[arg(long)]
     pub no_pack: bool,
-    /// Documents (or texts) to generate after training [default: 20; BPE: 3]
+    /// Documents (or texts) to generate after training; sft: answers to this many held-out prompts
+    /// [default: 20; BPE: 3]
     #[arg(long)]
     pub num_samples: Option<usize>,
     /// Temperature of those samples
