@@ -62,6 +62,7 @@ fn batch(texts: &[Text], pad: u32) -> Batch {
         pos: (0..texts.len() * t).map(|i| (i % t) as u32).collect(),
         b: texts.len(),
         t,
+        n_tokens: texts.iter().map(|x| x.ids.len()).sum(),
     };
     for (r, x) in texts.iter().enumerate() {
         b.tokens[r * t..r * t + x.ids.len()].copy_from_slice(&x.ids);

@@ -113,6 +113,7 @@ fn batch(rows: &[Vec<u32>]) -> Batch {
         pos: rows.iter().flat_map(|_| 0..t as u32).collect(),
         b: rows.len(),
         t,
+        n_tokens: rows.len() * t,
     }
 }
 

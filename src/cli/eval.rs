@@ -1,12 +1,14 @@
 //! `gpt eval`: mean loss per token and perplexity of a model over a text file,
 //! and optionally the logits of every scored token (`--logits`, a `.npy`);
-//! with `--task choice`, accuracy on multiple-choice records ([`super::choice`]).
+//! over the responses of instruction records only (`--task sft`); or, with
+//! `--task choice`, accuracy on multiple-choice records ([`super::choice`]).
 
 use super::out::{count, note};
 use crate::autograd::Workspace;
 use crate::data::batch::Batches;
 use crate::data::dataset::Dataset;
 use crate::data::docs::read_documents;
+use crate::data::sft::{encode_file, fit};
 use crate::data::windows::SlidingWindows;
 use crate::io::{npy_header, write_atomic_with};
 use crate::tokenizer::Tokenizer;
@@ -23,6 +25,8 @@ pub enum Task {
     /// Language modelling: mean loss per token and perplexity of a text
     #[default]
     Lm,
+    /// The responses of instruction records (as `gpt train --task sft` renders them)
+    Sft,
     /// Multiple choice (HellaSwag style): accuracy of picking each record's
     /// right ending by its summed log-likelihood and by its mean per token
     Choice,
@@ -33,7 +37,11 @@ pub struct EvalArgs {
     /// Model: a directory or checkpoint file, or a name fetched with `gpt download` (gpt2, org/name)
     #[arg(long)]
     pub model: String,
-    /// What to measure
+    /// What to measure. lm: every next token of --data. sft: --data holds instruction records (as
+    /// `gpt train --task sft` takes them: Alpaca-style {"instruction","input","output"} or chat
+    /// {"messages":[…]}), rendered as training renders them (the model's chat template, else the
+    /// Alpaca format); only the responses and the token that ends each are scored. choice:
+    /// multiple-choice records, accuracy by each ending's summed and mean log-likelihood
     #[arg(long, value_enum, default_value_t = Task::Lm)]
     pub task: Task,
     /// Text file to score (character models: one document per line); for
@@ -87,10 +95,31 @@ pub fn run(a: EvalArgs) -> Result<()> {
         super::check::flag(stride >= 1, "--stride", stride, "at least 1")?;
     }
     let crate::model::Loaded {
-        model, tokenizer: tok, ..
+        model,
+        tokenizer: tok,
+        chat,
+        ..
     } = crate::model::load(&a.model, &a.load.options())?;
     let n_ctx = model.config.n_ctx;
     let (scored, tokens) = match &tok {
+        _ if a.task == Task::Sft => {
+            ensure!(
+                a.stride.is_none() && a.logits.is_none(),
+                "--stride and --logits go with --task lm: --task sft scores each record from its start"
+            );
+            let (format, about) = super::train::sft_format(&chat, &tok)?;
+            note!("{about}");
+            let records = encode_file(&a.data, &tok, &format)?;
+            let mut warnings = Vec::new();
+            let docs = fit(&a.data, records, n_ctx, &mut warnings);
+            warnings.iter().for_each(|w| note!("{w}"));
+            // What is scored: response targets within the context.
+            let tokens = docs
+                .iter()
+                .map(|(_, m)| m.iter().take(n_ctx + 1).skip(1).filter(|&&s| s).count())
+                .sum();
+            (Scored::Docs(Dataset::Masked(docs)), tokens)
+        }
         Tokenizer::Char(chars) => {
             if let Some(stride) = a.stride {
                 bail!(

@@ -26,6 +26,8 @@ pub struct Batch {
     pub pos: Vec<u32>,
     pub b: usize,
     pub t: usize,
+    /// Inputs that are not padding (what throughput counts; the loss counts targets).
+    pub n_tokens: usize,
 }
 
 impl Batch {
@@ -65,9 +67,19 @@ pub struct DocBatcher {
     pub rows: usize,
     pub n_ctx: usize,
     pub pack: bool,
-    /// Each document is a text then its label: only its last input is scored,
-    /// with the label as its target ([`DocBatcher::labelled`]).
-    last_only: bool,
+    /// Which targets of each document count in the loss.
+    scoring: Scoring,
+}
+
+/// Which of a document's targets count in the loss.
+enum Scoring {
+    /// Every one (language modelling).
+    All,
+    /// Only its last: a text then its label ([`DocBatcher::labelled`]).
+    Last,
+    /// Per document, whether each id counts when it is the target (`[0]` never
+    /// is): responses, not prompts ([`DocBatcher::masked`]).
+    Masked(Vec<Vec<bool>>),
 }
 
 impl DocBatcher {
@@ -93,15 +105,34 @@ impl DocBatcher {
             rows,
             n_ctx,
             pack,
-            last_only: false,
+            scoring: Scoring::All,
         }
+    }
+
+    /// Documents whose ids count as targets only where `scored` (one flag
+    /// per id) says: a prompt's ids are context, its response's are learnt.
+    /// Documents are cut to `n_ctx` inputs; those left with nothing scored
+    /// are dropped.
+    pub fn masked(docs: Vec<(Vec<u32>, Vec<bool>)>, rows: usize, n_ctx: usize, pack: bool, seed: Option<u64>) -> Self {
+        let (docs, masks): (Vec<Vec<u32>>, Vec<Vec<bool>>) = docs
+            .into_iter()
+            .map(|(mut d, mut m)| {
+                d.truncate(n_ctx + 1);
+                m.truncate(d.len());
+                (d, m)
+            })
+            .filter(|(_, m)| m.iter().skip(1).any(|&s| s))
+            .unzip();
+        let mut b = Self::new(docs, rows, n_ctx, pack, seed);
+        b.scoring = Scoring::Masked(masks);
+        b
     }
 
     /// Batches of labelled texts (`ids.., label`, cut to `n_ctx` inputs by
     /// the caller): each text's tokens at positions from 0, and one target,
     /// its label, at its last token.
     pub fn labelled(mut self) -> Self {
-        self.last_only = true;
+        self.scoring = Scoring::Last;
         self
     }
 }
@@ -174,14 +205,23 @@ impl Batches for DocBatcher {
             pos: vec![0; b * t],
             b,
             t,
+            n_tokens: rows.iter().flatten().map(|&d| self.inputs(d)).sum(),
         };
         for (r, row) in rows.iter().enumerate() {
             let pairs = row.iter().flat_map(|&d| {
+                let scoring = &self.scoring;
                 let last = self.docs[d].len() - 2;
-                self.docs[d].windows(2).enumerate().map(move |(p, w)| (p, w, p == last))
+                self.docs[d].windows(2).enumerate().map(move |(p, w)| {
+                    let scored = match scoring {
+                        Scoring::All => true,
+                        Scoring::Last => p == last,
+                        Scoring::Masked(m) => m[d][p + 1],
+                    };
+                    (p, w, scored)
+                })
             });
-            for (i, (p, w, last)) in pairs.enumerate() {
-                let target = if self.last_only && !last { IGNORE } else { w[1] };
+            for (i, (p, w, scored)) in pairs.enumerate() {
+                let target = if scored { w[1] } else { IGNORE };
                 (batch.tokens[r * t + i], batch.targets[r * t + i], batch.pos[r * t + i]) = (w[0], target, p as u32);
             }
         }
@@ -218,7 +258,35 @@ mod tests {
         assert_eq!(batch.tokens, [9, 1, 2, 9, 3, 9, 4, 5, 6, 7]);
         assert_eq!(batch.targets, [1, 2, 9, 3, 9, 4, 5, 6, 7, 9]);
         assert_eq!(batch.pos, [0, 1, 2, 0, 1, 0, 1, 2, 3, 4]);
+        assert_eq!(batch.n_tokens, 10);
         assert!(b.next_batch().is_none(), "one pass only without a seed");
+    }
+
+    #[test]
+    fn masked_documents_score_only_their_flagged_targets() {
+        // Prompt 1 2, response 3 4 EOS(9); prompt 5, response 6 9; a prompt alone (nothing scored).
+        let f = false;
+        let docs = vec![
+            (vec![1, 2, 3, 4, 9], vec![f, f, true, true, true]),
+            (vec![5, 6, 9], vec![f, true, true]),
+            (vec![7, 8], vec![f, f]),
+        ];
+        let mut b = DocBatcher::masked(docs.clone(), 2, 8, true, None);
+        let batch = b.next_batch().unwrap();
+        assert_eq!(
+            (batch.b, batch.t),
+            (1, 6),
+            "packed into one row; the unscored one dropped"
+        );
+        assert_eq!(batch.tokens, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(batch.targets, [IGNORE, 3, 4, 9, 6, 9]);
+        assert_eq!(batch.pos, [0, 1, 2, 3, 0, 1], "each document from position 0");
+        assert_eq!((batch.n_tokens, batch.n_targets()), (6, 5));
+        assert!(b.next_batch().is_none());
+        // Cut to 2 inputs: the first keeps target 3, its response's end is lost.
+        let batch = DocBatcher::masked(docs, 2, 2, false, None).next_batch().unwrap();
+        assert_eq!(batch.targets, [IGNORE, 3, 6, 9]);
+        assert_eq!(batch.n_tokens, 4);
     }
 
     #[test]
@@ -230,6 +298,7 @@ mod tests {
         assert_eq!((batch.b, batch.t), (2, 2));
         assert_eq!(batch.tokens, [1, 2, 3, 0]);
         assert_eq!(batch.targets, [IGNORE, 0, 1, IGNORE], "the padding is never scored");
+        assert_eq!(batch.n_tokens, 3, "padding is not a token");
         assert_eq!(batch.pos, [0, 1, 0, 0]);
         let batch = b.next_batch().unwrap();
         assert_eq!(batch.targets, [IGNORE, IGNORE, 0]);

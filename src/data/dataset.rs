@@ -1,5 +1,6 @@
 //! Encoded data for training or evaluation: documents, each starting at
-//! position 0 (character models), or one long token stream (BPE models).
+//! position 0 (character models, labelled texts, instruction records), or
+//! one long token stream (BPE models).
 
 use super::batch::{Batches, DocBatcher};
 use super::stream::StreamBatcher;
@@ -13,6 +14,9 @@ pub enum Dataset {
     /// Labelled texts for a classifier: each text's ids, then its label's
     /// index (the target of its last token, the only one scored).
     Labelled(Vec<Vec<u32>>),
+    /// Documents (prompt then response, each from position 0) with, per id,
+    /// whether it counts as a target: the response's ids do, the prompt's not.
+    Masked(Vec<(Vec<u32>, Vec<bool>)>),
 }
 
 impl Dataset {
@@ -21,6 +25,7 @@ impl Dataset {
         match self {
             Dataset::Docs(d) | Dataset::Labelled(d) => d.iter().all(|d| d.len() < 2),
             Dataset::Stream(s) => s.len() < 2,
+            Dataset::Masked(d) => d.iter().all(|(_, m)| !m.iter().skip(1).any(|&s| s)),
         }
     }
 
@@ -35,6 +40,14 @@ impl Dataset {
             // Each document ends with an id no tokenizer has, so the split between documents counts.
             Dataset::Docs(d) | Dataset::Labelled(d) => fnv1a(d.iter().flat_map(|d| d.iter().chain([&u32::MAX]))),
             Dataset::Stream(s) => fnv1a(s.iter()),
+            // Scored ids count twice (id, then id again): the mask is part of the data.
+            Dataset::Masked(d) => fnv1a(d.iter().flat_map(|(d, m)| {
+                let ids = d
+                    .iter()
+                    .zip(m)
+                    .flat_map(|(id, &s)| [id].into_iter().chain(s.then_some(id)));
+                ids.chain([&u32::MAX])
+            })),
         }
     }
 
@@ -44,6 +57,7 @@ impl Dataset {
             Dataset::Docs(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, pack, Some(seed))),
             Dataset::Labelled(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, pack, Some(seed)).labelled()),
             Dataset::Stream(s) => Box::new(StreamBatcher::new(s, rows, n_ctx, Some(seed))),
+            Dataset::Masked(d) => Box::new(DocBatcher::masked(d.clone(), rows, n_ctx, pack, Some(seed))),
         }
     }
 
@@ -57,6 +71,7 @@ impl Dataset {
             Dataset::Docs(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, true, None)),
             Dataset::Labelled(d) => Box::new(DocBatcher::new(d.clone(), rows, n_ctx, true, None).labelled()),
             Dataset::Stream(s) => Box::new(StreamBatcher::new(s, rows, n_ctx, None)),
+            Dataset::Masked(d) => Box::new(DocBatcher::masked(d.clone(), rows, n_ctx, true, None)),
         }
     }
 
@@ -65,6 +80,7 @@ impl Dataset {
         match (self, other) {
             (Dataset::Docs(d), Dataset::Docs(o)) => Dataset::Docs(d[..o.len().clamp(1, d.len())].to_vec()),
             (Dataset::Labelled(d), Dataset::Labelled(o)) => Dataset::Labelled(d[..o.len().clamp(1, d.len())].to_vec()),
+            (Dataset::Masked(d), Dataset::Masked(o)) => Dataset::Masked(d[..o.len().clamp(1, d.len())].to_vec()),
             (Dataset::Stream(s), Dataset::Stream(o)) => Dataset::Stream(s[..o.len().clamp(2, s.len())].to_vec()),
             _ => self.clone(),
         }

@@ -53,12 +53,14 @@ impl Batches for StreamBatcher<'_> {
             pos: (0..b * t).map(|i| (i % t) as u32).collect(),
             b,
             t,
+            n_tokens: 0,
         };
         for (r, &s) in starts.iter().enumerate() {
             // The last window of a pass may be short: its tail has no targets.
             let n = t.min(self.ids.len() - 1 - s);
             batch.tokens[r * t..r * t + n].copy_from_slice(&self.ids[s..s + n]);
             batch.targets[r * t..r * t + n].copy_from_slice(&self.ids[s + 1..s + n + 1]);
+            batch.n_tokens += n;
         }
         Some(batch)
     }

@@ -47,6 +47,7 @@ impl Batches for SlidingWindows<'_> {
             pos: (0..(end - begin) as u32).collect(),
             b: 1,
             t: end - begin,
+            n_tokens: end - begin,
         })
     }
 

@@ -8,6 +8,7 @@
 
 use super::{Arch, GptConfig};
 use crate::tokenizer::bpe::TOKENIZER_CONFIG_FILE;
+pub use crate::tokenizer::chat::{encode_chat, encode_prompt};
 use crate::tokenizer::{ChatTemplate, Message, Tokenizer};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -115,27 +116,6 @@ impl ChatSpec {
             self.eos_token.as_deref(),
         )
     }
-}
-
-/// The ids a rendered conversation is: special token texts become their
-/// ids, nothing is added around (as `apply_chat_template(tokenize=True)`).
-pub fn encode_chat(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    match tokenizer {
-        Tokenizer::Bpe(bpe) => Ok(bpe.encode_parallel(text, true)),
-        Tokenizer::Char(_) => tokenizer.encode(text),
-    }
-}
-
-/// Token ids of a plain prompt (no chat template): characters after BOS, or BPE (an empty prompt starts from `<|endoftext|>`).
-pub fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
-    let mut ids = tok.encode(text)?;
-    if matches!(tok, Tokenizer::Char(_)) || ids.is_empty() {
-        let Some(sep) = tok.document_separator() else {
-            bail!("an empty prompt needs a start token, and this vocabulary has none");
-        };
-        ids.insert(0, sep);
-    }
-    Ok(ids)
 }
 
 /// The text of a special token, if it is one.

@@ -15,7 +15,8 @@
 //! A template is untrusted input: rendering runs on a fuel budget, so one
 //! that loops for ever or builds huge strings is an error, not a hang.
 
-use anyhow::{anyhow, Context, Result};
+use super::Tokenizer;
+use anyhow::{anyhow, bail, Context, Result};
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::{Kwargs, Value, ValueKind};
 use minijinja::{Environment, Error, ErrorKind};
@@ -467,6 +468,27 @@ fn python_float(x: f64) -> String {
     } else {
         format!("{mantissa}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
     }
+}
+
+/// The ids a rendered conversation is: special token texts become their
+/// ids, nothing is added around (as `apply_chat_template(tokenize=True)`).
+pub fn encode_chat(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    match tokenizer {
+        Tokenizer::Bpe(bpe) => Ok(bpe.encode_parallel(text, true)),
+        Tokenizer::Char(_) => tokenizer.encode(text),
+    }
+}
+
+/// Token ids of a plain prompt (no chat template): characters after BOS, or BPE (an empty prompt starts from `<|endoftext|>`).
+pub fn encode_prompt(tok: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    let mut ids = tok.encode(text)?;
+    if matches!(tok, Tokenizer::Char(_)) || ids.is_empty() {
+        let Some(sep) = tok.document_separator() else {
+            bail!("an empty prompt needs a start token, and this vocabulary has none");
+        };
+        ids.insert(0, sep);
+    }
+    Ok(ids)
 }
 
 #[cfg(test)]

@@ -14,4 +14,4 @@ pub mod chat;
 pub use self::any::Tokenizer;
 pub use self::bpe::{Bpe, GgufVocab, SpecialTokens};
 pub use self::char::{CharTokenizer, CHAR_TOKENIZER_FILE};
-pub use self::chat::{ChatTemplate, Message};
+pub use self::chat::{encode_chat, encode_prompt, ChatTemplate, Message};

@@ -232,6 +232,9 @@ pub struct Stepped {
     pub loss: f32,
     /// Those targets.
     pub targets: usize,
+    /// The step's input tokens that are not padding (on every rank): what
+    /// throughput counts, where a classifier or SFT step scores far fewer targets.
+    pub tokens: usize,
     /// Time spent summing gradients and gathering parameters between ranks.
     pub comm: Duration,
 }
@@ -258,9 +261,13 @@ pub fn train_step(
     let shards = StepBuffers::shards(model, micro.iter().map(|b| b.b).max().unwrap_or(1));
     bufs.prepare(model, shards);
     grads.zero();
-    let mut total = [micro.iter().map(Batch::n_targets).sum::<usize>() as f64];
-    comm.all_reduce_sum_f64(&mut total);
-    let total = total[0].max(1.0);
+    // The step's targets (the loss's denominator) and input tokens (throughput) on every rank.
+    let mut counts = [
+        micro.iter().map(Batch::n_targets).sum::<usize>() as f64,
+        micro.iter().map(|b| b.n_tokens).sum::<usize>() as f64,
+    ];
+    comm.all_reduce_sum_f64(&mut counts);
+    let total = counts[0].max(1.0);
     let mut row = first;
     let mut sum = 0.0;
     for batch in micro {
@@ -309,6 +316,7 @@ pub fn train_step(
     Ok(Stepped {
         loss: (stats[0] / total) as f32,
         targets: total as usize,
+        tokens: counts[1] as usize,
         comm: comm_time,
     })
 }
@@ -423,8 +431,9 @@ pub fn train_with(
         let time = step_start.elapsed();
         let Stepped {
             loss,
-            targets: tokens,
+            tokens,
             comm: comm_time,
+            ..
         } = match stepped {
             Ok(s) => s,
             Err(Diverged { rank: bad, loss }) => {
@@ -676,6 +685,7 @@ mod tests {
             pos: batch.pos[r.start * 8..r.end * 8].to_vec(),
             b: r.len(),
             t: 8,
+            n_tokens: r.len() * 8,
         };
         let opts = options(1, 4, 8);
         let step = |micro: &[Batch]| {
@@ -701,6 +711,43 @@ mod tests {
         for (a, b) in grads.0.iter().flatten().zip(grads2.0.iter().flatten()) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn a_step_counts_its_input_tokens_apart_from_its_targets() {
+        // Prompts 1 2 3 and 4 5 (not scored), responses 6 7 and 8 then EOS 10: 5 targets in 8 inputs (rows of 5).
+        let f = false;
+        let docs = vec![
+            (vec![1, 2, 3, 6, 7, 10], vec![f, f, f, true, true, true]),
+            (vec![4, 5, 8, 10], vec![f, f, true, true]),
+        ];
+        let batch = Dataset::Masked(docs)
+            .training_batches(2, 6, false, 1)
+            .next_batch()
+            .unwrap();
+        assert_eq!((batch.b, batch.t, batch.n_tokens), (2, 5, 8));
+        let mut model = Gpt::new(GptConfig::gpt2(11, 8, 16, 2, 1), Init::Gpt2, &mut rng(4));
+        let opts = options(1, 2, 6);
+        let mut opt = AdamW::new(opts.adamw, &model.params);
+        let mut grads = model.params.zero_grads();
+        let mut bufs = StepBuffers::default();
+        let stepped = train_step(
+            &mut model,
+            &mut opt,
+            &mut grads,
+            &mut bufs,
+            &[batch],
+            0,
+            1e-3,
+            &opts,
+            &Single,
+        );
+        let stepped = stepped.unwrap();
+        assert_eq!(
+            (stepped.targets, stepped.tokens),
+            (5, 8),
+            "the loss over targets, tok/s over tokens"
+        );
     }
 
     #[test]

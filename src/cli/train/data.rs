@@ -5,7 +5,9 @@ use super::Settings;
 use crate::data::batch::truncated;
 use crate::data::dataset::Dataset;
 use crate::data::docs::{read_documents, read_text, split_documents};
+use crate::data::sft::{encode_file, fit, Format, Template};
 use crate::data::tokens::TokenFile;
+use crate::model::ChatSpec;
 use crate::tokenizer::{CharTokenizer, Tokenizer};
 use anyhow::{bail, ensure, Context, Result};
 use std::path::Path;
@@ -25,14 +27,42 @@ pub struct Prepared {
     pub what: String,
     /// Notes and warnings about the data, printed unless `--quiet`.
     pub notes: Vec<String>,
+    /// Instruction tuning: what its samples and run directory need.
+    pub sft: Option<SftData>,
+}
+
+/// What an instruction-tuning run keeps beside its data.
+pub struct SftData {
+    /// Prompts of validation records (training ones without validation), to show answers to.
+    pub prompts: Vec<Vec<u32>>,
+    /// The ids that end a reply.
+    pub stop_ids: Vec<u32>,
+    /// The chat template the prompts were rendered with, saved with the run.
+    pub template: Option<String>,
 }
 
 /// Reads and encodes the run's data with `tok` (a checkpoint's), or, without
 /// one, with the tokenizer `s.tokenizer` names (char: built from the
-/// training documents). `max_ctx` is the model's context when it exists already.
-pub fn prepare(s: &Settings, tok: Option<Tokenizer>, max_ctx: Option<usize>) -> Result<Prepared> {
+/// training documents). `max_ctx` is the model's context when it exists
+/// already; `chat`, its chat template and stop ids (instruction tuning).
+pub fn prepare(
+    s: &Settings,
+    tok: Option<Tokenizer>,
+    max_ctx: Option<usize>,
+    chat: Option<&ChatSpec>,
+) -> Result<Prepared> {
     if let Some(c) = &s.classify {
         return prepare_labelled(s, c, tok.context("a classifier trains from a model (--init)")?, max_ctx);
+    }
+    if let Some(sft) = &s.sft {
+        let tok = tok.context("instruction tuning trains a model (--init)")?;
+        return prepare_sft(
+            s,
+            sft,
+            tok,
+            chat.context("instruction tuning needs the model's chat settings")?,
+            max_ctx,
+        );
     }
     let tok = match tok {
         Some(t) => t,
@@ -134,6 +164,7 @@ fn prepare_chars(s: &Settings, tok: Option<CharTokenizer>, max_ctx: Option<usize
         train_docs,
         what,
         notes,
+        sft: None,
     })
 }
 
@@ -204,6 +235,7 @@ fn prepare_bpe(s: &Settings, tok: Tokenizer, max_ctx: Option<usize>) -> Result<P
         train_docs: Vec::new(),
         what,
         notes,
+        sft: None,
     })
 }
 
@@ -280,5 +312,101 @@ fn prepare_labelled(s: &Settings, c: &super::Classify, tok: Tokenizer, max_ctx: 
         train_docs: Vec::new(),
         what,
         notes,
+        sft: None,
+    })
+}
+
+/// How instruction records become ids for a model with `chat`: its chat
+/// template where it has one, else the Alpaca prompt format; and a note
+/// saying which.
+pub(crate) fn sft_format(chat: &ChatSpec, tok: &Tokenizer) -> Result<(Format, String)> {
+    let stop = chat
+        .stop_ids
+        .first()
+        .and_then(|&id| tok.decode(&[id]).ok())
+        .unwrap_or_default();
+    let (template, note) = match &chat.template {
+        Some(_) => (
+            Some(Template {
+                template: chat.compile()?,
+                bos_token: chat.bos_token.clone(),
+                eos_token: chat.eos_token.clone(),
+            }),
+            format!(
+                "note: prompts rendered with the model's chat template (from {}); each reply is learnt up to its end of turn",
+                chat.template_source
+            ),
+        ),
+        None => (
+            None,
+            format!("note: prompts in the Alpaca format (the model has no chat template); each response is learnt with the {stop:?} that ends it"),
+        ),
+    };
+    let format = Format {
+        template,
+        stop_ids: chat.stop_ids.clone(),
+    };
+    Ok((format, note))
+}
+
+/// Instruction tuning: records from `--data` (and `--val-data`, or
+/// `--val-fraction` of `--data` held out), each its prompt then its
+/// response, only the response (and its end) scored.
+fn prepare_sft(
+    s: &Settings,
+    sft: &super::Sft,
+    tok: Tokenizer,
+    chat: &ChatSpec,
+    max_ctx: Option<usize>,
+) -> Result<Prepared> {
+    let path = s.data.as_deref().context(
+        "--task sft needs --data FILE: a JSON array or JSON lines of {\"instruction\", \"input\", \"output\"}, or chat JSON lines {\"messages\": [...]}",
+    )?;
+    let (format, note) = sft_format(chat, &tok)?;
+    let mut train = encode_file(path, &tok, &format)?;
+    let (val, val_path) = match &sft.val_data {
+        Some(v) => (encode_file(v, &tok, &format)?, v.as_path()),
+        None => {
+            let (t, v) = split_documents(std::mem::take(&mut train), s.val_fraction, s.seed);
+            train = t;
+            (v, path)
+        }
+    };
+    ensure!(
+        !val.is_empty() || (s.val_fraction == 0.0 && sft.val_data.is_none()),
+        "the validation split is empty: give more records, raise --val-fraction, give --val-data FILE, or pass --val-fraction 0 to train without validation"
+    );
+    let longest = train.iter().chain(&val).map(|e| e.ids.len() - 1).max().unwrap_or(1);
+    let n_ctx = context(s, longest.max(1), max_ctx)?;
+    let mut notes = vec![note];
+    let shown: Vec<Vec<u32>> = val.iter().chain(&train).take(3).map(|e| e.prompt().to_vec()).collect();
+    let train = fit(path, train, n_ctx, &mut notes);
+    let val = fit(val_path, val, n_ctx, &mut notes);
+    ensure!(
+        !train.is_empty(),
+        "no training record leaves room for its response in the context of {n_ctx} tokens"
+    );
+    let responses: usize = train
+        .iter()
+        .map(|(_, m)| m.iter().skip(1).filter(|&&s| s).count())
+        .sum();
+    let what = format!(
+        "{} records ({} for validation; {responses} training response tokens)",
+        train.len(),
+        val.len()
+    );
+    Ok(Prepared {
+        tok,
+        train: Dataset::Masked(train),
+        val: Dataset::Masked(val),
+        n_ctx,
+        train_docs: Vec::new(),
+        what,
+        notes,
+        sft: Some(SftData {
+            prompts: shown,
+            stop_ids: format.stop_ids,
+            template: chat.template.clone(),
+        }),
     })
 }

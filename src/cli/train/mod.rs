@@ -9,7 +9,7 @@ mod report;
 mod start;
 
 use crate::model::{AdapterSpec, BottleneckSpec, Gpt, Init, LoraSpec};
-use crate::sample::{generate_documents, generate_from, GenerateOptions, SampleOptions};
+use crate::sample::{generate, generate_documents, generate_from, split_rng, GenerateOptions, SampleOptions};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::dist::{self, Comm, EveryRank};
@@ -19,6 +19,7 @@ use crate::train::schedule::{Decay, Schedule};
 use crate::train::{train_with, TrainOptions};
 use anyhow::{ensure, Context, Result};
 use clap::{Args, ValueEnum};
+pub(crate) use data::sft_format;
 use data::Prepared;
 use serde::{Deserialize, Serialize};
 use start::{fresh, open_log, resume, RunHooks, Start};
@@ -45,6 +46,8 @@ pub enum Task {
     Lm,
     /// Sequence classification: a `score` head on each text's last token.
     Classify,
+    /// Instruction tuning: learn each record's response to its prompt.
+    Sft,
 }
 
 #[derive(Args, Debug)]
@@ -52,14 +55,21 @@ pub struct TrainArgs {
     /// lm: predict the next token. classify: with --init, learn to label texts (--data: TSV with a
     /// header line and `label<TAB>text` rows, or JSONL `{"text":…,"label":…}`): a classification head
     /// (`score`) on the last token of each text; the run directory is a Hugging Face
-    /// sequence-classification checkpoint (`gpt classify --model DIR`)
+    /// sequence-classification checkpoint (`gpt classify --model DIR`). sft: with --init, instruction
+    /// tuning (--data: Alpaca-style records {"instruction","input","output"} as a JSON array or JSON
+    /// lines, or chat JSON lines {"messages":[{"role","content"},…]}): each prompt is rendered with
+    /// the model's chat template where it has one (the instruction, and the input after a blank line,
+    /// as the user's message; the output as the assistant's reply, ended by the template's end of
+    /// turn, e.g. <|im_end|>), else in the Alpaca format ("Below is an instruction…### Response:\n",
+    /// the output then the end of text <|endoftext|>); the loss is on the responses and their end
+    /// token only, so the tuned model answers and stops
     #[arg(long, value_enum, default_value = "lm")]
     pub task: Task,
     /// With --task classify: the labels, in this order (every label of the data must be one)
     /// [default: the labels of the data, sorted]
     #[arg(long, value_delimiter = ',')]
     pub labels: Option<Vec<String>>,
-    /// With --task classify: labelled validation texts (as --data) [default: --val-fraction of --data]
+    /// With --task classify or sft: validation data (as --data) [default: --val-fraction of --data]
     #[arg(long)]
     pub val_data: Option<PathBuf>,
     /// Text file (with --tokenizer char: one document per line, blank lines skipped), or a directory
@@ -119,7 +129,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub n_head: Option<usize>,
     /// Context length; longer documents are cut to it (with a warning) [default: longest document + 1,
-    /// at most 256; BPE: 256; never more than an --init checkpoint's]
+    /// at most 256; BPE: 256; classify, sft: the longest text or record; never more than an --init
+    /// checkpoint's]
     #[arg(long)]
     pub n_ctx: Option<usize>,
     /// Peak learning rate
@@ -168,7 +179,8 @@ pub struct TrainArgs {
     /// One document per row instead of packing several (character models: BPE data is one stream)
     #[arg(long)]
     pub no_pack: bool,
-    /// Documents (or texts) to generate after training [default: 20; BPE: 3]
+    /// Documents (or texts) to generate after training; sft: answers to this many held-out prompts
+    /// [default: 20; BPE: 3]
     #[arg(long)]
     pub num_samples: Option<usize>,
     /// Temperature of those samples
@@ -274,6 +286,15 @@ pub struct Settings {
     /// `--task classify`: the classifier's labels and validation texts.
     #[serde(default)]
     pub classify: Option<Classify>,
+    /// `--task sft`: instruction tuning, and its validation records.
+    #[serde(default)]
+    pub sft: Option<Sft>,
+}
+
+/// An instruction-tuning run's validation file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sft {
+    pub val_data: Option<PathBuf>,
 }
 
 /// A classification run's labels (resolved from the data or `--labels`) and validation file.
@@ -321,6 +342,7 @@ impl Preset {
             lora: None,
             adapter_size: None,
             classify: None,
+            sft: None,
         };
         match self {
             Preset::Default => default,
@@ -382,6 +404,9 @@ impl Settings {
 /// `--lora-alpha` unless given: peft's default `lora_alpha`.
 const DEFAULT_LORA_ALPHA: f32 = 8.0;
 
+/// The longest answer an instruction-tuned run's samples show.
+const SFT_SAMPLE_TOKENS: usize = 128;
+
 /// `--steps` and `--lr` of an `--init` run unless given.
 const FINE_TUNING_STEPS: usize = 500;
 const FINE_TUNING_LR: f32 = 3e-4;
@@ -440,11 +465,11 @@ fn settings(a: &TrainArgs, base: Settings) -> Result<Settings> {
     s.grad_clip = a.grad_clip.map_or(s.grad_clip, |c| (c > 0.0).then_some(c));
     s.pack &= !a.no_pack;
     s.train_layers = a.train_layers.or(s.train_layers);
-    if a.task == Task::Lm && s.classify.is_none() {
-        ensure!(
-            a.labels.is_none() && a.val_data.is_none(),
-            "--labels and --val-data go with --task classify"
-        );
+    if a.task != Task::Classify && s.classify.is_none() {
+        ensure!(a.labels.is_none(), "--labels goes with --task classify");
+    }
+    if a.task == Task::Lm && s.classify.is_none() && s.sft.is_none() {
+        ensure!(a.val_data.is_none(), "--val-data goes with --task classify or sft");
     }
     if let Some(r) = a.lora_rank {
         super::check::flag(r >= 1, "--lora-rank", r, "at least 1 (the rank of the LoRA matrices)")?;
@@ -594,6 +619,10 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
             Tokenizer::Char(t) => t.save(&out)?,
             Tokenizer::Bpe(t) => t.save(&out)?,
         }
+        if let Some(template) = data.sft.as_ref().and_then(|d| d.template.as_ref()) {
+            // The run's model chats (and resumes) with the template it learnt.
+            crate::io::write_atomic(&out.join(crate::model::CHAT_TEMPLATE_FILE), template.as_bytes())?;
+        }
         crate::io::write_atomic(
             &out.join(out_dir::RUN_FILE),
             serde_json::to_string_pretty(&record)?.as_bytes(),
@@ -641,7 +670,11 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
     printed?;
     if let Some(spec) = s.adapter().filter(|_| !a.quiet) {
         let mut stdout = super::out::stdout();
-        let command = if s.classify.is_some() { "classify" } else { "generate" };
+        let command = match &data.sft {
+            _ if s.classify.is_some() => "classify",
+            Some(d) if d.template.is_some() => "generate --chat",
+            _ => "generate",
+        };
         writeln!(
             stdout,
             "the {}: gpt {command} --model {} --adapter {}",
@@ -658,6 +691,18 @@ fn run_on(a: TrainArgs, comm: &dyn Comm) -> Result<bool> {
         )?;
     } else if s.classify.is_none() && !a.quiet {
         print_samples(&mut super::out::stdout(), &model, &data, s)?;
+    }
+    if s.sft.is_some() && s.lora.is_none() && !a.quiet {
+        let chat = if data.sft.as_ref().is_some_and(|d| d.template.is_some()) {
+            " --chat"
+        } else {
+            ""
+        };
+        writeln!(
+            super::out::stdout(),
+            "ask it: gpt generate --model {}{chat} \"PROMPT\"",
+            out.display()
+        )?;
     }
     Ok(false)
 }
@@ -699,6 +744,21 @@ fn samples(model: &Gpt, p: &Prepared, s: &Settings, n: usize) -> Result<Vec<Stri
         top_p: None,
     };
     let mut rng = rng(s.seed);
+    if let Some(sft) = &p.sft {
+        // Answers to the first prompts, each printed after its prompt.
+        let room = |q: &&Vec<u32>| q.len() < model.config.n_ctx;
+        let prompts: Vec<Vec<u32>> = sft.prompts.iter().filter(room).take(n).cloned().collect();
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let opts = GenerateOptions {
+            sampling,
+            max_new_tokens: (model.config.n_ctx - longest).min(SFT_SAMPLE_TOKENS),
+            stop: sft.stop_ids.clone(),
+        };
+        let mut rngs = split_rng(&mut rng, prompts.len());
+        let answers = generate(model, &prompts, &opts, &mut rngs, |_, _| true)?.tokens;
+        let text = |ids: &[u32]| p.tok.decode(ids).unwrap_or_default();
+        return Ok(prompts.iter().zip(answers).map(|(q, a)| text(q) + &text(&a)).collect());
+    }
     let ids = match &p.tok {
         Tokenizer::Char(tok) => generate_documents(model, tok.bos(), n, sampling, &mut rng)?,
         Tokenizer::Bpe(_) => {

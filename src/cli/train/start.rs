@@ -6,7 +6,7 @@ use super::data::{is_prepared, prepare, prepared_tokenizer, Prepared};
 use super::limits::check_memory;
 use super::{samples, settings, train_options, Settings, TrainArgs};
 use crate::io::write_atomic;
-use crate::model::{tokenizer_for, Adapter, Gpt, GptConfig, LoraSpec};
+use crate::model::{tokenizer_for, Adapter, ChatSpec, Gpt, GptConfig, LoraSpec};
 use crate::tensor::rng;
 use crate::tokenizer::Tokenizer;
 use crate::train::checkpoint::{load_checkpoint, save_checkpoint};
@@ -151,23 +151,35 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
         s.classify = Some(classify_settings(a, &s)?);
         s.num_samples = 0;
     }
+    if a.task == super::Task::Sft {
+        ensure!(
+            s.init.is_some(),
+            "--task sft fine-tunes a trained model: give --init MODEL (gpt2, a model directory or a .gguf file)"
+        );
+        let val_data = a.val_data.clone().map(|p| p.canonicalize().unwrap_or(p));
+        s.sft = Some(super::Sft { val_data });
+    }
     let mut model = None;
     let mut tok = None;
+    let mut chat = None;
     if let Some(spec) = &s.init {
         ensure!(
             a.n_layer.is_none() && a.n_embd.is_none() && a.n_head.is_none() && a.tokenizer.is_none(),
             "--init {spec} brings its own size and tokenizer: drop --n-layer/--n-embd/--n-head/--tokenizer"
         );
         let crate::model::Loaded {
-            model: m, tokenizer: t, ..
+            model: m,
+            tokenizer: t,
+            chat: c,
+            ..
         } = crate::model::load(
             spec,
             &crate::model::LoadOptions {
                 classifier: s.classify.is_some(),
-                // QLoRA: a LoRA run keeps a quantized (GGUF) base's matrices quantized, frozen
+                // QLoRA: an adapter's run (LoRA, bottleneck) keeps a quantized (GGUF) base's matrices quantized, frozen
                 // (it saves the adapter alone, and --resume loads the base again). Any other
                 // run trains or saves them: dequantized, so that its directory stands alone.
-                dtype: match s.lora {
+                dtype: match s.adapter() {
                     Some(_) => crate::model::Dtype::Stored,
                     None => crate::model::Dtype::F32,
                 },
@@ -176,7 +188,7 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
         )?;
         (s.n_layer, s.n_embd, s.n_head) = (m.config.n_layer, m.config.n_embd, m.config.n_head);
         s.tokenizer = t.name().to_string();
-        (model, tok) = (Some(m), Some(t));
+        (model, tok, chat) = (Some(m), Some(t), Some(c));
     }
     let bpe = match &tok {
         Some(t) => !matches!(t, Tokenizer::Char(_)),
@@ -187,7 +199,7 @@ pub fn fresh(a: &TrainArgs, ranks: usize, lead: bool) -> Result<Start> {
         s.batch_size = a.batch_size.unwrap_or(8);
         s.num_samples = a.num_samples.unwrap_or(3);
     }
-    let data = prepare(&s, tok, model.as_ref().map(|m: &Gpt| m.config.n_ctx))?;
+    let data = prepare(&s, tok, model.as_ref().map(|m: &Gpt| m.config.n_ctx), chat.as_ref())?;
     s.n_ctx = Some(data.n_ctx);
     let config = match &model {
         Some(m) => m.config.clone(),
@@ -252,6 +264,8 @@ fn canonical(base: &mut String) {
 /// The run saved in `dir`, continued with its own settings and data on `ranks` processes.
 pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
     let unreadable = "the checkpoint's run settings are unreadable";
+    // A LoRA run's chat template is its base's.
+    let mut base_chat = None;
     let (model, state, record) = load_checkpoint(dir, |run| {
         let record: RunRecord = serde_json::from_str(run).context(unreadable)?;
         let Some(spec) = record.settings.adapter() else {
@@ -269,6 +283,7 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
             )
         })?;
         let mut model = loaded.model;
+        base_chat = Some(loaded.chat);
         if let Some(c) = &record.settings.classify {
             // The head comes from the adapter (peft's modules_to_save).
             let pad = pad_token_id(&model.config, &loaded.tokenizer);
@@ -316,7 +331,14 @@ pub fn resume(a: &TrainArgs, dir: &Path, ranks: usize) -> Result<Start> {
             out.display()
         );
     }
-    let mut data = prepare(&s, Some(tokenizer_for(&model.config, dir)?), Some(model.config.n_ctx))?;
+    let tok = tokenizer_for(&model.config, dir)?;
+    let chat = match base_chat {
+        Some(chat) => Some(chat),
+        // An instruction-tuning run saves the template it rendered with.
+        None if s.sft.is_some() => Some(ChatSpec::from_dir(dir, &model.config, &tok)?),
+        None => None,
+    };
+    let mut data = prepare(&s, Some(tok), Some(model.config.n_ctx), chat.as_ref())?;
     check_memory(&s, &model.config)?;
     let train_data = data.train.fingerprint();
     ensure!(
