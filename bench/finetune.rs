@@ -6,7 +6,9 @@
 //! `8x128`, picks others), trained two ways:
 //! - full: every weight trains;
 //! - LoRA r=8: peft's defaults for a Llama (alpha 8, the `q_proj` and
-//!   `v_proj` of every block, dropout 0), every base weight frozen.
+//!   `v_proj` of every block, dropout 0), every base weight frozen;
+//! - QLoRA: the same on the base quantized to Q4_1 (ours alone: PyTorch's
+//!   QLoRA needs bitsandbytes' CUDA kernels).
 //!
 //! Prints, from one run on this machine, for each: ms per step (forward +
 //! backward + clipping + AdamW, driven through the library without data
@@ -30,7 +32,7 @@ use gpt::model::{Gpt, GptConfig, Init, LoraSpec};
 use gpt::tensor::rng;
 
 const CHILD: &str = "GPT_BENCH_FINETUNE_CHILD";
-const MODES: [&str; 2] = ["full", "lora"];
+const MODES: [&str; 3] = ["full", "lora", "qlora"];
 const LORA_RANK: usize = 8;
 
 /// SmolLM2-135M's configuration.
@@ -47,10 +49,14 @@ fn config() -> GptConfig {
     c
 }
 
-/// The model a mode trains: LoRA adds its matrices and freezes the rest.
+/// The model a mode trains: LoRA adds its matrices and freezes the rest,
+/// QLoRA after quantizing the base.
 fn model(mode: &str) -> Gpt {
     let mut model = Gpt::new(config(), Init::Gpt2, &mut rng(0));
-    if mode == "lora" {
+    if mode == "qlora" {
+        model.quantize(gpt::tensor::quant::Kind::Q4_1).expect("Q4_1");
+    }
+    if mode != "full" {
         let spec = LoraSpec {
             r: LORA_RANK,
             alpha: 8.0,
@@ -106,7 +112,7 @@ fn main() {
                     r.rss_mb
                 )
             };
-            println!("  {mode:>4} gpt           {}", line("", &o, trainable as u64));
+            println!("  {mode:>5} gpt           {}", line("", &o, trainable as u64));
             let args = [
                 mode.to_string(),
                 b.to_string(),
@@ -114,12 +120,16 @@ fn main() {
                 steps.to_string(),
                 threads.to_string(),
             ];
-            match peer(&peer_script(), &args, threads) {
+            let peer_run = match mode {
+                "qlora" => None,
+                _ => peer(&peer_script(), &args, threads),
+            };
+            match peer_run {
                 Some((p, v)) => {
                     let trainable = v["trainable"].as_u64().unwrap_or(0);
-                    println!("  {mode:>4} PyTorch+peft  {}", line("", &p, trainable));
+                    println!("  {mode:>5} PyTorch+peft  {}", line("", &p, trainable));
                     println!(
-                        "  {mode:>4} gpt/PyTorch: {:.2}x step speed, {:.2}x peak RSS",
+                        "  {mode:>5} gpt/PyTorch: {:.2}x step speed, {:.2}x peak RSS",
                         p.median() / o.median(),
                         o.rss_mb / p.rss_mb
                     );
@@ -134,11 +144,15 @@ fn main() {
                     }
                 }
                 None => {
-                    println!("  {mode:>4} PyTorch+peft: peer not available");
+                    let why = match mode {
+                        "qlora" => "no peer (QLoRA in PyTorch is bitsandbytes, for CUDA)",
+                        _ => "peer not available",
+                    };
+                    println!("  {mode:>5} PyTorch+peft: {why}");
                     if mode == "full" {
                         full_rss[0] = o.rss_mb;
                     } else {
-                        println!("  LoRA's peak RSS / full's: gpt {:.2}", o.rss_mb / full_rss[0]);
+                        println!("  {mode}'s peak RSS / full's: gpt {:.2}", o.rss_mb / full_rss[0]);
                     }
                 }
             }

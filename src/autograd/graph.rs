@@ -245,6 +245,7 @@ impl<'p> Graph<'p> {
         self.ws.nodes = nodes;
         self.ws.param_vars = mem::take(&mut self.param_vars);
         self.ws.needs = mem::take(&mut self.needs);
+        self.ws.trim();
         self.ws
     }
 
@@ -1018,6 +1019,32 @@ mod tests {
             assert_eq!(g.value(z), [3.0, 6.0, 9.0, 12.0]);
             let kept: &[f32] = if training { &[2.0, 4.0, 6.0, 8.0] } else { &[] };
             assert_eq!(g.value(y), kept, "training {training}");
+        }
+    }
+
+    /// Graphs of one shape reuse their buffers; graphs of ever new shapes
+    /// (packed batches of changing lengths) keep only the last one's, not
+    /// every shape's (a pool that grew with each new length ran SFT out of memory).
+    #[test]
+    fn the_pool_keeps_what_the_last_graph_took() {
+        let params = Params::default();
+        let mut ws = Workspace::default();
+        let run = |ws: Workspace, n: usize| {
+            let t = Tensor::from_vec(&[n, 4], vec![1.0; n * 4]);
+            let mut g = Graph::new(&params, ws);
+            let x = g.constant(&t);
+            let y = g.add(x, x);
+            let _ = g.add(y, x);
+            g.finish()
+        };
+        ws = run(ws, 8);
+        let one = ws.pooled();
+        assert!(one >= 2 * 8 * 4, "the graph's sums are kept: {one}");
+        ws = run(ws, 8);
+        assert_eq!(ws.pooled(), one, "the same shapes take the same buffers");
+        for n in 9..60 {
+            ws = run(ws, n);
+            assert!(ws.pooled() <= one / 8 * n, "{n} rows: {} floats pooled", ws.pooled());
         }
     }
 }
