@@ -86,16 +86,7 @@ fn main() {
         "threads: {threads}, SmolLM2-135M shape (random init, f32, dropout 0, AdamW, clip 1.0), \
          {steps} timed steps after 1 warm-up"
     );
-    let shapes: Vec<(usize, usize)> = match std::env::var("GPT_BENCH_SHAPES") {
-        Ok(list) => list
-            .split(',')
-            .map(|bt| {
-                let (b, t) = bt.split_once('x').expect("GPT_BENCH_SHAPES: BxT,...");
-                (b.parse().expect("B"), t.parse().expect("T"))
-            })
-            .collect(),
-        Err(_) => vec![(4, 256)],
-    };
+    let shapes = steps::shapes_from_env(&[(4, 256)]);
     for (b, t) in shapes {
         println!("B={b} T={t}:");
         let mut full_rss = [f64::NAN; 2];

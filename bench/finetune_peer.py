@@ -12,9 +12,10 @@ decay 0.1 on matrices) on the trainable parameters, gradient clipping at 1.0:
 the same step as ours. One warm-up step, then STEPS timed steps. Prints one
 JSON object: each step's seconds, the trainable parameters and the peak RSS.
 """
-import json, resource, sys, time
+import json, resource, sys
 
 import torch
+from peer_steps import time_steps
 from transformers import LlamaConfig, LlamaForCausalLM
 
 mode = sys.argv[1]
@@ -40,22 +41,6 @@ gen = torch.Generator().manual_seed(0)
 x = torch.randint(0, 49152, (B, T), generator=gen)
 y = torch.randint(0, 49152, (B, T), generator=gen)
 
-
-def step():
-    logits = model(input_ids=x).logits
-    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for _, p in trainable], 1.0)
-    opt.step()
-    return loss.item()
-
-
-step()  # warm-up: allocates the optimizer state
-times = []
-for _ in range(steps):
-    t = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t)
+times = time_steps(model, [p for _, p in trainable], opt, x, y, steps)
 print(json.dumps({"step_s": times, "trainable": sum(p.numel() for _, p in trainable),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

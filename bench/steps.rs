@@ -126,3 +126,17 @@ pub fn steps_from_env(default: usize) -> usize {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
 }
+
+/// The `(B, T)` shapes of `$GPT_BENCH_SHAPES` (`4x1024,4x64`), else `default`.
+pub fn shapes_from_env(default: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    match std::env::var("GPT_BENCH_SHAPES") {
+        Ok(list) => list
+            .split(',')
+            .map(|bt| {
+                let (b, t) = bt.split_once('x').expect("GPT_BENCH_SHAPES: BxT,...");
+                (b.parse().expect("B"), t.parse().expect("T"))
+            })
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
+}

@@ -97,17 +97,7 @@ fn main() {
         fmt(torch_mm)
     );
 
-    // `GPT_BENCH_SHAPES=4x1024,4x64` runs only those shapes.
-    let shapes: Vec<(usize, usize)> = match std::env::var("GPT_BENCH_SHAPES") {
-        Ok(list) => list
-            .split(',')
-            .map(|bt| {
-                let (b, t) = bt.split_once('x').expect("GPT_BENCH_SHAPES: BxT,...");
-                (b.parse().expect("B"), t.parse().expect("T"))
-            })
-            .collect(),
-        Err(_) => SHAPES.to_vec(),
-    };
+    let shapes = steps::shapes_from_env(&SHAPES);
     for (b, t) in shapes {
         let flops = step_flops(b, t);
         let tokens = (b * t) as f64;

@@ -29,6 +29,7 @@ if sys.argv[1] == "sgemm":
     print(json.dumps({"gflops": 2 * n**3 / best / 1e9}))
     sys.exit(0)
 
+from peer_steps import time_steps
 from transformers import GPT2Config, GPT2LMHeadModel
 
 B, T, steps, threads = map(int, sys.argv[1:5])
@@ -46,23 +47,7 @@ gen = torch.Generator().manual_seed(0)
 x = torch.randint(0, 50257, (B, T), generator=gen)
 y = torch.randint(0, 50257, (B, T), generator=gen)
 
-
-def step():
-    logits = model(x).logits
-    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-    return loss.item()
-
-
-step()  # warm-up: allocates the optimizer state
-times = []
-for _ in range(steps):
-    t = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t)
+times = time_steps(model, list(model.parameters()), opt, x, y, steps)
 params = sum(p.numel() for p in model.parameters())
 print(json.dumps({"step_s": times, "params": params,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
