@@ -560,8 +560,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
             eprintln!("error on rank {} of {}: {e:#}", comm.rank(), comm.size());
             comm.abort(1)
         }
-        Err(_) if comm.rank() != 0 => {
-            // Every rank has the error; rank 0 reports it.
+        Err(e) => {
+            // Every rank has the error; rank 0 reports it before any rank
+            // exits, since the launcher kills the job at the first failed exit.
+            if comm.rank() == 0 {
+                let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            }
+            comm.all_gather_u64(0);
             drop(comm);
             std::process::exit(1)
         }
