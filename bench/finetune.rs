@@ -8,7 +8,11 @@
 //! - LoRA r=8: peft's defaults for a Llama (alpha 8, the `q_proj` and
 //!   `v_proj` of every block, dropout 0), every base weight frozen;
 //! - QLoRA: the same on the base quantized to Q4_1 (ours alone: PyTorch's
-//!   QLoRA needs bitsandbytes' CUDA kernels).
+//!   QLoRA needs bitsandbytes' CUDA kernels);
+//! - full-bf16 and lora-bf16: full and LoRA in mixed precision, ours with
+//!   `--precision bf16` (matrix products' inputs rounded to bf16, summed in
+//!   f32; AMX tiles where the CPU has them), PyTorch's under
+//!   `torch.autocast("cpu", dtype=torch.bfloat16)`.
 //!
 //! Prints, from one run on this machine, for each: ms per step (forward +
 //! backward + clipping + AdamW, driven through the library without data
@@ -29,10 +33,11 @@ mod steps;
 use steps::{child_steps, ours, peer, Run};
 
 use gpt::model::{Gpt, GptConfig, Init, LoraSpec};
+use gpt::tensor::linear::Precision;
 use gpt::tensor::rng;
 
 const CHILD: &str = "GPT_BENCH_FINETUNE_CHILD";
-const MODES: [&str; 3] = ["full", "lora", "qlora"];
+const MODES: [&str; 5] = ["full", "lora", "qlora", "full-bf16", "lora-bf16"];
 const LORA_RANK: usize = 8;
 
 /// SmolLM2-135M's configuration.
@@ -69,6 +74,14 @@ fn model(mode: &str) -> Gpt {
     model
 }
 
+/// A mode's model (full, lora or qlora) and the precision of its matrix products.
+fn split_mode(mode: &str) -> (&str, Precision) {
+    match mode.strip_suffix("-bf16") {
+        Some(base) => (base, Precision::Bf16),
+        None => (mode, Precision::F32),
+    }
+}
+
 fn peer_script() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/bench/finetune_peer.py").to_string()
 }
@@ -77,7 +90,8 @@ fn main() {
     if let Ok(spec) = std::env::var(CHILD) {
         let v: Vec<&str> = spec.split(',').collect();
         let n = |i: usize| v[i].parse::<usize>().expect("mode,B,T,steps");
-        child_steps(&mut model(v[0]), n(1), n(2), n(3));
+        let (base, precision) = split_mode(v[0]);
+        child_steps(&mut model(base), n(1), n(2), n(3), precision);
         return;
     }
     let threads = rayon::current_num_threads();
@@ -91,7 +105,7 @@ fn main() {
         println!("B={b} T={t}:");
         let mut full_rss = [f64::NAN; 2];
         for mode in MODES {
-            let trainable = model(mode).params.trainable_count();
+            let trainable = model(split_mode(mode).0).params.trainable_count();
             let o = ours(CHILD, &format!("{mode},{b},{t},{steps}"));
             let line = |name: &str, r: &Run, trainable: u64| {
                 format!(
@@ -103,7 +117,7 @@ fn main() {
                     r.rss_mb
                 )
             };
-            println!("  {mode:>5} gpt           {}", line("", &o, trainable as u64));
+            println!("  {mode:>9} gpt           {}", line("", &o, trainable as u64));
             let args = [
                 mode.to_string(),
                 b.to_string(),
@@ -118,15 +132,15 @@ fn main() {
             match peer_run {
                 Some((p, v)) => {
                     let trainable = v["trainable"].as_u64().unwrap_or(0);
-                    println!("  {mode:>5} PyTorch+peft  {}", line("", &p, trainable));
+                    println!("  {mode:>9} PyTorch+peft  {}", line("", &p, trainable));
                     println!(
-                        "  {mode:>5} gpt/PyTorch: {:.2}x step speed, {:.2}x peak RSS",
+                        "  {mode:>9} gpt/PyTorch: {:.2}x step speed, {:.2}x peak RSS",
                         p.median() / o.median(),
                         o.rss_mb / p.rss_mb
                     );
                     if mode == "full" {
                         full_rss = [o.rss_mb, p.rss_mb];
-                    } else {
+                    } else if mode == "lora" {
                         println!(
                             "  LoRA's peak RSS / full's: gpt {:.2}, PyTorch {:.2}",
                             o.rss_mb / full_rss[0],
@@ -139,10 +153,10 @@ fn main() {
                         "qlora" => "no peer (QLoRA in PyTorch is bitsandbytes, for CUDA)",
                         _ => "peer not available",
                     };
-                    println!("  {mode:>5} PyTorch+peft: {why}");
+                    println!("  {mode:>9} PyTorch+peft: {why}");
                     if mode == "full" {
                         full_rss[0] = o.rss_mb;
-                    } else {
+                    } else if split_mode(mode).1 == Precision::F32 {
                         println!("  {mode}'s peak RSS / full's: gpt {:.2}", o.rss_mb / full_rss[0]);
                     }
                 }

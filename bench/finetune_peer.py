@@ -1,6 +1,6 @@
 """Peer for bench/finetune.rs: PyTorch + peft fine-tuning steps of SmolLM2-135M's shape.
 
-usage: finetune_peer.py full|lora B T STEPS THREADS
+usage: finetune_peer.py full|lora|full-bf16|lora-bf16 B T STEPS THREADS
 
 Hugging Face transformers' LlamaForCausalLM with SmolLM2-135M's configuration
 (30 layers, 576 wide, 9 heads, 3 key/value heads, SwiGLU 1536, vocab 49152,
@@ -9,7 +9,9 @@ init, f32, dropout 0. `full` trains every weight; `lora` wraps it with
 peft's LoRA r=8 at peft's defaults for a Llama (alpha 8, q_proj and v_proj,
 dropout 0), every base weight frozen. AdamW (betas 0.9/0.95, eps 1e-8, weight
 decay 0.1 on matrices) on the trainable parameters, gradient clipping at 1.0:
-the same step as ours. One warm-up step, then STEPS timed steps. Prints one
+the same step as ours. The -bf16 modes run forward and loss under
+torch.autocast("cpu", dtype=torch.bfloat16) (mixed precision; weights,
+gradients and optimizer state stay f32). One warm-up step, then STEPS timed steps. Prints one
 JSON object: each step's seconds, the trainable parameters and the peak RSS.
 """
 import json, resource, sys
@@ -18,7 +20,7 @@ import torch
 from peer_steps import time_steps
 from transformers import LlamaConfig, LlamaForCausalLM
 
-mode = sys.argv[1]
+mode, _, precision = sys.argv[1].partition("-")
 B, T, steps, threads = map(int, sys.argv[2:6])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
@@ -41,6 +43,6 @@ gen = torch.Generator().manual_seed(0)
 x = torch.randint(0, 49152, (B, T), generator=gen)
 y = torch.randint(0, 49152, (B, T), generator=gen)
 
-times = time_steps(model, [p for _, p in trainable], opt, x, y, steps)
+times = time_steps(model, [p for _, p in trainable], opt, x, y, steps, bf16=precision == "bf16")
 print(json.dumps({"step_s": times, "trainable": sum(p.numel() for _, p in trainable),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -92,6 +92,7 @@ fn dense<W: WeightElem>(out: &mut [f32], x: &[f32], w: &[W], rows: usize, cols: 
         d_in: cols,
         d_out: rows,
         w_t: true,
+        precision: Default::default(),
     };
     scratch.resize(scratch_len::<W>(s), 0.0);
     linear_forward(out, x, w, None, s, scratch);

@@ -5,6 +5,7 @@
 
 use gpt::autograd::{Graph, Workspace};
 use gpt::model::Gpt;
+use gpt::tensor::linear::Precision;
 use gpt::train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use std::process::Command;
 use std::time::Instant;
@@ -38,7 +39,7 @@ pub const ADAMW: AdamWConfig = AdamWConfig {
 /// One warm-up step then `steps` timed training steps of `model` (forward,
 /// backward, clipping at 1.0, AdamW at lr 3e-4) on random tokens of `b` rows
 /// of `t`; prints `step_s <s>,<s>,… rss_mb <MB>` for [`ours`] to read.
-pub fn child_steps(model: &mut Gpt, b: usize, t: usize, steps: usize) {
+pub fn child_steps(model: &mut Gpt, b: usize, t: usize, steps: usize, precision: Precision) {
     let vocab = model.config.vocab_size as u32;
     let mut r = gpt::tensor::rng(1);
     let mut tok = || {
@@ -54,6 +55,7 @@ pub fn child_steps(model: &mut Gpt, b: usize, t: usize, steps: usize) {
     for _ in 0..=steps {
         let start = Instant::now();
         let mut g = Graph::new(&model.params, ws);
+        g.set_precision(precision);
         let logits = model.forward(&mut g, &tokens, &pos, b, None);
         let loss = g.cross_entropy(logits, &targets);
         assert!(g.value(loss)[0].is_finite());

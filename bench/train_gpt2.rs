@@ -73,7 +73,7 @@ fn main() {
     if let Ok(spec) = std::env::var(CHILD) {
         let v: Vec<usize> = spec.split(',').map(|x| x.parse().expect("B,T,steps")).collect();
         let mut model = Gpt::new(config(), Init::Gpt2, &mut rng(0));
-        child_steps(&mut model, v[0], v[1], v[2]);
+        child_steps(&mut model, v[0], v[1], v[2], Default::default());
         return;
     }
     let threads = rayon::current_num_threads();

@@ -10,7 +10,9 @@ use crate::tensor::elementwise::{
     add_forward, axpy_parallel, dropout_forward, glu_backward, glu_forward, mul_accumulate, Activation,
 };
 use crate::tensor::embedding::{embedding_backward, embedding_forward, embedding_forward_quantized};
-use crate::tensor::linear::{linear_backward, linear_backward_input, linear_forward, scratch_len, LinearShape};
+use crate::tensor::linear::{
+    linear_backward, linear_backward_input, linear_forward, scratch_len, LinearShape, Precision,
+};
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
 use crate::tensor::quant::{
     qmatmul, qmatmul_backward_input, qmatmul_backward_scratch_len, qmatmul_scratch_len, QMatrix,
@@ -175,6 +177,8 @@ pub struct Graph<'p> {
     grad_enabled: bool,
     /// Dropout probability and the generator for its masks (training only).
     dropout: Option<(f32, Rng)>,
+    /// How linear layers' GEMMs round their inputs.
+    precision: Precision,
     /// During backward: whether each node's gradient is needed, i.e. whether a
     /// trainable parameter is among what it was computed from.
     needs: Vec<bool>,
@@ -195,6 +199,7 @@ impl<'p> Graph<'p> {
             ws,
             grad_enabled: true,
             dropout: None,
+            precision: Precision::F32,
             needs,
         }
     }
@@ -204,6 +209,11 @@ impl<'p> Graph<'p> {
     pub fn enable_dropout(&mut self, p: f32, rng: Rng) {
         assert!((0.0..1.0).contains(&p), "dropout must be in [0, 1)");
         self.dropout = self.grad_enabled.then_some((p, rng));
+    }
+
+    /// Rounds the inputs of linear layers' GEMMs (forward and backward) to `precision`.
+    pub fn set_precision(&mut self, precision: Precision) {
+        self.precision = precision;
     }
 
     /// A graph for inference: no backward, scratch buffers go straight back to the pool.
@@ -401,7 +411,13 @@ impl<'p> Graph<'p> {
         let ws = self.shape(w);
         let (w_in, d_out) = if w_t { (ws[1], ws[0]) } else { (ws[0], ws[1]) };
         assert_eq!(w_in, d_in, "linear: input has {d_in} features, weight expects {w_in}");
-        let shape = LinearShape { n, d_in, d_out, w_t };
+        let shape = LinearShape {
+            n,
+            d_in,
+            d_out,
+            w_t,
+            precision: self.precision,
+        };
         let mut out = self.ws.take(n * d_out);
         if let Some(q) = self.quantized(w) {
             assert!(

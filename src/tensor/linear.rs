@@ -2,6 +2,7 @@
 //! Conv1D, GPT-2's layout) or `[out, in]` (`w_t`: nn.Linear, and the tied `wte`).
 
 use super::matmul::matmul;
+use super::matmul_bf16::matmul_bf16;
 use super::{WeightElem, MIN_ELEMS_PER_TASK};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -14,6 +15,38 @@ pub struct LinearShape {
     pub d_out: usize,
     /// `W` is stored `[out, in]`.
     pub w_t: bool,
+    /// How the GEMM products (more than [`FEW_ROWS`] rows, and every backward) round their inputs.
+    pub precision: Precision,
+}
+
+/// The inputs of a linear layer's GEMM: f32, or rounded to bf16 and summed
+/// in f32 ([`matmul_bf16`]: AMX tiles where the CPU has them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+/// `out[m, n] (+)= a[m, k] @ b[k, n]` at `precision` ([`matmul`]'s arguments).
+#[allow(clippy::too_many_arguments)]
+fn product(
+    precision: Precision,
+    out: &mut [f32],
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    match precision {
+        Precision::F32 => matmul(out, a, a_t, b, b_t, m, k, n, accumulate),
+        Precision::Bf16 => matmul_bf16(out, a, a_t, b, b_t, m, k, n, accumulate),
+    }
 }
 
 /// Up to this many rows, [`linear_forward`] streams the weights once for all
@@ -74,7 +107,7 @@ pub fn linear_forward<W: WeightElem>(
             scratch
         }
     };
-    matmul(out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, b.is_some());
+    product(s.precision, out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, b.is_some());
 }
 
 /// `out = x @ W` for a few rows, reading each weight from memory once.
@@ -84,7 +117,9 @@ pub fn linear_forward<W: WeightElem>(
 /// chain of fused multiply-adds in [`block_in_out`]) whatever the other rows,
 /// so a row's result is the same, bit for bit, for any `n` up to [`FEW_ROWS`].
 fn few_rows_forward<W: WeightElem>(out: &mut [f32], x: &[f32], w: &[W], s: LinearShape, scratch: &mut [f32]) {
-    let LinearShape { n, d_in, d_out, w_t } = s;
+    let LinearShape {
+        n, d_in, d_out, w_t, ..
+    } = s;
     let threads = rayon::current_num_threads().max(1);
     // Several bands per thread for balance, whole register blocks wide.
     let per_thread = if w_t { 4 } else { 2 };
@@ -274,9 +309,9 @@ pub fn linear_backward(
     }
     if let Some(dw) = dw {
         if s.w_t {
-            matmul(dw, dout, true, x, false, s.d_out, s.n, s.d_in, true);
+            product(s.precision, dw, dout, true, x, false, s.d_out, s.n, s.d_in, true);
         } else {
-            matmul(dw, x, true, dout, false, s.d_in, s.n, s.d_out, true);
+            product(s.precision, dw, x, true, dout, false, s.d_in, s.n, s.d_out, true);
         }
     }
     if let Some(db) = db {
@@ -294,7 +329,18 @@ pub fn linear_backward(
 /// `dx (+)= dout @ Wᵀ`, [`linear_backward`]'s input gradient; written, not
 /// added, without `accumulate` (a fresh buffer then needs no zeroing).
 pub fn linear_backward_input(dx: &mut [f32], dout: &[f32], w: &[f32], s: LinearShape, accumulate: bool) {
-    matmul(dx, dout, false, w, !s.w_t, s.n, s.d_out, s.d_in, accumulate);
+    product(
+        s.precision,
+        dx,
+        dout,
+        false,
+        w,
+        !s.w_t,
+        s.n,
+        s.d_out,
+        s.d_in,
+        accumulate,
+    );
 }
 
 #[cfg(test)]
@@ -315,6 +361,7 @@ mod tests {
                 d_in,
                 d_out,
                 w_t: false,
+                precision: Precision::F32,
             };
             let (mut got, mut want) = (vec![0.0; rows * d_out], vec![0.0; rows * d_out]);
             let mut scratch = vec![0.0; scratch_len::<Bf16>(s)];
@@ -337,7 +384,13 @@ mod tests {
         let w: Vec<f32> = (0..d_in * d_out).map(|i| ((i * 7 % 11) as f32 - 5.0) / 3.0).collect();
         let w16: Vec<Bf16> = w.iter().map(|&v| Bf16::from_f32(v)).collect();
         let run = |n: usize, first: usize, w_t: bool, bf16: bool| {
-            let s = LinearShape { n, d_in, d_out, w_t };
+            let s = LinearShape {
+                n,
+                d_in,
+                d_out,
+                w_t,
+                precision: Precision::F32,
+            };
             let mut out = vec![0.0; n * d_out];
             let mut scratch = vec![0.0; n * d_out];
             let x = &x[first * d_in..(first + n) * d_in];
@@ -370,7 +423,13 @@ mod tests {
         let w: Vec<f32> = (0..d_in * d_out).map(|i| ((i * 7 % 11) as f32 - 5.0) / 5.0).collect();
         for w_t in [false, true] {
             for n in [1, 2, 3, 5, FEW_ROWS] {
-                let s = LinearShape { n, d_in, d_out, w_t };
+                let s = LinearShape {
+                    n,
+                    d_in,
+                    d_out,
+                    w_t,
+                    precision: Precision::F32,
+                };
                 let (mut got, mut want) = (vec![0.0; n * d_out], vec![0.0; n * d_out]);
                 let mut scratch = vec![0.0; scratch_len::<f32>(s)];
                 few_rows_forward(&mut got, &x[..n * d_in], &w, s, &mut scratch);

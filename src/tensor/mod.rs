@@ -13,6 +13,7 @@ pub mod elementwise;
 pub mod embedding;
 pub mod linear;
 pub mod matmul;
+pub mod matmul_bf16;
 pub mod norm;
 pub mod quant;
 pub mod rope;
@@ -152,6 +153,7 @@ pub struct Bf16(pub u16);
 
 impl Bf16 {
     /// Rounds to the nearest bf16 (ties to even); NaN stays NaN.
+    #[inline(always)]
     pub fn from_f32(x: f32) -> Self {
         let bits = x.to_bits();
         if x.is_nan() {

@@ -12,6 +12,7 @@ use crate::autograd::{Grads, Graph, Workspace};
 use crate::data::batch::Batch;
 use crate::data::dataset::Dataset;
 use crate::model::Gpt;
+use crate::tensor::linear::Precision;
 use crate::tensor::rng;
 use anyhow::{bail, Result};
 use std::io::Write;
@@ -37,6 +38,8 @@ pub struct TrainOptions {
     pub grad_clip: Option<f32>,
     /// Dropout probability on the embeddings and each residual branch (0 = off).
     pub dropout: f32,
+    /// How linear layers' GEMMs round their inputs (bf16: mixed precision).
+    pub precision: Precision,
     /// Validate every this many steps (and always at the end); 0 = only at the end.
     pub eval_every: usize,
     /// Checkpoint every this many steps (and always at the end); 0 = only at the end.
@@ -153,7 +156,7 @@ impl StepBuffers {
         batch: &Batch,
         shards: usize,
         total: f64,
-        dropout: f32,
+        (dropout, precision): (f32, Precision),
         seed: impl Fn(usize) -> u64 + Sync,
     ) -> f64 {
         let rows = batch.b.div_ceil(shards);
@@ -165,7 +168,7 @@ impl StepBuffers {
         // Each shard's gradient is of its own mean loss: weighted by its share of the targets.
         let run = |j: usize, ws: &mut Workspace, grads: &mut Grads| {
             let weight = (count(j) as f64 / total) as f32;
-            shard_step(model, ws, grads, batch, range(j), weight, dropout, seed(j))
+            shard_step(model, ws, grads, batch, range(j), weight, (dropout, precision), seed(j))
         };
         let (ws0, ws) = self.ws[..shards].split_first_mut().expect("one shard at least");
         let (loss0, losses) = self.losses[..shards].split_first_mut().expect("one shard at least");
@@ -201,12 +204,13 @@ fn shard_step(
     batch: &Batch,
     rows: std::ops::Range<usize>,
     weight: f32,
-    dropout: f32,
+    (dropout, precision): (f32, Precision),
     seed: u64,
 ) -> f32 {
     let r = rows.start * batch.t..rows.end * batch.t;
     let mut g = Graph::new(&model.params, std::mem::take(ws));
     g.enable_dropout(dropout, rng(seed));
+    g.set_precision(precision);
     let (tokens, pos, targets) = (&batch.tokens[r.clone()], &batch.pos[r.clone()], &batch.targets[r]);
     let loss_var = model.loss(&mut g, tokens, pos, rows.len(), targets);
     let loss = g.value(loss_var)[0];
@@ -273,7 +277,7 @@ pub fn train_step(
     for batch in micro {
         let shards = shards.min(batch.b.max(1));
         let seed = |shard| dropout_seed(opts.seed, row, shard);
-        sum += bufs.forward_backward(model, grads, batch, shards, total, opts.dropout, seed);
+        sum += bufs.forward_backward(model, grads, batch, shards, total, (opts.dropout, opts.precision), seed);
         row += batch.b as u64;
         if !sum.is_finite() {
             break;
@@ -585,6 +589,7 @@ mod tests {
             },
             grad_clip: Some(1.0),
             dropout: 0.0,
+            precision: Default::default(),
             eval_every: 0,
             save_every: 0,
             sample_every: 0,
@@ -632,6 +637,34 @@ mod tests {
         assert_eq!(lines.len(), 300);
         assert!(lines[49]["val_loss"].is_number() && lines[48].get("val_loss").is_none());
         assert!(lines[0]["lr"].as_f64().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn bf16_products_train_as_f32_within_their_rounding() {
+        let ids: Vec<u32> = (0..2000).map(|i| (i * 7 % 13) as u32).collect();
+        let data = Dataset::Stream(ids);
+        // 8 rows of 8: 64 rows, past the few-rows path, so the forward's products are GEMMs too.
+        let losses = |precision| {
+            let mut model = Gpt::new(GptConfig::gpt2(13, 8, 32, 2, 2), Init::Gpt2, &mut rng(3));
+            let opts = TrainOptions {
+                precision,
+                ..options(40, 8, 8)
+            };
+            let mut state = TrainState::new(&model, opts.adamw);
+            let (_, log) = run(&mut model, &data, &opts, &mut state);
+            let loss = |l: &String| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["train_loss"]
+                    .as_f64()
+                    .unwrap()
+            };
+            log.iter().map(loss).collect::<Vec<f64>>()
+        };
+        let (f32s, bf16s) = (losses(Precision::F32), losses(Precision::Bf16));
+        assert_ne!(f32s, bf16s, "bf16 rounds the products' inputs");
+        for (step, (a, b)) in f32s.iter().zip(&bf16s).enumerate() {
+            assert!((a - b).abs() < 0.02 * a, "step {step}: f32 loss {a}, bf16 {b}");
+        }
+        assert!(bf16s[39] < 0.5 * bf16s[0], "bf16 learns: {} -> {}", bf16s[0], bf16s[39]);
     }
 
     #[test]

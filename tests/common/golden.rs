@@ -170,6 +170,7 @@ impl Optimizer {
             },
             grad_clip: None,
             dropout: 0.0,
+            precision: Default::default(),
             eval_every: 0,
             save_every: 0,
             sample_every: 0,
