@@ -102,19 +102,29 @@ mod amx {
             Tiles(PhantomData)
         }
 
-        /// `c[32][32] = A @ B` over `kl` (a multiple of 32) `k`s, with `a` two
-        /// panels of 16 rows ([`pack_a`]) and `b` one panel of 32 columns
-        /// ([`pack_b`]), from their first `k`.
-        fn block(&self, a: &[u32], kl: usize, b: &[u32], c: &mut [f32; 32 * 32]) {
+        /// `C (+)= A @ B` for the `32×32` block `C` at the front of `c`, rows
+        /// `c_rs` apart (added to with `add`, else overwritten), over `kl` (a
+        /// multiple of 32) `k`s, with `a` two panels of 16 rows ([`pack_a`])
+        /// and `b` one panel of 32 columns ([`pack_b`]), from their first `k`.
+        fn block(&self, a: &[u32], kl: usize, b: &[u32], (c, c_rs): (&mut [f32], usize), add: bool) {
             assert!(kl > 0 && kl.is_multiple_of(32), "k block of {kl}");
             assert!(a.len() >= 16 * kl && b.len() >= 16 * kl, "packed operands too short");
+            assert!(c_rs >= 32 && c.len() >= 31 * c_rs + 32, "C block outside its slice");
             // SAFETY: the tile configuration is loaded on this thread (`self`
             // is not Send); the loop reads kl/32 tiles of 1 KiB from each A
             // panel (8·kl u32 each, two of them) and kl/32 rows of 2 KiB from
-            // `b` (16·kl u32), all inside the slices (asserted), and writes
-            // 4 KiB into `c`.
+            // `b` (16·kl u32); C's 32 rows of 32 floats, `c_rs` apart, are read
+            // and written: all inside the slices (asserted).
             unsafe {
                 asm!(
+                    "test {add}, {add}",
+                    "jz 3f",
+                    "tileloadd tmm0, [{c} + {c_rs}*1]",
+                    "tileloadd tmm1, [{c} + {c_rs}*1 + 64]",
+                    "tileloadd tmm2, [{c2} + {c_rs}*1]",
+                    "tileloadd tmm3, [{c2} + {c_rs}*1 + 64]",
+                    "jmp 2f",
+                    "3:",
                     "tilezero tmm0",
                     "tilezero tmm1",
                     "tilezero tmm2",
@@ -137,6 +147,7 @@ mod amx {
                     "tilestored [{c} + {c_rs}*1 + 64], tmm1",
                     "tilestored [{c2} + {c_rs}*1], tmm2",
                     "tilestored [{c2} + {c_rs}*1 + 64], tmm3",
+                    add = in(reg) add as usize,
                     a = inout(reg) a.as_ptr() => _,
                     a2 = inout(reg) a.as_ptr().add(8 * kl) => _,
                     b = inout(reg) b.as_ptr() => _,
@@ -144,8 +155,8 @@ mod amx {
                     a_rs = in(reg) 64usize,
                     b_rs = in(reg) 128usize,
                     c = in(reg) c.as_mut_ptr(),
-                    c2 = in(reg) c.as_mut_ptr().add(16 * 32),
-                    c_rs = in(reg) 128usize,
+                    c2 = in(reg) c.as_mut_ptr().add(16 * c_rs),
+                    c_rs = in(reg) 4 * c_rs,
                     options(nostack),
                 );
             }
@@ -370,10 +381,16 @@ mod amx {
                                 for i in (0..rows).step_by(32) {
                                     for j in (n0..(n0 + NC).min(n)).step_by(32) {
                                         let panel = &packed_b[j * kp / 2 + k0 * 16..];
-                                        tiles.block(&a_buf[i * kl / 2..], kl, panel, &mut c);
+                                        let (a, row) = (&a_buf[i * kl / 2..], r0 - r_start + i);
+                                        if rows - i >= 32 && n - j >= 32 {
+                                            // A whole block: the tiles work on `out` itself.
+                                            tiles.block(a, kl, panel, (&mut out[row * n + j..], n), add);
+                                            continue;
+                                        }
+                                        tiles.block(a, kl, panel, (&mut c[..], 32), false);
                                         let cols = 32.min(n - j);
                                         for r in 0..32.min(rows - i) {
-                                            let o = &mut out[(r0 - r_start + i + r) * n + j..][..cols];
+                                            let o = &mut out[(row + r) * n + j..][..cols];
                                             let c = &c[r * 32..][..cols];
                                             if add {
                                                 o.iter_mut().zip(c).for_each(|(o, c)| *o += c);
