@@ -323,29 +323,26 @@ pub fn qmatmul_with(isa: Isa, out: &mut [f32], x: &[f32], n: usize, w: &QMatrix,
         .div_ceil(rayon::current_num_threads().max(1) * 4)
         .max((32 << 10) / row_bytes)
         .max(1);
-    let x_row = |i: usize| {
-        if act_row > 0 {
-            &act[i * act_row..][..act_row]
-        } else {
-            &x[i * cols..][..cols]
-        }
-    };
+    let x_rows: Vec<&[f32]> = (0..n)
+        .map(|i| match act_row {
+            0 => &x[i * cols..][..cols],
+            _ => &act[i * act_row..][..act_row],
+        })
+        .collect();
     if n == 1 {
         out.par_chunks_mut(band).enumerate().for_each(|(k, o)| {
             for (j, o) in o.iter_mut().enumerate() {
-                *o = dot(w.row(k * band + j), x_row(0));
+                dot(w.row(k * band + j), &x_rows, std::slice::from_mut(o));
             }
         });
         return;
     }
     // Several rows: each weight row meets every activation row while it is
-    // in L1; the outputs go column-major into scratch, then into place.
+    // in L1 (unpacked once for several of them where the kind has a kernel
+    // for that); the outputs go column-major into scratch, then into place.
     cols_out.par_chunks_mut(band * n).enumerate().for_each(|(k, c)| {
         for (j, c) in c.chunks_mut(n).enumerate() {
-            let wr = w.row(k * band + j);
-            for (i, c) in c.iter_mut().enumerate() {
-                *c = dot(wr, x_row(i));
-            }
+            dot(w.row(k * band + j), &x_rows, c);
         }
     });
     out.par_chunks_mut(rows).enumerate().for_each(|(i, o)| {
@@ -464,24 +461,72 @@ impl Block8 for BlockQ8K {
     }
 }
 
-/// A row's dot product: weight blocks (bytes) with activations (quantized
-/// blocks or f32, in f32 slots).
-type RowDot = fn(&[u8], &[f32]) -> f32;
+/// A weight row's dot products (its blocks, as bytes) with activation rows
+/// (quantized blocks or f32, in f32 slots): `out[i] = w · acts[i]`. Each
+/// output is computed alike however many rows come with it.
+type RowDot = fn(&[u8], &[&[f32]], &mut [f32]);
+
+/// How many activation rows a legacy kernel takes at a time: each weight
+/// block is unpacked once for all of them.
+const LEGACY_ROWS: usize = 4;
+
+/// A legacy kind's dot products with up to [`LEGACY_ROWS`] activation rows at
+/// once: `R` sums, each in the order of the one-row case (`R = 1`).
+trait LegacyKernel {
+    /// # Safety
+    /// The CPU has the kernel's instructions ([`Isa::available`]).
+    unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R];
+}
+
+/// `out[i] = w · acts[i]`, [`LEGACY_ROWS`] rows at a time with `K`'s kernel.
+///
+/// # Safety
+/// The CPU has `K`'s instructions.
+unsafe fn legacy_rows<B: Legacy, K: LegacyKernel>(w: &[u8], acts: &[&[f32]], out: &mut [f32]) {
+    let w: &[B] = cast(w);
+    let a = |i: usize| -> &[BlockQ8] { cast(acts[i]) };
+    for (i0, out) in (0..acts.len()).step_by(LEGACY_ROWS).zip(out.chunks_mut(LEGACY_ROWS)) {
+        // SAFETY (each): the caller's promise about the CPU.
+        match out.len() {
+            1 => out.copy_from_slice(&unsafe { K::dot::<B, 1>(w, [a(i0)]) }),
+            2 => out.copy_from_slice(&unsafe { K::dot::<B, 2>(w, [a(i0), a(i0 + 1)]) }),
+            3 => out.copy_from_slice(&unsafe { K::dot::<B, 3>(w, [a(i0), a(i0 + 1), a(i0 + 2)]) }),
+            _ => out.copy_from_slice(&unsafe { K::dot::<B, 4>(w, std::array::from_fn(|r| a(i0 + r))) }),
+        }
+    }
+}
+
+struct ScalarKernel;
+
+impl LegacyKernel for ScalarKernel {
+    unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+        legacy_scalar(w, a)
+    }
+}
 
 fn row_dot(kind: Kind, isa: Isa) -> RowDot {
     use Kind::*;
     macro_rules! legacy {
         ($b:ty) => {
             match isa {
-                Isa::Scalar => |w, a| legacy_scalar::<$b>(cast(w), cast(a)),
+                // SAFETY (all three): `qmatmul_with` checked that this CPU has `isa`'s instructions.
+                Isa::Scalar => |w, a, o| unsafe { legacy_rows::<$b, ScalarKernel>(w, a, o) },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `qmatmul_with` checked that this CPU has AVX2 and FMA.
-                Isa::Avx2 => |w, a| unsafe { x86::legacy_avx2::<$b>(cast(w), cast(a)) },
+                Isa::Avx2 => |w, a, o| unsafe { legacy_rows::<$b, x86::Avx2>(w, a, o) },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `qmatmul_with` checked that this CPU has AVX2, FMA, AVX-512F and BW.
-                Isa::Avx512 => |w, a| unsafe { x86::legacy_avx512::<$b>(cast(w), cast(a)) },
+                Isa::Avx512 => |w, a, o| unsafe { legacy_rows::<$b, x86::Avx512>(w, a, o) },
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => unreachable!(),
+            }
+        };
+    }
+    /// One activation row at a time with a one-row dot product.
+    macro_rules! each {
+        (|$w:ident, $a:ident| $dot:expr) => {
+            |$w, acts, out| {
+                for (o, $a) in out.iter_mut().zip(acts) {
+                    *o = $dot;
+                }
             }
         };
     }
@@ -493,22 +538,22 @@ fn row_dot(kind: Kind, isa: Isa) -> RowDot {
         Q8_0 => legacy!(BlockQ8_0),
         // The K-quants have an AVX2 kernel, which AVX-512 machines run too.
         Q4_K | Q5_K | Q6_K if isa == Isa::Scalar => match kind {
-            Q4_K => |w, a| k_scalar::<BlockQ4_K>(cast(w), cast(a)),
-            Q5_K => |w, a| k_scalar::<BlockQ5_K>(cast(w), cast(a)),
-            _ => |w, a| k_scalar::<BlockQ6_K>(cast(w), cast(a)),
+            Q4_K => each!(|w, a| k_scalar::<BlockQ4_K>(cast(w), cast(a))),
+            Q5_K => each!(|w, a| k_scalar::<BlockQ5_K>(cast(w), cast(a))),
+            _ => each!(|w, a| k_scalar::<BlockQ6_K>(cast(w), cast(a))),
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY (all three): `qmatmul_with` checked that this CPU has AVX2 and FMA.
-        Q4_K => |w, a| unsafe { x86::q4k_avx2(cast(w), cast(a)) },
+        Q4_K => each!(|w, a| unsafe { x86::q4k_avx2(cast(w), cast(a)) }),
         #[cfg(target_arch = "x86_64")]
-        Q5_K => |w, a| unsafe { x86::q5k_avx2(cast(w), cast(a)) },
+        Q5_K => each!(|w, a| unsafe { x86::q5k_avx2(cast(w), cast(a)) }),
         #[cfg(target_arch = "x86_64")]
-        Q6_K => |w, a| unsafe { x86::q6k_avx2(cast(w), cast(a)) },
+        Q6_K => each!(|w, a| unsafe { x86::q6k_avx2(cast(w), cast(a)) }),
         #[cfg(not(target_arch = "x86_64"))]
         Q4_K | Q5_K | Q6_K => unreachable!(),
-        F32 => |w, a| fallback(Kind::F32, w, a),
-        F16 => |w, a| fallback(Kind::F16, w, a),
-        BF16 => |w, a| fallback(Kind::BF16, w, a),
+        F32 => each!(|w, a| fallback(Kind::F32, w, a)),
+        F16 => each!(|w, a| fallback(Kind::F16, w, a)),
+        BF16 => each!(|w, a| fallback(Kind::BF16, w, a)),
     }
 }
 
@@ -654,13 +699,17 @@ impl Legacy for BlockQ8_0 {
     }
 }
 
-/// `Σ_blocks d_w d_x Σ q_w q_x + m_w s_x`, integer sums per block.
-fn legacy_scalar<B: Legacy>(w: &[B], a: &[BlockQ8]) -> f32 {
-    let mut sum = 0.0f32;
-    for (b, a) in w.iter().zip(a) {
-        let q = b.q();
-        let isum: i32 = q.iter().zip(&a.qs).map(|(&w, &x)| w as i32 * x as i32).sum();
-        sum += b.d() * a.d * isum as f32 + b.m() * a.s;
+/// `Σ_blocks d_w d_x Σ q_w q_x + m_w s_x`, integer sums per block, for `R`
+/// activation rows (each weight block unpacked once for all).
+fn legacy_scalar<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+    let mut sum = [0.0f32; R];
+    for (k, b) in w.iter().enumerate() {
+        let (q, d, m) = (b.q(), b.d(), b.m());
+        for (sum, a) in sum.iter_mut().zip(a) {
+            let a = &a[k];
+            let isum: i32 = q.iter().zip(&a.qs).map(|(&w, &x)| w as i32 * x as i32).sum();
+            *sum += d * a.d * isum as f32 + m * a.s;
+        }
     }
     sum
 }
@@ -964,24 +1013,51 @@ mod x86 {
         }
     }
 
-    /// The dot product of a row of `B` blocks with activation blocks, a block per step.
+    /// The AVX2 + FMA kernel: a block per step.
+    pub(super) struct Avx2;
+
+    impl super::LegacyKernel for Avx2 {
+        unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+            // SAFETY: the caller's promise about the CPU.
+            unsafe { legacy_avx2(w, a) }
+        }
+    }
+
+    /// The AVX-512 kernel: two blocks per step.
+    pub(super) struct Avx512;
+
+    impl super::LegacyKernel for Avx512 {
+        unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+            // SAFETY: the caller's promise about the CPU.
+            unsafe { legacy_avx512(w, a) }
+        }
+    }
+
+    /// The dot products of a row of `B` blocks with `R` rows of activation
+    /// blocks, a block per step, each block unpacked once for all rows.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn legacy_avx2<B: Legacy>(w: &[B], a: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0.0f32;
-        for (b, a) in w.iter().zip(a) {
+    unsafe fn legacy_avx2<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut mins = [0.0f32; R];
+        for (k, b) in w.iter().enumerate() {
             // SAFETY: this function's features.
-            let p = unsafe { dot8(B::UNSIGNED, b.q_avx2(), load_q8(a)) };
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(b.d() * a.d), _mm256_cvtepi32_ps(p), acc);
-            if B::UNSIGNED {
-                mins += b.m() * a.s;
+            let q = unsafe { b.q_avx2() };
+            let (d, m) = (b.d(), b.m());
+            for r in 0..R {
+                let a = &a[r][k];
+                // SAFETY: this function's features.
+                let p = unsafe { dot8(B::UNSIGNED, q, load_q8(a)) };
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
+                if B::UNSIGNED {
+                    mins[r] += m * a.s;
+                }
             }
         }
         // SAFETY: this function's features.
-        unsafe { hsum(acc) + mins }
+        std::array::from_fn(|r| unsafe { hsum(acc[r]) } + mins[r])
     }
 
     /// As [`legacy_avx2`], two blocks per step in 512-bit registers.
@@ -989,41 +1065,39 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2, FMA, AVX-512F and AVX-512BW.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
-    pub(super) unsafe fn legacy_avx512<B: Legacy>(w: &[B], a: &[BlockQ8]) -> f32 {
-        let mut acc = _mm512_setzero_ps();
-        let mut mins = 0.0f32;
-        let (w2, a2) = (w.chunks_exact(2), a.chunks_exact(2));
-        let (w_tail, a_tail) = (w2.remainder(), a2.remainder());
-        for (b, a) in w2.zip(a2) {
+    unsafe fn legacy_avx512<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut mins = [0.0f32; R];
+        let pairs = w.len() / 2;
+        for k in (0..pairs).map(|k| 2 * k) {
+            let (b0, b1) = (&w[k], &w[k + 1]);
             // SAFETY: this function's features.
-            let (q, y) = unsafe {
-                (
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(b[0].q_avx2()), b[1].q_avx2()),
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load_q8(&a[0])), load_q8(&a[1])),
-                )
+            let q = unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(b0.q_avx2()), b1.q_avx2()) };
+            // Signed `q`: |q| · (y with q's sign), as `maddubs` wants its first operand unsigned.
+            let (neg, q) = match B::UNSIGNED {
+                true => (0, q),
+                false => (_mm512_movepi8_mask(q), _mm512_abs_epi8(q)),
             };
-            let p = if B::UNSIGNED {
-                _mm512_maddubs_epi16(q, y)
-            } else {
-                let neg = _mm512_movepi8_mask(q);
+            let (d0, d1, m0, m1) = (b0.d(), b1.d(), b0.m(), b1.m());
+            for r in 0..R {
+                let (a0, a1) = (&a[r][k], &a[r][k + 1]);
+                // SAFETY: this function's features.
+                let y = unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load_q8(a0)), load_q8(a1)) };
                 let y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
-                _mm512_maddubs_epi16(_mm512_abs_epi8(q), y)
-            };
-            let p = _mm512_madd_epi16(p, _mm512_set1_epi16(1));
-            let d = _mm512_mask_blend_ps(
-                0xFF00,
-                _mm512_set1_ps(b[0].d() * a[0].d),
-                _mm512_set1_ps(b[1].d() * a[1].d),
-            );
-            acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc);
-            if B::UNSIGNED {
-                mins += b[0].m() * a[0].s + b[1].m() * a[1].s;
+                let p = _mm512_madd_epi16(_mm512_maddubs_epi16(q, y), _mm512_set1_epi16(1));
+                let d = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0 * a0.d), _mm512_set1_ps(d1 * a1.d));
+                acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[r]);
+                if B::UNSIGNED {
+                    mins[r] += m0 * a0.s + m1 * a1.s;
+                }
             }
         }
-        let mut sum = _mm512_reduce_add_ps(acc) + mins;
-        if !w_tail.is_empty() {
+        let mut sum: [f32; R] = std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) + mins[r]);
+        if w.len() % 2 == 1 {
+            let tail = 2 * pairs..;
             // SAFETY: AVX2 and FMA are among this function's features.
-            sum += unsafe { legacy_avx2(w_tail, a_tail) };
+            let t = unsafe { legacy_avx2::<B, R>(&w[tail.clone()], std::array::from_fn(|r| &a[r][tail.clone()])) };
+            sum.iter_mut().zip(t).for_each(|(s, t)| *s += t);
         }
         sum
     }
@@ -1257,6 +1331,47 @@ mod tests {
             }
         }
         eprintln!("largest SIMD - scalar difference, relative to Σ|w x|: {worst:e}");
+    }
+
+    /// Up to [`ROW_INVARIANT_ROWS`] rows, every kind and kernel gives a row
+    /// the very bits it gets alone, wherever it sits in the batch: the
+    /// legacy kernels unpack a weight block once for several rows, and must
+    /// still sum each row as the one-row case does (odd block counts: the
+    /// AVX-512 kernel's one-block tail).
+    #[test]
+    fn a_row_comes_out_the_same_bit_for_bit_in_any_few_rows_batch() {
+        for kind in KINDS {
+            let cols = if act_format(kind) == ActFormat::Q8K {
+                2 * 256
+            } else {
+                7 * 32
+            };
+            let rows = 37;
+            let w = matrix(kind, rows, cols, 11);
+            let x = values(ROW_INVARIANT_ROWS * cols, 12);
+            for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+                if !isa.available() {
+                    continue;
+                }
+                let alone: Vec<Vec<f32>> = (0..ROW_INVARIANT_ROWS)
+                    .map(|r| run(isa, &w, &x[r * cols..][..cols], 1))
+                    .collect();
+                for (first, n) in [(0, 2), (1, 3), (0, 4), (3, 5), (0, 7), (2, 9), (0, ROW_INVARIANT_ROWS)] {
+                    let together = run(isa, &w, &x[first * cols..][..n * cols], n);
+                    for (i, row) in together.chunks(rows).enumerate() {
+                        let same = row
+                            .iter()
+                            .zip(&alone[first + i])
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{kind} {isa:?}: row {} as row {i} of {n} differs from it alone",
+                            first + i
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
