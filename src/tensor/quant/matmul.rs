@@ -1,6 +1,6 @@
 //! Quantized matrices that stay quantized: `y = x @ Wᵀ` read straight from
 //! ggml's blocks, as ggml-cpu computes it. The activations `x` are quantized
-//! on the fly, a row at a time, to 8-bit blocks ([`BlockQ8`] of 32 values for
+//! on the fly, a row at a time, to 8-bit blocks ([`PairQ8`]: two of 32 values for
 //! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, [`BlockQ8K`] of 256 for Q4_K/Q5_K/Q6_K); each
 //! weight block then meets its activation block in an integer dot product,
 //! scaled once per block. Kinds without a block kernel (F32, F16, BF16)
@@ -148,13 +148,17 @@ impl QMatrix {
     }
 }
 
-/// 32 activations: `x ≈ d * qs`, and `s = d * Σ qs` for the formats with a minimum.
+/// 64 activations as two blocks of 32: `x ≈ d * qs` and `s = d * Σ qs` (for
+/// the formats with a minimum) per block, laid out for the kernels: the two
+/// blocks' `qs` in one 512-bit load, each `d` repeated over the 8 lanes that
+/// hold its block's partial sums. A row of an odd number of blocks ends in a
+/// pair whose second block is zeros.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C)]
-pub(crate) struct BlockQ8 {
-    d: f32,
-    s: f32,
-    qs: [i8; 32],
+pub(crate) struct PairQ8 {
+    qs: [i8; 64],
+    d: [f32; 16],
+    s: [f32; 2],
 }
 
 /// 256 activations: `x ≈ d * qs`, and the sum of each 16 `qs` (for the K-quants' minimums).
@@ -177,12 +181,24 @@ fn quantize_q8(x: &[f32], qs: &mut [i8]) -> f32 {
     d
 }
 
-impl BlockQ8 {
+impl PairQ8 {
+    /// 64 values, or 32 (the second block zeros).
     fn quantize(x: &[f32]) -> Self {
-        let mut b = BlockQ8::zeroed();
-        b.d = quantize_q8(x, &mut b.qs);
-        b.s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        let mut b = PairQ8::zeroed();
+        for (h, x) in x.chunks(32).enumerate() {
+            let qs = &mut b.qs[32 * h..][..32];
+            let d = quantize_q8(x, qs);
+            b.d[8 * h..][..8].fill(d);
+            b.s[h] = d * qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        }
         b
+    }
+
+    /// Block `h` (0 or 1): `(d, s, qs)`.
+    fn block(&self, h: usize) -> (f32, f32, &[i8; 32]) {
+        let (lo, hi) = self.qs.split_at(32);
+        let qs = if h == 0 { lo } else { hi };
+        (self.d[8 * h], self.s[h], qs.try_into().expect("32 values"))
     }
 }
 
@@ -254,7 +270,7 @@ fn act_format(kind: Kind) -> ActFormat {
 /// f32 slots that the quantized activations of `n` rows of `cols` take.
 fn act_len(kind: Kind, n: usize, cols: usize) -> usize {
     match act_format(kind) {
-        ActFormat::Q8 => n * cols / 32 * (size_of::<BlockQ8>() / 4),
+        ActFormat::Q8 => n * (cols / 32).div_ceil(2) * (size_of::<PairQ8>() / 4),
         ActFormat::Q8K => n * cols / 256 * (size_of::<BlockQ8K>() / 4),
         ActFormat::F32 => 0,
     }
@@ -309,7 +325,7 @@ pub fn qmatmul_with(isa: Isa, out: &mut [f32], x: &[f32], n: usize, w: &QMatrix,
     let (act, cols_out) = scratch.split_at_mut(act_len(w.kind, n, cols));
     // Quantize the activations, a row of them per task when there are many.
     match act_format(w.kind) {
-        ActFormat::Q8 => quantize_acts::<BlockQ8>(act, x, cols),
+        ActFormat::Q8 => quantize_acts::<PairQ8>(act, x, cols),
         ActFormat::Q8K => quantize_acts::<BlockQ8K>(act, x, cols),
         ActFormat::F32 => {}
     }
@@ -429,28 +445,30 @@ pub fn qmatmul_backward_input(
 /// Quantizes each `cols`-long row of `x` into its blocks in `act`.
 fn quantize_acts<B: Block8>(act: &mut [f32], x: &[f32], cols: usize) {
     let blocks: &mut [B] = bytemuck::cast_slice_mut(act);
-    let per_row = cols / B::ELEMS;
+    let per_row = cols.div_ceil(B::ELEMS);
     let rows_per_task = ((1 << 14) / cols.max(1)).max(1);
     blocks
         .par_chunks_mut((per_row * rows_per_task).max(1))
         .zip(x.par_chunks((cols * rows_per_task).max(1)))
         .for_each(|(b, x)| {
-            b.iter_mut()
-                .zip(x.chunks_exact(B::ELEMS))
-                .for_each(|(b, x)| *b = B::quantize(x))
+            for (b, x) in b.chunks_mut(per_row).zip(x.chunks(cols)) {
+                b.iter_mut()
+                    .zip(x.chunks(B::ELEMS))
+                    .for_each(|(b, x)| *b = B::quantize(x))
+            }
         });
 }
 
-/// An activation block.
+/// A unit of quantized activations; a row's last may take fewer values.
 trait Block8: Pod + Send {
     const ELEMS: usize;
     fn quantize(x: &[f32]) -> Self;
 }
 
-impl Block8 for BlockQ8 {
-    const ELEMS: usize = 32;
+impl Block8 for PairQ8 {
+    const ELEMS: usize = 64;
     fn quantize(x: &[f32]) -> Self {
-        BlockQ8::quantize(x)
+        PairQ8::quantize(x)
     }
 }
 
@@ -475,7 +493,7 @@ const LEGACY_ROWS: usize = 4;
 trait LegacyKernel {
     /// # Safety
     /// The CPU has the kernel's instructions ([`Isa::available`]).
-    unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R];
+    unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R];
 }
 
 /// `out[i] = w · acts[i]`, [`LEGACY_ROWS`] rows at a time with `K`'s kernel.
@@ -484,7 +502,7 @@ trait LegacyKernel {
 /// The CPU has `K`'s instructions.
 unsafe fn legacy_rows<B: Legacy, K: LegacyKernel>(w: &[u8], acts: &[&[f32]], out: &mut [f32]) {
     let w: &[B] = cast(w);
-    let a = |i: usize| -> &[BlockQ8] { cast(acts[i]) };
+    let a = |i: usize| -> &[PairQ8] { cast(acts[i]) };
     for (i0, out) in (0..acts.len()).step_by(LEGACY_ROWS).zip(out.chunks_mut(LEGACY_ROWS)) {
         // SAFETY (each): the caller's promise about the CPU.
         match out.len() {
@@ -499,7 +517,7 @@ unsafe fn legacy_rows<B: Legacy, K: LegacyKernel>(w: &[u8], acts: &[&[f32]], out
 struct ScalarKernel;
 
 impl LegacyKernel for ScalarKernel {
-    unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+    unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
         legacy_scalar(w, a)
     }
 }
@@ -700,18 +718,20 @@ impl Legacy for BlockQ8_0 {
 }
 
 /// `Σ_blocks d_w d_x Σ q_w q_x + m_w s_x`, integer sums per block, for `R`
-/// activation rows (each weight block unpacked once for all).
-fn legacy_scalar<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
-    let mut sum = [0.0f32; R];
-    for (k, b) in w.iter().enumerate() {
-        let (q, d, m) = (b.q(), b.d(), b.m());
-        for (sum, a) in sum.iter_mut().zip(a) {
-            let a = &a[k];
-            let isum: i32 = q.iter().zip(&a.qs).map(|(&w, &x)| w as i32 * x as i32).sum();
-            *sum += d * a.d * isum as f32 + m * a.s;
+/// activation rows, one after the other (the compiler vectorises each block's
+/// sum best so).
+fn legacy_scalar<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
+    let mut out = [0.0f32; R];
+    for (sum, a) in out.iter_mut().zip(a) {
+        for (pair, w) in a.iter().zip(w.chunks(2)) {
+            for (h, b) in w.iter().enumerate() {
+                let (ad, s, qs) = pair.block(h);
+                let isum: i32 = b.q().iter().zip(qs).map(|(&w, &x)| w as i32 * x as i32).sum();
+                *sum += b.d() * ad * isum as f32 + b.m() * s;
+            }
         }
     }
-    sum
+    out
 }
 
 /// K-quant super-blocks with their integers unpacked: `x = d * sc_j * q - dmin * m_j`
@@ -813,7 +833,7 @@ fn k_scalar<B: KBlock>(w: &[B], a: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{f16_of, scale_min, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8, BlockQ8K, Legacy};
+    use super::{f16_of, scale_min, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8K, Legacy, PairQ8};
     use std::arch::x86_64::*;
 
     #[inline(always)]
@@ -981,12 +1001,6 @@ mod x86 {
         }
     }
 
-    #[inline(always)]
-    unsafe fn load_q8(a: &BlockQ8) -> __m256i {
-        // SAFETY: 32 bytes, unaligned.
-        unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) }
-    }
-
     /// 8 partial sums of `q · y` (pairs of pairs of products).
     #[inline(always)]
     unsafe fn dot8(unsigned: bool, q: __m256i, y: __m256i) -> __m256i {
@@ -1017,7 +1031,7 @@ mod x86 {
     pub(super) struct Avx2;
 
     impl super::LegacyKernel for Avx2 {
-        unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+        unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
             // SAFETY: the caller's promise about the CPU.
             unsafe { legacy_avx2(w, a) }
         }
@@ -1027,7 +1041,7 @@ mod x86 {
     pub(super) struct Avx512;
 
     impl super::LegacyKernel for Avx512 {
-        unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+        unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
             // SAFETY: the caller's promise about the CPU.
             unsafe { legacy_avx512(w, a) }
         }
@@ -1039,25 +1053,32 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn legacy_avx2<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+    unsafe fn legacy_avx2<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
         let mut acc = [_mm256_setzero_ps(); R];
-        let mut mins = [0.0f32; R];
+        let mut mins = [_mm_setzero_ps(); R];
         for (k, b) in w.iter().enumerate() {
+            let (pair, h) = (k / 2, k % 2);
             // SAFETY: this function's features.
             let q = unsafe { b.q_avx2() };
-            let (d, m) = (b.d(), b.m());
+            let (d, m) = (_mm256_set1_ps(b.d()), _mm_set_ss(b.m()));
             for r in 0..R {
-                let a = &a[r][k];
-                // SAFETY: this function's features.
-                let p = unsafe { dot8(B::UNSIGNED, q, load_q8(a)) };
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
+                let a = &a[r][pair];
+                let ad: &[f32; 8] = a.d[8 * h..][..8].try_into().expect("8 lanes");
+                // SAFETY: the checked load, 8 floats unaligned; this function's features.
+                let (p, ad) = unsafe {
+                    (
+                        dot8(B::UNSIGNED, q, load32i(&a.qs[32 * h..])),
+                        _mm256_loadu_ps(ad.as_ptr()),
+                    )
+                };
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, ad), _mm256_cvtepi32_ps(p), acc[r]);
                 if B::UNSIGNED {
-                    mins[r] += m * a.s;
+                    mins[r] = _mm_fmadd_ss(m, _mm_set_ss(a.s[h]), mins[r]);
                 }
             }
         }
         // SAFETY: this function's features.
-        std::array::from_fn(|r| unsafe { hsum(acc[r]) } + mins[r])
+        std::array::from_fn(|r| unsafe { hsum(acc[r]) } + _mm_cvtss_f32(mins[r]))
     }
 
     /// As [`legacy_avx2`], two blocks per step in 512-bit registers.
@@ -1065,12 +1086,12 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2, FMA, AVX-512F and AVX-512BW.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
-    unsafe fn legacy_avx512<B: Legacy, const R: usize>(w: &[B], a: [&[BlockQ8]; R]) -> [f32; R] {
+    unsafe fn legacy_avx512<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
         let mut acc = [_mm512_setzero_ps(); R];
-        let mut mins = [0.0f32; R];
+        let mut mins = [_mm_setzero_ps(); R];
         let pairs = w.len() / 2;
-        for k in (0..pairs).map(|k| 2 * k) {
-            let (b0, b1) = (&w[k], &w[k + 1]);
+        for k in 0..pairs {
+            let (b0, b1) = (&w[2 * k], &w[2 * k + 1]);
             // SAFETY: this function's features.
             let q = unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(b0.q_avx2()), b1.q_avx2()) };
             // Signed `q`: |q| · (y with q's sign), as `maddubs` wants its first operand unsigned.
@@ -1078,25 +1099,28 @@ mod x86 {
                 true => (0, q),
                 false => (_mm512_movepi8_mask(q), _mm512_abs_epi8(q)),
             };
-            let (d0, d1, m0, m1) = (b0.d(), b1.d(), b0.m(), b1.m());
+            let d = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(b0.d()), _mm512_set1_ps(b1.d()));
+            let m = _mm_setr_ps(b0.m(), b1.m(), 0.0, 0.0);
             for r in 0..R {
-                let (a0, a1) = (&a[r][k], &a[r][k + 1]);
-                // SAFETY: this function's features.
-                let y = unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load_q8(a0)), load_q8(a1)) };
+                let a = &a[r][k];
+                // SAFETY: unaligned loads of 64 bytes and of 16 floats, each whole.
+                let (y, ad) = unsafe { (_mm512_loadu_si512(a.qs.as_ptr().cast()), _mm512_loadu_ps(a.d.as_ptr())) };
                 let y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
                 let p = _mm512_madd_epi16(_mm512_maddubs_epi16(q, y), _mm512_set1_epi16(1));
-                let d = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0 * a0.d), _mm512_set1_ps(d1 * a1.d));
-                acc[r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc[r]);
+                acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, ad), _mm512_cvtepi32_ps(p), acc[r]);
                 if B::UNSIGNED {
-                    mins[r] += m0 * a0.s + m1 * a1.s;
+                    mins[r] = _mm_fmadd_ps(m, _mm_setr_ps(a.s[0], a.s[1], 0.0, 0.0), mins[r]);
                 }
             }
         }
-        let mut sum: [f32; R] = std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) + mins[r]);
+        let mut sum: [f32; R] = std::array::from_fn(|r| {
+            let mins: [f32; 4] = bytemuck::cast(mins[r]);
+            _mm512_reduce_add_ps(acc[r]) + (mins[0] + mins[1])
+        });
         if w.len() % 2 == 1 {
-            let tail = 2 * pairs..;
+            // The last block, the first of its pair.
             // SAFETY: AVX2 and FMA are among this function's features.
-            let t = unsafe { legacy_avx2::<B, R>(&w[tail.clone()], std::array::from_fn(|r| &a[r][tail.clone()])) };
+            let t = unsafe { legacy_avx2::<B, R>(&w[2 * pairs..], std::array::from_fn(|r| &a[r][pairs..])) };
             sum.iter_mut().zip(t).for_each(|(s, t)| *s += t);
         }
         sum
