@@ -486,7 +486,7 @@ type RowDot = fn(&[u8], &[&[f32]], &mut [f32]);
 
 /// How many activation rows a legacy kernel takes at a time: each weight
 /// block is unpacked once for all of them.
-const LEGACY_ROWS: usize = 4;
+const LEGACY_ROWS: usize = 8;
 
 /// A legacy kind's dot products with up to [`LEGACY_ROWS`] activation rows at
 /// once: `R` sums, each in the order of the one-row case (`R = 1`).
@@ -496,21 +496,38 @@ trait LegacyKernel {
     unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R];
 }
 
-/// `out[i] = w · acts[i]`, [`LEGACY_ROWS`] rows at a time with `K`'s kernel.
+/// `out[i] = w · acts[i]` with `K`'s kernel, [`LEGACY_ROWS`] rows at a time
+/// and the rest 4, 2, 1 at a time.
 ///
 /// # Safety
 /// The CPU has `K`'s instructions.
 unsafe fn legacy_rows<B: Legacy, K: LegacyKernel>(w: &[u8], acts: &[&[f32]], out: &mut [f32]) {
+    /// `R` rows from `acts[i0]` on into `out[i0..]`.
+    ///
+    /// # Safety
+    /// As [`legacy_rows`].
+    unsafe fn some<B: Legacy, K: LegacyKernel, const R: usize>(w: &[B], acts: &[&[f32]], i0: usize, out: &mut [f32]) {
+        // SAFETY: the caller's promise about the CPU.
+        let o = unsafe { K::dot::<B, R>(w, std::array::from_fn(|r| cast(acts[i0 + r]))) };
+        out[i0..i0 + R].copy_from_slice(&o);
+    }
     let w: &[B] = cast(w);
-    let a = |i: usize| -> &[PairQ8] { cast(acts[i]) };
-    for (i0, out) in (0..acts.len()).step_by(LEGACY_ROWS).zip(out.chunks_mut(LEGACY_ROWS)) {
+    let mut i0 = 0;
+    while i0 < acts.len() {
+        let r = match acts.len() - i0 {
+            LEGACY_ROWS.. => LEGACY_ROWS,
+            4.. => 4,
+            2.. => 2,
+            _ => 1,
+        };
         // SAFETY (each): the caller's promise about the CPU.
-        match out.len() {
-            1 => out.copy_from_slice(&unsafe { K::dot::<B, 1>(w, [a(i0)]) }),
-            2 => out.copy_from_slice(&unsafe { K::dot::<B, 2>(w, [a(i0), a(i0 + 1)]) }),
-            3 => out.copy_from_slice(&unsafe { K::dot::<B, 3>(w, [a(i0), a(i0 + 1), a(i0 + 2)]) }),
-            _ => out.copy_from_slice(&unsafe { K::dot::<B, 4>(w, std::array::from_fn(|r| a(i0 + r))) }),
+        match r {
+            LEGACY_ROWS => unsafe { some::<B, K, LEGACY_ROWS>(w, acts, i0, out) },
+            4 => unsafe { some::<B, K, 4>(w, acts, i0, out) },
+            2 => unsafe { some::<B, K, 2>(w, acts, i0, out) },
+            _ => unsafe { some::<B, K, 1>(w, acts, i0, out) },
         }
+        i0 += r;
     }
 }
 
