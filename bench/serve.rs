@@ -372,7 +372,8 @@ fn main() {
         let gpt2_124m = gpt2_dir("gpt-bench-gpt2-124m", 768, 12, 12);
         run("gpt2-124M", &ours(&gpt2_124m), true, &ours_levels, per_client);
     }
-    match gguf().filter(|_| wanted("smollm2")) {
+    match gguf() {
+        _ if !wanted("smollm2") => {}
         Some(file) => {
             run("smollm2", &ours(&file), true, &ours_levels, per_client);
             if let Some(peer) = llama_cpp(&file) {
