@@ -10,6 +10,9 @@
 //! after: decoding at batch 1 reads every weight once, so that is its bound.
 //! The formats take turns, a token each, for 20 rounds (after one to warm
 //! up), so load from other processes falls on all alike.
+//!
+//! `GPT_BENCH_ROWS=16` applies every matrix to that many rows at once instead
+//! (a decode step of 16 sequences): ms per step, and the weight bytes read once per step.
 
 #[path = "common.rs"]
 mod common;
@@ -68,27 +71,35 @@ impl Weights {
         }
     }
 
-    /// Every matrix once on one row: seconds.
-    fn token(&self, x: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) -> f64 {
+    /// Every matrix once on `n` rows: seconds.
+    fn token(&self, x: &[f32], n: usize, out: &mut [f32], scratch: &mut Vec<f32>) -> f64 {
         let t = Instant::now();
         for (i, &(rows, cols)) in shapes().iter().enumerate() {
-            let (x, out) = (&x[..cols], &mut out[..rows]);
+            let (x, out) = (&x[..n * cols], &mut out[..n * rows]);
             match self {
                 Weights::Quant(m, isa) => {
-                    scratch.resize(qmatmul_scratch_len(&m[i], 1), 0.0);
-                    qmatmul_with(*isa, out, x, 1, &m[i], scratch);
+                    scratch.resize(qmatmul_scratch_len(&m[i], n), 0.0);
+                    qmatmul_with(*isa, out, x, n, &m[i], scratch);
                 }
-                Weights::F32(m) => dense(out, x, &m[i], rows, cols, scratch),
-                Weights::Bf16(m) => dense(out, x, &m[i], rows, cols, scratch),
+                Weights::F32(m) => dense(out, x, n, &m[i], rows, cols, scratch),
+                Weights::Bf16(m) => dense(out, x, n, &m[i], rows, cols, scratch),
             }
         }
         t.elapsed().as_secs_f64()
     }
 }
 
-fn dense<W: WeightElem>(out: &mut [f32], x: &[f32], w: &[W], rows: usize, cols: usize, scratch: &mut Vec<f32>) {
+fn dense<W: WeightElem>(
+    out: &mut [f32],
+    x: &[f32],
+    n: usize,
+    w: &[W],
+    rows: usize,
+    cols: usize,
+    scratch: &mut Vec<f32>,
+) {
     let s = LinearShape {
-        n: 1,
+        n,
         d_in: cols,
         d_out: rows,
         w_t: true,
@@ -100,8 +111,13 @@ fn dense<W: WeightElem>(out: &mut [f32], x: &[f32], w: &[W], rows: usize, cols: 
 
 fn main() {
     let threads = rayon::current_num_threads();
+    let n: usize = std::env::var("GPT_BENCH_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(1);
     println!(
-        "SmolLM2-135M-shaped matrices ({LAYERS} layers of 576 wide, ffn {FFN}, lm_head {VOCAB} x {C}), batch 1, \
+        "SmolLM2-135M-shaped matrices ({LAYERS} layers of 576 wide, ffn {FFN}, lm_head {VOCAB} x {C}), batch {n}, \
          {threads} threads, kernels {:?}",
         Isa::best()
     );
@@ -135,15 +151,15 @@ fn main() {
         ("f32", Weights::F32(dense_f32.clone())),
     ];
     drop(dense_f32);
-    let x = random(FFN, 99);
-    let mut out = vec![0.0; VOCAB];
+    let x = random(n * FFN, 99);
+    let mut out = vec![0.0; n * VOCAB];
     let mut scratch = Vec::new();
     // Rounds of one token per format in turn, so that load from elsewhere
     // falls on every format alike; best and median over the rounds.
     let mut times = vec![Vec::new(); formats.len()];
     for round in 0..21 {
         for ((_, w), t) in formats.iter().zip(&mut times) {
-            let s = w.token(&x, &mut out, &mut scratch);
+            let s = w.token(&x, n, &mut out, &mut scratch);
             if round > 0 {
                 t.push(s); // round 0 warms up: pages, threads
             }

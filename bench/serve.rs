@@ -15,7 +15,8 @@
 //! 'llama-cpp-python[server]'`, in `$GPT_BENCH_PYTHON` or the venv, same
 //! threads) measured beside it on the same file by the same clients.
 //!
-//! `GPT_BENCH_LEVELS=1,4` picks the levels, `GPT_BENCH_REQUESTS` the requests
+//! `GPT_BENCH_MODELS=gpt2-small,gpt2-124M,smollm2` picks the models (all by
+//! default), `GPT_BENCH_LEVELS=1,4` the levels, `GPT_BENCH_REQUESTS` the requests
 //! per client (default 4); llama.cpp's server answers one request at a time,
 //! so it gets `GPT_BENCH_PEER_LEVELS` (default 1,4,16) and
 //! `GPT_BENCH_PEER_REQUESTS` (default 2); `GPT_BENCH_SOAK_SECS=600` adds a soak at 16 clients
@@ -356,8 +357,10 @@ fn main() {
     );
     let ours_levels = levels("GPT_BENCH_LEVELS", &[1, 4, 16, 64]);
     let per_client = env_usize("GPT_BENCH_REQUESTS", 4);
-    let small = gpt2_dir("gpt-bench-gpt2-small", 256, 4, 4);
-    {
+    let models = std::env::var("GPT_BENCH_MODELS").unwrap_or_default();
+    let wanted = |name: &str| models.is_empty() || models.split(',').any(|m| m.trim() == name);
+    if wanted("gpt2-small") {
+        let small = gpt2_dir("gpt-bench-gpt2-small", 256, 4, 4);
         let s = ours(&small);
         run("gpt2-small", &s, true, &ours_levels, per_client);
         let soak = env_usize("GPT_BENCH_SOAK_SECS", 0);
@@ -365,9 +368,12 @@ fn main() {
             soak_test(&s, soak);
         }
     }
-    let gpt2_124m = gpt2_dir("gpt-bench-gpt2-124m", 768, 12, 12);
-    run("gpt2-124M", &ours(&gpt2_124m), true, &ours_levels, per_client);
+    if wanted("gpt2-124M") {
+        let gpt2_124m = gpt2_dir("gpt-bench-gpt2-124m", 768, 12, 12);
+        run("gpt2-124M", &ours(&gpt2_124m), true, &ours_levels, per_client);
+    }
     match gguf() {
+        _ if !wanted("smollm2") => {}
         Some(file) => {
             run("smollm2", &ours(&file), true, &ours_levels, per_client);
             if let Some(peer) = llama_cpp(&file) {

@@ -1,6 +1,6 @@
 //! Quantized matrices that stay quantized: `y = x @ Wᵀ` read straight from
 //! ggml's blocks, as ggml-cpu computes it. The activations `x` are quantized
-//! on the fly, a row at a time, to 8-bit blocks ([`BlockQ8`] of 32 values for
+//! on the fly, a row at a time, to 8-bit blocks ([`PairQ8`]: two of 32 values for
 //! Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, [`BlockQ8K`] of 256 for Q4_K/Q5_K/Q6_K); each
 //! weight block then meets its activation block in an integer dot product,
 //! scaled once per block. Kinds without a block kernel (F32, F16, BF16)
@@ -148,13 +148,17 @@ impl QMatrix {
     }
 }
 
-/// 32 activations: `x ≈ d * qs`, and `s = d * Σ qs` for the formats with a minimum.
+/// 64 activations as two blocks of 32: `x ≈ d * qs` and `s = d * Σ qs` (for
+/// the formats with a minimum) per block, laid out for the kernels: the two
+/// blocks' `qs` in one 512-bit load, each `d` repeated over the 8 lanes that
+/// hold its block's partial sums. A row of an odd number of blocks ends in a
+/// pair whose second block is zeros.
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(C)]
-pub(crate) struct BlockQ8 {
-    d: f32,
-    s: f32,
-    qs: [i8; 32],
+pub(crate) struct PairQ8 {
+    qs: [i8; 64],
+    d: [f32; 16],
+    s: [f32; 2],
 }
 
 /// 256 activations: `x ≈ d * qs`, and the sum of each 16 `qs` (for the K-quants' minimums).
@@ -177,12 +181,24 @@ fn quantize_q8(x: &[f32], qs: &mut [i8]) -> f32 {
     d
 }
 
-impl BlockQ8 {
+impl PairQ8 {
+    /// 64 values, or 32 (the second block zeros).
     fn quantize(x: &[f32]) -> Self {
-        let mut b = BlockQ8::zeroed();
-        b.d = quantize_q8(x, &mut b.qs);
-        b.s = b.d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        let mut b = PairQ8::zeroed();
+        for (h, x) in x.chunks(32).enumerate() {
+            let qs = &mut b.qs[32 * h..][..32];
+            let d = quantize_q8(x, qs);
+            b.d[8 * h..][..8].fill(d);
+            b.s[h] = d * qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        }
         b
+    }
+
+    /// Block `h` (0 or 1): `(d, s, qs)`.
+    fn block(&self, h: usize) -> (f32, f32, &[i8; 32]) {
+        let (lo, hi) = self.qs.split_at(32);
+        let qs = if h == 0 { lo } else { hi };
+        (self.d[8 * h], self.s[h], qs.try_into().expect("32 values"))
     }
 }
 
@@ -254,7 +270,7 @@ fn act_format(kind: Kind) -> ActFormat {
 /// f32 slots that the quantized activations of `n` rows of `cols` take.
 fn act_len(kind: Kind, n: usize, cols: usize) -> usize {
     match act_format(kind) {
-        ActFormat::Q8 => n * cols / 32 * (size_of::<BlockQ8>() / 4),
+        ActFormat::Q8 => n * (cols / 32).div_ceil(2) * (size_of::<PairQ8>() / 4),
         ActFormat::Q8K => n * cols / 256 * (size_of::<BlockQ8K>() / 4),
         ActFormat::F32 => 0,
     }
@@ -309,7 +325,7 @@ pub fn qmatmul_with(isa: Isa, out: &mut [f32], x: &[f32], n: usize, w: &QMatrix,
     let (act, cols_out) = scratch.split_at_mut(act_len(w.kind, n, cols));
     // Quantize the activations, a row of them per task when there are many.
     match act_format(w.kind) {
-        ActFormat::Q8 => quantize_acts::<BlockQ8>(act, x, cols),
+        ActFormat::Q8 => quantize_acts::<PairQ8>(act, x, cols),
         ActFormat::Q8K => quantize_acts::<BlockQ8K>(act, x, cols),
         ActFormat::F32 => {}
     }
@@ -323,29 +339,26 @@ pub fn qmatmul_with(isa: Isa, out: &mut [f32], x: &[f32], n: usize, w: &QMatrix,
         .div_ceil(rayon::current_num_threads().max(1) * 4)
         .max((32 << 10) / row_bytes)
         .max(1);
-    let x_row = |i: usize| {
-        if act_row > 0 {
-            &act[i * act_row..][..act_row]
-        } else {
-            &x[i * cols..][..cols]
-        }
-    };
+    let x_rows: Vec<&[f32]> = (0..n)
+        .map(|i| match act_row {
+            0 => &x[i * cols..][..cols],
+            _ => &act[i * act_row..][..act_row],
+        })
+        .collect();
     if n == 1 {
         out.par_chunks_mut(band).enumerate().for_each(|(k, o)| {
             for (j, o) in o.iter_mut().enumerate() {
-                *o = dot(w.row(k * band + j), x_row(0));
+                dot(w.row(k * band + j), &x_rows, std::slice::from_mut(o));
             }
         });
         return;
     }
     // Several rows: each weight row meets every activation row while it is
-    // in L1; the outputs go column-major into scratch, then into place.
+    // in L1 (unpacked once for several of them where the kind has a kernel
+    // for that); the outputs go column-major into scratch, then into place.
     cols_out.par_chunks_mut(band * n).enumerate().for_each(|(k, c)| {
         for (j, c) in c.chunks_mut(n).enumerate() {
-            let wr = w.row(k * band + j);
-            for (i, c) in c.iter_mut().enumerate() {
-                *c = dot(wr, x_row(i));
-            }
+            dot(w.row(k * band + j), &x_rows, c);
         }
     });
     out.par_chunks_mut(rows).enumerate().for_each(|(i, o)| {
@@ -432,28 +445,30 @@ pub fn qmatmul_backward_input(
 /// Quantizes each `cols`-long row of `x` into its blocks in `act`.
 fn quantize_acts<B: Block8>(act: &mut [f32], x: &[f32], cols: usize) {
     let blocks: &mut [B] = bytemuck::cast_slice_mut(act);
-    let per_row = cols / B::ELEMS;
+    let per_row = cols.div_ceil(B::ELEMS);
     let rows_per_task = ((1 << 14) / cols.max(1)).max(1);
     blocks
         .par_chunks_mut((per_row * rows_per_task).max(1))
         .zip(x.par_chunks((cols * rows_per_task).max(1)))
         .for_each(|(b, x)| {
-            b.iter_mut()
-                .zip(x.chunks_exact(B::ELEMS))
-                .for_each(|(b, x)| *b = B::quantize(x))
+            for (b, x) in b.chunks_mut(per_row).zip(x.chunks(cols)) {
+                b.iter_mut()
+                    .zip(x.chunks(B::ELEMS))
+                    .for_each(|(b, x)| *b = B::quantize(x))
+            }
         });
 }
 
-/// An activation block.
+/// A unit of quantized activations; a row's last may take fewer values.
 trait Block8: Pod + Send {
     const ELEMS: usize;
     fn quantize(x: &[f32]) -> Self;
 }
 
-impl Block8 for BlockQ8 {
-    const ELEMS: usize = 32;
+impl Block8 for PairQ8 {
+    const ELEMS: usize = 64;
     fn quantize(x: &[f32]) -> Self {
-        BlockQ8::quantize(x)
+        PairQ8::quantize(x)
     }
 }
 
@@ -464,24 +479,89 @@ impl Block8 for BlockQ8K {
     }
 }
 
-/// A row's dot product: weight blocks (bytes) with activations (quantized
-/// blocks or f32, in f32 slots).
-type RowDot = fn(&[u8], &[f32]) -> f32;
+/// A weight row's dot products (its blocks, as bytes) with activation rows
+/// (quantized blocks or f32, in f32 slots): `out[i] = w · acts[i]`. Each
+/// output is computed alike however many rows come with it.
+type RowDot = fn(&[u8], &[&[f32]], &mut [f32]);
+
+/// How many activation rows a legacy kernel takes at a time: each weight
+/// block is unpacked once for all of them.
+const LEGACY_ROWS: usize = 8;
+
+/// A legacy kind's dot products with up to [`LEGACY_ROWS`] activation rows at
+/// once: `R` sums, each in the order of the one-row case (`R = 1`).
+trait LegacyKernel {
+    /// # Safety
+    /// The CPU has the kernel's instructions ([`Isa::available`]).
+    unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R];
+}
+
+/// `out[i] = w · acts[i]` with `K`'s kernel, [`LEGACY_ROWS`] rows at a time
+/// and the rest 4, 2, 1 at a time.
+///
+/// # Safety
+/// The CPU has `K`'s instructions.
+unsafe fn legacy_rows<B: Legacy, K: LegacyKernel>(w: &[u8], acts: &[&[f32]], out: &mut [f32]) {
+    /// `R` rows from `acts[i0]` on into `out[i0..]`.
+    ///
+    /// # Safety
+    /// As [`legacy_rows`].
+    unsafe fn some<B: Legacy, K: LegacyKernel, const R: usize>(w: &[B], acts: &[&[f32]], i0: usize, out: &mut [f32]) {
+        // SAFETY: the caller's promise about the CPU.
+        let o = unsafe { K::dot::<B, R>(w, std::array::from_fn(|r| cast(acts[i0 + r]))) };
+        out[i0..i0 + R].copy_from_slice(&o);
+    }
+    let w: &[B] = cast(w);
+    let mut i0 = 0;
+    while i0 < acts.len() {
+        let r = match acts.len() - i0 {
+            LEGACY_ROWS.. => LEGACY_ROWS,
+            4.. => 4,
+            2.. => 2,
+            _ => 1,
+        };
+        // SAFETY (each): the caller's promise about the CPU.
+        match r {
+            LEGACY_ROWS => unsafe { some::<B, K, LEGACY_ROWS>(w, acts, i0, out) },
+            4 => unsafe { some::<B, K, 4>(w, acts, i0, out) },
+            2 => unsafe { some::<B, K, 2>(w, acts, i0, out) },
+            _ => unsafe { some::<B, K, 1>(w, acts, i0, out) },
+        }
+        i0 += r;
+    }
+}
+
+struct ScalarKernel;
+
+impl LegacyKernel for ScalarKernel {
+    unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
+        legacy_scalar(w, a)
+    }
+}
 
 fn row_dot(kind: Kind, isa: Isa) -> RowDot {
     use Kind::*;
     macro_rules! legacy {
         ($b:ty) => {
             match isa {
-                Isa::Scalar => |w, a| legacy_scalar::<$b>(cast(w), cast(a)),
+                // SAFETY (all three): `qmatmul_with` checked that this CPU has `isa`'s instructions.
+                Isa::Scalar => |w, a, o| unsafe { legacy_rows::<$b, ScalarKernel>(w, a, o) },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `qmatmul_with` checked that this CPU has AVX2 and FMA.
-                Isa::Avx2 => |w, a| unsafe { x86::legacy_avx2::<$b>(cast(w), cast(a)) },
+                Isa::Avx2 => |w, a, o| unsafe { legacy_rows::<$b, x86::Avx2>(w, a, o) },
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: `qmatmul_with` checked that this CPU has AVX2, FMA, AVX-512F and BW.
-                Isa::Avx512 => |w, a| unsafe { x86::legacy_avx512::<$b>(cast(w), cast(a)) },
+                Isa::Avx512 => |w, a, o| unsafe { legacy_rows::<$b, x86::Avx512>(w, a, o) },
                 #[cfg(not(target_arch = "x86_64"))]
                 _ => unreachable!(),
+            }
+        };
+    }
+    /// One activation row at a time with a one-row dot product.
+    macro_rules! each {
+        (|$w:ident, $a:ident| $dot:expr) => {
+            |$w, acts, out| {
+                for (o, $a) in out.iter_mut().zip(acts) {
+                    *o = $dot;
+                }
             }
         };
     }
@@ -493,22 +573,22 @@ fn row_dot(kind: Kind, isa: Isa) -> RowDot {
         Q8_0 => legacy!(BlockQ8_0),
         // The K-quants have an AVX2 kernel, which AVX-512 machines run too.
         Q4_K | Q5_K | Q6_K if isa == Isa::Scalar => match kind {
-            Q4_K => |w, a| k_scalar::<BlockQ4_K>(cast(w), cast(a)),
-            Q5_K => |w, a| k_scalar::<BlockQ5_K>(cast(w), cast(a)),
-            _ => |w, a| k_scalar::<BlockQ6_K>(cast(w), cast(a)),
+            Q4_K => each!(|w, a| k_scalar::<BlockQ4_K>(cast(w), cast(a))),
+            Q5_K => each!(|w, a| k_scalar::<BlockQ5_K>(cast(w), cast(a))),
+            _ => each!(|w, a| k_scalar::<BlockQ6_K>(cast(w), cast(a))),
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY (all three): `qmatmul_with` checked that this CPU has AVX2 and FMA.
-        Q4_K => |w, a| unsafe { x86::q4k_avx2(cast(w), cast(a)) },
+        Q4_K => each!(|w, a| unsafe { x86::q4k_avx2(cast(w), cast(a)) }),
         #[cfg(target_arch = "x86_64")]
-        Q5_K => |w, a| unsafe { x86::q5k_avx2(cast(w), cast(a)) },
+        Q5_K => each!(|w, a| unsafe { x86::q5k_avx2(cast(w), cast(a)) }),
         #[cfg(target_arch = "x86_64")]
-        Q6_K => |w, a| unsafe { x86::q6k_avx2(cast(w), cast(a)) },
+        Q6_K => each!(|w, a| unsafe { x86::q6k_avx2(cast(w), cast(a)) }),
         #[cfg(not(target_arch = "x86_64"))]
         Q4_K | Q5_K | Q6_K => unreachable!(),
-        F32 => |w, a| fallback(Kind::F32, w, a),
-        F16 => |w, a| fallback(Kind::F16, w, a),
-        BF16 => |w, a| fallback(Kind::BF16, w, a),
+        F32 => each!(|w, a| fallback(Kind::F32, w, a)),
+        F16 => each!(|w, a| fallback(Kind::F16, w, a)),
+        BF16 => each!(|w, a| fallback(Kind::BF16, w, a)),
     }
 }
 
@@ -654,15 +734,21 @@ impl Legacy for BlockQ8_0 {
     }
 }
 
-/// `Σ_blocks d_w d_x Σ q_w q_x + m_w s_x`, integer sums per block.
-fn legacy_scalar<B: Legacy>(w: &[B], a: &[BlockQ8]) -> f32 {
-    let mut sum = 0.0f32;
-    for (b, a) in w.iter().zip(a) {
-        let q = b.q();
-        let isum: i32 = q.iter().zip(&a.qs).map(|(&w, &x)| w as i32 * x as i32).sum();
-        sum += b.d() * a.d * isum as f32 + b.m() * a.s;
+/// `Σ_blocks d_w d_x Σ q_w q_x + m_w s_x`, integer sums per block, for `R`
+/// activation rows, one after the other (the compiler vectorises each block's
+/// sum best so).
+fn legacy_scalar<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
+    let mut out = [0.0f32; R];
+    for (sum, a) in out.iter_mut().zip(a) {
+        for (pair, w) in a.iter().zip(w.chunks(2)) {
+            for (h, b) in w.iter().enumerate() {
+                let (ad, s, qs) = pair.block(h);
+                let isum: i32 = b.q().iter().zip(qs).map(|(&w, &x)| w as i32 * x as i32).sum();
+                *sum += b.d() * ad * isum as f32 + b.m() * s;
+            }
+        }
     }
-    sum
+    out
 }
 
 /// K-quant super-blocks with their integers unpacked: `x = d * sc_j * q - dmin * m_j`
@@ -764,7 +850,7 @@ fn k_scalar<B: KBlock>(w: &[B], a: &[BlockQ8K]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{f16_of, scale_min, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8, BlockQ8K, Legacy};
+    use super::{f16_of, scale_min, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8K, Legacy, PairQ8};
     use std::arch::x86_64::*;
 
     #[inline(always)]
@@ -932,12 +1018,6 @@ mod x86 {
         }
     }
 
-    #[inline(always)]
-    unsafe fn load_q8(a: &BlockQ8) -> __m256i {
-        // SAFETY: 32 bytes, unaligned.
-        unsafe { _mm256_loadu_si256(a.qs.as_ptr().cast()) }
-    }
-
     /// 8 partial sums of `q · y` (pairs of pairs of products).
     #[inline(always)]
     unsafe fn dot8(unsigned: bool, q: __m256i, y: __m256i) -> __m256i {
@@ -964,24 +1044,58 @@ mod x86 {
         }
     }
 
-    /// The dot product of a row of `B` blocks with activation blocks, a block per step.
+    /// The AVX2 + FMA kernel: a block per step.
+    pub(super) struct Avx2;
+
+    impl super::LegacyKernel for Avx2 {
+        unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
+            // SAFETY: the caller's promise about the CPU.
+            unsafe { legacy_avx2(w, a) }
+        }
+    }
+
+    /// The AVX-512 kernel: two blocks per step.
+    pub(super) struct Avx512;
+
+    impl super::LegacyKernel for Avx512 {
+        unsafe fn dot<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
+            // SAFETY: the caller's promise about the CPU.
+            unsafe { legacy_avx512(w, a) }
+        }
+    }
+
+    /// The dot products of a row of `B` blocks with `R` rows of activation
+    /// blocks, a block per step, each block unpacked once for all rows.
     ///
     /// # Safety
     /// The CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn legacy_avx2<B: Legacy>(w: &[B], a: &[BlockQ8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0.0f32;
-        for (b, a) in w.iter().zip(a) {
+    unsafe fn legacy_avx2<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
+        let mut acc = [_mm256_setzero_ps(); R];
+        let mut mins = [_mm_setzero_ps(); R];
+        for (k, b) in w.iter().enumerate() {
+            let (pair, h) = (k / 2, k % 2);
             // SAFETY: this function's features.
-            let p = unsafe { dot8(B::UNSIGNED, b.q_avx2(), load_q8(a)) };
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(b.d() * a.d), _mm256_cvtepi32_ps(p), acc);
-            if B::UNSIGNED {
-                mins += b.m() * a.s;
+            let q = unsafe { b.q_avx2() };
+            let (d, m) = (_mm256_set1_ps(b.d()), _mm_set_ss(b.m()));
+            for r in 0..R {
+                let a = &a[r][pair];
+                let ad: &[f32; 8] = a.d[8 * h..][..8].try_into().expect("8 lanes");
+                // SAFETY: the checked load, 8 floats unaligned; this function's features.
+                let (p, ad) = unsafe {
+                    (
+                        dot8(B::UNSIGNED, q, load32i(&a.qs[32 * h..])),
+                        _mm256_loadu_ps(ad.as_ptr()),
+                    )
+                };
+                acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(d, ad), _mm256_cvtepi32_ps(p), acc[r]);
+                if B::UNSIGNED {
+                    mins[r] = _mm_fmadd_ss(m, _mm_set_ss(a.s[h]), mins[r]);
+                }
             }
         }
         // SAFETY: this function's features.
-        unsafe { hsum(acc) + mins }
+        std::array::from_fn(|r| unsafe { hsum(acc[r]) } + _mm_cvtss_f32(mins[r]))
     }
 
     /// As [`legacy_avx2`], two blocks per step in 512-bit registers.
@@ -989,41 +1103,42 @@ mod x86 {
     /// # Safety
     /// The CPU has AVX2, FMA, AVX-512F and AVX-512BW.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
-    pub(super) unsafe fn legacy_avx512<B: Legacy>(w: &[B], a: &[BlockQ8]) -> f32 {
-        let mut acc = _mm512_setzero_ps();
-        let mut mins = 0.0f32;
-        let (w2, a2) = (w.chunks_exact(2), a.chunks_exact(2));
-        let (w_tail, a_tail) = (w2.remainder(), a2.remainder());
-        for (b, a) in w2.zip(a2) {
+    unsafe fn legacy_avx512<B: Legacy, const R: usize>(w: &[B], a: [&[PairQ8]; R]) -> [f32; R] {
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut mins = [_mm_setzero_ps(); R];
+        let pairs = w.len() / 2;
+        for k in 0..pairs {
+            let (b0, b1) = (&w[2 * k], &w[2 * k + 1]);
             // SAFETY: this function's features.
-            let (q, y) = unsafe {
-                (
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(b[0].q_avx2()), b[1].q_avx2()),
-                    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(load_q8(&a[0])), load_q8(&a[1])),
-                )
+            let q = unsafe { _mm512_inserti64x4::<1>(_mm512_castsi256_si512(b0.q_avx2()), b1.q_avx2()) };
+            // Signed `q`: |q| · (y with q's sign), as `maddubs` wants its first operand unsigned.
+            let (neg, q) = match B::UNSIGNED {
+                true => (0, q),
+                false => (_mm512_movepi8_mask(q), _mm512_abs_epi8(q)),
             };
-            let p = if B::UNSIGNED {
-                _mm512_maddubs_epi16(q, y)
-            } else {
-                let neg = _mm512_movepi8_mask(q);
+            let d = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(b0.d()), _mm512_set1_ps(b1.d()));
+            let m = _mm_setr_ps(b0.m(), b1.m(), 0.0, 0.0);
+            for r in 0..R {
+                let a = &a[r][k];
+                // SAFETY: unaligned loads of 64 bytes and of 16 floats, each whole.
+                let (y, ad) = unsafe { (_mm512_loadu_si512(a.qs.as_ptr().cast()), _mm512_loadu_ps(a.d.as_ptr())) };
                 let y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
-                _mm512_maddubs_epi16(_mm512_abs_epi8(q), y)
-            };
-            let p = _mm512_madd_epi16(p, _mm512_set1_epi16(1));
-            let d = _mm512_mask_blend_ps(
-                0xFF00,
-                _mm512_set1_ps(b[0].d() * a[0].d),
-                _mm512_set1_ps(b[1].d() * a[1].d),
-            );
-            acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(p), acc);
-            if B::UNSIGNED {
-                mins += b[0].m() * a[0].s + b[1].m() * a[1].s;
+                let p = _mm512_madd_epi16(_mm512_maddubs_epi16(q, y), _mm512_set1_epi16(1));
+                acc[r] = _mm512_fmadd_ps(_mm512_mul_ps(d, ad), _mm512_cvtepi32_ps(p), acc[r]);
+                if B::UNSIGNED {
+                    mins[r] = _mm_fmadd_ps(m, _mm_setr_ps(a.s[0], a.s[1], 0.0, 0.0), mins[r]);
+                }
             }
         }
-        let mut sum = _mm512_reduce_add_ps(acc) + mins;
-        if !w_tail.is_empty() {
+        let mut sum: [f32; R] = std::array::from_fn(|r| {
+            let mins: [f32; 4] = bytemuck::cast(mins[r]);
+            _mm512_reduce_add_ps(acc[r]) + (mins[0] + mins[1])
+        });
+        if w.len() % 2 == 1 {
+            // The last block, the first of its pair.
             // SAFETY: AVX2 and FMA are among this function's features.
-            sum += unsafe { legacy_avx2(w_tail, a_tail) };
+            let t = unsafe { legacy_avx2::<B, R>(&w[2 * pairs..], std::array::from_fn(|r| &a[r][pairs..])) };
+            sum.iter_mut().zip(t).for_each(|(s, t)| *s += t);
         }
         sum
     }
@@ -1257,6 +1372,47 @@ mod tests {
             }
         }
         eprintln!("largest SIMD - scalar difference, relative to Σ|w x|: {worst:e}");
+    }
+
+    /// Up to [`ROW_INVARIANT_ROWS`] rows, every kind and kernel gives a row
+    /// the very bits it gets alone, wherever it sits in the batch: the
+    /// legacy kernels unpack a weight block once for several rows, and must
+    /// still sum each row as the one-row case does (odd block counts: the
+    /// AVX-512 kernel's one-block tail).
+    #[test]
+    fn a_row_comes_out_the_same_bit_for_bit_in_any_few_rows_batch() {
+        for kind in KINDS {
+            let cols = if act_format(kind) == ActFormat::Q8K {
+                2 * 256
+            } else {
+                7 * 32
+            };
+            let rows = 37;
+            let w = matrix(kind, rows, cols, 11);
+            let x = values(ROW_INVARIANT_ROWS * cols, 12);
+            for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+                if !isa.available() {
+                    continue;
+                }
+                let alone: Vec<Vec<f32>> = (0..ROW_INVARIANT_ROWS)
+                    .map(|r| run(isa, &w, &x[r * cols..][..cols], 1))
+                    .collect();
+                for (first, n) in [(0, 2), (1, 3), (0, 4), (3, 5), (0, 7), (2, 9), (0, ROW_INVARIANT_ROWS)] {
+                    let together = run(isa, &w, &x[first * cols..][..n * cols], n);
+                    for (i, row) in together.chunks(rows).enumerate() {
+                        let same = row
+                            .iter()
+                            .zip(&alone[first + i])
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{kind} {isa:?}: row {} as row {i} of {n} differs from it alone",
+                            first + i
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
