@@ -1,8 +1,7 @@
 //! Linear layer: `y = x @ W + b`, with `W` stored `[in, out]` (Hugging Face's
 //! Conv1D, GPT-2's layout) or `[out, in]` (`w_t`: nn.Linear, and the tied `wte`).
 
-use super::matmul::matmul;
-use super::matmul_bf16::matmul_bf16;
+use super::matmul_bf16::matmul_at;
 use super::{WeightElem, MIN_ELEMS_PER_TASK};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -20,33 +19,13 @@ pub struct LinearShape {
 }
 
 /// The inputs of a linear layer's GEMM: f32, or rounded to bf16 and summed
-/// in f32 ([`matmul_bf16`]: AMX tiles where the CPU has them).
+/// in f32 ([`matmul_at`]: AMX tiles where the CPU has them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
     F32,
     Bf16,
-}
-
-/// `out[m, n] (+)= a[m, k] @ b[k, n]` at `precision` ([`matmul`]'s arguments).
-#[allow(clippy::too_many_arguments)]
-fn product(
-    precision: Precision,
-    out: &mut [f32],
-    a: &[f32],
-    a_t: bool,
-    b: &[f32],
-    b_t: bool,
-    m: usize,
-    k: usize,
-    n: usize,
-    accumulate: bool,
-) {
-    match precision {
-        Precision::F32 => matmul(out, a, a_t, b, b_t, m, k, n, accumulate),
-        Precision::Bf16 => matmul_bf16(out, a, a_t, b, b_t, m, k, n, accumulate),
-    }
 }
 
 /// Up to this many rows, [`linear_forward`] streams the weights once for all
@@ -107,7 +86,7 @@ pub fn linear_forward<W: WeightElem>(
             scratch
         }
     };
-    product(s.precision, out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, b.is_some());
+    matmul_at(s.precision, out, x, false, w, s.w_t, s.n, s.d_in, s.d_out, b.is_some());
 }
 
 /// `out = x @ W` for a few rows, reading each weight from memory once.
@@ -309,9 +288,9 @@ pub fn linear_backward(
     }
     if let Some(dw) = dw {
         if s.w_t {
-            product(s.precision, dw, dout, true, x, false, s.d_out, s.n, s.d_in, true);
+            matmul_at(s.precision, dw, dout, true, x, false, s.d_out, s.n, s.d_in, true);
         } else {
-            product(s.precision, dw, x, true, dout, false, s.d_in, s.n, s.d_out, true);
+            matmul_at(s.precision, dw, x, true, dout, false, s.d_in, s.n, s.d_out, true);
         }
     }
     if let Some(db) = db {
@@ -329,7 +308,7 @@ pub fn linear_backward(
 /// `dx (+)= dout @ Wᵀ`, [`linear_backward`]'s input gradient; written, not
 /// added, without `accumulate` (a fresh buffer then needs no zeroing).
 pub fn linear_backward_input(dx: &mut [f32], dout: &[f32], w: &[f32], s: LinearShape, accumulate: bool) {
-    product(
+    matmul_at(
         s.precision,
         dx,
         dout,
@@ -346,6 +325,7 @@ pub fn linear_backward_input(dx: &mut [f32], dout: &[f32], w: &[f32], s: LinearS
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::matmul::matmul;
     use crate::tensor::Bf16;
 
     #[test]

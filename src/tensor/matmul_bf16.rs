@@ -10,20 +10,22 @@
 //! of 16 columns, the pair `(k, k+1)`: both operands are packed as `u32`
 //! pairs of bf16 of consecutive `k`.
 
+use super::linear::Precision;
 use super::matmul::matmul;
 use super::{Bf16, WeightElem};
 use rayon::prelude::*;
 
-/// Whether [`matmul_bf16`] runs on AMX tiles here.
+/// Whether [`matmul_at`]'s bf16 products run on AMX tiles here.
 pub fn has_amx() -> bool {
     amx::available()
 }
 
-/// `out[m, n] (+)= bf16(a)[m, k] @ bf16(b)[k, n]`, summed in f32: the
-/// operands as [`matmul`] takes them (`a_t`: `a` stored `[k, m]`; `b_t`:
-/// `b` stored `[n, k]`).
+/// `out[m, n] (+)= a[m, k] @ b[k, n]` at `precision`: with
+/// [`Precision::Bf16`], `bf16(a) @ bf16(b)` summed in f32. The operands as
+/// [`matmul`] takes them (`a_t`: `a` stored `[k, m]`; `b_t`: `b` stored `[n, k]`).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_bf16(
+pub fn matmul_at(
+    precision: Precision,
     out: &mut [f32],
     a: &[f32],
     a_t: bool,
@@ -34,6 +36,9 @@ pub fn matmul_bf16(
     n: usize,
     accumulate: bool,
 ) {
+    if precision == Precision::F32 {
+        return matmul(out, a, a_t, b, b_t, m, k, n, accumulate);
+    }
     assert_eq!(out.len(), m * n, "matmul_bf16: out is not [{m}, {n}]");
     assert_eq!(a.len(), m * k, "matmul_bf16: a is not [{m}, {k}]");
     assert_eq!(b.len(), k * n, "matmul_bf16: b is not [{k}, {n}]");
@@ -193,11 +198,7 @@ mod amx {
         if src.len() > 16 {
             hi[..src.len() - 16].copy_from_slice(&src[16..]);
         }
-        pairs_along_halves(&lo, &hi)
-    }
-
-    fn pairs_along_halves(lo: &[f32; 16], hi: &[f32; 16]) -> [u32; 16] {
-        // SAFETY: as in `pairs_across`.
+        // SAFETY: as in `pairs_across`, with 16 floats in each array.
         unsafe { pairs_simd::<false>(lo.as_ptr(), hi.as_ptr()) }
     }
 
@@ -347,7 +348,7 @@ mod amx {
         static PACKED_A: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
     }
 
-    /// [`super::matmul_bf16`] on tiles: `b` packed once, then each task takes
+    /// [`super::matmul_at`]'s bf16 product on tiles: `b` packed once, then each task takes
     /// a band of `out`'s rows, packing `MC` rows of `a` at a time and sweeping
     /// `b`'s panels `NC` columns at a time, one `32×32` block per kernel call.
     #[allow(clippy::too_many_arguments)]
@@ -450,7 +451,7 @@ mod tests {
                     let b = exact(k * n, 5);
                     let mut got = exact(m * n, 3);
                     let mut want = got.clone();
-                    matmul_bf16(&mut got, &a, a_t, &b, b_t, m, k, n, acc);
+                    matmul_at(Precision::Bf16, &mut got, &a, a_t, &b, b_t, m, k, n, acc);
                     reference(&mut want, &a, a_t, &b, b_t, m, k, n, acc);
                     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                         let tol = 1e-6 * k as f32 * 4.0;
@@ -470,7 +471,7 @@ mod tests {
         let (m, k, n) = (70, 96, 100);
         let (a, b) = (exact(m * k, 2), exact(k * n, 9));
         let (mut got, mut want) = (vec![0.0; m * n], vec![0.0; m * n]);
-        matmul_bf16(&mut got, &a, false, &b, true, m, k, n, false);
+        matmul_at(Precision::Bf16, &mut got, &a, false, &b, true, m, k, n, false);
         matmul(&mut want, &a, false, &b, true, m, k, n, false);
         assert_eq!(got, want);
     }
@@ -478,9 +479,9 @@ mod tests {
     #[test]
     fn empty_sums_write_zero_or_leave_out_alone() {
         let mut out = vec![3.0; 6];
-        matmul_bf16(&mut out, &[], false, &[], false, 2, 0, 3, true);
+        matmul_at(Precision::Bf16, &mut out, &[], false, &[], false, 2, 0, 3, true);
         assert_eq!(out, vec![3.0; 6]);
-        matmul_bf16(&mut out, &[], false, &[], false, 2, 0, 3, false);
+        matmul_at(Precision::Bf16, &mut out, &[], false, &[], false, 2, 0, 3, false);
         assert_eq!(out, vec![0.0; 6]);
     }
 }
