@@ -19,7 +19,7 @@ mod common;
 use common::read_bandwidth;
 
 use gpt::tensor::linear::{linear_forward, scratch_len, LinearShape};
-use gpt::tensor::quant::{qmatmul_scratch_len, qmatmul_with, Isa, Kind, QMatrix};
+use gpt::tensor::quant::{prompt_precision, qmatmul_scratch_len, qmatmul_with, Isa, Kind, QMatrix};
 use gpt::tensor::{advise_huge_pages, Bf16, WeightElem};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -79,7 +79,7 @@ impl Weights {
             match self {
                 Weights::Quant(m, isa) => {
                     scratch.resize(qmatmul_scratch_len(&m[i], n), 0.0);
-                    qmatmul_with(*isa, out, x, n, &m[i], scratch);
+                    qmatmul_with(*isa, out, x, n, &m[i], prompt_precision(), scratch);
                 }
                 Weights::F32(m) => dense(out, x, n, &m[i], rows, cols, scratch),
                 Weights::Bf16(m) => dense(out, x, n, &m[i], rows, cols, scratch),

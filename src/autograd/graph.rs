@@ -15,7 +15,7 @@ use crate::tensor::linear::{
 };
 use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
 use crate::tensor::quant::{
-    qmatmul, qmatmul_backward_input, qmatmul_backward_scratch_len, qmatmul_scratch_len, QMatrix,
+    prompt_precision, qmatmul, qmatmul_backward_input, qmatmul_backward_scratch_len, qmatmul_scratch_len, QMatrix,
 };
 use crate::tensor::rope::{rope_backward, rope_forward, RopeTable};
 use crate::tensor::{accumulate, copy, Bf16, Rng, Tensor};
@@ -179,6 +179,9 @@ pub struct Graph<'p> {
     dropout: Option<(f32, Rng)>,
     /// How linear layers' GEMMs round their inputs.
     precision: Precision,
+    /// How prompt-sized products of quantized weights round theirs: as
+    /// `precision` in training, at [`prompt_precision`] in inference.
+    quant_precision: Precision,
     /// During backward: whether each node's gradient is needed, i.e. whether a
     /// trainable parameter is among what it was computed from.
     needs: Vec<bool>,
@@ -200,6 +203,7 @@ impl<'p> Graph<'p> {
             grad_enabled: true,
             dropout: None,
             precision: Precision::F32,
+            quant_precision: Precision::F32,
             needs,
         }
     }
@@ -214,12 +218,14 @@ impl<'p> Graph<'p> {
     /// Rounds the inputs of linear layers' GEMMs (forward and backward) to `precision`.
     pub fn set_precision(&mut self, precision: Precision) {
         self.precision = precision;
+        self.quant_precision = precision;
     }
 
     /// A graph for inference: no backward, scratch buffers go straight back to the pool.
     pub fn inference(params: &'p Params, ws: Workspace) -> Self {
         Graph {
             grad_enabled: false,
+            quant_precision: prompt_precision(),
             ..Graph::new(params, ws)
         }
     }
@@ -430,7 +436,7 @@ impl<'p> Graph<'p> {
                 "linear: a quantized matrix holds W as [out, in] rows"
             );
             let mut scratch = self.ws.take(qmatmul_scratch_len(q, n));
-            qmatmul(&mut out, self.value(x), n, q, &mut scratch);
+            qmatmul(&mut out, self.value(x), n, q, self.quant_precision, &mut scratch);
             self.ws.give(scratch);
             if let Some(b) = b {
                 let b = self.value(b);

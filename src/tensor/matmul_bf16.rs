@@ -1,8 +1,10 @@
 //! Mixed-precision matrix multiply: inputs rounded to bf16, products summed
 //! in f32 (what PyTorch's bf16 autocast does to a matmul's inputs; the
 //! output here stays f32). On CPUs with Intel AMX the tiles do it, several
-//! times the f32 GEMM's speed; elsewhere the rounded inputs go through the
-//! f32 GEMM, the same numbers in another summation order.
+//! times the f32 GEMM's speed; on CPUs with AVX512-BF16 but no tiles (AMD
+//! Zen 4 and later) `vdpbf16ps` does, two products per f32 lane per
+//! instruction; elsewhere the rounded inputs go through the f32 GEMM. The
+//! same numbers each way, in another summation order.
 //!
 //! AMX layout (Intel SDM vol. 1, ch. 18): `tdpbf16ps C, A, B` adds a
 //! `16×32` bf16 `A` times a `32×16` bf16 `B` into a `16×16` f32 `C`, where
@@ -17,7 +19,13 @@ use rayon::prelude::*;
 
 /// Whether [`matmul_at`]'s bf16 products run on AMX tiles here.
 pub fn has_amx() -> bool {
-    amx::available()
+    packed::amx_available()
+}
+
+/// Whether [`matmul_at`]'s bf16 products run on a bf16 kernel here (AMX tiles
+/// or AVX512-BF16), rather than as rounded inputs through the f32 GEMM.
+pub fn has_bf16_kernel() -> bool {
+    packed::available()
 }
 
 /// `out[m, n] (+)= a[m, k] @ b[k, n]` at `precision`: with
@@ -42,15 +50,17 @@ pub fn matmul_at(
     assert_eq!(out.len(), m * n, "matmul_bf16: out is not [{m}, {n}]");
     assert_eq!(a.len(), m * k, "matmul_bf16: a is not [{m}, {k}]");
     assert_eq!(b.len(), k * n, "matmul_bf16: b is not [{k}, {n}]");
-    if m == 0 || n == 0 || k == 0 || !amx::available() {
+    if m == 0 || n == 0 || k == 0 || !packed::available() {
         let round = |x: &[f32]| -> Vec<f32> { x.par_iter().map(|&v| Bf16::from_f32(v).to_f32()).collect() };
         return matmul(out, &round(a), a_t, &round(b), b_t, m, k, n, accumulate);
     }
-    amx::matmul(out, a, a_t, b, b_t, m, k, n, accumulate)
+    packed::matmul(packed::amx_available(), out, a, a_t, b, b_t, m, k, n, accumulate)
 }
 
+/// Operands packed as bf16 pairs of consecutive `k`s (the layout both AMX
+/// and `vdpbf16ps` take), multiplied a `32×32` block of the output at a time.
 #[cfg(target_arch = "x86_64")]
-mod amx {
+mod packed {
     use rayon::prelude::*;
     use std::arch::asm;
     use std::marker::PhantomData;
@@ -63,27 +73,129 @@ mod amx {
     /// `k`s per pass: longer sums are split, each pass adding into `out`.
     const KC: usize = 1024;
 
-    /// AMX-BF16 present and the kernel lets this process use the tile data
-    /// (Linux asks each process to request it: `arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+    /// AVX512-BF16 (with AVX512BW), which the packing converts with and the
+    /// dot-product kernel multiplies with. Miri runs neither.
     pub fn available() -> bool {
         static OK: OnceLock<bool> = OnceLock::new();
         *OK.get_or_init(|| {
+            !cfg!(miri) && is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512bw")
+        })
+    }
+
+    /// AMX-BF16 present and the kernel lets this process use the tile data
+    /// (Linux asks each process to request it: `arch_prctl(ARCH_REQ_XCOMP_PERM)`).
+    pub fn amx_available() -> bool {
+        static OK: OnceLock<bool> = OnceLock::new();
+        *OK.get_or_init(|| {
             // Miri runs neither `cpuid` nor the tiles' inline assembly.
-            if cfg!(miri) || std::env::var_os("GPT_NO_AMX").is_some() {
+            if !available() || std::env::var_os("GPT_NO_AMX").is_some() {
                 return false;
             }
             let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
             let (tile, bf16) = (leaf7.edx & (1 << 24) != 0, leaf7.edx & (1 << 22) != 0);
-            // The packing converts with AVX512-BF16 (every CPU with AMX has it).
-            let convert = is_x86_feature_detected!("avx512bf16") && is_x86_feature_detected!("avx512bw");
             const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
             const XFEATURE_XTILEDATA: libc::c_long = 18;
             // SAFETY: this request only changes which register state the
             // kernel saves for this process; it touches no memory of ours.
-            tile && bf16
-                && convert
-                && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
+            tile && bf16 && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
         })
+    }
+
+    /// What multiplies the packed blocks: AMX tiles, or `vdpbf16ps`.
+    enum Kernel {
+        Tiles(Tiles),
+        Dot,
+    }
+
+    impl Kernel {
+        fn load(amx: bool) -> Kernel {
+            assert!(available(), "bf16 kernels used on a CPU without AVX512-BF16");
+            match amx {
+                true => Kernel::Tiles(Tiles::load()),
+                false => Kernel::Dot,
+            }
+        }
+
+        /// `C (+)= A @ B` for the `32×32` block `C` at the front of `c`, rows
+        /// `c_rs` apart (added to with `add`, else overwritten), over `kl` (a
+        /// multiple of 32) `k`s, with `a` two panels of 16 rows ([`pack_a`])
+        /// and `b` one panel of 32 columns ([`pack_b`]), from their first `k`.
+        fn block(&self, a: &[u32], kl: usize, b: &[u32], (c, c_rs): (&mut [f32], usize), add: bool) {
+            assert!(kl > 0 && kl.is_multiple_of(32), "k block of {kl}");
+            assert!(a.len() >= 16 * kl && b.len() >= 16 * kl, "packed operands too short");
+            assert!(c_rs >= 32 && c.len() >= 31 * c_rs + 32, "C block outside its slice");
+            match self {
+                // SAFETY: the slices' extents are asserted above.
+                Kernel::Tiles(t) => unsafe { t.block(a, kl, b, (c, c_rs), add) },
+                // SAFETY: `Dot` is only made where `available()` (AVX512-BF16)
+                // holds; the slices' extents are asserted above.
+                Kernel::Dot => unsafe { dot_block(a, kl, b, (c, c_rs), add) },
+            }
+        }
+    }
+
+    /// Pairs of `k` per pass of [`dot_block`] over its four row groups: 16
+    /// KiB of `B`, which stays in L1 while each group sweeps it.
+    const DOT_PAIRS: usize = 128;
+
+    /// [`Kernel::block`] by `vdpbf16ps`: 8 rows × 32 columns of `C` in 16
+    /// registers at a time, each step a broadcast pair of `A` times two
+    /// registers of `B`'s pairs (the layout the tiles take serves as is).
+    ///
+    /// # Safety
+    /// The CPU has AVX512-BF16; `a`, `b` and `c` hold what [`Kernel::block`] asserts.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dot_block(a: &[u32], kl: usize, b: &[u32], (c, c_rs): (&mut [f32], usize), add: bool) {
+        use std::arch::x86_64::*;
+        let pairs = kl / 2;
+        for q0 in (0..pairs).step_by(DOT_PAIRS) {
+            let q1 = (q0 + DOT_PAIRS).min(pairs);
+            for g in 0..4 {
+                // Rows 8g.. of C: panel g / 2 of `a`, its rows 8 (g % 2)..
+                let (panel, r0) = (&a[g / 2 * 8 * kl..], 8 * (g % 2));
+                let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+                if add || q0 > 0 {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let row = &c[(8 * g + r) * c_rs..][..32];
+                        // SAFETY: 32 floats of the row (sliced above).
+                        *acc = unsafe { [_mm512_loadu_ps(row.as_ptr()), _mm512_loadu_ps(row.as_ptr().add(16))] };
+                    }
+                }
+                for q in q0..q1 {
+                    let bq = &b[q * 32..][..32];
+                    // SAFETY: 16 + 16 u32 of B's pair row q (sliced above).
+                    let (b0, b1) = unsafe {
+                        (
+                            _mm512_loadu_si512(bq.as_ptr().cast()),
+                            _mm512_loadu_si512(bq.as_ptr().add(16).cast()),
+                        )
+                    };
+                    // Pair q of row r lies in tile q / 16 at [r][q % 16].
+                    let at = &panel[q / 16 * 256 + r0 * 16 + q % 16..];
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let pair = _mm512_set1_epi32(at[r * 16] as i32);
+                        // SAFETY: 512-bit vectors reinterpreted as 32 bf16.
+                        let (pair, b0, b1) = unsafe {
+                            (
+                                std::mem::transmute::<__m512i, __m512bh>(pair),
+                                std::mem::transmute::<__m512i, __m512bh>(b0),
+                                std::mem::transmute::<__m512i, __m512bh>(b1),
+                            )
+                        };
+                        acc[0] = _mm512_dpbf16_ps(acc[0], pair, b0);
+                        acc[1] = _mm512_dpbf16_ps(acc[1], pair, b1);
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    let row = &mut c[(8 * g + r) * c_rs..][..32];
+                    // SAFETY: 32 floats of the row (sliced above).
+                    unsafe {
+                        _mm512_storeu_ps(row.as_mut_ptr(), acc[0]);
+                        _mm512_storeu_ps(row.as_mut_ptr().add(16), acc[1]);
+                    }
+                }
+            }
+        }
     }
 
     /// The tile configuration loaded on this thread: all 8 tiles 16 rows of
@@ -93,7 +205,7 @@ mod amx {
 
     impl Tiles {
         fn load() -> Tiles {
-            assert!(available(), "AMX tiles used without permission");
+            assert!(amx_available(), "AMX tiles used without permission");
             #[repr(C, align(64))]
             struct Config([u8; 64]);
             let mut cfg = Config([0; 64]);
@@ -108,19 +220,16 @@ mod amx {
             Tiles(PhantomData)
         }
 
-        /// `C (+)= A @ B` for the `32×32` block `C` at the front of `c`, rows
-        /// `c_rs` apart (added to with `add`, else overwritten), over `kl` (a
-        /// multiple of 32) `k`s, with `a` two panels of 16 rows ([`pack_a`])
-        /// and `b` one panel of 32 columns ([`pack_b`]), from their first `k`.
-        fn block(&self, a: &[u32], kl: usize, b: &[u32], (c, c_rs): (&mut [f32], usize), add: bool) {
-            assert!(kl > 0 && kl.is_multiple_of(32), "k block of {kl}");
-            assert!(a.len() >= 16 * kl && b.len() >= 16 * kl, "packed operands too short");
-            assert!(c_rs >= 32 && c.len() >= 31 * c_rs + 32, "C block outside its slice");
+        /// [`Kernel::block`] on the tiles.
+        ///
+        /// # Safety
+        /// `a`, `b` and `c` hold what [`Kernel::block`] asserts.
+        unsafe fn block(&self, a: &[u32], kl: usize, b: &[u32], (c, c_rs): (&mut [f32], usize), add: bool) {
             // SAFETY: the tile configuration is loaded on this thread (`self`
             // is not Send); the loop reads kl/32 tiles of 1 KiB from each A
             // panel (8·kl u32 each, two of them) and kl/32 rows of 2 KiB from
             // `b` (16·kl u32); C's 32 rows of 32 floats, `c_rs` apart, are read
-            // and written: all inside the slices (asserted).
+            // and written: all inside the slices (the caller's promise).
             unsafe {
                 asm!(
                     "test {add}, {add}",
@@ -348,11 +457,13 @@ mod amx {
         static PACKED_A: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
     }
 
-    /// [`super::matmul_at`]'s bf16 product on tiles: `b` packed once, then each task takes
-    /// a band of `out`'s rows, packing `MC` rows of `a` at a time and sweeping
-    /// `b`'s panels `NC` columns at a time, one `32×32` block per kernel call.
+    /// [`super::matmul_at`]'s bf16 product (on tiles with `amx`, else by
+    /// `vdpbf16ps`): `b` packed once, then each task takes a band of `out`'s
+    /// rows, packing `MC` rows of `a` at a time and sweeping `b`'s panels
+    /// `NC` columns at a time, one `32×32` block per kernel call.
     #[allow(clippy::too_many_arguments)]
     pub fn matmul(
+        amx: bool,
         out: &mut [f32],
         a: &[f32],
         a_t: bool,
@@ -363,6 +474,8 @@ mod amx {
         n: usize,
         accumulate: bool,
     ) {
+        // The packing converts with AVX512-BF16 whichever kernel multiplies.
+        assert!(available(), "bf16 kernels used on a CPU without AVX512-BF16");
         let kp = k.next_multiple_of(32);
         with_buffer(&PACKED_B, n.div_ceil(32) * 16 * kp, |packed_b| {
             pack_b(packed_b, b, b_t, k, n, kp);
@@ -371,7 +484,7 @@ mod amx {
             out.par_chunks_mut(band * n).enumerate().for_each(|(t, out)| {
                 let (r_start, r_end) = (t * band, t * band + out.len() / n);
                 with_buffer(&PACKED_A, MC * KC.min(kp) / 2, |a_buf| {
-                    let tiles = Tiles::load();
+                    let kernel = Kernel::load(amx);
                     let mut c = [0.0f32; 32 * 32];
                     for k0 in (0..kp).step_by(KC) {
                         let kl = KC.min(kp - k0);
@@ -386,10 +499,10 @@ mod amx {
                                         let (a, row) = (&a_buf[i * kl / 2..], r0 - r_start + i);
                                         if rows - i >= 32 && n - j >= 32 {
                                             // A whole block: the tiles work on `out` itself.
-                                            tiles.block(a, kl, panel, (&mut out[row * n + j..], n), add);
+                                            kernel.block(a, kl, panel, (&mut out[row * n + j..], n), add);
                                             continue;
                                         }
-                                        tiles.block(a, kl, panel, (&mut c[..], 32), false);
+                                        kernel.block(a, kl, panel, (&mut c[..], 32), false);
                                         let cols = 32.min(n - j);
                                         for r in 0..32.min(rows - i) {
                                             let o = &mut out[(row + r) * n + j..][..cols];
@@ -412,14 +525,29 @@ mod amx {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-mod amx {
+mod packed {
     pub fn available() -> bool {
         false
     }
 
+    pub fn amx_available() -> bool {
+        false
+    }
+
     #[allow(clippy::too_many_arguments)]
-    pub fn matmul(_: &mut [f32], _: &[f32], _: bool, _: &[f32], _: bool, _: usize, _: usize, _: usize, _: bool) {
-        unreachable!("no AMX off x86_64")
+    pub fn matmul(
+        _: bool,
+        _: &mut [f32],
+        _: &[f32],
+        _: bool,
+        _: &[f32],
+        _: bool,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: bool,
+    ) {
+        unreachable!("no bf16 kernels off x86_64")
     }
 }
 
@@ -440,6 +568,20 @@ mod tests {
         matmul(out, &round(a), a_t, &round(b), b_t, m, k, n, acc);
     }
 
+    /// The bf16 kernels this CPU runs, by their `amx` switch.
+    fn kernels() -> Vec<bool> {
+        [false, true]
+            .into_iter()
+            .filter(|&amx| {
+                if amx {
+                    packed::amx_available()
+                } else {
+                    packed::available()
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn every_layout_and_ragged_shape_matches_the_rounded_f32_product() {
         // Edges in every dimension, one k past a pass (KC) and odd k's.
@@ -449,16 +591,19 @@ mod tests {
                     // Inputs off the bf16 grid: both sides must round them alike.
                     let a: Vec<f32> = exact(m * k, 1).iter().map(|v| v * (1.0 + 1.0 / 512.0)).collect();
                     let b = exact(k * n, 5);
-                    let mut got = exact(m * n, 3);
+                    let got = exact(m * n, 3);
                     let mut want = got.clone();
-                    matmul_at(Precision::Bf16, &mut got, &a, a_t, &b, b_t, m, k, n, acc);
                     reference(&mut want, &a, a_t, &b, b_t, m, k, n, acc);
-                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                        let tol = 1e-6 * k as f32 * 4.0;
-                        assert!(
-                            (g - w).abs() <= tol,
-                            "{m}x{k}x{n} a_t={a_t} b_t={b_t} acc={acc} [{i}]: {g} vs {w}"
-                        );
+                    for amx in kernels() {
+                        let mut got = got.clone();
+                        packed::matmul(amx, &mut got, &a, a_t, &b, b_t, m, k, n, acc);
+                        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                            let tol = 1e-6 * k as f32 * 4.0;
+                            assert!(
+                                (g - w).abs() <= tol,
+                                "amx={amx} {m}x{k}x{n} a_t={a_t} b_t={b_t} acc={acc} [{i}]: {g} vs {w}"
+                            );
+                        }
                     }
                 }
             }
@@ -471,9 +616,13 @@ mod tests {
         let (m, k, n) = (70, 96, 100);
         let (a, b) = (exact(m * k, 2), exact(k * n, 9));
         let (mut got, mut want) = (vec![0.0; m * n], vec![0.0; m * n]);
-        matmul_at(Precision::Bf16, &mut got, &a, false, &b, true, m, k, n, false);
         matmul(&mut want, &a, false, &b, true, m, k, n, false);
+        matmul_at(Precision::Bf16, &mut got, &a, false, &b, true, m, k, n, false);
         assert_eq!(got, want);
+        for amx in kernels() {
+            packed::matmul(amx, &mut got, &a, false, &b, true, m, k, n, false);
+            assert_eq!(got, want, "amx={amx}");
+        }
     }
 
     #[test]

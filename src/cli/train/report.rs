@@ -6,7 +6,7 @@ use super::data::Prepared;
 use super::Settings;
 use crate::model::Gpt;
 use crate::tensor::linear::Precision;
-use crate::tensor::matmul_bf16::has_amx;
+use crate::tensor::matmul_bf16::has_bf16_kernel;
 use crate::train::plot::PLOT_FILE;
 use crate::train::progress::count;
 use crate::train::TrainReport;
@@ -17,7 +17,7 @@ use std::path::Path;
 const UNITS: &[&str] = &["", "k", "M", "B"];
 
 /// The notes on the data, the model and data in a line, every setting, and
-/// warnings for a warmup that outlasts the run and bf16 without AMX.
+/// warnings for a warmup that outlasts the run and bf16 without a bf16 kernel.
 pub fn start(model: &Gpt, data: &Prepared, s: &Settings) -> Result<()> {
     let c = &model.config;
     data.notes.iter().for_each(|n| eprintln!("{n}"));
@@ -41,8 +41,10 @@ pub fn start(model: &Gpt, data: &Prepared, s: &Settings) -> Result<()> {
         100.0 * trainable as f64 / all.max(1) as f64
     );
     eprintln!("settings: {}", settings_line(s)?);
-    if s.precision == Precision::Bf16 && !has_amx() {
-        eprintln!("warning: this CPU has no AMX: --precision bf16 rounds as it would there, but runs slower than f32");
+    if s.precision == Precision::Bf16 && !has_bf16_kernel() {
+        eprintln!(
+            "warning: this CPU has neither AMX nor AVX512-BF16: --precision bf16 rounds as it would there, but runs slower than f32"
+        );
     }
     if s.warmup >= s.steps {
         eprintln!(

@@ -20,8 +20,8 @@ use k_quants::scale_min;
 pub(crate) use k_quants::{BlockQ4_K, BlockQ5_K, BlockQ6_K};
 pub(crate) use legacy::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 pub use matmul::{
-    qmatmul, qmatmul_backward_input, qmatmul_backward_scratch_len, qmatmul_scratch_len, qmatmul_with, BadQMatrix, Isa,
-    QMatrix, ROW_INVARIANT_ROWS,
+    prompt_precision, qmatmul, qmatmul_backward_input, qmatmul_backward_scratch_len, qmatmul_scratch_len, qmatmul_with,
+    BadQMatrix, Isa, QMatrix, ROW_INVARIANT_ROWS,
 };
 
 /// A storage format of weights (ggml's type of the same name).
