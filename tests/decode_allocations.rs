@@ -56,15 +56,24 @@ fn each_decoded_token_allocates_nothing() {
         .build()
         .unwrap();
     pool.install(|| {
-        let model = Gpt::new(GptConfig::gpt2(64, 64, 32, 4, 2), Init::Gpt2, &mut rng(0));
-        for sampling in [
-            SampleOptions::GREEDY,
-            SampleOptions {
-                temperature: 0.9,
-                top_k: Some(10),
-                top_p: Some(0.9),
-            },
+        let gpt2 = GptConfig::gpt2(64, 64, 32, 4, 2);
+        let llama = GptConfig {
+            n_kv_head: 2, // grouped-query attention, rotary embeddings
+            ..GptConfig::llama(64, 64, 32, 4, 2, 48)
+        };
+        for (config, sampling) in [
+            (gpt2.clone(), SampleOptions::GREEDY),
+            (
+                gpt2,
+                SampleOptions {
+                    temperature: 0.9,
+                    top_k: Some(10),
+                    top_p: Some(0.9),
+                },
+            ),
+            (llama, SampleOptions::GREEDY),
         ] {
+            let model = Gpt::new(config, Init::Gpt2, &mut rng(0));
             let short = allocations_for(&model, 10, sampling);
             let long = allocations_for(&model, 40, sampling);
             // The output vector grows by doubling: a few reallocations, not one per token.

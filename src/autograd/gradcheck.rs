@@ -144,7 +144,7 @@ mod tests {
 
     #[test]
     fn rope_on_query_and_key_heads_of_packed_documents() {
-        use crate::tensor::rope::{Llama3Scaling, RopeConfig, RopeTable};
+        use crate::tensor::rope::{Llama3Scaling, RopeConfig};
         let rope = RopeConfig {
             theta: 100.0,
             scaling: Some(Llama3Scaling {
@@ -154,13 +154,13 @@ mod tests {
                 original_max_position_embeddings: 4,
             }),
         };
-        let table = std::sync::Arc::new(RopeTable::new(4, 8, rope));
         let mut p = Params::default();
         // Heads of 4: two rotated (q, k), one passed through (v).
         let qkv = randn(&mut p, "qkv", &[6, 12], 21);
         check(&p, 1e-2, |g| {
             let qkv = g.param(qkv);
-            g.rope(qkv, &table, 2, &[0, 1, 2, 0, 1, 7])
+            let angles = g.rope_angles(&[0, 1, 2, 0, 1, 7], 4, rope);
+            g.rope(qkv, angles, 2)
         });
     }
 

@@ -17,10 +17,9 @@ use crate::tensor::norm::{norm_backward, norm_forward, NormKind};
 use crate::tensor::quant::{
     prompt_precision, qmatmul, qmatmul_backward_input, qmatmul_backward_scratch_len, qmatmul_scratch_len, QMatrix,
 };
-use crate::tensor::rope::{rope_backward, rope_forward, RopeTable};
+use crate::tensor::rope::{rope_angles, rope_backward, rope_forward, RopeConfig};
 use crate::tensor::{accumulate, copy, Bf16, Rng, Tensor};
 use std::mem;
-use std::sync::Arc;
 
 /// A value recorded on a [`Graph`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,9 +79,9 @@ enum Op {
     },
     Rope {
         x: Var,
-        table: Arc<RopeTable>,
+        /// `[N, head_size]`, of [`Graph::rope_angles`].
+        angles: Var,
         heads: usize,
-        pos: Vec<u32>,
     },
     Add {
         a: Var,
@@ -120,10 +119,9 @@ impl Op {
             Op::Embedding { wte, wpe, .. } => [Some(wte), wpe, None],
             Op::Linear { x, w, b, .. } => [Some(x), Some(w), b],
             Op::Norm { x, w, b, .. } => [Some(x), w, b],
-            Op::Activation { x, .. } | Op::Dropout { x, .. } | Op::Rows { x, .. } | Op::Rope { x, .. } => {
-                [Some(x), None, None]
-            }
+            Op::Activation { x, .. } | Op::Dropout { x, .. } | Op::Rows { x, .. } => [Some(x), None, None],
             Op::Glu { gate, up, .. } => [Some(gate), Some(up), None],
+            Op::Rope { x, angles, .. } => [Some(x), Some(angles), None],
             Op::Concat { parts } => parts,
             Op::Add { a, b, .. } => [Some(a), Some(b), None],
             Op::Attention { qkv, .. } => [Some(qkv), None, None],
@@ -532,18 +530,26 @@ impl<'p> Graph<'p> {
         self.push(shape, Value::Owned(out), Op::Concat { parts: ids })
     }
 
+    /// The rotary embeddings' cos and sin for rows at positions `pos[N]`,
+    /// `[N, head_size]` (a constant: computed once per forward, read by
+    /// every layer's [`Graph::rope`]).
+    pub fn rope_angles(&mut self, pos: &[u32], head_size: usize, rope: RopeConfig) -> Var {
+        let mut angles = self.ws.take(pos.len() * head_size);
+        rope_angles(&mut angles, pos, head_size, rope);
+        self.push(Dims::new(&[pos.len(), head_size]), Value::Owned(angles), Op::Leaf)
+    }
+
     /// Rotary position embedding of `x[N, width]`: the first `heads` heads of
     /// each row (the queries and keys of a fused `qkv`) rotated by the row's
-    /// position in `pos[N]`; the rest passes through.
-    pub fn rope(&mut self, x: Var, table: &Arc<RopeTable>, heads: usize, pos: &[u32]) -> Var {
+    /// `angles` (`[N, head_size]`, of [`Graph::rope_angles`]); the rest passes through.
+    pub fn rope(&mut self, x: Var, angles: Var, heads: usize) -> Var {
         let (n, width) = self.rows_cols(x);
-        assert_eq!(pos.len(), n);
+        let (rows, hs) = self.rows_cols(angles);
+        assert_eq!(rows, n, "one row of angles per row");
         let mut out = self.ws.take(n * width);
-        rope_forward(&mut out, self.value(x), pos, table, width, heads);
-        let pos = if self.grad_enabled { pos.to_vec() } else { Vec::new() };
+        rope_forward(&mut out, self.value(x), self.value(angles), hs, width, heads);
         let shape = self.dims(x);
-        let table = Arc::clone(table);
-        self.push(shape, Value::Owned(out), Op::Rope { x, table, heads, pos })
+        self.push(shape, Value::Owned(out), Op::Rope { x, angles, heads })
     }
 
     pub fn add(&mut self, a: Var, b: Var) -> Var {
@@ -927,10 +933,11 @@ impl<'p> Graph<'p> {
             Op::Rope { x, heads, .. } => {
                 let (x, heads, width) = (*x, *heads, *node.shape.last().unwrap());
                 let mut dx = self.grad_buf(g, x);
-                let Op::Rope { table, pos, .. } = &self.nodes[i].op else {
+                let Op::Rope { angles, .. } = &self.nodes[i].op else {
                     unreachable!()
                 };
-                rope_backward(&mut dx, dout, pos, table, width, heads);
+                let hs = self.rows_cols(*angles).1;
+                rope_backward(&mut dx, dout, self.value(*angles), hs, width, heads);
                 g[x.0] = dx;
             }
             Op::Add { .. } => unreachable!("handled by add_backward"),

@@ -27,22 +27,15 @@ pub fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.with_context(|| format!("mapping {}", path.display()))
 }
 
-/// Hands the free pages of the heap back to the kernel: what a loader's
-/// scratch (a vocabulary's strings, say) left behind before the weights are
-/// allocated, which the allocator would otherwise keep resident. glibc keeps
-/// such pages; elsewhere this does nothing.
-pub fn return_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases memory no allocation holds.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Hands the pages under `chunk` back to the kernel once its bytes are
 /// copied, when `chunk` lies inside `map`, so that a loader holds the copies
 /// and not the whole file besides (peak RSS about 1x the file, not 2x).
-/// Anything else is left alone.
+/// Anything else is left alone. The range is widened by [`RELEASE_MARGIN`]
+/// on each side (within the map): a page fault maps the pages around it that
+/// the page cache holds (`fault_around_bytes`, 64 KiB by default), so each
+/// chunk read maps its released neighbours again; without the margin a
+/// loader taking tensors out of file order kept 8 MiB of them
+/// (SmolLM2-135M's GGUF).
 pub fn release_pages(map: &memmap2::Mmap, chunk: &[u8]) {
     // Only a chunk inside the map: memmap2 checks the offset and the length
     // each against the map's length, not their sum, and DONTNEED on other
@@ -51,12 +44,18 @@ pub fn release_pages(map: &memmap2::Mmap, chunk: &[u8]) {
     let Some(offset) = offset.filter(|o| o.checked_add(chunk.len()).is_some_and(|end| end <= map.len())) else {
         return;
     };
+    let start = offset.saturating_sub(RELEASE_MARGIN);
+    let end = (offset + chunk.len()).saturating_add(RELEASE_MARGIN).min(map.len());
     // SAFETY: the range lies inside a read-only, file-backed map: DONTNEED
     // only drops its pages (memmap2 widens the range to whole pages, all
-    // of them the map's), and a later read faults the same bytes back in
-    // from the file.
-    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, chunk.len()) };
+    // of them the map's), and a later read of any of them, by a borrow
+    // still held or not, faults the same bytes back in from the file.
+    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
 }
+
+/// Bytes released on each side of a copied chunk ([`release_pages`]): the
+/// fault-around window, twice over.
+const RELEASE_MARGIN: usize = 128 << 10;
 
 /// How one element of a stored tensor is encoded (little-endian).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -11,10 +11,8 @@ use crate::tensor::cross_entropy::IGNORE;
 use crate::tensor::elementwise::Activation;
 use crate::tensor::norm::NormKind;
 use crate::tensor::quant::{self, CannotQuantize};
-use crate::tensor::rope::RopeTable;
 use crate::tensor::{Rng, Tensor};
 use anyhow::{bail, ensure, Result};
-use std::sync::Arc;
 
 /// How to draw the initial weights.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -116,8 +114,6 @@ pub struct Gpt {
     lm_head: Option<ParamId>,
     /// A sequence classifier's head `[labels, C]`, in place of the logits over the vocabulary.
     score: Option<ParamId>,
-    /// cos/sin of every position, shared by the layers (rotary embeddings only).
-    rope: Option<Arc<RopeTable>>,
 }
 
 /// What a tensor is, for initialisation.
@@ -251,9 +247,6 @@ impl Gpt {
                 }
             })
             .collect();
-        let rope = config
-            .rope
-            .map(|r| Arc::new(RopeTable::new(config.head_size(), config.n_ctx, r)));
         Gpt {
             wte: id(format!("{}.weight", n.wte)),
             wpe: config.rope.is_none().then(|| id(format!("{}.weight", n.wpe))),
@@ -262,7 +255,6 @@ impl Gpt {
             ln_f: norm(n.ln_f),
             lm_head: params.find(&format!("{}.weight", n.lm_head)),
             score: params.find(&format!("{SCORE}.weight")),
-            rope,
             config,
             params,
         }
@@ -503,6 +495,8 @@ impl Gpt {
         let wte = g.param(self.wte);
         let wpe = self.wpe.map(|wpe| g.param(wpe));
         let mut x = g.embedding(wte, wpe, tokens, pos); // [B·T, C]
+                                                        // cos/sin of the rows' positions, shared by the layers (rotary embeddings only).
+        let rope = c.rope.map(|r| g.rope_angles(pos, c.head_size(), r)); // [B·T, hs]
         x = g.dropout(x);
         if c.embd_norm {
             x = self.norm(g, x, self.ln_emb);
@@ -511,8 +505,8 @@ impl Gpt {
             let mark = g.mark();
             let h = self.norm(g, x, blk.ln_1);
             let mut qkv = self.qkv(g, h, blk.qkv); // [B·T, (n_head + 2 n_kv_head) hs]
-            if let Some(table) = &self.rope {
-                qkv = g.rope(qkv, table, c.n_head + c.n_kv_head, pos); // queries and keys rotated
+            if let Some(angles) = rope {
+                qkv = g.rope(qkv, angles, c.n_head + c.n_kv_head); // queries and keys rotated
             }
             let slot = cache.as_deref_mut().map(|kv| kv.slot(l));
             let a = g.attention(qkv, c.n_head, c.n_kv_head, b, pos, slot); // [B·T, C]

@@ -124,6 +124,12 @@ pub fn generate(
             first = false;
         } else {
             out.decode_tokens += b;
+            if out.decode_tokens == b {
+                // The first decoding step has dropped the prompt-sized buffers
+                // from the workspace: hand their pages back rather than hold a
+                // long prompt's scratch through the whole generation.
+                crate::tensor::return_freed_memory();
+            }
         }
         if !active.contains(&true) || cache.len() == capacity {
             break;

@@ -78,6 +78,18 @@ impl Tensor {
     }
 }
 
+/// Hands the free pages of the heap back to the kernel: what a loader's
+/// scratch (a vocabulary's strings, say) or a prompt's left behind, which the
+/// allocator would otherwise keep resident beside the weights. glibc keeps
+/// such pages; elsewhere this does nothing.
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory no allocation holds.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Asks the kernel to back a large, not yet touched buffer with huge pages
 /// (fewer TLB misses when decoding streams all the weights). A hint only:
 /// nothing happens where transparent huge pages are off.

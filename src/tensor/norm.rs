@@ -26,23 +26,6 @@ pub fn norm_forward(
     eps: f32,
     kind: NormKind,
 ) {
-    // Absent weight/bias act as ones/zeros, so the inner loop has no branches.
-    // (Made only when missing: GPT-2's norms have both, and allocate nothing here.)
-    let (ones, zeros);
-    let w = match w {
-        Some(w) => w,
-        None => {
-            ones = vec![1.0; c];
-            &ones
-        }
-    };
-    let b = match b {
-        Some(b) => b,
-        None => {
-            zeros = vec![0.0; c];
-            &zeros
-        }
-    };
     out.par_chunks_mut(c)
         .zip(x.par_chunks(c))
         .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
@@ -55,8 +38,14 @@ pub fn norm_forward(
             };
             let var = super::sum_map(x, |v| (v - mu) * (v - mu)) / c as f32;
             let rs = 1.0 / (var + eps).sqrt();
-            for (((o, x), w), b) in o.iter_mut().zip(x).zip(w).zip(b) {
-                *o = (x - mu) * rs * w + b;
+            // One loop per case, each branch-free; absent weight/bias act as
+            // ones/zeros (nothing allocated for them: a decoded token's norms).
+            let xs = o.iter_mut().zip(x);
+            match (w, b) {
+                (Some(w), Some(b)) => xs.zip(w).zip(b).for_each(|(((o, x), w), b)| *o = (x - mu) * rs * w + b),
+                (Some(w), None) => xs.zip(w).for_each(|((o, x), w)| *o = (x - mu) * rs * w),
+                (None, Some(b)) => xs.zip(b).for_each(|((o, x), b)| *o = (x - mu) * rs + b),
+                (None, None) => xs.for_each(|(o, x)| *o = (x - mu) * rs),
             }
             *m = mu;
             *r = rs;

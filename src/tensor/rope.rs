@@ -28,98 +28,78 @@ pub struct RopeConfig {
 /// (`_compute_llama3_parameters`). In f32, step for step as `transformers`
 /// computes them, so the angles are the ones the weights were trained with.
 pub fn inv_freq(head_size: usize, rope: RopeConfig) -> Vec<f32> {
-    let base: Vec<f32> = (0..head_size / 2)
-        .map(|i| 1.0 / rope.theta.powf((2 * i) as f32 / head_size as f32))
-        .collect();
-    let Some(s) = rope.scaling else { return base };
+    (0..head_size / 2).map(|i| inv_freq_at(i, head_size, rope)).collect()
+}
+
+/// Frequency `i` of [`inv_freq`].
+fn inv_freq_at(i: usize, head_size: usize, rope: RopeConfig) -> f32 {
+    let f = 1.0 / rope.theta.powf((2 * i) as f32 / head_size as f32);
+    let Some(s) = rope.scaling else { return f };
     let old_len = s.original_max_position_embeddings as f32;
     let (low_wavelen, high_wavelen) = (old_len / s.low_freq_factor, old_len / s.high_freq_factor);
-    base.into_iter()
-        .map(|f| {
-            let wavelen = 2.0 * std::f32::consts::PI / f;
-            if wavelen < high_wavelen {
-                f
-            } else if wavelen > low_wavelen {
-                f / s.factor
-            } else {
-                let smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-                (1.0 - smooth) * f / s.factor + smooth * f
+    let wavelen = 2.0 * std::f32::consts::PI / f;
+    if wavelen < high_wavelen {
+        f
+    } else if wavelen > low_wavelen {
+        f / s.factor
+    } else {
+        let smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * f / s.factor + smooth * f
+    }
+}
+
+/// `pos[N] -> angles[N, head_size]`: each row's `cos` (first half) and `sin`
+/// (second half) of its position's angles. Computed once per forward for the
+/// positions of its rows, read by every layer: a table of every position up
+/// to the context would hold 2 MiB for SmolLM2's 8192, 64 MiB for Llama 3's
+/// 131072.
+pub fn rope_angles(angles: &mut [f32], pos: &[u32], head_size: usize, rope: RopeConfig) {
+    assert!(
+        head_size.is_multiple_of(2) && head_size > 0,
+        "rotary embeddings pair channels: odd head size"
+    );
+    assert_eq!(angles.len(), pos.len() * head_size);
+    let half = head_size / 2;
+    angles
+        .par_chunks_mut(head_size)
+        .zip(pos.par_iter())
+        .with_min_len(64)
+        .for_each(|(row, &p)| {
+            let (cos, sin) = row.split_at_mut(half);
+            for (i, (c, s)) in cos.iter_mut().zip(sin).enumerate() {
+                // The angle is rounded to f32 as in transformers; its cos and sin are then exact.
+                let a = (p as f32 * inv_freq_at(i, head_size, rope)) as f64;
+                (*c, *s) = (a.cos() as f32, a.sin() as f32);
             }
-        })
-        .collect()
-}
-
-/// `cos` and `sin` of every position's angles, `[n_pos, head_size / 2]` each:
-/// computed once per model, read by every layer.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RopeTable {
-    pub cos: Vec<f32>,
-    pub sin: Vec<f32>,
-    pub head_size: usize,
-}
-
-impl RopeTable {
-    pub fn new(head_size: usize, n_pos: usize, rope: RopeConfig) -> Self {
-        assert!(
-            head_size.is_multiple_of(2),
-            "rotary embeddings pair channels: odd head size"
-        );
-        let freq = inv_freq(head_size, rope);
-        // The angle is rounded to f32 as in transformers; its cos and sin are then exact.
-        let angles = (0..n_pos).flat_map(|p| freq.iter().map(move |&f| (p as f32 * f) as f64));
-        let (cos, sin) = angles.map(|a| (a.cos() as f32, a.sin() as f32)).unzip();
-        RopeTable { cos, sin, head_size }
-    }
-
-    /// Positions covered.
-    pub fn len(&self) -> usize {
-        self.cos.len() / (self.head_size / 2).max(1)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+        });
 }
 
 /// `x[N, width] -> out[N, width]`: the first `heads` heads of each row (the
-/// queries and keys of a fused `qkv`) rotated by the row's position, the rest
-/// (the values) copied:
+/// queries and keys of a fused `qkv`) rotated by the row's angles (of
+/// [`rope_angles`], `[N, head_size]`), the rest (the values) copied:
 /// `out[i] = x[i] cos - x[i + h/2] sin`, `out[i + h/2] = x[i + h/2] cos + x[i] sin`.
-pub fn rope_forward(out: &mut [f32], x: &[f32], pos: &[u32], table: &RopeTable, width: usize, heads: usize) {
-    rotate(out, x, pos, table, width, heads, 1.0, false);
+pub fn rope_forward(out: &mut [f32], x: &[f32], angles: &[f32], head_size: usize, width: usize, heads: usize) {
+    rotate(out, x, angles, head_size, width, heads, 1.0, false);
 }
 
 /// Backward of [`rope_forward`]: `dx += Rᵀ dout`, the rotation by minus the
 /// angle on the rotated heads, `dout` itself on the rest.
-pub fn rope_backward(dx: &mut [f32], dout: &[f32], pos: &[u32], table: &RopeTable, width: usize, heads: usize) {
-    rotate(dx, dout, pos, table, width, heads, -1.0, true);
+pub fn rope_backward(dx: &mut [f32], dout: &[f32], angles: &[f32], head_size: usize, width: usize, heads: usize) {
+    rotate(dx, dout, angles, head_size, width, heads, -1.0, true);
 }
 
 /// Rotates by `sign` times each row's angles into `out`, written or (with `add`) added.
 #[allow(clippy::too_many_arguments)]
-fn rotate(
-    out: &mut [f32],
-    x: &[f32],
-    pos: &[u32],
-    table: &RopeTable,
-    width: usize,
-    heads: usize,
-    sign: f32,
-    add: bool,
-) {
-    let (hs, half) = (table.head_size, table.head_size / 2);
-    assert!(heads * hs <= width && out.len() == x.len() && x.len() == pos.len() * width);
-    assert!(
-        pos.iter().all(|&p| (p as usize) < table.len()),
-        "position beyond the rotary table"
-    );
+fn rotate(out: &mut [f32], x: &[f32], angles: &[f32], hs: usize, width: usize, heads: usize, sign: f32, add: bool) {
+    let half = hs / 2;
+    assert!(hs > 0 && heads * hs <= width && out.len() == x.len());
+    assert!(x.len() / width * hs == angles.len(), "one row of angles per row");
     out.par_chunks_mut(width)
         .zip(x.par_chunks(width))
-        .zip(pos.par_iter())
+        .zip(angles.par_chunks(hs))
         .with_min_len(min_rows_per_task(width))
-        .for_each(|((o, x), &p)| {
-            let cos = &table.cos[p as usize * half..][..half];
-            let sin = &table.sin[p as usize * half..][..half];
+        .for_each(|((o, x), angles)| {
+            let (cos, sin) = angles.split_at(half);
             let (rotated, rest) = o.split_at_mut(heads * hs);
             for (o, x) in rotated.chunks_mut(hs).zip(x.chunks(hs)) {
                 let (o1, o2) = o.split_at_mut(half);
@@ -176,18 +156,16 @@ mod tests {
 
     #[test]
     fn rotation_preserves_pair_norms_and_position_zero_is_identity() {
-        let table = RopeTable::new(
-            4,
-            6,
-            RopeConfig {
-                theta: 100.0,
-                scaling: None,
-            },
-        );
+        let rope = RopeConfig {
+            theta: 100.0,
+            scaling: None,
+        };
+        let mut angles = vec![0.0; 8];
+        rope_angles(&mut angles, &[0, 5], 4, rope);
         // Two rows of width 10: two rotated heads of 4, then 2 copied values.
         let x: Vec<f32> = (0..20).map(|i| (i as f32 * 0.7).sin()).collect();
         let mut out = vec![0.0; 20];
-        rope_forward(&mut out, &x, &[0, 5], &table, 10, 2);
+        rope_forward(&mut out, &x, &angles, 4, 10, 2);
         assert_eq!(out[..10], x[..10]);
         assert_eq!(out[18..], x[18..]);
         for head in [10, 14] {
@@ -198,7 +176,7 @@ mod tests {
         }
         // The backward rotates back: applied to the output it gives the input.
         let mut back = vec![0.0; 20];
-        rope_backward(&mut back, &out, &[0, 5], &table, 10, 2);
+        rope_backward(&mut back, &out, &angles, 4, 10, 2);
         for (a, b) in back.iter().zip(&x) {
             assert!((a - b).abs() < 1e-6);
         }

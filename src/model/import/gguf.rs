@@ -86,7 +86,7 @@ pub fn read<B: AsRef<[u8]>>(g: &mut Gguf<B>, keep_quantized: bool) -> Result<Ggu
     };
     let chat_template = optional(g, "tokenizer.chat_template", |k| g.get_str(k).map(str::to_string))?;
     g.drop_arrays();
-    crate::io::return_freed_memory();
+    crate::tensor::return_freed_memory();
     let model = model(g, keep_quantized)?;
     Ok(GgufModel {
         model,
